@@ -1,0 +1,175 @@
+//! The partition assigner: keeps every partition owned by exactly one live
+//! worker, moves as few partitions as possible when workers come and go, and
+//! bumps a partition's assignment epoch on every move.
+//!
+//! `plan` is a pure function (tested directly); `run` applies it whenever
+//! topics or workers change.
+
+use crate::metadata::{topic_uuid, MetaError, Metadata};
+use futures::StreamExt;
+use kafscale_proto::metadata::v1::Assignment;
+use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
+use tokio::sync::watch;
+use uuid::Uuid;
+
+/// A partition: (topic id, partition index).
+pub type PartitionId = (Uuid, i32);
+
+/// Computes the assignments that must change so that every partition in
+/// `partitions` is owned by one of `workers`, loads differ by at most one,
+/// and partitions already on a live worker stay there unless balancing needs them.
+pub fn plan(
+    partitions: &[PartitionId],
+    workers: &[String],
+    current: &HashMap<PartitionId, Assignment>,
+) -> Vec<(PartitionId, Assignment)> {
+    if workers.is_empty() {
+        return Vec::new();
+    }
+    let mut owner: BTreeMap<PartitionId, String> = BTreeMap::new();
+    let mut load: BTreeMap<&str, Vec<PartitionId>> = workers.iter().map(|w| (w.as_str(), Vec::new())).collect();
+    let mut orphans = Vec::new();
+    for p in partitions {
+        match current.get(p) {
+            Some(a) if load.contains_key(a.worker_id.as_str()) => {
+                if let Some(v) = load.get_mut(a.worker_id.as_str()) {
+                    v.push(*p);
+                }
+                owner.insert(*p, a.worker_id.clone());
+            }
+            _ => orphans.push(*p),
+        }
+    }
+    let least = |load: &BTreeMap<&str, Vec<PartitionId>>| -> Option<String> {
+        load.iter().min_by_key(|(w, v)| (v.len(), **w)).map(|(w, _)| w.to_string())
+    };
+    for p in orphans {
+        if let Some(w) = least(&load) {
+            if let Some(v) = load.get_mut(w.as_str()) {
+                v.push(p);
+            }
+            owner.insert(p, w);
+        }
+    }
+    // Balance: move from the most to the least loaded until within one.
+    loop {
+        let Some((max_w, max_n)) = load.iter().max_by_key(|(w, v)| (v.len(), std::cmp::Reverse(**w))).map(|(w, v)| (w.to_string(), v.len())) else {
+            break;
+        };
+        let Some(min_w) = least(&load) else { break };
+        let min_n = load.get(min_w.as_str()).map(Vec::len).unwrap_or(0);
+        if max_n <= min_n + 1 {
+            break;
+        }
+        let moved = load.get_mut(max_w.as_str()).and_then(Vec::pop);
+        let Some(p) = moved else { break };
+        if let Some(v) = load.get_mut(min_w.as_str()) {
+            v.push(p);
+        }
+        owner.insert(p, min_w);
+    }
+    owner
+        .into_iter()
+        .filter_map(|(p, w)| {
+            let prev = current.get(&p);
+            match prev {
+                Some(a) if a.worker_id == w => None,
+                _ => Some((
+                    p,
+                    Assignment {
+                        worker_id: w,
+                        epoch: prev.map(|a| a.epoch).unwrap_or(0) + 1,
+                    },
+                )),
+            }
+        })
+        .collect()
+}
+
+/// Applies one round of `plan` to the metadata; returns the number of moves.
+pub async fn reconcile_once(meta: &Metadata) -> Result<usize, MetaError> {
+    let topics = meta.list_topics().await?;
+    let workers: Vec<String> = meta.list_workers().await?.into_iter().map(|w| w.worker_id).collect();
+    let current: HashMap<PartitionId, Assignment> = meta.list_assignments().await?.into_iter().collect();
+    let mut names = HashMap::new();
+    let mut partitions = Vec::new();
+    for t in &topics {
+        let id = topic_uuid(t);
+        names.insert(id, t.name.clone());
+        partitions.extend((0..t.partitions).map(|p| (id, p)));
+    }
+    let changes = plan(&partitions, &workers, &current);
+    let mut moves = 0;
+    for ((id, p), a) in changes {
+        if let Some(name) = names.get(&id) {
+            if meta.put_assignment(name, id, p, &a).await? {
+                moves += 1;
+            }
+        }
+    }
+    Ok(moves)
+}
+
+/// Runs the assigner until `shutdown` flips to true: reconciles at start and
+/// after every change to topics or workers (and periodically as a safety net).
+pub async fn run(meta: Metadata, mut shutdown: watch::Receiver<bool>) -> Result<(), MetaError> {
+    let store = meta.store().clone();
+    let mut topics = store.watch(&meta.keys().topics()).await?;
+    let mut workers = store.watch(&meta.keys().workers()).await?;
+    loop {
+        match reconcile_once(&meta).await {
+            Ok(n) if n > 0 => tracing::info!(moves = n, "assigner applied partition moves"),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "assigner round failed"),
+        }
+        tokio::select! {
+            _ = topics.next() => {}
+            _ = workers.next() => {}
+            _ = tokio::time::sleep(Duration::from_secs(5)) => {}
+            _ = shutdown.changed() => return Ok(()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parts(n: i32) -> Vec<PartitionId> {
+        let id = Uuid::from_u128(1);
+        (0..n).map(|p| (id, p)).collect()
+    }
+
+    fn apply(cur: &mut HashMap<PartitionId, Assignment>, ch: Vec<(PartitionId, Assignment)>) -> usize {
+        let n = ch.len();
+        for (p, a) in ch {
+            cur.insert(p, a);
+        }
+        n
+    }
+
+    #[test]
+    fn spreads_evenly_and_moves_few_on_join_and_leave() {
+        let ps = parts(12);
+        let mut cur = HashMap::new();
+        let ws: Vec<String> = vec!["a".into(), "b".into(), "c".into()];
+        let ch = plan(&ps, &ws, &cur);
+        assert_eq!(apply(&mut cur, ch), 12);
+        let count = |cur: &HashMap<PartitionId, Assignment>, w: &str| cur.values().filter(|a| a.worker_id == w).count();
+        assert!(ws.iter().all(|w| count(&cur, w) == 4));
+        // A fourth worker takes exactly three partitions.
+        let ws4: Vec<String> = vec!["a".into(), "b".into(), "c".into(), "d".into()];
+        let ch = plan(&ps, &ws4, &cur);
+        assert_eq!(apply(&mut cur, ch), 3);
+        assert_eq!(count(&cur, "d"), 3);
+        // Worker b leaves: only its partitions move, epochs bump.
+        let before = cur.clone();
+        let ws3: Vec<String> = vec!["a".into(), "c".into(), "d".into()];
+        let moved = plan(&ps, &ws3, &cur);
+        assert!(moved.iter().all(|(p, a)| before[p].worker_id == "b" && a.epoch == before[p].epoch + 1));
+        apply(&mut cur, moved);
+        assert_eq!(count(&cur, "b"), 0);
+        assert!(plan(&ps, &ws3, &cur).is_empty(), "stable once balanced");
+    }
+}
