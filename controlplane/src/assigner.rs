@@ -28,7 +28,8 @@ pub fn plan(
         return Vec::new();
     }
     let mut owner: BTreeMap<PartitionId, String> = BTreeMap::new();
-    let mut load: BTreeMap<&str, Vec<PartitionId>> = workers.iter().map(|w| (w.as_str(), Vec::new())).collect();
+    let mut load: BTreeMap<&str, Vec<PartitionId>> =
+        workers.iter().map(|w| (w.as_str(), Vec::new())).collect();
     let mut orphans = Vec::new();
     for p in partitions {
         match current.get(p) {
@@ -42,7 +43,9 @@ pub fn plan(
         }
     }
     let least = |load: &BTreeMap<&str, Vec<PartitionId>>| -> Option<String> {
-        load.iter().min_by_key(|(w, v)| (v.len(), **w)).map(|(w, _)| w.to_string())
+        load.iter()
+            .min_by_key(|(w, v)| (v.len(), **w))
+            .map(|(w, _)| w.to_string())
     };
     for p in orphans {
         if let Some(w) = least(&load) {
@@ -54,7 +57,11 @@ pub fn plan(
     }
     // Balance: move from the most to the least loaded until within one.
     loop {
-        let Some((max_w, max_n)) = load.iter().max_by_key(|(w, v)| (v.len(), std::cmp::Reverse(**w))).map(|(w, v)| (w.to_string(), v.len())) else {
+        let Some((max_w, max_n)) = load
+            .iter()
+            .max_by_key(|(w, v)| (v.len(), std::cmp::Reverse(**w)))
+            .map(|(w, v)| (w.to_string(), v.len()))
+        else {
             break;
         };
         let Some(min_w) = least(&load) else { break };
@@ -90,8 +97,14 @@ pub fn plan(
 /// Applies one round of `plan` to the metadata; returns the number of moves.
 pub async fn reconcile_once(meta: &Metadata) -> Result<usize, MetaError> {
     let topics = meta.list_topics().await?;
-    let workers: Vec<String> = meta.list_workers().await?.into_iter().map(|w| w.worker_id).collect();
-    let current: HashMap<PartitionId, Assignment> = meta.list_assignments().await?.into_iter().collect();
+    let workers: Vec<String> = meta
+        .list_workers()
+        .await?
+        .into_iter()
+        .map(|w| w.worker_id)
+        .collect();
+    let current: HashMap<PartitionId, Assignment> =
+        meta.list_assignments().await?.into_iter().collect();
     let mut names = HashMap::new();
     let mut partitions = Vec::new();
     for t in &topics {
@@ -141,7 +154,10 @@ mod tests {
         (0..n).map(|p| (id, p)).collect()
     }
 
-    fn apply(cur: &mut HashMap<PartitionId, Assignment>, ch: Vec<(PartitionId, Assignment)>) -> usize {
+    fn apply(
+        cur: &mut HashMap<PartitionId, Assignment>,
+        ch: Vec<(PartitionId, Assignment)>,
+    ) -> usize {
         let n = ch.len();
         for (p, a) in ch {
             cur.insert(p, a);
@@ -156,7 +172,9 @@ mod tests {
         let ws: Vec<String> = vec!["a".into(), "b".into(), "c".into()];
         let ch = plan(&ps, &ws, &cur);
         assert_eq!(apply(&mut cur, ch), 12);
-        let count = |cur: &HashMap<PartitionId, Assignment>, w: &str| cur.values().filter(|a| a.worker_id == w).count();
+        let count = |cur: &HashMap<PartitionId, Assignment>, w: &str| {
+            cur.values().filter(|a| a.worker_id == w).count()
+        };
         assert!(ws.iter().all(|w| count(&cur, w) == 4));
         // A fourth worker takes exactly three partitions.
         let ws4: Vec<String> = vec!["a".into(), "b".into(), "c".into(), "d".into()];
@@ -167,7 +185,9 @@ mod tests {
         let before = cur.clone();
         let ws3: Vec<String> = vec!["a".into(), "c".into(), "d".into()];
         let moved = plan(&ps, &ws3, &cur);
-        assert!(moved.iter().all(|(p, a)| before[p].worker_id == "b" && a.epoch == before[p].epoch + 1));
+        assert!(moved
+            .iter()
+            .all(|(p, a)| before[p].worker_id == "b" && a.epoch == before[p].epoch + 1));
         apply(&mut cur, moved);
         assert_eq!(count(&cur, "b"), 0);
         assert!(plan(&ps, &ws3, &cur).is_empty(), "stable once balanced");

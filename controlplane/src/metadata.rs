@@ -80,7 +80,10 @@ impl Metadata {
         &self.keys
     }
 
-    async fn get_msg<M: Message + Default>(&self, key: &str) -> Result<Option<(M, i64)>, MetaError> {
+    async fn get_msg<M: Message + Default>(
+        &self,
+        key: &str,
+    ) -> Result<Option<(M, i64)>, MetaError> {
         match self.store.get(key).await? {
             Some(kv) => Ok(Some((decode(key, &kv.value)?, kv.mod_revision))),
             None => Ok(None),
@@ -98,7 +101,10 @@ impl Metadata {
             let current = self.get_msg::<M>(key).await?;
             let rev = current.as_ref().map(|(_, r)| *r).unwrap_or(0);
             let next = update(current.map(|(m, _)| m))?;
-            let cmp = Compare { key: key.to_string(), mod_revision: rev };
+            let cmp = Compare {
+                key: key.to_string(),
+                mod_revision: rev,
+            };
             let op = TxnOp::Put(key.to_string(), bytes_of(&next));
             if self.store.txn(vec![cmp], vec![op]).await? {
                 return Ok(next);
@@ -132,8 +138,15 @@ impl Metadata {
             created_at_ms: now_ms(),
         };
         let key = self.keys.topic(name);
-        let cmp = Compare { key: key.clone(), mod_revision: 0 };
-        if self.store.txn(vec![cmp], vec![TxnOp::Put(key, bytes_of(&topic))]).await? {
+        let cmp = Compare {
+            key: key.clone(),
+            mod_revision: 0,
+        };
+        if self
+            .store
+            .txn(vec![cmp], vec![TxnOp::Put(key, bytes_of(&topic))])
+            .await?
+        {
             Ok(topic)
         } else {
             Err(MetaError::TopicExists(name.to_string()))
@@ -168,7 +181,10 @@ impl Metadata {
                 ops.push(TxnOp::Delete(kv.key));
             }
         }
-        let cmp = Compare { key, mod_revision: rev };
+        let cmp = Compare {
+            key,
+            mod_revision: rev,
+        };
         if self.store.txn(vec![cmp], ops).await? {
             Ok(topic)
         } else {
@@ -190,7 +206,11 @@ impl Metadata {
     }
 
     /// A partition's durable state (default when never written).
-    pub async fn partition_state(&self, topic_id: Uuid, partition: i32) -> Result<PartitionState, MetaError> {
+    pub async fn partition_state(
+        &self,
+        topic_id: Uuid,
+        partition: i32,
+    ) -> Result<PartitionState, MetaError> {
         Ok(self
             .get_msg(&self.keys.partition(topic_id, partition))
             .await?
@@ -212,15 +232,18 @@ impl Metadata {
     where
         F: FnMut(&mut PartitionState),
     {
-        self.update_msg(&self.keys.partition(topic_id, partition), |cur: Option<PartitionState>| {
-            let mut s = cur.unwrap_or_else(|| PartitionState {
-                topic_id: topic_id.as_bytes().to_vec().into(),
-                partition,
-                ..Default::default()
-            });
-            update(&mut s);
-            Ok(s)
-        })
+        self.update_msg(
+            &self.keys.partition(topic_id, partition),
+            |cur: Option<PartitionState>| {
+                let mut s = cur.unwrap_or_else(|| PartitionState {
+                    topic_id: topic_id.as_bytes().to_vec().into(),
+                    partition,
+                    ..Default::default()
+                });
+                update(&mut s);
+                Ok(s)
+            },
+        )
         .await
     }
 
@@ -232,16 +255,23 @@ impl Metadata {
             let current = self.store.get(&key).await?;
             let (prev, rev) = match &current {
                 Some(kv) => {
-                    let raw: [u8; 8] = kv.value.as_ref().try_into().map_err(|_| MetaError::Corrupt {
-                        key: key.clone(),
-                        reason: "stream epoch is not 8 bytes".into(),
-                    })?;
+                    let raw: [u8; 8] =
+                        kv.value
+                            .as_ref()
+                            .try_into()
+                            .map_err(|_| MetaError::Corrupt {
+                                key: key.clone(),
+                                reason: "stream epoch is not 8 bytes".into(),
+                            })?;
                     (u64::from_be_bytes(raw), kv.mod_revision)
                 }
                 None => (0, 0),
             };
             let next = prev + 1;
-            let cmp = Compare { key: key.clone(), mod_revision: rev };
+            let cmp = Compare {
+                key: key.clone(),
+                mod_revision: rev,
+            };
             let op = TxnOp::Put(key.clone(), Bytes::copy_from_slice(&next.to_be_bytes()));
             if self.store.txn(vec![cmp], vec![op]).await? {
                 return Ok(next);
@@ -251,7 +281,9 @@ impl Metadata {
 
     /// Registers (or refreshes) a worker.
     pub async fn register_worker(&self, reg: &WorkerRegistration) -> Result<(), MetaError> {
-        self.store.put(&self.keys.worker(&reg.worker_id), bytes_of(reg)).await?;
+        self.store
+            .put(&self.keys.worker(&reg.worker_id), bytes_of(reg))
+            .await?;
         Ok(())
     }
 
@@ -292,8 +324,14 @@ impl Metadata {
         if topic_uuid(&t) != topic_id {
             return Ok(false);
         }
-        let cmp = Compare { key: tkey, mod_revision: kv.mod_revision };
-        let op = TxnOp::Put(self.keys.assignment(topic_id, partition), bytes_of(assignment));
+        let cmp = Compare {
+            key: tkey,
+            mod_revision: kv.mod_revision,
+        };
+        let op = TxnOp::Put(
+            self.keys.assignment(topic_id, partition),
+            bytes_of(assignment),
+        );
         Ok(self.store.txn(vec![cmp], vec![op]).await?)
     }
 }
@@ -334,12 +372,23 @@ mod tests {
     async fn topics_are_unique_and_deletable() {
         let (_d, m) = meta().await;
         let t = m.create_topic("a", 3, HashMap::new()).await.unwrap();
-        assert!(matches!(m.create_topic("a", 1, HashMap::new()).await, Err(MetaError::TopicExists(_))));
+        assert!(matches!(
+            m.create_topic("a", 1, HashMap::new()).await,
+            Err(MetaError::TopicExists(_))
+        ));
         assert_eq!(m.list_topics().await.unwrap().len(), 1);
-        m.update_partition_state(topic_uuid(&t), 0, |s| s.log_start_offset = 5).await.unwrap();
+        m.update_partition_state(topic_uuid(&t), 0, |s| s.log_start_offset = 5)
+            .await
+            .unwrap();
         m.delete_topic("a").await.unwrap();
         assert!(m.get_topic("a").await.unwrap().is_none());
-        assert_eq!(m.partition_state(topic_uuid(&t), 0).await.unwrap().log_start_offset, 0);
+        assert_eq!(
+            m.partition_state(topic_uuid(&t), 0)
+                .await
+                .unwrap()
+                .log_start_offset,
+            0
+        );
     }
 
     #[tokio::test]

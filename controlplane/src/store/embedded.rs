@@ -71,7 +71,11 @@ impl EmbeddedStore {
 
     /// Runs one write transaction on a blocking thread: checks `compares`,
     /// applies `ops`, commits durably and publishes the events.
-    async fn write(&self, compares: Vec<Compare>, ops: Vec<TxnOp>) -> Result<Option<i64>, StoreError> {
+    async fn write(
+        &self,
+        compares: Vec<Compare>,
+        ops: Vec<TxnOp>,
+    ) -> Result<Option<i64>, StoreError> {
         let db = self.db.clone();
         let events = self.events.clone();
         tokio::task::spawn_blocking(move || -> Result<Option<i64>, StoreError> {
@@ -90,18 +94,30 @@ impl EmbeddedStore {
                     }
                 }
                 let mut meta = w.open_table(META).map_err(backend)?;
-                let last = meta.get("revision").map_err(backend)?.map(|v| v.value()).unwrap_or(0);
+                let last = meta
+                    .get("revision")
+                    .map_err(backend)?
+                    .map(|v| v.value())
+                    .unwrap_or(0);
                 rev = last + 1;
                 meta.insert("revision", rev).map_err(backend)?;
                 for op in ops {
                     match op {
                         TxnOp::Put(key, value) => {
-                            kv.insert(key.as_str(), encode(rev, &value).as_slice()).map_err(backend)?;
-                            published.push(WatchEvent::Put(KeyValue { key, value, mod_revision: rev }));
+                            kv.insert(key.as_str(), encode(rev, &value).as_slice())
+                                .map_err(backend)?;
+                            published.push(WatchEvent::Put(KeyValue {
+                                key,
+                                value,
+                                mod_revision: rev,
+                            }));
                         }
                         TxnOp::Delete(key) => {
                             if kv.remove(key.as_str()).map_err(backend)?.is_some() {
-                                published.push(WatchEvent::Delete { key, mod_revision: rev });
+                                published.push(WatchEvent::Delete {
+                                    key,
+                                    mod_revision: rev,
+                                });
                             }
                         }
                     }
@@ -137,13 +153,16 @@ impl MetadataStore for EmbeddedStore {
     }
 
     async fn put(&self, key: &str, value: Bytes) -> Result<i64, StoreError> {
-        let rev = self.write(vec![], vec![TxnOp::Put(key.to_string(), value)]).await?;
+        let rev = self
+            .write(vec![], vec![TxnOp::Put(key.to_string(), value)])
+            .await?;
         rev.ok_or_else(|| StoreError::Backend("unconditional put rejected".into()))
     }
 
     async fn delete(&self, key: &str) -> Result<bool, StoreError> {
         let existed = self.get(key).await?.is_some();
-        self.write(vec![], vec![TxnOp::Delete(key.to_string())]).await?;
+        self.write(vec![], vec![TxnOp::Delete(key.to_string())])
+            .await?;
         Ok(existed)
     }
 
@@ -202,10 +221,22 @@ mod tests {
         assert_eq!(got.mod_revision, r1);
         assert_eq!(store.range("/a/").await.unwrap().len(), 1);
         // CAS on a stale revision fails, on the current one succeeds.
-        let stale = Compare { key: "/a/1".into(), mod_revision: r1 - 1 };
-        assert!(!store.txn(vec![stale], vec![TxnOp::Delete("/a/1".into())]).await.unwrap());
-        let fresh = Compare { key: "/a/1".into(), mod_revision: r1 };
-        assert!(store.txn(vec![fresh], vec![TxnOp::Put("/a/2".into(), Bytes::new())]).await.unwrap());
+        let stale = Compare {
+            key: "/a/1".into(),
+            mod_revision: r1 - 1,
+        };
+        assert!(!store
+            .txn(vec![stale], vec![TxnOp::Delete("/a/1".into())])
+            .await
+            .unwrap());
+        let fresh = Compare {
+            key: "/a/1".into(),
+            mod_revision: r1,
+        };
+        assert!(store
+            .txn(vec![fresh], vec![TxnOp::Put("/a/2".into(), Bytes::new())])
+            .await
+            .unwrap());
         match watch.next().await.unwrap() {
             WatchEvent::Put(kv) => assert_eq!(kv.key, "/a/1"),
             other => panic!("unexpected {other:?}"),

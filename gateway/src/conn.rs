@@ -1,0 +1,87 @@
+//! Kafka connections: length-prefixed frames, bounded in size, pipelined
+//! (up to `max_pipelined` requests in progress) but answered strictly in
+//! request order. A frame that cannot be served closes the connection; other
+//! connections are unaffected.
+
+use crate::dispatch::{Dispatcher, Outcome};
+use bytes::BytesMut;
+use std::sync::Arc;
+use tokio::io::{AsyncReadExt, AsyncWriteExt, BufWriter};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, watch};
+
+/// Accepts Kafka connections until `shutdown`.
+pub async fn serve(
+    listener: TcpListener,
+    dispatcher: Arc<Dispatcher>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, peer)) => {
+                    let _ = stream.set_nodelay(true);
+                    let d = dispatcher.clone();
+                    tokio::spawn(async move {
+                        if let Err(e) = handle(stream, d).await {
+                            tracing::debug!(%peer, error = %e, "connection closed");
+                        }
+                    });
+                }
+                Err(e) => tracing::warn!(error = %e, "accept failed"),
+            },
+            _ = shutdown.changed() => return,
+        }
+    }
+}
+
+async fn handle(stream: TcpStream, d: Arc<Dispatcher>) -> std::io::Result<()> {
+    let (mut rd, wr) = stream.into_split();
+    let (tx, mut rx) =
+        mpsc::channel::<tokio::task::JoinHandle<Outcome>>(d.config().max_pipelined.max(1));
+    let writer = tokio::spawn(async move {
+        let mut wr = BufWriter::new(wr);
+        while let Some(h) = rx.recv().await {
+            match h.await {
+                Ok(Outcome::Respond(body)) => {
+                    wr.write_all(&(body.len() as u32).to_be_bytes()).await?;
+                    wr.write_all(&body).await?;
+                    if rx.is_empty() {
+                        wr.flush().await?;
+                    }
+                }
+                Ok(Outcome::Silent) => {}
+                Ok(Outcome::Close) | Err(_) => {
+                    wr.flush().await?;
+                    return wr.into_inner().shutdown().await;
+                }
+            }
+            if rx.is_empty() {
+                wr.flush().await?;
+            }
+        }
+        wr.flush().await
+    });
+    let max = d.config().max_frame_bytes;
+    loop {
+        let len = match rd.read_u32().await {
+            Ok(l) => l as usize,
+            Err(_) => break,
+        };
+        if len > max || len < 8 {
+            tracing::warn!(len, max, "rejecting frame: size out of bounds");
+            break;
+        }
+        let mut buf = BytesMut::zeroed(len);
+        if rd.read_exact(&mut buf).await.is_err() {
+            break;
+        }
+        let d2 = d.clone();
+        let task = tokio::spawn(async move { d2.dispatch(buf.freeze()).await });
+        if tx.send(task).await.is_err() {
+            break;
+        }
+    }
+    drop(tx);
+    writer.await.unwrap_or(Ok(()))
+}

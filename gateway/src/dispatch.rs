@@ -1,0 +1,139 @@
+//! Request decoding and dispatch: header, API key and version checks, then
+//! the handler for that API, then response encoding.
+//!
+//! Unknown API keys and unsupported versions close the connection (as Kafka
+//! does), except ApiVersions, which answers an unsupported version with
+//! Kafka's v0 fallback carrying UNSUPPORTED_VERSION and our version ranges.
+
+use crate::cluster::ClusterView;
+use crate::config::GatewayConfig;
+use crate::handlers;
+use crate::router::Router;
+use bytes::{Buf, Bytes, BytesMut};
+use kafka_protocol::messages::{ApiKey, RequestHeader, ResponseHeader};
+use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion};
+
+/// What to send back for one request.
+pub enum Outcome {
+    Respond(Bytes),
+    /// No response (Produce with acks=0).
+    Silent,
+    /// Close the connection.
+    Close,
+}
+
+/// The versions we serve per API, intersected with what the protocol crate
+/// encodes. Anything not listed is not advertised and not served.
+pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
+    (ApiKey::Produce, 3, 12),
+    (ApiKey::Fetch, 4, 16),
+    (ApiKey::ListOffsets, 1, 7),
+    (ApiKey::Metadata, 0, 12),
+    (ApiKey::ApiVersions, 0, 4),
+    (ApiKey::CreateTopics, 2, 7),
+];
+
+/// The supported version range of `key`, if served.
+pub fn supported(key: ApiKey) -> Option<(i16, i16)> {
+    let (_, lo, hi) = SUPPORTED.iter().find(|(k, _, _)| *k == key)?;
+    let r = key.valid_versions();
+    Some(((*lo).max(r.min), (*hi).min(r.max)))
+}
+
+/// Shared state of request handling.
+pub struct Dispatcher {
+    cfg: GatewayConfig,
+    router: Router,
+}
+
+/// Context handed to every handler.
+pub struct Ctx<'a> {
+    pub cfg: &'a GatewayConfig,
+    pub router: &'a Router,
+    pub view: &'a ClusterView,
+    pub version: i16,
+}
+
+/// Decodes a request body of type `R` at `version`, or closes.
+pub fn decode<R: Decodable>(body: &mut Bytes, version: i16) -> Option<R> {
+    match R::decode(body, version) {
+        Ok(r) => Some(r),
+        Err(e) => {
+            tracing::warn!(error = %e, version, "malformed request body");
+            None
+        }
+    }
+}
+
+/// Encodes a response with its header.
+pub fn encode<R: Encodable + HeaderVersion>(
+    correlation_id: i32,
+    version: i16,
+    resp: &R,
+) -> Outcome {
+    let mut header = ResponseHeader::default();
+    header.correlation_id = correlation_id;
+    let mut out = BytesMut::new();
+    let res = header
+        .encode(&mut out, R::header_version(version))
+        .and_then(|_| resp.encode(&mut out, version));
+    match res {
+        Ok(()) => Outcome::Respond(out.freeze()),
+        Err(e) => {
+            tracing::error!(version, error = %e, "response encoding failed");
+            Outcome::Close
+        }
+    }
+}
+
+impl Dispatcher {
+    /// A dispatcher for one gateway.
+    pub fn new(cfg: GatewayConfig, router: Router) -> Self {
+        Self { cfg, router }
+    }
+
+    /// The gateway settings.
+    pub fn config(&self) -> &GatewayConfig {
+        &self.cfg
+    }
+
+    /// Handles one request frame.
+    pub async fn dispatch(&self, mut frame: Bytes) -> Outcome {
+        if frame.len() < 8 {
+            return Outcome::Close;
+        }
+        let raw_key = i16::from_be_bytes([frame[0], frame[1]]);
+        let version = i16::from_be_bytes([frame[2], frame[3]]);
+        let correlation_id = i32::from_be_bytes([frame[4], frame[5], frame[6], frame[7]]);
+        let Ok(key) = ApiKey::try_from(raw_key) else {
+            tracing::warn!(api_key = raw_key, "unknown API key; closing connection");
+            return Outcome::Close;
+        };
+        let Some((lo, hi)) = supported(key) else {
+            tracing::warn!(?key, "unsupported API; closing connection");
+            return Outcome::Close;
+        };
+        if version < lo || version > hi {
+            if key == ApiKey::ApiVersions {
+                return handlers::api_versions::unsupported_version(correlation_id);
+            }
+            tracing::warn!(?key, version, "unsupported version; closing connection");
+            return Outcome::Close;
+        }
+        let header = match RequestHeader::decode(&mut frame, key.request_header_version(version)) {
+            Ok(h) => h,
+            Err(_) => return Outcome::Close,
+        };
+        let ctx = Ctx {
+            cfg: &self.cfg,
+            router: &self.router,
+            view: self.router.view(),
+            version,
+        };
+        let outcome = handlers::handle(&ctx, key, header.correlation_id, &mut frame).await;
+        if frame.has_remaining() && !matches!(outcome, Outcome::Close) {
+            tracing::debug!(?key, left = frame.remaining(), "request had trailing bytes");
+        }
+        outcome
+    }
+}

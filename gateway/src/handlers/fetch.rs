@@ -1,0 +1,124 @@
+//! Fetch: resolves topics (by name, or by topic id from v13), forwards to the
+//! owning workers, which long-poll on their high watermarks.
+
+use crate::dispatch::Ctx;
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
+use kafka_protocol::messages::{FetchRequest, FetchResponse, TopicName};
+use kafka_protocol::protocol::StrBytes;
+use kafscale_controlplane::metadata::topic_uuid;
+use kafscale_proto::data::v1 as pb;
+
+/// Answers a Fetch request. Fetch sessions are not used (session id 0), so
+/// every request is a full fetch.
+pub async fn handle(ctx: &Ctx<'_>, req: FetchRequest) -> FetchResponse {
+    let snap = ctx.view.snapshot();
+    let mut resp = FetchResponse::default();
+    let mut parts: Vec<((usize, usize), pb::FetchPartition)> = Vec::new();
+    for (ti, ft) in req.topics.iter().enumerate() {
+        let name = if ctx.version >= 13 {
+            snap.topic_names
+                .get(&ft.topic_id)
+                .cloned()
+                .unwrap_or_default()
+        } else {
+            ft.topic.0.to_string()
+        };
+        let topic = snap.topics.get(&name);
+        let mut tr = FetchableTopicResponse::default();
+        if ctx.version >= 13 {
+            tr.topic_id = ft.topic_id;
+        } else {
+            tr.topic = TopicName(StrBytes::from_string(name.clone()));
+        }
+        for (pi, fp) in ft.partitions.iter().enumerate() {
+            let mut pd = PartitionData::default();
+            pd.partition_index = fp.partition;
+            pd.high_watermark = -1;
+            pd.last_stable_offset = -1;
+            pd.log_start_offset = -1;
+            pd.records = Some(Default::default());
+            match topic {
+                Some(t) if fp.partition >= 0 && fp.partition < t.partitions => parts.push((
+                    (ti, pi),
+                    pb::FetchPartition {
+                        partition: Some(pb::PartitionRef {
+                            topic_id: topic_uuid(t).as_bytes().to_vec().into(),
+                            topic: name.clone(),
+                            partition: fp.partition,
+                        }),
+                        fetch_offset: fp.fetch_offset,
+                        max_bytes: fp.partition_max_bytes,
+                    },
+                )),
+                _ => {
+                    pd.error_code = if ctx.version >= 13 && topic.is_none() {
+                        ResponseError::UnknownTopicId.code()
+                    } else {
+                        ResponseError::UnknownTopicOrPartition.code()
+                    };
+                }
+            }
+            tr.partitions.push(pd);
+        }
+        resp.responses.push(tr);
+    }
+    let (routed, unroutable) = ctx
+        .router
+        .split(parts, |(_, p)| {
+            let r = p.partition.clone().unwrap_or_default();
+            (
+                uuid::Uuid::from_slice(&r.topic_id).unwrap_or_default(),
+                r.partition,
+            )
+        })
+        .await;
+    for ((ti, pi), _) in unroutable {
+        resp.responses[ti].partitions[pi].error_code = ResponseError::NotLeaderOrFollower.code();
+    }
+    let calls = routed.into_iter().map(|(addr, parts)| {
+        let (slots, partitions): (Vec<_>, Vec<_>) = parts.into_iter().unzip();
+        let r = pb::FetchRequest {
+            max_wait_ms: req.max_wait_ms,
+            min_bytes: req.min_bytes,
+            max_bytes: req.max_bytes,
+            isolation_level: i32::from(req.isolation_level),
+            partitions,
+        };
+        async move {
+            let result = match ctx.router.client(&addr) {
+                Ok(mut c) => c
+                    .fetch(r)
+                    .await
+                    .map(|r| r.into_inner())
+                    .map_err(|e| e.to_string()),
+                Err(e) => Err(e.to_string()),
+            };
+            (slots, result)
+        }
+    });
+    for (slots, result) in futures::future::join_all(calls).await {
+        match result {
+            Ok(r) => {
+                for (slot, res) in slots.into_iter().zip(r.partitions) {
+                    let pd = &mut resp.responses[slot.0].partitions[slot.1];
+                    pd.error_code = res.error_code as i16;
+                    pd.high_watermark = res.high_watermark;
+                    pd.last_stable_offset = res.last_stable_offset;
+                    if ctx.version >= 5 {
+                        pd.log_start_offset = res.log_start_offset;
+                    }
+                    pd.records = Some(res.records);
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "fetch forward failed");
+                for slot in slots {
+                    resp.responses[slot.0].partitions[slot.1].error_code =
+                        ResponseError::NotLeaderOrFollower.code();
+                }
+            }
+        }
+    }
+    resp
+}

@@ -1,0 +1,103 @@
+//! ListOffsets: earliest, latest, max timestamp and by-timestamp lookups,
+//! answered by the owning worker.
+
+use crate::dispatch::Ctx;
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::list_offsets_response::{
+    ListOffsetsPartitionResponse, ListOffsetsTopicResponse,
+};
+use kafka_protocol::messages::{ListOffsetsRequest, ListOffsetsResponse};
+use kafscale_controlplane::metadata::topic_uuid;
+use kafscale_proto::data::v1 as pb;
+
+/// Answers a ListOffsets request.
+pub async fn handle(ctx: &Ctx<'_>, req: ListOffsetsRequest) -> ListOffsetsResponse {
+    let snap = ctx.view.snapshot();
+    let mut resp = ListOffsetsResponse::default();
+    let mut parts = Vec::new();
+    for (ti, t) in req.topics.iter().enumerate() {
+        let name = t.name.0.to_string();
+        let topic = snap.topics.get(&name);
+        let mut tr = ListOffsetsTopicResponse::default();
+        tr.name = t.name.clone();
+        for (pi, p) in t.partitions.iter().enumerate() {
+            let mut pr = ListOffsetsPartitionResponse::default();
+            pr.partition_index = p.partition_index;
+            pr.timestamp = -1;
+            pr.offset = -1;
+            pr.leader_epoch = -1;
+            match topic {
+                Some(tp) if p.partition_index >= 0 && p.partition_index < tp.partitions => {
+                    let id = topic_uuid(tp);
+                    let epoch = snap
+                        .assignments
+                        .get(&(id, p.partition_index))
+                        .filter(|_| ctx.version >= 4);
+                    if let Some(a) = epoch {
+                        pr.leader_epoch = a.epoch as i32;
+                    }
+                    parts.push((
+                        (ti, pi),
+                        pb::ListOffsetsPartition {
+                            partition: Some(pb::PartitionRef {
+                                topic_id: id.as_bytes().to_vec().into(),
+                                topic: name.clone(),
+                                partition: p.partition_index,
+                            }),
+                            timestamp: p.timestamp,
+                        },
+                    ));
+                }
+                _ => pr.error_code = ResponseError::UnknownTopicOrPartition.code(),
+            }
+            tr.partitions.push(pr);
+        }
+        resp.topics.push(tr);
+    }
+    let (routed, unroutable) = ctx
+        .router
+        .split(parts, |(_, p)| {
+            let r = p.partition.clone().unwrap_or_default();
+            (
+                uuid::Uuid::from_slice(&r.topic_id).unwrap_or_default(),
+                r.partition,
+            )
+        })
+        .await;
+    for ((ti, pi), _) in unroutable {
+        resp.topics[ti].partitions[pi].error_code = ResponseError::NotLeaderOrFollower.code();
+    }
+    for (addr, parts) in routed {
+        let (slots, partitions): (Vec<_>, Vec<_>) = parts.into_iter().unzip();
+        let r = pb::ListOffsetsRequest {
+            isolation_level: i32::from(req.isolation_level),
+            partitions,
+        };
+        let result = match ctx.router.client(&addr) {
+            Ok(mut c) => c
+                .list_offsets(r)
+                .await
+                .map(|r| r.into_inner())
+                .map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        };
+        match result {
+            Ok(r) => {
+                for (slot, res) in slots.into_iter().zip(r.partitions) {
+                    let pr = &mut resp.topics[slot.0].partitions[slot.1];
+                    pr.error_code = res.error_code as i16;
+                    pr.offset = res.offset;
+                    pr.timestamp = res.timestamp;
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "list offsets forward failed");
+                for slot in slots {
+                    resp.topics[slot.0].partitions[slot.1].error_code =
+                        ResponseError::NotLeaderOrFollower.code();
+                }
+            }
+        }
+    }
+    resp
+}

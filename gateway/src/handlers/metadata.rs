@@ -1,0 +1,113 @@
+//! Metadata: the gateway presents itself as the only broker and the leader
+//! of every partition; clients never need to know about workers.
+
+use super::topics;
+use crate::dispatch::Ctx;
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::metadata_response::{
+    MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
+};
+use kafka_protocol::messages::{BrokerId, MetadataRequest, MetadataResponse, TopicName};
+use kafka_protocol::protocol::StrBytes;
+use kafscale_controlplane::metadata::topic_uuid;
+
+/// Answers a Metadata request, auto-creating requested topics when allowed.
+pub async fn handle(ctx: &Ctx<'_>, req: MetadataRequest) -> MetadataResponse {
+    let node = BrokerId(ctx.cfg.node_id);
+    // v0: an empty list means all topics; v1+: null means all.
+    let requested: Option<Vec<String>> = match req.topics {
+        None => None,
+        Some(t) if t.is_empty() && ctx.version == 0 => None,
+        Some(t) => Some(
+            t.into_iter()
+                .map(|t| match (t.name, t.topic_id.is_nil()) {
+                    (Some(n), _) => n.0.to_string(),
+                    (None, false) => ctx
+                        .view
+                        .snapshot()
+                        .topic_names
+                        .get(&t.topic_id)
+                        .cloned()
+                        .unwrap_or_default(),
+                    (None, true) => String::new(),
+                })
+                .collect(),
+        ),
+    };
+    let allow_create = ctx.version < 4 || req.allow_auto_topic_creation;
+    let mut create_errors = std::collections::HashMap::new();
+    if let Some(names) = &requested {
+        let snap = ctx.view.snapshot();
+        for n in names {
+            if !snap.topics.contains_key(n) {
+                let code = if allow_create {
+                    topics::auto_create(ctx, n).await
+                } else {
+                    ResponseError::UnknownTopicOrPartition.code()
+                };
+                create_errors.insert(n.clone(), code);
+            }
+        }
+    }
+    let snap = ctx.view.snapshot();
+    let names: Vec<String> = requested.unwrap_or_else(|| {
+        let mut all: Vec<String> = snap.topics.keys().cloned().collect();
+        all.sort();
+        all
+    });
+    let mut resp = MetadataResponse::default();
+    let mut broker = MetadataResponseBroker::default();
+    broker.node_id = node;
+    broker.host = StrBytes::from_string(ctx.cfg.advertised_host.clone());
+    broker.port = ctx.cfg.advertised_port;
+    resp.brokers = vec![broker];
+    resp.controller_id = node;
+    if ctx.version >= 2 {
+        resp.cluster_id = ctx
+            .view
+            .meta()
+            .cluster_info()
+            .await
+            .ok()
+            .map(|c| StrBytes::from_string(c.cluster_id));
+    }
+    for name in names {
+        let mut t = MetadataResponseTopic::default();
+        t.name = Some(TopicName(StrBytes::from_string(name.clone())));
+        match snap.topics.get(&name) {
+            Some(topic) => {
+                let id = topic_uuid(topic);
+                if ctx.version >= 10 {
+                    t.topic_id = id;
+                }
+                t.partitions = (0..topic.partitions)
+                    .map(|p| {
+                        let mut mp = MetadataResponsePartition::default();
+                        mp.partition_index = p;
+                        mp.leader_id = node;
+                        match snap.assignments.get(&(id, p)) {
+                            Some(a) if ctx.version >= 7 => mp.leader_epoch = a.epoch as i32,
+                            Some(_) => {}
+                            None => {
+                                mp.error_code = ResponseError::LeaderNotAvailable.code();
+                                mp.leader_id = BrokerId(-1);
+                            }
+                        }
+                        mp.replica_nodes = vec![node];
+                        mp.isr_nodes = vec![node];
+                        mp
+                    })
+                    .collect();
+            }
+            None => {
+                t.error_code = match create_errors.get(&name) {
+                    Some(0) => ResponseError::LeaderNotAvailable.code(),
+                    Some(c) => *c,
+                    None => ResponseError::UnknownTopicOrPartition.code(),
+                };
+            }
+        }
+        resp.topics.push(t);
+    }
+    resp
+}

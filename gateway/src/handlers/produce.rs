@@ -1,0 +1,158 @@
+//! Produce: resolves topics, splits partitions by owning worker, forwards
+//! the client's record bytes untouched, merges the answers in request order.
+//! NOT_LEADER_OR_FOLLOWER from a worker (ownership just moved) is retried
+//! internally for a short while; nothing was appended in that case.
+
+use super::topics;
+use crate::dispatch::Ctx;
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
+use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
+use kafka_protocol::protocol::StrBytes;
+use kafscale_controlplane::metadata::topic_uuid;
+use kafscale_proto::data::v1 as pb;
+use std::time::Duration;
+
+const RETRY_FOR: Duration = Duration::from_secs(5);
+
+/// Answers a Produce request (the caller drops the answer for acks=0).
+pub async fn handle(ctx: &Ctx<'_>, req: ProduceRequest) -> ProduceResponse {
+    let mut resp = ProduceResponse::default();
+    // (topic index, partition index, request part)
+    let mut pending: Vec<((usize, usize), pb::ProducePartition)> = Vec::new();
+    for (ti, td) in req.topic_data.into_iter().enumerate() {
+        let name = td.name.0.to_string();
+        let mut known = ctx.view.snapshot().topics.get(&name).cloned();
+        let mut topic_error = 0;
+        if known.is_none() {
+            topic_error = topics::auto_create(ctx, &name).await;
+            known = ctx.view.snapshot().topics.get(&name).cloned();
+        }
+        let mut tr = TopicProduceResponse::default();
+        tr.name = td.name.clone();
+        for (pi, pd) in td.partition_data.into_iter().enumerate() {
+            let mut pr = PartitionProduceResponse::default();
+            pr.index = pd.index;
+            pr.base_offset = -1;
+            pr.log_append_time_ms = -1;
+            pr.log_start_offset = -1;
+            match &known {
+                Some(t) if pd.index >= 0 && pd.index < t.partitions => {
+                    pending.push((
+                        (ti, pi),
+                        pb::ProducePartition {
+                            partition: Some(pb::PartitionRef {
+                                topic_id: topic_uuid(t).as_bytes().to_vec().into(),
+                                topic: name.clone(),
+                                partition: pd.index,
+                            }),
+                            records: pd.records.unwrap_or_default(),
+                        },
+                    ));
+                }
+                _ => {
+                    pr.error_code = if topic_error != 0 {
+                        topic_error
+                    } else {
+                        ResponseError::UnknownTopicOrPartition.code()
+                    };
+                }
+            }
+            tr.partition_responses.push(pr);
+        }
+        resp.responses.push(tr);
+    }
+    let deadline = tokio::time::Instant::now() + RETRY_FOR;
+    loop {
+        let retry = send(
+            ctx,
+            req.acks,
+            req.timeout_ms,
+            ctx.version,
+            pending,
+            &mut resp,
+        )
+        .await;
+        if retry.is_empty() || tokio::time::Instant::now() >= deadline {
+            for ((ti, pi), _) in retry {
+                resp.responses[ti].partition_responses[pi].error_code =
+                    ResponseError::NotLeaderOrFollower.code();
+            }
+            break;
+        }
+        pending = retry;
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    resp
+}
+
+/// Sends one round; returns the parts to retry.
+async fn send(
+    ctx: &Ctx<'_>,
+    acks: i16,
+    timeout_ms: i32,
+    version: i16,
+    pending: Vec<((usize, usize), pb::ProducePartition)>,
+    resp: &mut ProduceResponse,
+) -> Vec<((usize, usize), pb::ProducePartition)> {
+    let (routed, unroutable) = ctx
+        .router
+        .split(pending, |(_, p)| {
+            let r = p.partition.clone().unwrap_or_default();
+            (
+                uuid::Uuid::from_slice(&r.topic_id).unwrap_or_default(),
+                r.partition,
+            )
+        })
+        .await;
+    let mut retry = unroutable;
+    let calls = routed.into_iter().map(|(addr, parts)| async move {
+        let (slots, partitions): (Vec<_>, Vec<_>) = parts.into_iter().unzip();
+        let req = pb::ProduceRequest {
+            acks: i32::from(acks),
+            timeout_ms,
+            partitions: partitions.clone(),
+        };
+        let result = match ctx.router.client(&addr) {
+            Ok(mut c) => c
+                .produce(req)
+                .await
+                .map(|r| r.into_inner())
+                .map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        };
+        (slots, partitions, result)
+    });
+    for (slots, partitions, result) in futures::future::join_all(calls).await {
+        match result {
+            Ok(r) => {
+                for ((slot, part), res) in slots.into_iter().zip(partitions).zip(r.partitions) {
+                    if res.error_code == i32::from(ResponseError::NotLeaderOrFollower.code()) {
+                        retry.push((slot, part));
+                        continue;
+                    }
+                    let pr = &mut resp.responses[slot.0].partition_responses[slot.1];
+                    pr.error_code = res.error_code as i16;
+                    pr.base_offset = res.base_offset;
+                    pr.log_append_time_ms = res.log_append_time_ms;
+                    if version >= 5 {
+                        pr.log_start_offset = res.log_start_offset;
+                    }
+                    if version >= 8 && !res.error_message.is_empty() {
+                        pr.error_message = Some(StrBytes::from_string(res.error_message));
+                    }
+                }
+            }
+            Err(e) => {
+                // The worker may or may not have appended: report a retriable
+                // error, never success.
+                tracing::warn!(error = %e, "produce forward failed");
+                for slot in slots {
+                    resp.responses[slot.0].partition_responses[slot.1].error_code =
+                        ResponseError::RequestTimedOut.code();
+                }
+            }
+        }
+    }
+    retry
+}

@@ -1,0 +1,15 @@
+//! KafScale gateway: speaks the Kafka protocol to clients and routes data
+//! requests to log workers over the internal gRPC contract.
+//!
+//! Where a produce is parsed: `conn` (framing) → `dispatch` (header, version)
+//! → `handlers::produce` → `router` (gRPC to the owning worker).
+
+pub mod cluster;
+pub mod config;
+pub mod conn;
+pub mod dispatch;
+pub mod handlers;
+pub mod router;
+
+pub use config::GatewayConfig;
+pub use conn::serve;

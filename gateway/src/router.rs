@@ -1,0 +1,95 @@
+//! Routing of partition requests to the owning worker over gRPC: split a
+//! request by owner, fan out, merge. Partitions without an owner yet are
+//! waited for briefly (a topic that was just created gets assigned within
+//! milliseconds) and otherwise answered with a retriable error.
+
+use crate::cluster::{ClusterView, Snapshot};
+use dashmap::DashMap;
+use kafscale_proto::data::v1::log_worker_client::LogWorkerClient;
+use std::collections::HashMap;
+use std::time::Duration;
+use tonic::transport::{Channel, Endpoint};
+use uuid::Uuid;
+
+/// How long a request waits for a partition to get an owner.
+const ROUTE_WAIT: Duration = Duration::from_secs(3);
+
+/// Errors talking to workers.
+#[derive(Debug, thiserror::Error)]
+pub enum RouteError {
+    #[error("bad worker address {0}")]
+    BadAddress(String),
+    #[error("worker call failed: {0}")]
+    Call(#[from] tonic::Status),
+}
+
+/// Connections to workers, one HTTP/2 channel per worker address.
+#[derive(Clone)]
+pub struct Router {
+    view: ClusterView,
+    clients: std::sync::Arc<DashMap<String, LogWorkerClient<Channel>>>,
+}
+
+impl Router {
+    /// A router over the cluster view.
+    pub fn new(view: ClusterView) -> Self {
+        Self {
+            view,
+            clients: std::sync::Arc::new(DashMap::new()),
+        }
+    }
+
+    /// The cluster view used for routing.
+    pub fn view(&self) -> &ClusterView {
+        &self.view
+    }
+
+    /// A client for the worker at `addr`.
+    pub fn client(&self, addr: &str) -> Result<LogWorkerClient<Channel>, RouteError> {
+        if let Some(c) = self.clients.get(addr) {
+            return Ok(c.clone());
+        }
+        let ep = Endpoint::from_shared(format!("http://{addr}"))
+            .map_err(|_| RouteError::BadAddress(addr.to_string()))?
+            .tcp_nodelay(true)
+            .connect_timeout(Duration::from_secs(3));
+        let c = LogWorkerClient::new(ep.connect_lazy())
+            .max_decoding_message_size(256 << 20)
+            .max_encoding_message_size(256 << 20);
+        self.clients.insert(addr.to_string(), c.clone());
+        Ok(c)
+    }
+
+    /// Splits `items` by owning worker address; items whose partition has no
+    /// live owner (after a short wait) come back in the second list.
+    pub async fn split<T>(
+        &self,
+        items: Vec<T>,
+        key: impl Fn(&T) -> (Uuid, i32),
+    ) -> (HashMap<String, Vec<T>>, Vec<T>) {
+        let owner = |s: &Snapshot, k: (Uuid, i32)| -> Option<String> {
+            let a = s.assignments.get(&k)?;
+            s.workers.get(&a.worker_id).map(|w| w.grpc_addr.clone())
+        };
+        let mut snap = self.view.snapshot();
+        if items.iter().any(|i| owner(&snap, key(i)).is_none()) {
+            let keys: Vec<_> = items.iter().map(&key).collect();
+            snap = self
+                .view
+                .wait_for(ROUTE_WAIT, |s| {
+                    keys.iter()
+                        .all(|k| owner(s, *k).is_some() || !s.topic_names.contains_key(&k.0))
+                })
+                .await;
+        }
+        let mut routed: HashMap<String, Vec<T>> = HashMap::new();
+        let mut unroutable = Vec::new();
+        for i in items {
+            match owner(&snap, key(&i)) {
+                Some(addr) => routed.entry(addr).or_default().push(i),
+                None => unroutable.push(i),
+            }
+        }
+        (routed, unroutable)
+    }
+}

@@ -1,0 +1,305 @@
+//! Command-line interface: flags, their environment twins and validation.
+
+use std::path::PathBuf;
+
+use clap::{Parser, ValueEnum};
+
+use crate::payload::HEADER_LEN;
+
+/// Largest accepted record size (64 MiB); brokers usually cap far lower.
+const MAX_RECORD_SIZE: u64 = 64 * 1024 * 1024;
+
+/// Kafka load generator for KafScale: produces records at an optional target
+/// rate, consumes them back and reports throughput plus produce and
+/// end-to-end latency percentiles measured from each record's scheduled send
+/// time (coordinated-omission safe).
+#[derive(Debug, Clone, Parser)]
+#[command(name = "kafscale-loadtest", version)]
+pub struct Cli {
+    /// Kafka bootstrap servers (host:port[,host:port...]).
+    #[arg(
+        long,
+        env = "KAFSCALE_LOADTEST_BOOTSTRAP",
+        default_value = "127.0.0.1:9092"
+    )]
+    pub bootstrap: String,
+
+    /// Topic to produce to / consume from.
+    #[arg(long, env = "KAFSCALE_LOADTEST_TOPIC", default_value = "loadtest")]
+    pub topic: String,
+
+    /// Number of measured records to produce (or to expect, in consume mode).
+    #[arg(long, env = "KAFSCALE_LOADTEST_RECORDS", default_value_t = 100_000,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub records: u64,
+
+    /// Size of each record value in bytes (minimum 32: the latency header).
+    #[arg(long, env = "KAFSCALE_LOADTEST_RECORD_SIZE", default_value_t = 1024,
+          value_parser = clap::value_parser!(u64).range(HEADER_LEN as u64..=MAX_RECORD_SIZE))]
+    pub record_size: u64,
+
+    /// Target total produce rate in records/s across all producers; 0 = unthrottled.
+    #[arg(long, env = "KAFSCALE_LOADTEST_RATE", default_value_t = 0.0)]
+    pub rate: f64,
+
+    /// Number of producer clients (each with its own sender thread).
+    #[arg(long, env = "KAFSCALE_LOADTEST_PRODUCERS", default_value_t = 1,
+          value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub producers: u32,
+
+    /// Partition count used when creating the topic (an existing topic keeps its own).
+    #[arg(long, env = "KAFSCALE_LOADTEST_PARTITIONS", default_value_t = 12,
+          value_parser = clap::value_parser!(i32).range(1..=100_000))]
+    pub partitions: i32,
+
+    /// Replication factor used when creating the topic.
+    #[arg(long, env = "KAFSCALE_LOADTEST_REPLICATION_FACTOR", default_value_t = 1,
+          value_parser = clap::value_parser!(i32).range(1..=32))]
+    pub replication_factor: i32,
+
+    /// Producer acknowledgements.
+    #[arg(long, env = "KAFSCALE_LOADTEST_ACKS", value_enum, default_value_t = Acks::All)]
+    pub acks: Acks,
+
+    /// Producer compression codec.
+    #[arg(long, env = "KAFSCALE_LOADTEST_COMPRESSION", value_enum, default_value_t = Compression::None)]
+    pub compression: Compression,
+
+    /// Producer linger.ms (batching delay).
+    #[arg(long, env = "KAFSCALE_LOADTEST_LINGER_MS", default_value_t = 5)]
+    pub linger_ms: u64,
+
+    /// Number of consumer clients; 0 = produce only.
+    #[arg(long, env = "KAFSCALE_LOADTEST_CONSUMERS", default_value_t = 1,
+          value_parser = clap::value_parser!(u32).range(0..=1024))]
+    pub consumers: u32,
+
+    /// What to run.
+    #[arg(long, env = "KAFSCALE_LOADTEST_MODE", value_enum, default_value_t = Mode::Both)]
+    pub mode: Mode,
+
+    /// Consume through a consumer group (subscribe + rebalance) instead of
+    /// assigning partitions manually; needs group support on the broker.
+    #[arg(long, env = "KAFSCALE_LOADTEST_GROUP")]
+    pub group: bool,
+
+    /// In consume mode, start from the earliest offset instead of the end.
+    #[arg(long, env = "KAFSCALE_LOADTEST_FROM_BEGINNING")]
+    pub from_beginning: bool,
+
+    /// Attach a distinct key to every record (keyed partitioning) instead of
+    /// null keys (librdkafka's sticky partitioner).
+    #[arg(long, env = "KAFSCALE_LOADTEST_KEYS")]
+    pub keys: bool,
+
+    /// Write the JSON report to this path; `-` prints JSON to stdout (the
+    /// human-readable report then goes to stderr).
+    #[arg(long, env = "KAFSCALE_LOADTEST_JSON")]
+    pub json: Option<PathBuf>,
+
+    /// Records produced (and consumed) before measuring starts; excluded from all statistics.
+    #[arg(long, env = "KAFSCALE_LOADTEST_WARMUP_RECORDS", default_value_t = 0)]
+    pub warmup_records: u64,
+
+    /// Hard bound on the whole run in seconds; unfinished work counts as failure.
+    #[arg(long, env = "KAFSCALE_LOADTEST_TIMEOUT_SECS", default_value_t = 300,
+          value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub timeout_secs: u64,
+
+    /// Extra librdkafka producer property `key=value` (repeatable).
+    #[arg(long = "producer-prop", env = "KAFSCALE_LOADTEST_PRODUCER_PROPS",
+          value_delimiter = ',', value_parser = parse_prop)]
+    pub producer_props: Vec<(String, String)>,
+
+    /// Extra librdkafka consumer property `key=value` (repeatable).
+    #[arg(long = "consumer-prop", env = "KAFSCALE_LOADTEST_CONSUMER_PROPS",
+          value_delimiter = ',', value_parser = parse_prop)]
+    pub consumer_props: Vec<(String, String)>,
+
+    /// Do not print progress lines to stderr while running.
+    #[arg(long, short, env = "KAFSCALE_LOADTEST_QUIET")]
+    pub quiet: bool,
+}
+
+/// Producer acknowledgement level.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Acks {
+    /// Wait for all in-sync replicas (`acks=all`).
+    #[value(name = "all", alias = "-1")]
+    All,
+    /// Wait for the partition leader only (`acks=1`).
+    #[value(name = "1")]
+    Leader,
+    /// Do not wait for any acknowledgement (`acks=0`).
+    #[value(name = "0")]
+    Zero,
+}
+
+impl Acks {
+    /// Value for librdkafka's `acks` property.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::All => "all",
+            Self::Leader => "1",
+            Self::Zero => "0",
+        }
+    }
+}
+
+/// Producer compression codec.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Compression {
+    /// No compression.
+    None,
+    /// gzip.
+    Gzip,
+    /// Snappy.
+    Snappy,
+    /// LZ4.
+    Lz4,
+    /// Zstandard.
+    Zstd,
+}
+
+impl Compression {
+    /// Value for librdkafka's `compression.type` property.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::None => "none",
+            Self::Gzip => "gzip",
+            Self::Snappy => "snappy",
+            Self::Lz4 => "lz4",
+            Self::Zstd => "zstd",
+        }
+    }
+}
+
+/// Which sides of the test to run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Mode {
+    /// Produce only.
+    Produce,
+    /// Consume only (records produced by another loadtest process).
+    Consume,
+    /// Start consumers, then produce, and consume everything back.
+    Both,
+}
+
+impl Mode {
+    /// Lower-case name as accepted on the command line.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Produce => "produce",
+            Self::Consume => "consume",
+            Self::Both => "both",
+        }
+    }
+}
+
+impl Cli {
+    /// Cross-field checks that clap's per-flag parsers cannot express.
+    pub fn validate(&self) -> Result<(), String> {
+        if !self.rate.is_finite() || self.rate < 0.0 {
+            return Err(format!(
+                "--rate must be a finite number >= 0, got {}",
+                self.rate
+            ));
+        }
+        if self.mode == Mode::Consume && self.consumers == 0 {
+            return Err("--mode consume needs --consumers >= 1".to_string());
+        }
+        if self.topic.is_empty() || self.topic.contains('\0') {
+            return Err("--topic must be a non-empty name without NUL bytes".to_string());
+        }
+        Ok(())
+    }
+
+    /// Target rate, or `None` when unthrottled.
+    pub fn target_rate(&self) -> Option<f64> {
+        (self.rate > 0.0).then_some(self.rate)
+    }
+
+    /// Whether this run produces records.
+    pub fn produces(&self) -> bool {
+        matches!(self.mode, Mode::Produce | Mode::Both)
+    }
+
+    /// Whether this run consumes records.
+    pub fn consumes(&self) -> bool {
+        match self.mode {
+            Mode::Produce => false,
+            Mode::Consume => true,
+            Mode::Both => self.consumers > 0,
+        }
+    }
+}
+
+/// Parses a `key=value` librdkafka property.
+fn parse_prop(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.trim().is_empty() => Ok((k.trim().to_string(), v.to_string())),
+        _ => Err(format!("expected key=value, got {s:?}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn defaults_and_flags() {
+        let cli = Cli::try_parse_from(["kafscale-loadtest"]).expect("defaults parse");
+        assert_eq!(cli.bootstrap, "127.0.0.1:9092");
+        assert_eq!(cli.topic, "loadtest");
+        assert_eq!(cli.record_size, 1024);
+        assert_eq!(cli.partitions, 12);
+        assert_eq!(cli.acks, Acks::All);
+        assert_eq!(cli.linger_ms, 5);
+        assert_eq!(cli.mode, Mode::Both);
+        assert_eq!(cli.target_rate(), None);
+
+        let cli = Cli::try_parse_from([
+            "kafscale-loadtest",
+            "--records",
+            "200000",
+            "--acks",
+            "1",
+            "--compression",
+            "zstd",
+            "--rate",
+            "5000",
+            "--producer-prop",
+            "batch.size=65536",
+            "--json",
+            "-",
+        ])
+        .expect("parse");
+        assert_eq!(cli.records, 200_000);
+        assert_eq!(cli.acks.as_str(), "1");
+        assert_eq!(cli.compression.as_str(), "zstd");
+        assert_eq!(cli.target_rate(), Some(5000.0));
+        assert_eq!(
+            cli.producer_props,
+            vec![("batch.size".to_string(), "65536".to_string())]
+        );
+        assert!(cli.validate().is_ok());
+    }
+
+    #[test]
+    fn rejects_bad_input() {
+        assert!(Cli::try_parse_from(["x", "--record-size", "8"]).is_err());
+        assert!(Cli::try_parse_from(["x", "--producers", "0"]).is_err());
+        assert!(Cli::try_parse_from(["x", "--producer-prop", "novalue"]).is_err());
+        let cli = Cli::try_parse_from(["x", "--rate=-1"]).expect("parses");
+        assert!(cli.validate().is_err());
+        let cli =
+            Cli::try_parse_from(["x", "--mode", "consume", "--consumers", "0"]).expect("parses");
+        assert!(cli.validate().is_err());
+    }
+}

@@ -1,0 +1,65 @@
+//! `kafscale-loadtest`: Kafka load generator for KafScale.
+//!
+//! Produces N records of size S (optionally at a target rate) with P
+//! producers into a topic of T partitions, consumes them back and reports
+//! throughput plus produce and end-to-end latency percentiles measured from
+//! each record's scheduled send time. See `README.md` for usage.
+//!
+//! Exit status: 0 on success, 1 when the run completed but failed (delivery
+//! errors, records not sent or not consumed), 2 when it could not run.
+
+mod cli;
+mod clock;
+mod consume;
+mod payload;
+mod produce;
+mod report;
+mod run;
+mod stats;
+mod topic;
+
+use std::fs;
+use std::path::Path;
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use clap::{CommandFactory, Parser};
+
+use crate::cli::Cli;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if let Err(msg) = cli.validate() {
+        Cli::command()
+            .error(clap::error::ErrorKind::ValueValidation, msg)
+            .exit();
+    }
+    match run_and_report(&cli) {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::from(1),
+        Err(e) => {
+            eprintln!("kafscale-loadtest: error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// Runs the test and emits the reports; returns whether the run passed.
+fn run_and_report(cli: &Cli) -> anyhow::Result<bool> {
+    let report = run::run(cli)?;
+    let text = report.to_text();
+    match cli.json.as_deref() {
+        Some(path) if path == Path::new("-") => {
+            eprint!("{text}");
+            println!("{}", report.to_json()?);
+        }
+        Some(path) => {
+            print!("{text}");
+            let json = report.to_json()? + "\n";
+            fs::write(path, json)
+                .with_context(|| format!("writing JSON report to {}", path.display()))?;
+        }
+        None => print!("{text}"),
+    }
+    Ok(report.ok)
+}

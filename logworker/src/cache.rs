@@ -1,0 +1,63 @@
+//! The tail cache budget: chunks enter when their WAL object becomes durable
+//! and leave oldest-first once the cached bytes exceed `KAFSCALE_CACHE_BYTES`.
+//! A tailing consumer therefore reads from memory, never from storage.
+
+use crate::partition::PartitionLog;
+use std::collections::VecDeque;
+use std::sync::{Mutex, Weak};
+
+/// Global FIFO accounting of cached chunk bytes.
+#[derive(Debug)]
+pub struct TailCache {
+    budget: usize,
+    state: Mutex<State>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    used: usize,
+    fifo: VecDeque<(Weak<PartitionLog>, i64, usize)>,
+}
+
+impl TailCache {
+    /// A cache holding at most `budget` bytes of chunks.
+    pub fn new(budget: usize) -> Self {
+        Self {
+            budget,
+            state: Mutex::new(State::default()),
+        }
+    }
+
+    /// Whether a chunk of `len` bytes may be cached at all.
+    pub fn admits(&self, len: usize) -> bool {
+        len <= self.budget
+    }
+
+    /// Accounts a newly cached chunk and evicts the oldest ones over budget.
+    pub fn inserted(&self, log: &std::sync::Arc<PartitionLog>, base_offset: i64, len: usize) {
+        let mut evict = Vec::new();
+        {
+            let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
+            s.used += len;
+            s.fifo
+                .push_back((std::sync::Arc::downgrade(log), base_offset, len));
+            while s.used > self.budget {
+                let Some((w, base, l)) = s.fifo.pop_front() else {
+                    break;
+                };
+                s.used -= l;
+                evict.push((w, base));
+            }
+        }
+        for (w, base) in evict {
+            if let Some(log) = w.upgrade() {
+                log.evict(base);
+            }
+        }
+    }
+
+    /// Bytes currently accounted as cached.
+    pub fn used(&self) -> usize {
+        self.state.lock().unwrap_or_else(|p| p.into_inner()).used
+    }
+}

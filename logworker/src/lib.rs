@@ -1,0 +1,17 @@
+//! KafScale log worker: validates and sequences record batches, groups them
+//! into WAL objects, acknowledges only durable data, caches the tail and
+//! serves fetches. Where a produce is sequenced: `wal::writer::WalWriter::append`;
+//! flushed: `WalWriter::run`; read back: `reader::read`.
+
+pub mod batch;
+pub mod cache;
+pub mod metrics;
+pub mod objstore;
+pub mod partition;
+pub mod reader;
+pub mod recovery;
+pub mod service;
+pub mod wal;
+pub mod worker;
+
+pub use worker::{Worker, WorkerConfig};

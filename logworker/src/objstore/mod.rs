@@ -1,0 +1,59 @@
+//! The `ObjectStore` trait: the only way log data reaches durable storage.
+//!
+//! Implementations: a local directory (embedded mode) and S3 (distributed
+//! mode). Cross-cutting concerns (retry, metrics, read replica) are wrappers
+//! implementing the same trait.
+//!
+//! Guarantee every implementation must give: `put_if_absent` either creates
+//! the object with exactly the given bytes, durably, or fails; it never
+//! overwrites an existing object (this is what fences zombie writers).
+
+pub mod local;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use std::ops::Range;
+
+/// Errors of object stores.
+#[derive(Debug, thiserror::Error)]
+pub enum ObjectError {
+    /// The key already exists (conditional create lost: HTTP 412).
+    #[error("object already exists: {0}")]
+    AlreadyExists(String),
+    #[error("object not found: {0}")]
+    NotFound(String),
+    /// A transient failure worth retrying.
+    #[error("object store error on {key}: {reason}")]
+    Transient { key: String, reason: String },
+    #[error("invalid object key: {0}")]
+    InvalidKey(String),
+}
+
+impl ObjectError {
+    /// Whether retrying the same call may succeed.
+    pub fn is_retriable(&self) -> bool {
+        matches!(self, ObjectError::Transient { .. })
+    }
+}
+
+/// One listed object.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectMeta {
+    pub key: String,
+    pub size: u64,
+}
+
+/// Durable object storage keyed by `/`-separated strings.
+#[async_trait]
+pub trait ObjectStore: Send + Sync + 'static {
+    /// Creates `key` with `body` iff it does not exist; durable on success.
+    async fn put_if_absent(&self, key: &str, body: Bytes) -> Result<(), ObjectError>;
+    /// The whole object.
+    async fn get(&self, key: &str) -> Result<Bytes, ObjectError>;
+    /// A byte range of the object.
+    async fn get_range(&self, key: &str, range: Range<u64>) -> Result<Bytes, ObjectError>;
+    /// Every object whose key starts with `prefix`, in key order.
+    async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>, ObjectError>;
+    /// Deletes an object; deleting a missing object is not an error.
+    async fn delete(&self, key: &str) -> Result<(), ObjectError>;
+}

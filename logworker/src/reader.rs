@@ -1,0 +1,123 @@
+//! Reading record batches back: from the tail cache when the chunk is
+//! cached, otherwise by ranged GET from the WAL object (checksum verified).
+
+use crate::batch;
+use crate::metrics::Metrics;
+use crate::objstore::{ObjectError, ObjectStore};
+use crate::partition::{ChunkRef, PartitionLog};
+use crate::wal::format;
+use bytes::{Bytes, BytesMut};
+
+/// Errors while reading.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    #[error(transparent)]
+    Object(#[from] ObjectError),
+    #[error(transparent)]
+    Format(#[from] format::FormatError),
+}
+
+/// The bytes of a chunk, from cache or storage.
+pub async fn chunk_bytes(
+    store: &dyn ObjectStore,
+    metrics: &Metrics,
+    c: &ChunkRef,
+) -> Result<Bytes, ReadError> {
+    if let Some(b) = &c.cached {
+        metrics.cache_reads.with_label_values(&["cache"]).inc();
+        return Ok(b.clone());
+    }
+    metrics.cache_reads.with_label_values(&["storage"]).inc();
+    let start = c.entry.position;
+    let data = store
+        .get_range(&c.object, start..start + u64::from(c.entry.length))
+        .await?;
+    format::verify_chunk(&c.entry, &data)?;
+    Ok(data)
+}
+
+/// Whole batches holding offsets ≥ `offset` (and below the high watermark),
+/// at most `max_bytes` unless the very first batch alone is larger and
+/// `allow_oversized_first` is set (KIP-74).
+pub async fn read(
+    store: &dyn ObjectStore,
+    metrics: &Metrics,
+    log: &PartitionLog,
+    offset: i64,
+    max_bytes: usize,
+    allow_oversized_first: bool,
+) -> Result<Bytes, ReadError> {
+    let hwm = log.high_watermark();
+    let mut out = BytesMut::new();
+    'chunks: for c in log.chunks_from(offset, 64) {
+        let data = chunk_bytes(store, metrics, &c).await?;
+        for b in batch::iter_batches(data) {
+            if batch::last_offset(&b) < offset {
+                continue;
+            }
+            if batch::base_offset(&b) >= hwm {
+                break 'chunks;
+            }
+            let fits = out.len() + b.len() <= max_bytes;
+            if !fits && !(out.is_empty() && allow_oversized_first) {
+                break 'chunks;
+            }
+            out.extend_from_slice(&b);
+            if out.len() >= max_bytes {
+                break 'chunks;
+            }
+        }
+    }
+    Ok(out.freeze())
+}
+
+/// First (offset, timestamp) whose timestamp is ≥ `target`, scanning in offset order.
+pub async fn offset_for_timestamp(
+    store: &dyn ObjectStore,
+    metrics: &Metrics,
+    log: &PartitionLog,
+    target: i64,
+) -> Result<Option<(i64, i64)>, ReadError> {
+    let start = log.log_start_offset();
+    for c in log.all_chunks() {
+        if c.entry.max_timestamp < target || c.entry.last_offset < start {
+            continue;
+        }
+        let data = chunk_bytes(store, metrics, &c).await?;
+        for b in batch::iter_batches(data) {
+            if batch::max_timestamp(&b) < target || batch::last_offset(&b) < start {
+                continue;
+            }
+            if let Some((o, ts)) = batch::find_timestamp(&b, target) {
+                if o >= start {
+                    return Ok(Some((o, ts)));
+                }
+            }
+        }
+    }
+    Ok(None)
+}
+
+/// (offset, timestamp) of the record with the largest timestamp.
+pub async fn max_timestamp_offset(
+    store: &dyn ObjectStore,
+    metrics: &Metrics,
+    log: &PartitionLog,
+) -> Result<Option<(i64, i64)>, ReadError> {
+    let Some(best) = log.all_chunks().into_iter().max_by_key(|c| {
+        (
+            c.entry.max_timestamp,
+            std::cmp::Reverse(c.entry.base_offset),
+        )
+    }) else {
+        return Ok(None);
+    };
+    let data = chunk_bytes(store, metrics, &best).await?;
+    let target = best.entry.max_timestamp;
+    for b in batch::iter_batches(data) {
+        if batch::max_timestamp(&b) == target {
+            return Ok(batch::find_max_timestamp(&b));
+        }
+    }
+    Ok(None)
+}

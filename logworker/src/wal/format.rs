@@ -1,0 +1,213 @@
+//! The WAL object format (version 1). One object holds the batches of many
+//! partitions from one flush. Documented in docs/storage-format.md.
+//!
+//! ```text
+//! object  := header chunk* footer trailer
+//! header  := magic "KSWAL\0\0\x01" (8 bytes)
+//! chunk   := the record batches of one partition, offsets assigned, back to back
+//! footer  := entry_count:u32 entry*
+//! entry   := topic_id:[16] partition:i32 base_offset:i64 last_offset:i64
+//!            max_timestamp:i64 position:u64 length:u32 batch_count:u32 crc32c:u32
+//! trailer := footer_position:u64 footer_crc32c:u32 magic "KSWF" (16 bytes)
+//! ```
+//! All integers are big-endian. `crc32c` of an entry covers its chunk bytes;
+//! the footer CRC covers the footer. An object whose trailer or footer does not
+//! verify is treated as never written (it cannot have been acknowledged).
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use uuid::Uuid;
+
+/// Leading magic of a WAL object, including the format version.
+pub const HEADER_MAGIC: &[u8; 8] = b"KSWAL\0\0\x01";
+const TRAILER_MAGIC: &[u8; 4] = b"KSWF";
+/// Trailer length in bytes.
+pub const TRAILER_LEN: usize = 16;
+const ENTRY_LEN: usize = 16 + 4 + 8 + 8 + 8 + 8 + 4 + 4 + 4;
+
+/// Where one partition's chunk lives inside a WAL object.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChunkEntry {
+    pub topic_id: Uuid,
+    pub partition: i32,
+    pub base_offset: i64,
+    pub last_offset: i64,
+    pub max_timestamp: i64,
+    pub position: u64,
+    pub length: u32,
+    pub batch_count: u32,
+    pub crc: u32,
+}
+
+/// Errors reading a WAL object.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum FormatError {
+    #[error("WAL object too short ({0} bytes)")]
+    TooShort(usize),
+    #[error("bad WAL magic")]
+    BadMagic,
+    #[error("WAL footer checksum mismatch")]
+    FooterCrc,
+    #[error("WAL footer malformed: {0}")]
+    Malformed(&'static str),
+    #[error("WAL chunk checksum mismatch")]
+    ChunkCrc,
+}
+
+/// A chunk to be written: one partition's batches.
+#[derive(Debug, Clone)]
+pub struct ChunkInput {
+    pub topic_id: Uuid,
+    pub partition: i32,
+    pub base_offset: i64,
+    pub last_offset: i64,
+    pub max_timestamp: i64,
+    pub batch_count: u32,
+    pub data: Bytes,
+}
+
+/// Serializes chunks into one WAL object; returns the object and its entries.
+pub fn encode(chunks: &[ChunkInput]) -> (Bytes, Vec<ChunkEntry>) {
+    let data_len: usize = chunks.iter().map(|c| c.data.len()).sum();
+    let mut out =
+        BytesMut::with_capacity(8 + data_len + 4 + chunks.len() * ENTRY_LEN + TRAILER_LEN);
+    out.put_slice(HEADER_MAGIC);
+    let mut entries = Vec::with_capacity(chunks.len());
+    for c in chunks {
+        entries.push(ChunkEntry {
+            topic_id: c.topic_id,
+            partition: c.partition,
+            base_offset: c.base_offset,
+            last_offset: c.last_offset,
+            max_timestamp: c.max_timestamp,
+            position: out.len() as u64,
+            length: c.data.len() as u32,
+            batch_count: c.batch_count,
+            crc: crc32c::crc32c(&c.data),
+        });
+        out.put_slice(&c.data);
+    }
+    let footer_pos = out.len();
+    out.put_u32(entries.len() as u32);
+    for e in &entries {
+        out.put_slice(e.topic_id.as_bytes());
+        out.put_i32(e.partition);
+        out.put_i64(e.base_offset);
+        out.put_i64(e.last_offset);
+        out.put_i64(e.max_timestamp);
+        out.put_u64(e.position);
+        out.put_u32(e.length);
+        out.put_u32(e.batch_count);
+        out.put_u32(e.crc);
+    }
+    let footer_crc = crc32c::crc32c(&out[footer_pos..]);
+    out.put_u64(footer_pos as u64);
+    out.put_u32(footer_crc);
+    out.put_slice(TRAILER_MAGIC);
+    (out.freeze(), entries)
+}
+
+/// Reads and verifies the footer of a whole WAL object.
+pub fn decode_footer(object: &[u8]) -> Result<Vec<ChunkEntry>, FormatError> {
+    let len = object.len();
+    if len < HEADER_MAGIC.len() + 4 + TRAILER_LEN {
+        return Err(FormatError::TooShort(len));
+    }
+    if &object[..8] != HEADER_MAGIC || &object[len - 4..] != TRAILER_MAGIC {
+        return Err(FormatError::BadMagic);
+    }
+    let mut trailer = &object[len - TRAILER_LEN..];
+    let footer_pos = trailer.get_u64() as usize;
+    let footer_crc = trailer.get_u32();
+    if footer_pos < 8 || footer_pos + 4 > len - TRAILER_LEN {
+        return Err(FormatError::Malformed("footer position out of range"));
+    }
+    let footer = &object[footer_pos..len - TRAILER_LEN];
+    if crc32c::crc32c(footer) != footer_crc {
+        return Err(FormatError::FooterCrc);
+    }
+    let mut f = footer;
+    let count = f.get_u32() as usize;
+    if f.remaining() != count * ENTRY_LEN {
+        return Err(FormatError::Malformed(
+            "entry count does not match footer size",
+        ));
+    }
+    let mut entries = Vec::with_capacity(count);
+    for _ in 0..count {
+        let mut id = [0u8; 16];
+        f.copy_to_slice(&mut id);
+        let e = ChunkEntry {
+            topic_id: Uuid::from_bytes(id),
+            partition: f.get_i32(),
+            base_offset: f.get_i64(),
+            last_offset: f.get_i64(),
+            max_timestamp: f.get_i64(),
+            position: f.get_u64(),
+            length: f.get_u32(),
+            batch_count: f.get_u32(),
+            crc: f.get_u32(),
+        };
+        if e.position < 8
+            || e.position + u64::from(e.length) > footer_pos as u64
+            || e.last_offset < e.base_offset
+        {
+            return Err(FormatError::Malformed("chunk entry out of range"));
+        }
+        entries.push(e);
+    }
+    Ok(entries)
+}
+
+/// Verifies a chunk read back from an object against its entry.
+pub fn verify_chunk(entry: &ChunkEntry, data: &[u8]) -> Result<(), FormatError> {
+    if data.len() != entry.length as usize || crc32c::crc32c(data) != entry.crc {
+        return Err(FormatError::ChunkCrc);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn chunk(p: i32, base: i64, data: &'static [u8]) -> ChunkInput {
+        ChunkInput {
+            topic_id: Uuid::from_u128(42),
+            partition: p,
+            base_offset: base,
+            last_offset: base + 1,
+            max_timestamp: 77,
+            batch_count: 1,
+            data: Bytes::from_static(data),
+        }
+    }
+
+    #[test]
+    fn round_trip() {
+        let (obj, entries) = encode(&[chunk(0, 10, b"hello"), chunk(3, 0, b"world!")]);
+        let decoded = decode_footer(&obj).unwrap();
+        assert_eq!(decoded, entries);
+        for e in &decoded {
+            let data = &obj[e.position as usize..(e.position + u64::from(e.length)) as usize];
+            verify_chunk(e, data).unwrap();
+        }
+        assert_eq!(decoded[1].partition, 3);
+        assert_eq!(&obj[decoded[1].position as usize..][..6], b"world!");
+    }
+
+    #[test]
+    fn torn_or_corrupt_objects_are_rejected() {
+        let (obj, entries) = encode(&[chunk(0, 0, b"abcdef")]);
+        for cut in [0, 5, obj.len() / 2, obj.len() - 1] {
+            assert!(decode_footer(&obj[..cut]).is_err(), "cut at {cut}");
+        }
+        let mut flipped = obj.to_vec();
+        let at = flipped.len() - TRAILER_LEN - 3;
+        flipped[at] ^= 1;
+        assert_eq!(decode_footer(&flipped), Err(FormatError::FooterCrc));
+        assert_eq!(
+            verify_chunk(&entries[0], b"abcdeX"),
+            Err(FormatError::ChunkCrc)
+        );
+    }
+}

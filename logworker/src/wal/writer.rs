@@ -1,0 +1,407 @@
+//! Group commit: the batches of every partition a worker owns are buffered
+//! together and written as one WAL object per flush.
+//!
+//! Guarantees:
+//! - A flush happens when the buffer reaches `flush_bytes` or its oldest byte
+//!   is `flush_interval` old (and on shutdown).
+//! - Offsets are assigned under the buffer lock, so buffer order is offset order.
+//! - An append's completion resolves `Ok` only after the object holding it was
+//!   created in the object store; objects commit (advance high watermarks) in
+//!   sequence order even with several PUTs in flight.
+//! - A flush that cannot be made durable resolves its appends with an error;
+//!   its offsets become a gap and are never reissued. A conditional-create
+//!   conflict means another owner sealed this stream: the writer is fenced
+//!   and accepts nothing more.
+
+use super::format::{self, ChunkInput};
+use crate::batch::{append_patched, BatchInfo};
+use crate::cache::TailCache;
+use crate::metrics::Metrics;
+use crate::objstore::{ObjectError, ObjectStore};
+use crate::partition::{ChunkRef, PartitionId, PartitionLog};
+use bytes::{Bytes, BytesMut};
+use indexmap::IndexMap;
+use kafscale_controlplane::Metadata;
+use kafscale_proto::metadata::v1::StreamRef;
+use rand::Rng;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+use tokio::sync::{mpsc, watch, Notify};
+use tokio::time::Instant;
+
+/// Why an append was not made durable.
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+pub enum WalError {
+    #[error("storage write failed: {0}")]
+    Storage(String),
+    #[error("WAL stream fenced by a newer owner")]
+    Fenced,
+    #[error("worker is shutting down")]
+    ShuttingDown,
+}
+
+/// Writer settings.
+#[derive(Debug, Clone)]
+pub struct WalConfig {
+    pub namespace: String,
+    pub worker_id: String,
+    pub stream_epoch: u64,
+    pub flush_bytes: usize,
+    pub flush_interval: Duration,
+    pub max_inflight: usize,
+    /// How long one PUT is retried before the flush fails.
+    pub put_deadline: Duration,
+}
+
+/// Resolution of one flush, shared by every append in it.
+pub type Completion = watch::Receiver<Option<Result<(), WalError>>>;
+
+struct Pending {
+    log: Arc<PartitionLog>,
+    base_offset: i64,
+    last_offset: i64,
+    max_timestamp: i64,
+    batch_count: u32,
+    data: BytesMut,
+}
+
+struct Buffer {
+    chunks: IndexMap<PartitionId, Pending>,
+    bytes: usize,
+    first_at: Option<Instant>,
+    done: watch::Sender<Option<Result<(), WalError>>>,
+}
+
+impl Buffer {
+    fn new() -> Self {
+        Self {
+            chunks: IndexMap::new(),
+            bytes: 0,
+            first_at: None,
+            done: watch::channel(None).0,
+        }
+    }
+}
+
+/// A flush whose PUT is in flight, waiting to commit in order.
+struct InFlight {
+    seq: u64,
+    key: Arc<str>,
+    body: Bytes,
+    entries: Vec<format::ChunkEntry>,
+    logs: Vec<Arc<PartitionLog>>,
+    done: watch::Sender<Option<Result<(), WalError>>>,
+    put: tokio::task::JoinHandle<Result<(), ObjectError>>,
+    started: Instant,
+}
+
+/// The group-commit WAL writer of one worker stream.
+pub struct WalWriter {
+    cfg: WalConfig,
+    store: Arc<dyn ObjectStore>,
+    meta: Metadata,
+    cache: Arc<TailCache>,
+    metrics: Metrics,
+    buffer: Mutex<Buffer>,
+    wake: Notify,
+    fenced: AtomicBool,
+    closed: AtomicBool,
+}
+
+impl WalWriter {
+    /// A writer for the stream described by `cfg`.
+    pub fn new(
+        cfg: WalConfig,
+        store: Arc<dyn ObjectStore>,
+        meta: Metadata,
+        cache: Arc<TailCache>,
+        metrics: Metrics,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            cfg,
+            store,
+            meta,
+            cache,
+            metrics,
+            buffer: Mutex::new(Buffer::new()),
+            wake: Notify::new(),
+            fenced: AtomicBool::new(false),
+            closed: AtomicBool::new(false),
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Buffer> {
+        self.buffer.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Whether a newer owner fenced this stream.
+    pub fn is_fenced(&self) -> bool {
+        self.fenced.load(Ordering::SeqCst)
+    }
+
+    /// Assigns offsets to validated batches and buffers them. Returns the base
+    /// offset and the completion that resolves once they are durable.
+    pub fn append(
+        &self,
+        log: &Arc<PartitionLog>,
+        records: &[u8],
+        batches: &[BatchInfo],
+    ) -> Result<(i64, Completion), WalError> {
+        let mut buf = self.lock();
+        if self.is_fenced() {
+            return Err(WalError::Fenced);
+        }
+        if self.closed.load(Ordering::SeqCst) {
+            return Err(WalError::ShuttingDown);
+        }
+        let total: i64 = batches.iter().map(|b| i64::from(b.record_count)).sum();
+        let base = log.reserve(total);
+        let pending = buf.chunks.entry(log.id).or_insert_with(|| Pending {
+            log: log.clone(),
+            base_offset: base,
+            last_offset: base - 1,
+            max_timestamp: -1,
+            batch_count: 0,
+            data: BytesMut::new(),
+        });
+        let mut offset = base;
+        let mut added = 0;
+        for b in batches {
+            let batch = &records[b.position..b.position + b.size];
+            pending.last_offset =
+                append_patched(&mut pending.data, batch, offset, log.leader_epoch);
+            pending.max_timestamp = pending.max_timestamp.max(b.max_timestamp);
+            pending.batch_count += 1;
+            offset += i64::from(b.record_count);
+            added += b.size;
+        }
+        buf.bytes += added;
+        let first = buf.first_at.is_none();
+        buf.first_at.get_or_insert_with(Instant::now);
+        let done = buf.done.subscribe();
+        if first || buf.bytes >= self.cfg.flush_bytes {
+            self.wake.notify_one();
+        }
+        Ok((base, done))
+    }
+
+    /// Runs the flush loop until `shutdown`; then flushes what is buffered and
+    /// waits for every in-flight object to commit.
+    pub async fn run(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
+        let (tx, rx) = mpsc::channel::<InFlight>(self.cfg.max_inflight.max(1));
+        let committer = tokio::spawn(self.clone().commit_loop(rx));
+        let mut seq: u64 = 0;
+        loop {
+            let stopping = self.wait_for_flush(&mut shutdown).await;
+            if stopping {
+                self.closed.store(true, Ordering::SeqCst);
+            }
+            let taken = std::mem::replace(&mut *self.lock(), Buffer::new());
+            if !taken.chunks.is_empty() {
+                seq += 1;
+                if let Some(f) = self.start_flush(seq, taken).await {
+                    if tx.send(f).await.is_err() {
+                        break;
+                    }
+                }
+            }
+            if stopping {
+                break;
+            }
+        }
+        drop(tx);
+        let _ = committer.await;
+    }
+
+    /// Waits until the buffer must be flushed; returns true on shutdown.
+    async fn wait_for_flush(&self, shutdown: &mut watch::Receiver<bool>) -> bool {
+        loop {
+            if *shutdown.borrow() {
+                return true;
+            }
+            let (bytes, first_at) = {
+                let b = self.lock();
+                (b.bytes, b.first_at)
+            };
+            let due = first_at.map(|t| t + self.cfg.flush_interval);
+            match due {
+                Some(d) if bytes >= self.cfg.flush_bytes || Instant::now() >= d => return false,
+                Some(d) => {
+                    tokio::select! {
+                        _ = tokio::time::sleep_until(d) => {}
+                        _ = self.wake.notified() => {}
+                        _ = shutdown.changed() => {}
+                    }
+                }
+                None => {
+                    tokio::select! {
+                        _ = self.wake.notified() => {}
+                        _ = shutdown.changed() => {}
+                    }
+                }
+            }
+        }
+    }
+
+    /// Registers new partitions in this stream, encodes the object and starts its PUT.
+    async fn start_flush(&self, seq: u64, taken: Buffer) -> Option<InFlight> {
+        let stream = StreamRef {
+            worker_id: self.cfg.worker_id.clone(),
+            stream_epoch: self.cfg.stream_epoch,
+        };
+        for p in taken.chunks.values() {
+            if p.log.stream_registered() {
+                continue;
+            }
+            let s = stream.clone();
+            let res = self
+                .meta
+                .update_partition_state(p.log.id.topic_id, p.log.id.partition, move |st| {
+                    if !st.streams.contains(&s) {
+                        st.streams.push(s.clone());
+                    }
+                })
+                .await;
+            match res {
+                Ok(_) => p.log.mark_stream_registered(),
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot register WAL stream; failing flush");
+                    self.fail(taken, WalError::Storage(e.to_string()));
+                    return None;
+                }
+            }
+        }
+        let mut inputs = Vec::with_capacity(taken.chunks.len());
+        let mut logs = Vec::with_capacity(taken.chunks.len());
+        for (id, p) in taken.chunks {
+            inputs.push(ChunkInput {
+                topic_id: id.topic_id,
+                partition: id.partition,
+                base_offset: p.base_offset,
+                last_offset: p.last_offset,
+                max_timestamp: p.max_timestamp,
+                batch_count: p.batch_count,
+                data: p.data.freeze(),
+            });
+            logs.push(p.log);
+        }
+        let (body, entries) = format::encode(&inputs);
+        let key: Arc<str> = Arc::from(super::object_key(
+            &self.cfg.namespace,
+            &self.cfg.worker_id,
+            self.cfg.stream_epoch,
+            seq,
+        ));
+        let put = tokio::spawn(put_with_retry(
+            self.store.clone(),
+            key.clone(),
+            body.clone(),
+            self.cfg.put_deadline,
+            self.metrics.clone(),
+        ));
+        Some(InFlight {
+            seq,
+            key,
+            body,
+            entries,
+            logs,
+            done: taken.done,
+            put,
+            started: Instant::now(),
+        })
+    }
+
+    /// Resolves a buffer that never reached storage.
+    fn fail(&self, taken: Buffer, err: WalError) {
+        for p in taken.chunks.values() {
+            p.log.skip_failed(p.last_offset + 1);
+        }
+        taken.done.send_replace(Some(Err(err)));
+    }
+
+    /// Commits in-flight objects strictly in sequence order.
+    async fn commit_loop(self: Arc<Self>, mut rx: mpsc::Receiver<InFlight>) {
+        while let Some(f) = rx.recv().await {
+            let result = match f.put.await {
+                Ok(r) => r,
+                Err(e) => Err(ObjectError::Transient {
+                    key: f.key.to_string(),
+                    reason: e.to_string(),
+                }),
+            };
+            match result {
+                Ok(()) => {
+                    self.metrics.wal_flush_bytes.observe(f.body.len() as f64);
+                    self.metrics
+                        .wal_flush_seconds
+                        .observe(f.started.elapsed().as_secs_f64());
+                    for (entry, log) in f.entries.into_iter().zip(f.logs) {
+                        let start = entry.position as usize;
+                        let data = f.body.slice(start..start + entry.length as usize);
+                        let cache = self.cache.admits(data.len());
+                        let (base, len) = (entry.base_offset, data.len());
+                        log.commit(ChunkRef {
+                            object: f.key.clone(),
+                            entry,
+                            cached: cache.then_some(data),
+                        });
+                        if cache {
+                            self.cache.inserted(&log, base, len);
+                        }
+                    }
+                    f.done.send_replace(Some(Ok(())));
+                }
+                Err(e) => {
+                    let err = if matches!(e, ObjectError::AlreadyExists(_)) {
+                        self.fenced.store(true, Ordering::SeqCst);
+                        tracing::error!(key = %f.key, "WAL object exists: stream fenced, no further acks");
+                        WalError::Fenced
+                    } else {
+                        tracing::error!(key = %f.key, seq = f.seq, error = %e, "WAL flush failed");
+                        WalError::Storage(e.to_string())
+                    };
+                    for (entry, log) in f.entries.iter().zip(&f.logs) {
+                        log.skip_failed(entry.last_offset + 1);
+                    }
+                    f.done.send_replace(Some(Err(err)));
+                }
+            }
+        }
+    }
+}
+
+/// Creates `key`, retrying transient errors with jittered exponential backoff
+/// until `deadline` has passed.
+async fn put_with_retry(
+    store: Arc<dyn ObjectStore>,
+    key: Arc<str>,
+    body: Bytes,
+    deadline: Duration,
+    metrics: Metrics,
+) -> Result<(), ObjectError> {
+    let give_up = Instant::now() + deadline;
+    let mut backoff = Duration::from_millis(10);
+    let mut attempt = 0u32;
+    loop {
+        attempt += 1;
+        let r = store.put_if_absent(&key, body.clone()).await;
+        match r {
+            // A retried create that finds its own bytes already there succeeded earlier.
+            Err(ObjectError::AlreadyExists(_)) if attempt > 1 => {
+                return match store.get(&key).await {
+                    Ok(existing) if existing == body => Ok(()),
+                    _ => Err(ObjectError::AlreadyExists(key.to_string())),
+                };
+            }
+            Err(e) if e.is_retriable() && Instant::now() < give_up => {
+                metrics.storage_errors.inc();
+                tracing::warn!(key = %key, attempt, error = %e, "WAL PUT failed; retrying");
+                let jitter = rand::rng().random_range(0..=backoff.as_millis() as u64 / 2);
+                tokio::time::sleep(backoff + Duration::from_millis(jitter)).await;
+                backoff = (backoff * 2).min(Duration::from_secs(1));
+            }
+            other => return other,
+        }
+    }
+}

@@ -1,0 +1,436 @@
+//! The log worker: owns the partitions assigned to it, appends through the
+//! WAL writer, answers produce only after durability, serves fetches with
+//! long polling on high-watermark notifications.
+
+use crate::batch;
+use crate::cache::TailCache;
+use crate::metrics::Metrics;
+use crate::objstore::ObjectStore;
+use crate::partition::{PartitionId, PartitionLog};
+use crate::reader;
+use crate::recovery::{recover_chunks, StreamCatalog};
+use crate::wal::writer::{WalConfig, WalError, WalWriter};
+use dashmap::DashMap;
+use futures::StreamExt;
+use kafka_protocol::error::ResponseError;
+use kafscale_controlplane::metadata::{now_ms, topic_uuid};
+use kafscale_controlplane::{MetaError, Metadata};
+use kafscale_proto::data::v1 as pb;
+use kafscale_proto::metadata::v1::{Topic, WorkerRegistration};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
+use uuid::Uuid;
+
+/// Worker settings.
+#[derive(Debug, Clone)]
+pub struct WorkerConfig {
+    pub worker_id: String,
+    pub namespace: String,
+    pub grpc_advertised_addr: String,
+    pub flush_bytes: usize,
+    pub flush_interval: Duration,
+    pub max_inflight_puts: usize,
+    pub cache_bytes: usize,
+    pub default_max_message_bytes: usize,
+}
+
+/// Errors starting a worker.
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerError {
+    #[error(transparent)]
+    Meta(#[from] MetaError),
+    #[error(transparent)]
+    Recovery(#[from] crate::recovery::RecoveryError),
+}
+
+/// A running log worker.
+pub struct Worker {
+    cfg: WorkerConfig,
+    meta: Metadata,
+    store: Arc<dyn ObjectStore>,
+    wal: Arc<WalWriter>,
+    metrics: Metrics,
+    partitions: DashMap<PartitionId, Arc<PartitionLog>>,
+    topics: DashMap<Uuid, Topic>,
+    catalog: StreamCatalog,
+    ready: watch::Sender<bool>,
+}
+
+const NONE: i32 = 0;
+
+fn code(e: ResponseError) -> i32 {
+    i32::from(e.code())
+}
+
+fn pid(p: &Option<pb::PartitionRef>) -> Option<PartitionId> {
+    let p = p.as_ref()?;
+    Some(PartitionId {
+        topic_id: Uuid::from_slice(&p.topic_id).ok()?,
+        partition: p.partition,
+    })
+}
+
+impl Worker {
+    /// Starts a worker: takes a fresh stream epoch, registers, starts the WAL
+    /// writer and the ownership loop. Ready once assigned partitions are open.
+    pub async fn start(
+        cfg: WorkerConfig,
+        meta: Metadata,
+        store: Arc<dyn ObjectStore>,
+        registry: &prometheus::Registry,
+        shutdown: watch::Receiver<bool>,
+    ) -> Result<(Arc<Self>, tokio::task::JoinHandle<()>), WorkerError> {
+        let metrics = Metrics::new(registry).map_err(|e| MetaError::Invalid(e.to_string()))?;
+        let stream_epoch = meta.next_stream_epoch(&cfg.worker_id).await?;
+        let cache = Arc::new(TailCache::new(cfg.cache_bytes));
+        let wal = WalWriter::new(
+            WalConfig {
+                namespace: cfg.namespace.clone(),
+                worker_id: cfg.worker_id.clone(),
+                stream_epoch,
+                flush_bytes: cfg.flush_bytes,
+                flush_interval: cfg.flush_interval,
+                max_inflight: cfg.max_inflight_puts,
+                put_deadline: Duration::from_secs(30),
+            },
+            store.clone(),
+            meta.clone(),
+            cache,
+            metrics.clone(),
+        );
+        let worker = Arc::new(Self {
+            cfg: cfg.clone(),
+            meta: meta.clone(),
+            store,
+            wal: wal.clone(),
+            metrics,
+            partitions: DashMap::new(),
+            topics: DashMap::new(),
+            catalog: StreamCatalog::default(),
+            ready: watch::channel(false).0,
+        });
+        meta.register_worker(&WorkerRegistration {
+            worker_id: cfg.worker_id.clone(),
+            grpc_addr: cfg.grpc_advertised_addr.clone(),
+            started_at_ms: now_ms(),
+            stream_epoch,
+        })
+        .await?;
+        let flusher = tokio::spawn(wal.run(shutdown.clone()));
+        tokio::spawn(worker.clone().ownership_loop(shutdown));
+        Ok((worker, flusher))
+    }
+
+    /// Becomes true once the partitions assigned at start are open.
+    pub fn ready(&self) -> watch::Receiver<bool> {
+        self.ready.subscribe()
+    }
+
+    /// Opens newly assigned partitions and drops ones that moved away or were deleted.
+    async fn ownership_loop(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
+        let store = self.meta.store().clone();
+        let (Ok(mut a_watch), Ok(mut t_watch)) = (
+            store.watch(&self.meta.keys().assignments()).await,
+            store.watch(&self.meta.keys().topics()).await,
+        ) else {
+            tracing::error!("cannot watch metadata; worker will not own partitions");
+            return;
+        };
+        loop {
+            match self.sync_ownership().await {
+                Ok(()) => {
+                    self.ready.send_replace(true);
+                }
+                Err(e) => tracing::warn!(error = %e, "ownership sync failed; retrying"),
+            }
+            tokio::select! {
+                _ = a_watch.next() => {}
+                _ = t_watch.next() => {}
+                _ = tokio::time::sleep(Duration::from_secs(2)) => {}
+                _ = shutdown.changed() => return,
+            }
+        }
+    }
+
+    async fn sync_ownership(&self) -> Result<(), WorkerError> {
+        let topics = self.meta.list_topics().await?;
+        self.topics.clear();
+        for t in &topics {
+            self.topics.insert(topic_uuid(t), t.clone());
+        }
+        let mine: Vec<_> = self
+            .meta
+            .list_assignments()
+            .await?
+            .into_iter()
+            .filter(|(_, a)| a.worker_id == self.cfg.worker_id)
+            .collect();
+        let wanted: std::collections::HashSet<PartitionId> = mine
+            .iter()
+            .map(|((t, p), _)| PartitionId {
+                topic_id: *t,
+                partition: *p,
+            })
+            .collect();
+        self.partitions.retain(|id, _| wanted.contains(id));
+        for ((topic_id, partition), a) in mine {
+            let id = PartitionId {
+                topic_id,
+                partition,
+            };
+            if self.partitions.contains_key(&id) {
+                continue;
+            }
+            let Some(topic) = self.topics.get(&topic_id).map(|t| t.name.clone()) else {
+                continue;
+            };
+            let state = self.meta.partition_state(topic_id, partition).await?;
+            let chunks = recover_chunks(
+                self.store.as_ref(),
+                &self.catalog,
+                &self.cfg.namespace,
+                id,
+                &state.streams,
+                state.log_start_offset,
+            )
+            .await?;
+            let log =
+                PartitionLog::recovered(id, topic, a.epoch as i32, state.log_start_offset, chunks);
+            tracing::debug!(topic = %log.topic, partition, hwm = log.high_watermark(), "partition opened");
+            self.partitions.insert(id, Arc::new(log));
+        }
+        self.catalog.clear().await;
+        Ok(())
+    }
+
+    fn unknown_code(&self, id: &PartitionId) -> i32 {
+        match self.topics.get(&id.topic_id) {
+            Some(t) if id.partition < t.partitions && id.partition >= 0 => {
+                code(ResponseError::NotLeaderOrFollower)
+            }
+            _ => code(ResponseError::UnknownTopicOrPartition),
+        }
+    }
+
+    fn max_message_bytes(&self, id: &PartitionId) -> usize {
+        self.topics
+            .get(&id.topic_id)
+            .and_then(|t| {
+                t.configs
+                    .get("max.message.bytes")
+                    .and_then(|v| v.parse().ok())
+            })
+            .unwrap_or(self.cfg.default_max_message_bytes)
+    }
+
+    /// Appends and (for acks ≠ 0) waits until durable.
+    pub async fn produce(&self, req: pb::ProduceRequest) -> pb::ProduceResponse {
+        let mut results = Vec::with_capacity(req.partitions.len());
+        let mut waits = Vec::new();
+        for part in req.partitions {
+            let mut r = pb::ProducePartitionResult {
+                partition: part.partition.clone(),
+                base_offset: -1,
+                log_append_time_ms: -1,
+                log_start_offset: -1,
+                ..Default::default()
+            };
+            let Some(id) = pid(&part.partition) else {
+                r.error_code = code(ResponseError::UnknownTopicOrPartition);
+                results.push(r);
+                continue;
+            };
+            let Some(log) = self.partitions.get(&id).map(|l| l.clone()) else {
+                r.error_code = self.unknown_code(&id);
+                results.push(r);
+                continue;
+            };
+            r.log_start_offset = log.log_start_offset();
+            match batch::validate(&part.records, self.max_message_bytes(&id)) {
+                Err(e) => {
+                    r.error_code = i32::from(e.code());
+                    r.error_message = e.to_string();
+                }
+                Ok(infos) => match self.wal.append(&log, &part.records, &infos) {
+                    Ok((base, done)) => {
+                        self.metrics
+                            .produced_records
+                            .inc_by(infos.iter().map(|b| b.record_count as u64).sum());
+                        self.metrics
+                            .produced_bytes
+                            .inc_by(part.records.len() as u64);
+                        r.base_offset = base;
+                        waits.push((results.len(), done));
+                    }
+                    Err(e) => r.error_code = wal_code(&e),
+                },
+            }
+            results.push(r);
+        }
+        if req.acks != 0 {
+            for (i, mut done) in waits {
+                let outcome = match done.wait_for(|v| v.is_some()).await {
+                    Ok(v) => v.clone().unwrap_or(Err(WalError::ShuttingDown)),
+                    Err(_) => Err(WalError::ShuttingDown),
+                };
+                if let Err(e) = outcome {
+                    results[i].error_code = wal_code(&e);
+                    results[i].error_message = e.to_string();
+                    results[i].base_offset = -1;
+                }
+            }
+        }
+        pb::ProduceResponse {
+            partitions: results,
+        }
+    }
+
+    /// Serves a fetch, long-polling up to `max_wait_ms` for `min_bytes`.
+    pub async fn fetch(&self, req: pb::FetchRequest) -> pb::FetchResponse {
+        let deadline =
+            tokio::time::Instant::now() + Duration::from_millis(req.max_wait_ms.max(0) as u64);
+        let mut watchers: Vec<watch::Receiver<i64>> = req
+            .partitions
+            .iter()
+            .filter_map(|p| pid(&p.partition))
+            .filter_map(|id| self.partitions.get(&id).map(|l| l.subscribe()))
+            .collect();
+        for w in &mut watchers {
+            w.mark_unchanged();
+        }
+        loop {
+            let (resp, bytes, errors) = self.fetch_once(&req).await;
+            if bytes >= req.min_bytes.max(1) as usize
+                || errors
+                || tokio::time::Instant::now() >= deadline
+                || watchers.is_empty()
+            {
+                return resp;
+            }
+            let changed =
+                futures::future::select_all(watchers.iter_mut().map(|w| Box::pin(w.changed())));
+            tokio::select! {
+                _ = changed => {}
+                _ = tokio::time::sleep_until(deadline) => {}
+            }
+        }
+    }
+
+    async fn fetch_once(&self, req: &pb::FetchRequest) -> (pb::FetchResponse, usize, bool) {
+        let mut total = 0usize;
+        let mut errors = false;
+        let max_total = if req.max_bytes > 0 {
+            req.max_bytes as usize
+        } else {
+            usize::MAX
+        };
+        let mut out = Vec::with_capacity(req.partitions.len());
+        for p in &req.partitions {
+            let mut r = pb::FetchPartitionResult {
+                partition: p.partition.clone(),
+                high_watermark: -1,
+                last_stable_offset: -1,
+                log_start_offset: -1,
+                ..Default::default()
+            };
+            let log = pid(&p.partition).and_then(|id| self.partitions.get(&id).map(|l| l.clone()));
+            let Some(log) = log else {
+                r.error_code = pid(&p.partition)
+                    .map(|id| self.unknown_code(&id))
+                    .unwrap_or(code(ResponseError::UnknownTopicOrPartition));
+                errors = true;
+                out.push(r);
+                continue;
+            };
+            let hwm = log.high_watermark();
+            let start = log.log_start_offset();
+            r.high_watermark = hwm;
+            r.last_stable_offset = hwm;
+            r.log_start_offset = start;
+            if p.fetch_offset < start || p.fetch_offset > hwm {
+                r.error_code = code(ResponseError::OffsetOutOfRange);
+                errors = true;
+            } else if p.fetch_offset < hwm && total < max_total {
+                let limit = (p.max_bytes.max(0) as usize).min(max_total - total);
+                match reader::read(
+                    self.store.as_ref(),
+                    &self.metrics,
+                    &log,
+                    p.fetch_offset,
+                    limit,
+                    total == 0,
+                )
+                .await
+                {
+                    Ok(records) => {
+                        total += records.len();
+                        self.metrics.fetched_bytes.inc_by(records.len() as u64);
+                        r.records = records;
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, topic = %log.topic, "fetch read failed");
+                        r.error_code = code(ResponseError::KafkaStorageError);
+                        errors = true;
+                    }
+                }
+            }
+            r.error_code = if r.error_code == 0 {
+                NONE
+            } else {
+                r.error_code
+            };
+            out.push(r);
+        }
+        (pb::FetchResponse { partitions: out }, total, errors)
+    }
+
+    /// Resolves earliest (-2), latest (-1), max-timestamp (-3) and by-timestamp offsets.
+    pub async fn list_offsets(&self, req: pb::ListOffsetsRequest) -> pb::ListOffsetsResponse {
+        let mut out = Vec::with_capacity(req.partitions.len());
+        for p in req.partitions {
+            let mut r = pb::ListOffsetsPartitionResult {
+                partition: p.partition.clone(),
+                timestamp: -1,
+                offset: -1,
+                ..Default::default()
+            };
+            let log = pid(&p.partition).and_then(|id| self.partitions.get(&id).map(|l| l.clone()));
+            let Some(log) = log else {
+                r.error_code = pid(&p.partition)
+                    .map(|id| self.unknown_code(&id))
+                    .unwrap_or(code(ResponseError::UnknownTopicOrPartition));
+                out.push(r);
+                continue;
+            };
+            let found = match p.timestamp {
+                -1 => Ok(Some((log.high_watermark(), -1))),
+                -2 => Ok(Some((log.log_start_offset(), -1))),
+                -3 => reader::max_timestamp_offset(self.store.as_ref(), &self.metrics, &log).await,
+                ts => {
+                    reader::offset_for_timestamp(self.store.as_ref(), &self.metrics, &log, ts).await
+                }
+            };
+            match found {
+                Ok(Some((o, ts))) => {
+                    r.offset = o;
+                    r.timestamp = ts;
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::error!(error = %e, "list offsets read failed");
+                    r.error_code = code(ResponseError::KafkaStorageError);
+                }
+            }
+            out.push(r);
+        }
+        pb::ListOffsetsResponse { partitions: out }
+    }
+}
+
+fn wal_code(e: &WalError) -> i32 {
+    match e {
+        WalError::Fenced | WalError::ShuttingDown => code(ResponseError::NotLeaderOrFollower),
+        WalError::Storage(_) => code(ResponseError::KafkaStorageError),
+    }
+}

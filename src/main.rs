@@ -1,0 +1,45 @@
+//! The `kafscale` binary. `kafscale dev` runs gateway, log worker and
+//! assigner in one process on the embedded metadata store and a local
+//! object directory.
+
+mod config;
+mod dev;
+mod http;
+
+use clap::{Parser, Subcommand};
+
+/// Kafka-compatible message transport whose data lives in object storage.
+#[derive(Parser, Debug)]
+#[command(name = "kafscale", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Everything in one process on embedded defaults (no etcd, no S3).
+    Dev(config::DevArgs),
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    match cli.command {
+        Command::Dev(args) => {
+            init_tracing(&args.log_level);
+            runtime.block_on(dev::run(args))
+        }
+    }
+}
+
+fn init_tracing(level: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_new(level)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false)
+        .init();
+}
