@@ -12,14 +12,21 @@ fn documented_defaults_match_dev_help() {
         .output()
         .expect("run kafscale dev --help");
     let help = String::from_utf8_lossy(&help.stdout).replace('\n', " ");
-    let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/configuration.md")).expect("read docs");
+    let doc = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/docs/configuration.md"
+    ))
+    .expect("read docs");
     let mut documented = Vec::new();
     for line in doc.lines().filter(|l| l.starts_with("| `KAFSCALE_")) {
         let cells: Vec<&str> = line.split('|').map(str::trim).collect();
         let var = cells[1].trim_matches('`');
         let default = cells[2];
         documented.push(var.to_string());
-        assert!(help.contains(&format!("[env: {var}=")), "{var} is documented but not read by the binary");
+        assert!(
+            help.contains(&format!("[env: {var}=")),
+            "{var} is documented but not read by the binary"
+        );
         if let Some(d) = default.strip_prefix('`').and_then(|d| d.strip_suffix('`')) {
             assert!(
                 help.contains(&format!("{var}=] [default: {d}]")),
@@ -29,7 +36,10 @@ fn documented_defaults_match_dev_help() {
     }
     for word in help.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')) {
         if word.starts_with("KAFSCALE_") {
-            assert!(documented.iter().any(|d| d == word), "{word} is read by the binary but not documented");
+            assert!(
+                documented.iter().any(|d| d == word),
+                "{word} is read by the binary but not documented"
+            );
         }
     }
 }

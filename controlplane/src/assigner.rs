@@ -56,14 +56,11 @@ pub fn plan(
         }
     }
     // Balance: move from the most to the least loaded until within one.
-    loop {
-        let Some((max_w, max_n)) = load
-            .iter()
-            .max_by_key(|(w, v)| (v.len(), std::cmp::Reverse(**w)))
-            .map(|(w, v)| (w.to_string(), v.len()))
-        else {
-            break;
-        };
+    while let Some((max_w, max_n)) = load
+        .iter()
+        .max_by_key(|(w, v)| (v.len(), std::cmp::Reverse(**w)))
+        .map(|(w, v)| (w.to_string(), v.len()))
+    {
         let Some(min_w) = least(&load) else { break };
         let min_n = load.get(min_w.as_str()).map(Vec::len).unwrap_or(0);
         if max_n <= min_n + 1 {

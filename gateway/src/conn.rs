@@ -63,11 +63,8 @@ async fn handle(stream: TcpStream, d: Arc<Dispatcher>) -> std::io::Result<()> {
         wr.flush().await
     });
     let max = d.config().max_frame_bytes;
-    loop {
-        let len = match rd.read_u32().await {
-            Ok(l) => l as usize,
-            Err(_) => break,
-        };
+    while let Ok(len) = rd.read_u32().await {
+        let len = len as usize;
         if len > max || len < 8 {
             tracing::warn!(len, max, "rejecting frame: size out of bounds");
             break;

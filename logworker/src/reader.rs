@@ -59,7 +59,8 @@ pub async fn read(
                 break 'chunks;
             }
             let fits = out.len() + b.len() <= max_bytes;
-            if !fits && !(out.is_empty() && allow_oversized_first) {
+            let oversized_first = out.is_empty() && allow_oversized_first;
+            if !(fits || oversized_first) {
                 break 'chunks;
             }
             out.extend_from_slice(&b);

@@ -20,10 +20,13 @@ pub enum RecoveryError {
     Object(#[from] crate::objstore::ObjectError),
 }
 
+/// The objects of one stream with their verified footer entries.
+type StreamObjects = Arc<Vec<(Arc<str>, Vec<format::ChunkEntry>)>>;
+
 /// Footers of every object of the streams read so far.
 #[derive(Default)]
 pub struct StreamCatalog {
-    streams: Mutex<HashMap<(String, u64), Arc<Vec<(Arc<str>, Vec<format::ChunkEntry>)>>>>,
+    streams: Mutex<HashMap<(String, u64), StreamObjects>>,
 }
 
 impl StreamCatalog {
@@ -33,7 +36,7 @@ impl StreamCatalog {
         store: &dyn ObjectStore,
         namespace: &str,
         stream: &StreamRef,
-    ) -> Result<Arc<Vec<(Arc<str>, Vec<format::ChunkEntry>)>>, RecoveryError> {
+    ) -> Result<StreamObjects, RecoveryError> {
         let k = (stream.worker_id.clone(), stream.stream_epoch);
         let mut streams = self.streams.lock().await;
         if let Some(v) = streams.get(&k) {
