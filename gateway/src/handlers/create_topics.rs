@@ -100,7 +100,7 @@ pub async fn handle(ctx: &Ctx<'_>, req: CreateTopicsRequest) -> CreateTopicsResp
                     if ctx.version >= 7 {
                         r.topic_id = kafscale_controlplane::metadata::topic_uuid(&topic);
                     }
-                    topics::wait_assigned(ctx, &name).await;
+                    topics::wait_assigned(ctx, &name, partitions).await;
                 }
                 Err(MetaError::TopicExists(_)) => {
                     error = Some((

@@ -1,7 +1,9 @@
 //! One module per Kafka API.
 
+pub mod admin_topics;
 pub mod api_versions;
 pub mod create_topics;
+pub mod describe_cluster;
 pub mod fetch;
 pub mod list_offsets;
 pub mod metadata;
@@ -46,6 +48,18 @@ pub async fn handle(ctx: &Ctx<'_>, key: ApiKey, cid: i32, body: &mut Bytes) -> O
         },
         ApiKey::CreateTopics => match decode::<CreateTopicsRequest>(body, v) {
             Some(r) => encode(cid, v, &create_topics::handle(ctx, r).await),
+            None => Outcome::Close,
+        },
+        ApiKey::DeleteTopics => match decode::<DeleteTopicsRequest>(body, v) {
+            Some(r) => encode(cid, v, &admin_topics::delete_topics(ctx, r).await),
+            None => Outcome::Close,
+        },
+        ApiKey::CreatePartitions => match decode::<CreatePartitionsRequest>(body, v) {
+            Some(r) => encode(cid, v, &admin_topics::create_partitions(ctx, r).await),
+            None => Outcome::Close,
+        },
+        ApiKey::DescribeCluster => match decode::<DescribeClusterRequest>(body, v) {
+            Some(r) => encode(cid, v, &describe_cluster::handle(ctx, r).await),
             None => Outcome::Close,
         },
         _ => Outcome::Close,

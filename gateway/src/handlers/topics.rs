@@ -38,19 +38,20 @@ pub async fn auto_create(ctx: &Ctx<'_>, name: &str) -> i16 {
             return ResponseError::UnknownServerError.code();
         }
     }
-    wait_assigned(ctx, name).await;
+    wait_assigned(ctx, name, 1).await;
     0
 }
 
-/// Waits (bounded) until every partition of `name` has an owner in the view.
-pub async fn wait_assigned(ctx: &Ctx<'_>, name: &str) {
+/// Waits (bounded) until the view shows `name` with at least `min_partitions`
+/// partitions, every one of them with an owner.
+pub async fn wait_assigned(ctx: &Ctx<'_>, name: &str, min_partitions: i32) {
     ctx.view
         .wait_for(Duration::from_secs(3), |s| match s.topics.get(name) {
-            Some(t) => {
+            Some(t) if t.partitions >= min_partitions => {
                 let id = kafscale_controlplane::metadata::topic_uuid(t);
                 (0..t.partitions).all(|p| s.assignments.contains_key(&(id, p)))
             }
-            None => false,
+            _ => false,
         })
         .await;
 }
