@@ -90,6 +90,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
             auto_create_topics: args.auto_create_topics,
             auto_create_partitions: args.auto_create_partitions,
             max_frame_bytes: args.max_frame_bytes,
+            default_max_message_bytes: args.max_message_bytes,
             max_pipelined: 64,
         },
         Router::new(view),

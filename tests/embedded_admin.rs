@@ -76,3 +76,98 @@ async fn create_partitions_delete_topics_and_describe_cluster() {
         "{again:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn topic_configs_are_described_altered_and_enforced() {
+    use kafka_protocol::messages::incremental_alter_configs_request::{
+        AlterConfigsResource, AlterableConfig,
+    };
+    use kafka_protocol::messages::IncrementalAlterConfigsRequest;
+    use kafka_protocol::protocol::StrBytes;
+    use rdkafka::admin::{ConfigSource, ResourceSpecifier};
+
+    let server = DevServer::start(DevOptions::default()).await;
+    let bootstrap = server.bootstrap();
+    let topic = unique_name("configs");
+    create_topic(&bootstrap, &topic, 1, &[("retention.ms", "1000")]).await;
+    let admin = admin(&bootstrap);
+    let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
+    let describe = || async {
+        let r = admin
+            .describe_configs([&ResourceSpecifier::Topic(&topic)], &opts)
+            .await
+            .expect("DescribeConfigs");
+        r.into_iter()
+            .next()
+            .expect("one resource")
+            .expect("resource ok")
+    };
+    let before = describe().await;
+    let retention = before.get("retention.ms").expect("retention.ms");
+    assert_eq!(retention.value.as_deref(), Some("1000"));
+    assert_eq!(retention.source, ConfigSource::DynamicTopic);
+    let max = before.get("max.message.bytes").expect("max.message.bytes");
+    assert_eq!(max.value.as_deref(), Some("1048588"));
+    assert_eq!(max.source, ConfigSource::Default);
+
+    // Shrink max.message.bytes and drop retention.ms through IncrementalAlterConfigs.
+    let mut conn = RawConn::connect(server.kafka_addr()).await;
+    let v = conn.negotiate(ApiKey::IncrementalAlterConfigs, 1).await;
+    let mut set = AlterableConfig::default();
+    set.name = StrBytes::from_static_str("max.message.bytes");
+    set.config_operation = 0;
+    set.value = Some(StrBytes::from_static_str("2000"));
+    let mut del = AlterableConfig::default();
+    del.name = StrBytes::from_static_str("retention.ms");
+    del.config_operation = 1;
+    let mut res = AlterConfigsResource::default();
+    res.resource_type = 2;
+    res.resource_name = StrBytes::from_string(topic.clone());
+    res.configs = vec![set, del];
+    let mut req = IncrementalAlterConfigsRequest::default();
+    req.resources = vec![res.clone()];
+    let altered = conn.request(v, &req).await;
+    assert_eq!(altered.responses[0].error_code, 0, "{altered:?}");
+    // An unknown config is rejected with INVALID_CONFIG and changes nothing.
+    res.configs[0].name = StrBytes::from_static_str("no.such.config");
+    req.resources = vec![res];
+    let rejected = conn.request(v, &req).await;
+    assert_eq!(rejected.responses[0].error_code, 40, "{rejected:?}");
+
+    let after = describe().await;
+    assert_eq!(
+        after
+            .get("max.message.bytes")
+            .and_then(|c| c.value.as_deref()),
+        Some("2000")
+    );
+    assert!(matches!(
+        after.get("retention.ms").map(|c| &c.source),
+        Some(ConfigSource::Default)
+    ));
+
+    // The worker enforces the new limit.
+    let producer = producer(&bootstrap, &[("message.send.max.retries", "0")]);
+    let big = vec![b'x'; 5000];
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let r = producer
+            .send(
+                FutureRecord::<(), _>::to(&topic).payload(&big),
+                Duration::from_secs(5),
+            )
+            .await;
+        match r {
+            Err((e, _))
+                if e.rdkafka_error_code() == Some(RDKafkaErrorCode::MessageSizeTooLarge) =>
+            {
+                break
+            }
+            other => assert!(
+                std::time::Instant::now() < deadline,
+                "5000-byte record not rejected after max.message.bytes=2000: {other:?}"
+            ),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

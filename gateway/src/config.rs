@@ -9,6 +9,8 @@ pub struct GatewayConfig {
     pub advertised_port: i32,
     pub auto_create_topics: bool,
     pub auto_create_partitions: i32,
+    /// Default `max.message.bytes` of topics.
+    pub default_max_message_bytes: usize,
     /// Largest accepted request frame.
     pub max_frame_bytes: usize,
     /// Requests of one connection processed concurrently (answered in order).

@@ -10,18 +10,6 @@ use kafka_protocol::protocol::StrBytes;
 use kafscale_controlplane::MetaError;
 use std::collections::HashMap;
 
-/// Topic configs we understand and keep.
-const KNOWN_CONFIGS: &[&str] = &[
-    "retention.ms",
-    "retention.bytes",
-    "max.message.bytes",
-    "cleanup.policy",
-    "segment.bytes",
-    "segment.ms",
-    "message.timestamp.type",
-    "min.insync.replicas",
-];
-
 /// Answers a CreateTopics request.
 pub async fn handle(ctx: &Ctx<'_>, req: CreateTopicsRequest) -> CreateTopicsResponse {
     let mut resp = CreateTopicsResponse::default();
@@ -62,24 +50,8 @@ pub async fn handle(ctx: &Ctx<'_>, req: CreateTopicsRequest) -> CreateTopicsResp
         for c in &t.configs {
             let key = c.name.to_string();
             let value = c.value.as_ref().map(|v| v.to_string()).unwrap_or_default();
-            if !KNOWN_CONFIGS.contains(&key.as_str()) {
-                error.get_or_insert((
-                    ResponseError::InvalidConfig.code(),
-                    format!("unknown topic config '{key}'"),
-                ));
-            } else if key != "cleanup.policy"
-                && key != "message.timestamp.type"
-                && value.parse::<i64>().is_err()
-            {
-                error.get_or_insert((
-                    ResponseError::InvalidConfig.code(),
-                    format!("config '{key}' must be a number"),
-                ));
-            } else if key == "cleanup.policy" && value != "delete" {
-                error.get_or_insert((
-                    ResponseError::InvalidConfig.code(),
-                    "only cleanup.policy=delete is supported".into(),
-                ));
+            if let Err(msg) = super::configs::validate(&key, &value) {
+                error.get_or_insert((ResponseError::InvalidConfig.code(), msg));
             }
             configs.insert(key, value);
         }

@@ -2,6 +2,7 @@
 
 pub mod admin_topics;
 pub mod api_versions;
+pub mod configs;
 pub mod create_topics;
 pub mod describe_cluster;
 pub mod fetch;
@@ -62,6 +63,16 @@ pub async fn handle(ctx: &Ctx<'_>, key: ApiKey, cid: i32, body: &mut Bytes) -> O
             Some(r) => encode(cid, v, &describe_cluster::handle(ctx, r).await),
             None => Outcome::Close,
         },
+        ApiKey::DescribeConfigs => match decode::<DescribeConfigsRequest>(body, v) {
+            Some(r) => encode(cid, v, &configs::describe(ctx, r).await),
+            None => Outcome::Close,
+        },
+        ApiKey::IncrementalAlterConfigs => {
+            match decode::<IncrementalAlterConfigsRequest>(body, v) {
+                Some(r) => encode(cid, v, &configs::incremental_alter(ctx, r).await),
+                None => Outcome::Close,
+            }
+        }
         _ => Outcome::Close,
     }
 }

@@ -1,0 +1,211 @@
+//! Topic configs: the ones we understand, their defaults and validation
+//! (shared by CreateTopics, DescribeConfigs and IncrementalAlterConfigs).
+
+use crate::dispatch::Ctx;
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::describe_configs_response::{
+    DescribeConfigsResourceResult, DescribeConfigsResult,
+};
+use kafka_protocol::messages::incremental_alter_configs_response::AlterConfigsResourceResponse;
+use kafka_protocol::messages::{
+    DescribeConfigsRequest, DescribeConfigsResponse, IncrementalAlterConfigsRequest,
+    IncrementalAlterConfigsResponse,
+};
+use kafka_protocol::protocol::StrBytes;
+use kafscale_controlplane::MetaError;
+
+/// Kafka's resource type code of topics.
+const TOPIC: i8 = 2;
+/// Kafka ConfigType codes.
+const STRING: i8 = 2;
+const INT: i8 = 3;
+const LONG: i8 = 5;
+const LIST: i8 = 7;
+/// Kafka config sources.
+const DYNAMIC_TOPIC_CONFIG: i8 = 1;
+const DEFAULT_CONFIG: i8 = 5;
+
+/// (name, default, type) of every topic config we keep.
+fn known(ctx: &Ctx<'_>) -> Vec<(&'static str, String, i8)> {
+    vec![
+        ("cleanup.policy", "delete".into(), LIST),
+        (
+            "max.message.bytes",
+            ctx.cfg.default_max_message_bytes.to_string(),
+            INT,
+        ),
+        ("message.timestamp.type", "CreateTime".into(), STRING),
+        ("min.insync.replicas", "1".into(), INT),
+        ("retention.bytes", "-1".into(), LONG),
+        ("retention.ms", "604800000".into(), LONG),
+        ("segment.bytes", "1073741824".into(), INT),
+        ("segment.ms", "604800000".into(), LONG),
+    ]
+}
+
+/// Checks one topic config; returns the reason it is rejected.
+pub fn validate(key: &str, value: &str) -> Result<(), String> {
+    match key {
+        "cleanup.policy" if value == "delete" => Ok(()),
+        "cleanup.policy" => Err("only cleanup.policy=delete is supported".into()),
+        "message.timestamp.type" if value == "CreateTime" => Ok(()),
+        "message.timestamp.type" => {
+            Err("only message.timestamp.type=CreateTime is supported".into())
+        }
+        "max.message.bytes" | "min.insync.replicas" | "segment.bytes" => match value.parse::<i32>()
+        {
+            Ok(v) if v >= 0 => Ok(()),
+            _ => Err(format!("config '{key}' must be a non-negative int")),
+        },
+        "retention.bytes" | "retention.ms" | "segment.ms" => match value.parse::<i64>() {
+            Ok(v) if v >= -1 => Ok(()),
+            _ => Err(format!("config '{key}' must be a long ≥ -1")),
+        },
+        _ => Err(format!("unknown topic config '{key}'")),
+    }
+}
+
+/// Answers DescribeConfigs for topics.
+pub async fn describe(ctx: &Ctx<'_>, req: DescribeConfigsRequest) -> DescribeConfigsResponse {
+    let snap = ctx.view.snapshot();
+    let mut resp = DescribeConfigsResponse::default();
+    for res in req.resources {
+        let mut r = DescribeConfigsResult::default();
+        r.resource_type = res.resource_type;
+        r.resource_name = res.resource_name.clone();
+        let name = res.resource_name.to_string();
+        if res.resource_type != TOPIC {
+            r.error_code = ResponseError::InvalidRequest.code();
+            r.error_message = Some(StrBytes::from_static_str(
+                "only topic configs are supported",
+            ));
+        } else if let Some(topic) = snap.topics.get(&name) {
+            let wanted = res
+                .configuration_keys
+                .map(|k| k.iter().map(|s| s.to_string()).collect::<Vec<_>>());
+            for (key, default, ty) in known(ctx) {
+                if wanted.as_ref().is_some_and(|w| !w.iter().any(|k| k == key)) {
+                    continue;
+                }
+                let mut c = DescribeConfigsResourceResult::default();
+                c.name = StrBytes::from_static_str(key);
+                let (value, source) = match topic.configs.get(key) {
+                    Some(v) => (v.clone(), DYNAMIC_TOPIC_CONFIG),
+                    None => (default, DEFAULT_CONFIG),
+                };
+                c.value = Some(StrBytes::from_string(value));
+                if ctx.version >= 1 {
+                    c.config_source = source;
+                }
+                if ctx.version >= 3 {
+                    c.config_type = ty;
+                }
+                r.configs.push(c);
+            }
+        } else {
+            r.error_code = ResponseError::UnknownTopicOrPartition.code();
+        }
+        resp.results.push(r);
+    }
+    resp
+}
+
+/// Answers IncrementalAlterConfigs for topics (SET and DELETE).
+pub async fn incremental_alter(
+    ctx: &Ctx<'_>,
+    req: IncrementalAlterConfigsRequest,
+) -> IncrementalAlterConfigsResponse {
+    let mut resp = IncrementalAlterConfigsResponse::default();
+    for res in req.resources {
+        let mut r = AlterConfigsResourceResponse::default();
+        r.resource_type = res.resource_type;
+        r.resource_name = res.resource_name.clone();
+        let name = res.resource_name.to_string();
+        let mut changes = Vec::new();
+        let mut error: Option<(i16, String)> = None;
+        if res.resource_type != TOPIC {
+            error = Some((
+                ResponseError::InvalidRequest.code(),
+                "only topic configs are supported".into(),
+            ));
+        }
+        for c in &res.configs {
+            let key = c.name.to_string();
+            let value = c.value.as_ref().map(|v| v.to_string());
+            let checked = match (c.config_operation, &value) {
+                (0, Some(v)) => validate(&key, v).map(|_| (key.clone(), value.clone())),
+                (0, None) => Err(format!("SET of '{key}' needs a value")),
+                (1, _) => validate(
+                    &key,
+                    &known(ctx)
+                        .iter()
+                        .find(|k| k.0 == key)
+                        .map(|k| k.1.clone())
+                        .unwrap_or_default(),
+                )
+                .map(|_| (key.clone(), None)),
+                _ => Err(format!(
+                    "operation {} on '{key}' is not supported",
+                    c.config_operation
+                )),
+            };
+            match checked {
+                Ok(change) => changes.push(change),
+                Err(msg) => {
+                    error.get_or_insert((ResponseError::InvalidConfig.code(), msg));
+                }
+            }
+        }
+        if error.is_none() {
+            let result = if req.validate_only {
+                match ctx.view.meta().get_topic(&name).await {
+                    Ok(Some(_)) => Ok(None),
+                    Ok(None) => Err(MetaError::UnknownTopic(name.clone())),
+                    Err(e) => Err(e),
+                }
+            } else {
+                ctx.view
+                    .meta()
+                    .update_topic(&name, |t| {
+                        for (k, v) in &changes {
+                            match v {
+                                Some(v) => t.configs.insert(k.clone(), v.clone()),
+                                None => t.configs.remove(k),
+                            };
+                        }
+                        Ok(())
+                    })
+                    .await
+                    .map(|updated| Some(updated.configs))
+            };
+            // Answer only once this gateway's view shows the change, so a
+            // describe right after the alter sees it.
+            let result = match result {
+                Ok(Some(configs)) => {
+                    ctx.view
+                        .wait_for(std::time::Duration::from_secs(3), |s| {
+                            s.topics.get(&name).is_some_and(|t| t.configs == configs)
+                        })
+                        .await;
+                    Ok(())
+                }
+                Ok(None) => Ok(()),
+                Err(e) => Err(e),
+            };
+            if let Err(e) = result {
+                error = Some(match e {
+                    MetaError::UnknownTopic(_) => {
+                        (ResponseError::UnknownTopicOrPartition.code(), e.to_string())
+                    }
+                    _ => (ResponseError::UnknownServerError.code(), e.to_string()),
+                });
+            }
+        }
+        if let Some((code, msg)) = error {
+            r.error_code = code;
+            r.error_message = Some(StrBytes::from_string(msg));
+        }
+        resp.responses.push(r);
+    }
+    resp
+}
