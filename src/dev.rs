@@ -65,6 +65,8 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     let grpc_server = tokio::spawn(
         tonic::transport::Server::builder()
             .tcp_nodelay(true)
+            .initial_stream_window_size(Some(16 << 20))
+            .initial_connection_window_size(Some(64 << 20))
             .add_service(LogWorkerService::server(worker.clone()))
             .serve_with_incoming_shutdown(
                 tokio_stream::wrappers::TcpListenerStream::new(grpc),

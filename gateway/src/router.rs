@@ -52,6 +52,10 @@ impl Router {
         let ep = Endpoint::from_shared(format!("http://{addr}"))
             .map_err(|_| RouteError::BadAddress(addr.to_string()))?
             .tcp_nodelay(true)
+            // Large HTTP/2 windows: produce bodies are up to a request's
+            // size, and the 64 KiB default serialises them on window updates.
+            .initial_stream_window_size(Some(16 << 20))
+            .initial_connection_window_size(Some(64 << 20))
             .connect_timeout(Duration::from_secs(3));
         let c = LogWorkerClient::new(ep.connect_lazy())
             .max_decoding_message_size(256 << 20)
