@@ -42,13 +42,14 @@ async fn handle(stream: TcpStream, d: Arc<Dispatcher>) -> std::io::Result<()> {
     let writer = tokio::spawn(async move {
         let mut wr = BufWriter::new(wr);
         while let Some(h) = rx.recv().await {
+            // Never hold written responses while waiting for a slow one.
+            if !h.is_finished() {
+                wr.flush().await?;
+            }
             match h.await {
                 Ok(Outcome::Respond(body)) => {
                     wr.write_all(&(body.len() as u32).to_be_bytes()).await?;
                     wr.write_all(&body).await?;
-                    if rx.is_empty() {
-                        wr.flush().await?;
-                    }
                 }
                 Ok(Outcome::Silent) => {}
                 Ok(Outcome::Close) | Err(_) => {
