@@ -14,6 +14,17 @@ use uuid::Uuid;
 /// How long a request waits for a partition to get an owner.
 const ROUTE_WAIT: Duration = Duration::from_secs(3);
 
+/// The (topic id, partition) a data-plane partition reference points at.
+pub fn key_of(p: &Option<kafscale_proto::data::v1::PartitionRef>) -> (Uuid, i32) {
+    match p {
+        Some(r) => (
+            Uuid::from_slice(&r.topic_id).unwrap_or_default(),
+            r.partition,
+        ),
+        None => (Uuid::nil(), -1),
+    }
+}
+
 /// Errors talking to workers.
 #[derive(Debug, thiserror::Error)]
 pub enum RouteError {

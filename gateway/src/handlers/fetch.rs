@@ -65,13 +65,7 @@ pub async fn handle(ctx: &Ctx<'_>, req: FetchRequest) -> FetchResponse {
     }
     let (routed, unroutable) = ctx
         .router
-        .split(parts, |(_, p)| {
-            let r = p.partition.clone().unwrap_or_default();
-            (
-                uuid::Uuid::from_slice(&r.topic_id).unwrap_or_default(),
-                r.partition,
-            )
-        })
+        .split(parts, |(_, p)| crate::router::key_of(&p.partition))
         .await;
     for ((ti, pi), _) in unroutable {
         resp.responses[ti].partitions[pi].error_code = ResponseError::NotLeaderOrFollower.code();

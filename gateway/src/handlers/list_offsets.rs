@@ -56,13 +56,7 @@ pub async fn handle(ctx: &Ctx<'_>, req: ListOffsetsRequest) -> ListOffsetsRespon
     }
     let (routed, unroutable) = ctx
         .router
-        .split(parts, |(_, p)| {
-            let r = p.partition.clone().unwrap_or_default();
-            (
-                uuid::Uuid::from_slice(&r.topic_id).unwrap_or_default(),
-                r.partition,
-            )
-        })
+        .split(parts, |(_, p)| crate::router::key_of(&p.partition))
         .await;
     for ((ti, pi), _) in unroutable {
         resp.topics[ti].partitions[pi].error_code = ResponseError::NotLeaderOrFollower.code();

@@ -97,13 +97,7 @@ async fn send(
 ) -> Vec<((usize, usize), pb::ProducePartition)> {
     let (routed, unroutable) = ctx
         .router
-        .split(pending, |(_, p)| {
-            let r = p.partition.clone().unwrap_or_default();
-            (
-                uuid::Uuid::from_slice(&r.topic_id).unwrap_or_default(),
-                r.partition,
-            )
-        })
+        .split(pending, |(_, p)| crate::router::key_of(&p.partition))
         .await;
     let mut retry = unroutable;
     let calls = routed.into_iter().map(|(addr, parts)| async move {
