@@ -114,6 +114,9 @@ impl Metadata {
 
     /// The cluster identity, created on first call.
     pub async fn cluster_info(&self) -> Result<ClusterInfo, MetaError> {
+        if let Some((info, _)) = self.get_msg::<ClusterInfo>(&self.keys.cluster()).await? {
+            return Ok(info);
+        }
         self.update_msg(&self.keys.cluster(), |cur: Option<ClusterInfo>| {
             Ok(cur.unwrap_or_else(|| ClusterInfo {
                 cluster_id: base64_id(Uuid::new_v4()),

@@ -57,8 +57,6 @@ pub struct Worker {
     ready: watch::Sender<bool>,
 }
 
-const NONE: i32 = 0;
-
 fn code(e: ResponseError) -> i32 {
     i32::from(e.code())
 }
@@ -204,6 +202,15 @@ impl Worker {
         Ok(())
     }
 
+    /// The owned log a request names, or the Kafka error code to answer with.
+    fn owned(&self, p: &Option<pb::PartitionRef>) -> Result<Arc<PartitionLog>, i32> {
+        let id = pid(p).ok_or(code(ResponseError::UnknownTopicOrPartition))?;
+        self.partitions
+            .get(&id)
+            .map(|l| l.clone())
+            .ok_or_else(|| self.unknown_code(&id))
+    }
+
     fn unknown_code(&self, id: &PartitionId) -> i32 {
         match self.topics.get(&id.topic_id) {
             Some(t) if id.partition < t.partitions && id.partition >= 0 => {
@@ -236,18 +243,16 @@ impl Worker {
                 log_start_offset: -1,
                 ..Default::default()
             };
-            let Some(id) = pid(&part.partition) else {
-                r.error_code = code(ResponseError::UnknownTopicOrPartition);
-                results.push(r);
-                continue;
-            };
-            let Some(log) = self.partitions.get(&id).map(|l| l.clone()) else {
-                r.error_code = self.unknown_code(&id);
-                results.push(r);
-                continue;
+            let log = match self.owned(&part.partition) {
+                Ok(log) => log,
+                Err(c) => {
+                    r.error_code = c;
+                    results.push(r);
+                    continue;
+                }
             };
             r.log_start_offset = log.log_start_offset();
-            match batch::validate(&part.records, self.max_message_bytes(&id)) {
+            match batch::validate(&part.records, self.max_message_bytes(&log.id)) {
                 Err(e) => {
                     r.error_code = i32::from(e.code());
                     r.error_message = e.to_string();
@@ -334,14 +339,14 @@ impl Worker {
                 log_start_offset: -1,
                 ..Default::default()
             };
-            let log = pid(&p.partition).and_then(|id| self.partitions.get(&id).map(|l| l.clone()));
-            let Some(log) = log else {
-                r.error_code = pid(&p.partition)
-                    .map(|id| self.unknown_code(&id))
-                    .unwrap_or(code(ResponseError::UnknownTopicOrPartition));
-                errors = true;
-                out.push(r);
-                continue;
+            let log = match self.owned(&p.partition) {
+                Ok(log) => log,
+                Err(c) => {
+                    r.error_code = c;
+                    errors = true;
+                    out.push(r);
+                    continue;
+                }
             };
             let hwm = log.high_watermark();
             let start = log.log_start_offset();
@@ -375,11 +380,6 @@ impl Worker {
                     }
                 }
             }
-            r.error_code = if r.error_code == 0 {
-                NONE
-            } else {
-                r.error_code
-            };
             out.push(r);
         }
         (pb::FetchResponse { partitions: out }, total, errors)
@@ -395,13 +395,13 @@ impl Worker {
                 offset: -1,
                 ..Default::default()
             };
-            let log = pid(&p.partition).and_then(|id| self.partitions.get(&id).map(|l| l.clone()));
-            let Some(log) = log else {
-                r.error_code = pid(&p.partition)
-                    .map(|id| self.unknown_code(&id))
-                    .unwrap_or(code(ResponseError::UnknownTopicOrPartition));
-                out.push(r);
-                continue;
+            let log = match self.owned(&p.partition) {
+                Ok(log) => log,
+                Err(c) => {
+                    r.error_code = c;
+                    out.push(r);
+                    continue;
+                }
             };
             let found = match p.timestamp {
                 -1 => Ok(Some((log.high_watermark(), -1))),
