@@ -48,28 +48,56 @@ pub async fn read(
     allow_oversized_first: bool,
 ) -> Result<Bytes, ReadError> {
     let hwm = log.high_watermark();
-    let mut out = BytesMut::new();
+    // Whole batches are contiguous inside a chunk, so each chunk contributes
+    // one zero-copy slice; bytes are copied only when a read spans chunks.
+    let mut pieces: Vec<Bytes> = Vec::new();
+    let mut total = 0usize;
     'chunks: for c in log.chunks_from(offset, 64) {
         let data = chunk_bytes(store, metrics, &c).await?;
-        for b in batch::iter_batches(data) {
+        let (mut start, mut end, mut pos) = (None, 0usize, 0usize);
+        let mut full = false;
+        for b in batch::iter_batches(data.clone()) {
+            let here = pos;
+            pos += b.len();
             if batch::last_offset(&b) < offset {
                 continue;
             }
             if batch::base_offset(&b) >= hwm {
-                break 'chunks;
+                full = true;
+                break;
             }
-            let fits = out.len() + b.len() <= max_bytes;
-            let oversized_first = out.is_empty() && allow_oversized_first;
+            let fits = total + b.len() <= max_bytes;
+            let oversized_first = total == 0 && allow_oversized_first;
             if !(fits || oversized_first) {
-                break 'chunks;
+                full = true;
+                break;
             }
-            out.extend_from_slice(&b);
-            if out.len() >= max_bytes {
-                break 'chunks;
+            start.get_or_insert(here);
+            end = pos;
+            total += b.len();
+            if total >= max_bytes {
+                full = true;
+                break;
             }
         }
+        if let Some(start) = start {
+            pieces.push(data.slice(start..end));
+        }
+        if full {
+            break 'chunks;
+        }
     }
-    Ok(out.freeze())
+    Ok(match pieces.len() {
+        0 => Bytes::new(),
+        1 => pieces.swap_remove(0),
+        _ => {
+            let mut out = BytesMut::with_capacity(total);
+            for p in &pieces {
+                out.extend_from_slice(p);
+            }
+            out.freeze()
+        }
+    })
 }
 
 /// First (offset, timestamp) whose timestamp is ≥ `target`, scanning in offset order.
