@@ -3,6 +3,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let protos = [
         "kafscale/metadata/v1/metadata.proto",
         "kafscale/data/v1/data.proto",
+        "kafscale/groups/v1/groups.proto",
     ];
     for p in &protos {
         println!("cargo:rerun-if-changed={p}");

@@ -50,6 +50,30 @@ pub struct DevArgs {
     /// Default max.message.bytes of topics.
     #[arg(long, env = "KAFSCALE_MAX_MESSAGE_BYTES", default_value_t = 1_048_588)]
     pub max_message_bytes: usize,
+    /// First rebalance of an empty group waits this long for more members.
+    #[arg(
+        long,
+        env = "KAFSCALE_GROUP_INITIAL_REBALANCE_DELAY_MS",
+        default_value_t = 3000
+    )]
+    pub group_initial_rebalance_delay_ms: u64,
+    /// Smallest session.timeout.ms a group member may ask for.
+    #[arg(
+        long,
+        env = "KAFSCALE_GROUP_MIN_SESSION_TIMEOUT_MS",
+        default_value_t = 6000
+    )]
+    pub group_min_session_timeout_ms: u64,
+    /// Largest session.timeout.ms a group member may ask for.
+    #[arg(
+        long,
+        env = "KAFSCALE_GROUP_MAX_SESSION_TIMEOUT_MS",
+        default_value_t = 1_800_000
+    )]
+    pub group_max_session_timeout_ms: u64,
+    /// Group coordinator slots (partitions of __consumer_offsets), fixed at first start.
+    #[arg(long, env = "KAFSCALE_OFFSETS_TOPIC_PARTITIONS", default_value_t = 50)]
+    pub offsets_topic_partitions: i32,
     /// Object key namespace.
     #[arg(long, env = "KAFSCALE_S3_NAMESPACE", default_value = "default")]
     pub namespace: String,

@@ -8,6 +8,7 @@ use kafscale_gateway::cluster::ClusterView;
 use kafscale_gateway::dispatch::Dispatcher;
 use kafscale_gateway::router::Router;
 use kafscale_gateway::GatewayConfig;
+use kafscale_logworker::groups::group::GroupConfig;
 use kafscale_logworker::objstore::local::LocalDirStore;
 use kafscale_logworker::service::LogWorkerService;
 use kafscale_logworker::{Worker, WorkerConfig};
@@ -37,6 +38,9 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     let meta = Metadata::new(Arc::new(store), &args.namespace);
     let cluster = meta.cluster_info().await?;
     tracing::info!(cluster_id = %cluster.cluster_id, data_dir = %args.data_dir.display(), "starting kafscale dev");
+    meta.ensure_offsets_topic(args.offsets_topic_partitions)
+        .await
+        .context("creating the group coordinator topic")?;
     let objects = Arc::new(LocalDirStore::open(&args.data_dir.join("objects"))?);
 
     // Worker, reached only through gRPC.
@@ -54,6 +58,13 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
             max_inflight_puts: args.wal_max_inflight,
             cache_bytes: args.cache_bytes,
             default_max_message_bytes: args.max_message_bytes,
+            groups: GroupConfig {
+                initial_rebalance_delay: Duration::from_millis(
+                    args.group_initial_rebalance_delay_ms,
+                ),
+                min_session_timeout: Duration::from_millis(args.group_min_session_timeout_ms),
+                max_session_timeout: Duration::from_millis(args.group_max_session_timeout_ms),
+            },
         },
         meta.clone(),
         objects,

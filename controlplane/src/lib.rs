@@ -9,6 +9,7 @@
 pub mod assigner;
 pub mod keys;
 pub mod metadata;
+pub mod offsets_topic;
 pub mod store;
 
 pub use metadata::{MetaError, Metadata};

@@ -23,7 +23,7 @@ pub async fn serve(
                     let _ = stream.set_nodelay(true);
                     let d = dispatcher.clone();
                     tokio::spawn(async move {
-                        if let Err(e) = handle(stream, d).await {
+                        if let Err(e) = handle(stream, d, format!("/{}", peer.ip())).await {
                             tracing::debug!(%peer, error = %e, "connection closed");
                         }
                     });
@@ -35,7 +35,8 @@ pub async fn serve(
     }
 }
 
-async fn handle(stream: TcpStream, d: Arc<Dispatcher>) -> std::io::Result<()> {
+async fn handle(stream: TcpStream, d: Arc<Dispatcher>, host: String) -> std::io::Result<()> {
+    let host: Arc<str> = host.into();
     let (mut rd, wr) = stream.into_split();
     let (tx, mut rx) =
         mpsc::channel::<tokio::task::JoinHandle<Outcome>>(d.config().max_pipelined.max(1));
@@ -74,8 +75,8 @@ async fn handle(stream: TcpStream, d: Arc<Dispatcher>) -> std::io::Result<()> {
         if rd.read_exact(&mut buf).await.is_err() {
             break;
         }
-        let d2 = d.clone();
-        let task = tokio::spawn(async move { d2.dispatch(buf.freeze()).await });
+        let (d2, host) = (d.clone(), host.clone());
+        let task = tokio::spawn(async move { d2.dispatch(buf.freeze(), &host).await });
         if tx.send(task).await.is_err() {
             break;
         }

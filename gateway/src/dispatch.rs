@@ -36,6 +36,17 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::DescribeCluster, 0, 1),
     (ApiKey::DescribeConfigs, 1, 4),
     (ApiKey::IncrementalAlterConfigs, 0, 1),
+    (ApiKey::FindCoordinator, 0, 4),
+    (ApiKey::JoinGroup, 0, 9),
+    (ApiKey::SyncGroup, 0, 5),
+    (ApiKey::Heartbeat, 0, 4),
+    (ApiKey::LeaveGroup, 0, 5),
+    (ApiKey::OffsetCommit, 2, 8),
+    (ApiKey::OffsetFetch, 1, 8),
+    (ApiKey::DescribeGroups, 0, 5),
+    (ApiKey::ListGroups, 0, 4),
+    (ApiKey::DeleteGroups, 0, 2),
+    (ApiKey::OffsetDelete, 0, 0),
 ];
 
 /// The supported version range of `key`, if served.
@@ -57,6 +68,10 @@ pub struct Ctx<'a> {
     pub router: &'a Router,
     pub view: &'a ClusterView,
     pub version: i16,
+    /// The request header's client id ("" if absent).
+    pub client_id: &'a str,
+    /// The client's address as Kafka shows it in group descriptions ("/10.0.0.1").
+    pub client_host: &'a str,
 }
 
 /// Decodes a request body of type `R` at `version`, or closes.
@@ -102,8 +117,8 @@ impl Dispatcher {
         &self.cfg
     }
 
-    /// Handles one request frame.
-    pub async fn dispatch(&self, mut frame: Bytes) -> Outcome {
+    /// Handles one request frame from the client at `client_host`.
+    pub async fn dispatch(&self, mut frame: Bytes, client_host: &str) -> Outcome {
         if frame.len() < 8 {
             return Outcome::Close;
         }
@@ -129,11 +144,14 @@ impl Dispatcher {
             Ok(h) => h,
             Err(_) => return Outcome::Close,
         };
+        let client_id = header.client_id.as_deref().unwrap_or("");
         let ctx = Ctx {
             cfg: &self.cfg,
             router: &self.router,
             view: self.router.view(),
             version,
+            client_id,
+            client_host,
         };
         let outcome = handlers::handle(&ctx, key, header.correlation_id, &mut frame).await;
         if frame.has_remaining() && !matches!(outcome, Outcome::Close) {

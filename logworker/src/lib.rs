@@ -5,6 +5,7 @@
 
 pub mod batch;
 pub mod cache;
+pub mod groups;
 pub mod metrics;
 pub mod objstore;
 pub mod partition;

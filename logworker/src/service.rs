@@ -46,4 +46,11 @@ impl LogWorker for LogWorkerService {
             self.worker.list_offsets(req.into_inner()).await,
         ))
     }
+
+    async fn group(
+        &self,
+        req: Request<pb::GroupRequest>,
+    ) -> Result<Response<pb::GroupResponse>, Status> {
+        Ok(Response::new(self.worker.group(req.into_inner()).await))
+    }
 }

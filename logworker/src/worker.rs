@@ -4,16 +4,19 @@
 
 use crate::batch;
 use crate::cache::TailCache;
+use crate::groups::group::GroupConfig;
+use crate::groups::GroupCoordinator;
 use crate::metrics::Metrics;
 use crate::objstore::ObjectStore;
 use crate::partition::{PartitionId, PartitionLog};
 use crate::reader;
 use crate::recovery::{recover_chunks, StreamCatalog};
-use crate::wal::writer::{WalConfig, WalError, WalWriter};
+use crate::wal::writer::{wait_durable, WalConfig, WalError, WalWriter};
 use dashmap::DashMap;
 use futures::StreamExt;
 use kafka_protocol::error::ResponseError;
 use kafscale_controlplane::metadata::{now_ms, topic_uuid};
+use kafscale_controlplane::offsets_topic::OFFSETS_TOPIC;
 use kafscale_controlplane::{MetaError, Metadata};
 use kafscale_proto::data::v1 as pb;
 use kafscale_proto::metadata::v1::{Topic, WorkerRegistration};
@@ -33,6 +36,8 @@ pub struct WorkerConfig {
     pub max_inflight_puts: usize,
     pub cache_bytes: usize,
     pub default_max_message_bytes: usize,
+    /// Group coordinator settings.
+    pub groups: GroupConfig,
 }
 
 /// Errors starting a worker.
@@ -42,6 +47,8 @@ pub enum WorkerError {
     Meta(#[from] MetaError),
     #[error(transparent)]
     Recovery(#[from] crate::recovery::RecoveryError),
+    #[error(transparent)]
+    Groups(#[from] crate::groups::GroupLogError),
 }
 
 /// A running log worker.
@@ -54,6 +61,7 @@ pub struct Worker {
     partitions: DashMap<PartitionId, Arc<PartitionLog>>,
     topics: DashMap<Uuid, Topic>,
     catalog: StreamCatalog,
+    groups: Arc<GroupCoordinator>,
     ready: watch::Sender<bool>,
 }
 
@@ -97,6 +105,12 @@ impl Worker {
             cache,
             metrics.clone(),
         );
+        let groups = GroupCoordinator::new(
+            cfg.groups.clone(),
+            wal.clone(),
+            store.clone(),
+            metrics.clone(),
+        );
         let worker = Arc::new(Self {
             cfg: cfg.clone(),
             meta: meta.clone(),
@@ -106,6 +120,7 @@ impl Worker {
             partitions: DashMap::new(),
             topics: DashMap::new(),
             catalog: StreamCatalog::default(),
+            groups: groups.clone(),
             ready: watch::channel(false).0,
         });
         meta.register_worker(&WorkerRegistration {
@@ -116,6 +131,7 @@ impl Worker {
         })
         .await?;
         let flusher = tokio::spawn(wal.run(shutdown.clone()));
+        tokio::spawn(groups.run_timers(shutdown.clone()));
         tokio::spawn(worker.clone().ownership_loop(shutdown));
         Ok((worker, flusher))
     }
@@ -171,7 +187,18 @@ impl Worker {
                 partition: *p,
             })
             .collect();
-        self.partitions.retain(|id, _| wanted.contains(id));
+        let offsets_topic = self
+            .topics
+            .iter()
+            .find(|t| t.name == OFFSETS_TOPIC)
+            .map(|t| *t.key());
+        self.partitions.retain(|id, _| {
+            let keep = wanted.contains(id);
+            if !keep && Some(id.topic_id) == offsets_topic {
+                self.groups.unload(id.partition);
+            }
+            keep
+        });
         for ((topic_id, partition), a) in mine {
             let id = PartitionId {
                 topic_id,
@@ -193,10 +220,19 @@ impl Worker {
                 state.log_start_offset,
             )
             .await?;
-            let log =
-                PartitionLog::recovered(id, topic, a.epoch as i32, state.log_start_offset, chunks);
+            let is_slot = topic == OFFSETS_TOPIC;
+            let log = Arc::new(PartitionLog::recovered(
+                id,
+                topic,
+                a.epoch as i32,
+                state.log_start_offset,
+                chunks,
+            ));
             tracing::debug!(topic = %log.topic, partition, hwm = log.high_watermark(), "partition opened");
-            self.partitions.insert(id, Arc::new(log));
+            if is_slot {
+                self.groups.load(log.clone()).await?;
+            }
+            self.partitions.insert(id, log);
         }
         self.catalog.clear().await;
         Ok(())
@@ -274,12 +310,8 @@ impl Worker {
             results.push(r);
         }
         if req.acks != 0 {
-            for (i, mut done) in waits {
-                let outcome = match done.wait_for(|v| v.is_some()).await {
-                    Ok(v) => v.clone().unwrap_or(Err(WalError::ShuttingDown)),
-                    Err(_) => Err(WalError::ShuttingDown),
-                };
-                if let Err(e) = outcome {
+            for (i, done) in waits {
+                if let Err(e) = wait_durable(done).await {
                     results[i].error_code = wal_code(&e);
                     results[i].error_message = e.to_string();
                     results[i].base_offset = -1;
@@ -383,6 +415,18 @@ impl Worker {
             out.push(r);
         }
         (pb::FetchResponse { partitions: out }, total, errors)
+    }
+
+    /// Serves a forwarded group API request for a coordinator slot.
+    pub async fn group(&self, req: pb::GroupRequest) -> pb::GroupResponse {
+        let partitions: std::collections::HashMap<String, i32> = self
+            .topics
+            .iter()
+            .map(|t| (t.name.clone(), t.partitions))
+            .collect();
+        let exists =
+            move |topic: &str, p: i32| partitions.get(topic).is_some_and(|&n| p >= 0 && p < n);
+        self.groups.handle(req, &exists).await
     }
 
     /// Resolves earliest (-2), latest (-1), max-timestamp (-3) and by-timestamp offsets.

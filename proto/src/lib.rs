@@ -16,3 +16,10 @@ pub mod data {
         tonic::include_proto!("kafscale.data.v1");
     }
 }
+
+/// Records of the group coordinator's log (`__consumer_offsets`).
+pub mod groups {
+    pub mod v1 {
+        tonic::include_proto!("kafscale.groups.v1");
+    }
+}

@@ -11,6 +11,7 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::protocol::StrBytes;
 use kafscale_controlplane::metadata::topic_uuid;
+use kafscale_controlplane::offsets_topic::is_internal;
 use kafscale_controlplane::MetaError;
 
 /// Answers DeleteTopics (by name, or by topic id from v6).
@@ -37,6 +38,7 @@ pub async fn delete_topics(ctx: &Ctx<'_>, req: DeleteTopicsRequest) -> DeleteTop
             r.topic_id = id;
         }
         let result = match &name {
+            Some(n) if is_internal(n) => Err(MetaError::Invalid(format!("{n} is internal"))),
             Some(n) => ctx
                 .view
                 .meta()
@@ -59,7 +61,10 @@ pub async fn delete_topics(ctx: &Ctx<'_>, req: DeleteTopicsRequest) -> DeleteTop
                 };
             }
             Err(e) => {
-                r.error_code = ResponseError::UnknownServerError.code();
+                r.error_code = match e {
+                    MetaError::Invalid(_) => ResponseError::InvalidTopicException.code(),
+                    _ => ResponseError::UnknownServerError.code(),
+                };
                 if ctx.version >= 5 {
                     r.error_message = Some(StrBytes::from_string(e.to_string()));
                 }

@@ -10,6 +10,7 @@ use kafka_protocol::messages::metadata_response::{
 use kafka_protocol::messages::{BrokerId, MetadataRequest, MetadataResponse, TopicName};
 use kafka_protocol::protocol::StrBytes;
 use kafscale_controlplane::metadata::topic_uuid;
+use kafscale_controlplane::offsets_topic::is_internal;
 
 /// Answers a Metadata request, auto-creating requested topics when allowed.
 pub async fn handle(ctx: &Ctx<'_>, req: MetadataRequest) -> MetadataResponse {
@@ -77,6 +78,9 @@ pub async fn handle(ctx: &Ctx<'_>, req: MetadataRequest) -> MetadataResponse {
         match snap.topics.get(&name) {
             Some(topic) => {
                 let id = topic_uuid(topic);
+                if ctx.version >= 1 {
+                    t.is_internal = is_internal(&name);
+                }
                 if ctx.version >= 10 {
                     t.topic_id = id;
                 }

@@ -6,6 +6,8 @@ pub mod configs;
 pub mod create_topics;
 pub mod describe_cluster;
 pub mod fetch;
+pub mod find_coordinator;
+pub mod groups;
 pub mod list_offsets;
 pub mod metadata;
 pub mod produce;
@@ -73,6 +75,62 @@ pub async fn handle(ctx: &Ctx<'_>, key: ApiKey, cid: i32, body: &mut Bytes) -> O
                 None => Outcome::Close,
             }
         }
+        ApiKey::FindCoordinator => match decode::<FindCoordinatorRequest>(body, v) {
+            Some(r) => encode(cid, v, &find_coordinator::handle(ctx, r)),
+            None => Outcome::Close,
+        },
+        ApiKey::JoinGroup => match decode::<JoinGroupRequest>(body, v) {
+            Some(r) => forwarded(cid, v, groups::join_group(ctx, r).await),
+            None => Outcome::Close,
+        },
+        ApiKey::SyncGroup => match decode::<SyncGroupRequest>(body, v) {
+            Some(r) => forwarded(cid, v, groups::sync_group(ctx, r).await),
+            None => Outcome::Close,
+        },
+        ApiKey::Heartbeat => match decode::<HeartbeatRequest>(body, v) {
+            Some(r) => forwarded(cid, v, groups::heartbeat(ctx, r).await),
+            None => Outcome::Close,
+        },
+        ApiKey::LeaveGroup => match decode::<LeaveGroupRequest>(body, v) {
+            Some(r) => forwarded(cid, v, groups::leave_group(ctx, r).await),
+            None => Outcome::Close,
+        },
+        ApiKey::OffsetCommit => match decode::<OffsetCommitRequest>(body, v) {
+            Some(r) => forwarded(cid, v, groups::offset_commit(ctx, r).await),
+            None => Outcome::Close,
+        },
+        ApiKey::OffsetFetch => match decode::<OffsetFetchRequest>(body, v) {
+            Some(r) => forwarded(cid, v, groups::offset_fetch(ctx, r).await),
+            None => Outcome::Close,
+        },
+        ApiKey::DescribeGroups => match decode::<DescribeGroupsRequest>(body, v) {
+            Some(r) => forwarded(cid, v, groups::describe_groups(ctx, r).await),
+            None => Outcome::Close,
+        },
+        ApiKey::ListGroups => match decode::<ListGroupsRequest>(body, v) {
+            Some(r) => forwarded(cid, v, groups::list_groups(ctx, r).await),
+            None => Outcome::Close,
+        },
+        ApiKey::DeleteGroups => match decode::<DeleteGroupsRequest>(body, v) {
+            Some(r) => forwarded(cid, v, groups::delete_groups(ctx, r).await),
+            None => Outcome::Close,
+        },
+        ApiKey::OffsetDelete => match decode::<OffsetDeleteRequest>(body, v) {
+            Some(r) => forwarded(cid, v, groups::offset_delete(ctx, r).await),
+            None => Outcome::Close,
+        },
         _ => Outcome::Close,
+    }
+}
+
+/// Encodes a forwarded group response, or closes if it could not be had.
+fn forwarded<R: kafka_protocol::protocol::Encodable + kafka_protocol::protocol::HeaderVersion>(
+    cid: i32,
+    v: i16,
+    resp: Result<R, groups::ForwardError>,
+) -> Outcome {
+    match resp {
+        Ok(r) => encode(cid, v, &r),
+        Err(_) => Outcome::Close,
     }
 }

@@ -10,6 +10,7 @@ use kafka_protocol::messages::produce_response::{PartitionProduceResponse, Topic
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
 use kafka_protocol::protocol::StrBytes;
 use kafscale_controlplane::metadata::topic_uuid;
+use kafscale_controlplane::offsets_topic::is_internal;
 use kafscale_proto::data::v1 as pb;
 use std::time::Duration;
 
@@ -37,6 +38,10 @@ pub async fn handle(ctx: &Ctx<'_>, req: ProduceRequest) -> ProduceResponse {
             pr.log_append_time_ms = -1;
             pr.log_start_offset = -1;
             match &known {
+                // Kafka refuses client writes to its internal topics.
+                Some(_) if is_internal(&name) => {
+                    pr.error_code = ResponseError::InvalidTopicException.code();
+                }
                 Some(t) if pd.index >= 0 && pd.index < t.partitions => {
                     pending.push((
                         (ti, pi),

@@ -57,6 +57,14 @@ pub struct WalConfig {
 /// Resolution of one flush, shared by every append in it.
 pub type Completion = watch::Receiver<Option<Result<(), WalError>>>;
 
+/// Waits until appended data is durable, or reports why it never will be.
+pub async fn wait_durable(mut c: Completion) -> Result<(), WalError> {
+    match c.wait_for(|v| v.is_some()).await {
+        Ok(v) => v.clone().unwrap_or(Err(WalError::ShuttingDown)),
+        Err(_) => Err(WalError::ShuttingDown),
+    }
+}
+
 struct Pending {
     log: Arc<PartitionLog>,
     base_offset: i64,

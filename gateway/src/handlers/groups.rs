@@ -1,0 +1,380 @@
+//! Group APIs: forwarded to the worker that coordinates the group's slot
+//! (a partition of `__consumer_offsets`), as the Kafka-encoded request.
+//! Requests naming several groups are split per group and merged; ListGroups
+//! asks every coordinator worker. While a slot moves (no owner, not loaded
+//! yet, owner unreachable) the gateway retries internally; only after
+//! `FORWARD_WAIT` does the client see NOT_COORDINATOR, which makes it look up
+//! the coordinator again.
+
+use crate::dispatch::Ctx;
+use bytes::{Bytes, BytesMut};
+use futures::future::join_all;
+use kafka_protocol::error::ResponseError as E;
+use kafka_protocol::messages::*;
+use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
+use kafscale_controlplane::metadata::topic_uuid;
+use kafscale_controlplane::offsets_topic::{slot_of, OFFSETS_TOPIC};
+use kafscale_proto::data::v1 as pb;
+use std::time::Duration;
+use tokio::time::Instant;
+
+/// How long a group request is retried while its slot has no serving owner.
+const FORWARD_WAIT: Duration = Duration::from_secs(10);
+
+/// Why a forwarded request got no response.
+#[derive(Debug)]
+pub enum ForwardError {
+    /// Answer the client with this error code.
+    Code(i16),
+    /// The worker could not decode what we sent: close the connection.
+    Malformed,
+}
+
+fn s(v: impl Into<String>) -> StrBytes {
+    StrBytes::from_string(v.into())
+}
+
+/// The slot partition reference of `group`, if the coordinator topic exists.
+fn slot_ref(ctx: &Ctx<'_>, group: &str) -> Option<pb::PartitionRef> {
+    let snap = ctx.view.snapshot();
+    let t = snap.topics.get(OFFSETS_TOPIC)?;
+    Some(pb::PartitionRef {
+        topic_id: topic_uuid(t).as_bytes().to_vec().into(),
+        topic: OFFSETS_TOPIC.into(),
+        partition: slot_of(group, t.partitions),
+    })
+}
+
+async fn call(
+    ctx: &Ctx<'_>,
+    addr: &str,
+    req: pb::GroupRequest,
+) -> Result<pb::GroupResponse, String> {
+    let mut client = ctx.router.client(addr).map_err(|e| e.to_string())?;
+    client
+        .group(req)
+        .await
+        .map(|r| r.into_inner())
+        .map_err(|e| e.to_string())
+}
+
+fn decode_body<Resp: Decodable>(body: Bytes, v: i16) -> Result<Resp, ForwardError> {
+    let mut b = body;
+    if b.is_empty() {
+        return Err(ForwardError::Malformed);
+    }
+    Resp::decode(&mut b, v).map_err(|_| ForwardError::Malformed)
+}
+
+fn request(
+    ctx: &Ctx<'_>,
+    key: ApiKey,
+    body: Bytes,
+    slot: Option<pb::PartitionRef>,
+) -> pb::GroupRequest {
+    pb::GroupRequest {
+        slot,
+        api_key: i32::from(key as i16),
+        api_version: i32::from(ctx.version),
+        body,
+        client_id: ctx.client_id.to_string(),
+        client_host: ctx.client_host.to_string(),
+    }
+}
+
+fn encode_req<R: Encodable>(req: &R, v: i16) -> Result<Bytes, ForwardError> {
+    let mut out = BytesMut::new();
+    req.encode(&mut out, v)
+        .map_err(|_| ForwardError::Malformed)?;
+    Ok(out.freeze())
+}
+
+/// Forwards a request about `group` to its coordinator and decodes the answer.
+pub async fn forward<Req: Encodable, Resp: Decodable>(
+    ctx: &Ctx<'_>,
+    key: ApiKey,
+    group: &str,
+    req: &Req,
+) -> Result<Resp, ForwardError> {
+    let body = encode_req(req, ctx.version)?;
+    let deadline = Instant::now() + FORWARD_WAIT;
+    loop {
+        let Some(slot) = slot_ref(ctx, group) else {
+            return Err(ForwardError::Code(E::CoordinatorNotAvailable.code()));
+        };
+        let (routed, _) = ctx
+            .router
+            .split(vec![slot.clone()], |p| {
+                crate::router::key_of(&Some(p.clone()))
+            })
+            .await;
+        if let Some(addr) = routed.into_keys().next() {
+            match call(ctx, &addr, request(ctx, key, body.clone(), Some(slot))).await {
+                Ok(r) if !r.not_coordinator => return decode_body(r.body, ctx.version),
+                Ok(_) => {}
+                Err(e) => tracing::debug!(error = %e, "coordinator call failed; retrying"),
+            }
+        }
+        if Instant::now() >= deadline {
+            return Err(ForwardError::Code(E::NotCoordinator.code()));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// JoinGroup.
+pub async fn join_group(
+    ctx: &Ctx<'_>,
+    req: JoinGroupRequest,
+) -> Result<JoinGroupResponse, ForwardError> {
+    match forward(ctx, ApiKey::JoinGroup, &req.group_id, &req).await {
+        Err(ForwardError::Code(code)) => {
+            let mut r = JoinGroupResponse::default();
+            r.error_code = code;
+            r.generation_id = -1;
+            r.member_id = req.member_id.clone();
+            if ctx.version < 7 {
+                r.protocol_name = Some(s(""));
+            }
+            Ok(r)
+        }
+        other => other,
+    }
+}
+
+/// SyncGroup.
+pub async fn sync_group(
+    ctx: &Ctx<'_>,
+    req: SyncGroupRequest,
+) -> Result<SyncGroupResponse, ForwardError> {
+    match forward(ctx, ApiKey::SyncGroup, &req.group_id, &req).await {
+        Err(ForwardError::Code(code)) => Ok(SyncGroupResponse::default().with_error_code(code)),
+        other => other,
+    }
+}
+
+/// Heartbeat.
+pub async fn heartbeat(
+    ctx: &Ctx<'_>,
+    req: HeartbeatRequest,
+) -> Result<HeartbeatResponse, ForwardError> {
+    match forward(ctx, ApiKey::Heartbeat, &req.group_id, &req).await {
+        Err(ForwardError::Code(code)) => Ok(HeartbeatResponse::default().with_error_code(code)),
+        other => other,
+    }
+}
+
+/// LeaveGroup.
+pub async fn leave_group(
+    ctx: &Ctx<'_>,
+    req: LeaveGroupRequest,
+) -> Result<LeaveGroupResponse, ForwardError> {
+    match forward(ctx, ApiKey::LeaveGroup, &req.group_id, &req).await {
+        Err(ForwardError::Code(code)) => Ok(LeaveGroupResponse::default().with_error_code(code)),
+        other => other,
+    }
+}
+
+/// OffsetCommit.
+pub async fn offset_commit(
+    ctx: &Ctx<'_>,
+    req: OffsetCommitRequest,
+) -> Result<OffsetCommitResponse, ForwardError> {
+    match forward(ctx, ApiKey::OffsetCommit, &req.group_id, &req).await {
+        Err(ForwardError::Code(code)) => {
+            let mut r = OffsetCommitResponse::default();
+            for t in &req.topics {
+                let mut tr = offset_commit_response::OffsetCommitResponseTopic::default();
+                tr.name = t.name.clone();
+                for p in &t.partitions {
+                    let mut pr = offset_commit_response::OffsetCommitResponsePartition::default();
+                    pr.partition_index = p.partition_index;
+                    pr.error_code = code;
+                    tr.partitions.push(pr);
+                }
+                r.topics.push(tr);
+            }
+            Ok(r)
+        }
+        other => other,
+    }
+}
+
+/// OffsetFetch; from v8 one request may name several groups.
+pub async fn offset_fetch(
+    ctx: &Ctx<'_>,
+    req: OffsetFetchRequest,
+) -> Result<OffsetFetchResponse, ForwardError> {
+    if ctx.version < 8 {
+        return match forward(ctx, ApiKey::OffsetFetch, &req.group_id, &req).await {
+            Err(ForwardError::Code(code)) => {
+                let mut r = OffsetFetchResponse::default();
+                if ctx.version >= 2 {
+                    r.error_code = code;
+                } else {
+                    for t in req.topics.iter().flatten() {
+                        let mut tr = offset_fetch_response::OffsetFetchResponseTopic::default();
+                        tr.name = t.name.clone();
+                        for p in &t.partition_indexes {
+                            let mut pr =
+                                offset_fetch_response::OffsetFetchResponsePartition::default();
+                            pr.partition_index = *p;
+                            pr.committed_offset = -1;
+                            pr.error_code = code;
+                            tr.partitions.push(pr);
+                        }
+                        r.topics.push(tr);
+                    }
+                }
+                Ok(r)
+            }
+            other => other,
+        };
+    }
+    let calls = req.groups.iter().map(|g| {
+        let mut one = req.clone();
+        one.groups = vec![g.clone()];
+        async move {
+            let res: Result<OffsetFetchResponse, ForwardError> =
+                forward(ctx, ApiKey::OffsetFetch, &g.group_id, &one).await;
+            (g.group_id.clone(), res)
+        }
+    });
+    let mut resp = OffsetFetchResponse::default();
+    for (group_id, res) in join_all(calls).await {
+        match res {
+            Ok(r) => resp.groups.extend(r.groups),
+            Err(ForwardError::Code(code)) => {
+                let mut gr = offset_fetch_response::OffsetFetchResponseGroup::default();
+                gr.group_id = group_id;
+                gr.error_code = code;
+                resp.groups.push(gr);
+            }
+            Err(ForwardError::Malformed) => return Err(ForwardError::Malformed),
+        }
+    }
+    Ok(resp)
+}
+
+/// DescribeGroups, split per group.
+pub async fn describe_groups(
+    ctx: &Ctx<'_>,
+    req: DescribeGroupsRequest,
+) -> Result<DescribeGroupsResponse, ForwardError> {
+    let calls = req.groups.iter().map(|g| {
+        let mut one = req.clone();
+        one.groups = vec![g.clone()];
+        async move {
+            let res: Result<DescribeGroupsResponse, ForwardError> =
+                forward(ctx, ApiKey::DescribeGroups, g, &one).await;
+            (g.clone(), res)
+        }
+    });
+    let mut resp = DescribeGroupsResponse::default();
+    for (group_id, res) in join_all(calls).await {
+        match res {
+            Ok(r) => resp.groups.extend(r.groups),
+            Err(ForwardError::Code(code)) => {
+                let mut d = describe_groups_response::DescribedGroup::default();
+                d.group_id = group_id;
+                d.error_code = code;
+                resp.groups.push(d);
+            }
+            Err(ForwardError::Malformed) => return Err(ForwardError::Malformed),
+        }
+    }
+    Ok(resp)
+}
+
+/// DeleteGroups, split per group.
+pub async fn delete_groups(
+    ctx: &Ctx<'_>,
+    req: DeleteGroupsRequest,
+) -> Result<DeleteGroupsResponse, ForwardError> {
+    let calls = req.groups_names.iter().map(|g| {
+        let mut one = req.clone();
+        one.groups_names = vec![g.clone()];
+        async move {
+            let res: Result<DeleteGroupsResponse, ForwardError> =
+                forward(ctx, ApiKey::DeleteGroups, g, &one).await;
+            (g.clone(), res)
+        }
+    });
+    let mut resp = DeleteGroupsResponse::default();
+    for (group_id, res) in join_all(calls).await {
+        match res {
+            Ok(r) => resp.results.extend(r.results),
+            Err(ForwardError::Code(code)) => {
+                let mut d = delete_groups_response::DeletableGroupResult::default();
+                d.group_id = group_id;
+                d.error_code = code;
+                resp.results.push(d);
+            }
+            Err(ForwardError::Malformed) => return Err(ForwardError::Malformed),
+        }
+    }
+    Ok(resp)
+}
+
+/// OffsetDelete.
+pub async fn offset_delete(
+    ctx: &Ctx<'_>,
+    req: OffsetDeleteRequest,
+) -> Result<OffsetDeleteResponse, ForwardError> {
+    match forward(ctx, ApiKey::OffsetDelete, &req.group_id, &req).await {
+        Err(ForwardError::Code(code)) => Ok(OffsetDeleteResponse::default().with_error_code(code)),
+        other => other,
+    }
+}
+
+/// ListGroups: asks every worker that owns a slot and merges the answers.
+/// If some slot has no serving owner the list would be incomplete, so the
+/// answer is COORDINATOR_NOT_AVAILABLE (retriable) instead.
+pub async fn list_groups(
+    ctx: &Ctx<'_>,
+    req: ListGroupsRequest,
+) -> Result<ListGroupsResponse, ForwardError> {
+    let mut resp = ListGroupsResponse::default();
+    let body = encode_req(&req, ctx.version)?;
+    let slots: Vec<pb::PartitionRef> = {
+        let snap = ctx.view.snapshot();
+        match snap.topics.get(OFFSETS_TOPIC) {
+            Some(t) => (0..t.partitions)
+                .map(|p| pb::PartitionRef {
+                    topic_id: topic_uuid(t).as_bytes().to_vec().into(),
+                    topic: OFFSETS_TOPIC.into(),
+                    partition: p,
+                })
+                .collect(),
+            None => Vec::new(),
+        }
+    };
+    let (routed, unroutable) = ctx
+        .router
+        .split(slots, |p| crate::router::key_of(&Some(p.clone())))
+        .await;
+    if !unroutable.is_empty() {
+        resp.error_code = E::CoordinatorNotAvailable.code();
+        return Ok(resp);
+    }
+    let calls = routed.into_keys().map(|addr| {
+        let req = request(ctx, ApiKey::ListGroups, body.clone(), None);
+        async move { call(ctx, &addr, req).await }
+    });
+    for r in join_all(calls).await {
+        match r {
+            Ok(r) => {
+                let part: ListGroupsResponse = decode_body(r.body, ctx.version)?;
+                if part.error_code != 0 {
+                    resp.error_code = part.error_code;
+                }
+                resp.groups.extend(part.groups);
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "ListGroups call failed");
+                resp.error_code = E::CoordinatorNotAvailable.code();
+            }
+        }
+    }
+    Ok(resp)
+}

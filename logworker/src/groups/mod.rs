@@ -1,0 +1,324 @@
+//! Group coordination in the log worker. Groups hash onto coordinator slots,
+//! which are the partitions of the internal topic `__consumer_offsets`; the
+//! worker that owns a slot's partition is the coordinator of its groups.
+//!
+//! Durability: membership snapshots (after each completed rebalance) and
+//! committed offsets are records of the slot's partition, written through the
+//! same WAL as produced data, and answered only once durable. Heartbeats
+//! write nothing. A worker that gains a slot replays its partition before it
+//! serves the slot, so groups survive restarts and coordinator moves.
+
+pub mod api;
+pub mod group;
+pub mod records;
+
+use crate::metrics::Metrics;
+use crate::objstore::ObjectStore;
+use crate::partition::PartitionLog;
+use crate::reader;
+use crate::wal::writer::{wait_durable, Completion, WalError, WalWriter};
+use dashmap::DashMap;
+use group::{Committed, Group, GroupConfig, RestoredMember};
+use kafscale_controlplane::metadata::now_ms;
+use records::{KeyValue, Replayed};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+/// Errors of the coordinator's log.
+#[derive(Debug, thiserror::Error)]
+pub enum GroupLogError {
+    #[error(transparent)]
+    Records(#[from] records::RecordError),
+    #[error(transparent)]
+    Wal(#[from] WalError),
+    #[error("reading the coordinator log: {0}")]
+    Read(String),
+}
+
+/// The groups of one coordinator slot, backed by its partition's log.
+pub struct Slot {
+    pub log: Arc<PartitionLog>,
+    groups: DashMap<String, Arc<Mutex<Group>>>,
+}
+
+/// The worker's group coordinator: the slots it owns and their groups.
+pub struct GroupCoordinator {
+    cfg: GroupConfig,
+    wal: Arc<WalWriter>,
+    store: Arc<dyn ObjectStore>,
+    metrics: Metrics,
+    slots: DashMap<i32, Arc<Slot>>,
+}
+
+fn lock(g: &Mutex<Group>) -> std::sync::MutexGuard<'_, Group> {
+    g.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl GroupCoordinator {
+    /// A coordinator that owns no slot yet.
+    pub fn new(
+        cfg: GroupConfig,
+        wal: Arc<WalWriter>,
+        store: Arc<dyn ObjectStore>,
+        metrics: Metrics,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            cfg,
+            wal,
+            store,
+            metrics,
+            slots: DashMap::new(),
+        })
+    }
+
+    /// The coordinator settings.
+    pub fn config(&self) -> &GroupConfig {
+        &self.cfg
+    }
+
+    /// True if slot `partition` is loaded here.
+    pub fn owns(&self, partition: i32) -> bool {
+        self.slots.contains_key(&partition)
+    }
+
+    /// Replays a newly owned slot's log and starts serving its groups.
+    pub async fn load(&self, log: Arc<PartitionLog>) -> Result<(), GroupLogError> {
+        let started = std::time::Instant::now();
+        let slot = Arc::new(Slot {
+            log: log.clone(),
+            groups: DashMap::new(),
+        });
+        let now = Instant::now();
+        let hwm = log.high_watermark();
+        let mut offset = log.log_start_offset();
+        let mut records = 0usize;
+        while offset < hwm {
+            let data = reader::read(
+                self.store.as_ref(),
+                &self.metrics,
+                &log,
+                offset,
+                8 << 20,
+                true,
+            )
+            .await
+            .map_err(|e| GroupLogError::Read(e.to_string()))?;
+            if data.is_empty() {
+                break;
+            }
+            let decoded = records::decode(data)?;
+            let Some(last) = decoded.last().map(|(o, _)| *o) else {
+                break;
+            };
+            for (o, r) in decoded {
+                if o >= offset {
+                    records += 1;
+                    apply_replayed(&slot, o, r, now);
+                }
+            }
+            if last < offset {
+                break;
+            }
+            offset = last + 1;
+        }
+        slot.groups.retain(|_, g| !lock(g).is_unused());
+        let level_info = records > 0;
+        if level_info {
+            tracing::info!(
+                slot = log.id.partition,
+                groups = slot.groups.len(),
+                records,
+                elapsed_ms = started.elapsed().as_millis() as u64,
+                "coordinator slot loaded"
+            );
+        }
+        tracing::debug!(
+            slot = log.id.partition,
+            groups = slot.groups.len(),
+            records,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "coordinator slot loaded"
+        );
+        self.slots.insert(log.id.partition, slot);
+        Ok(())
+    }
+
+    /// Stops serving a slot that moved away; waiting joins and syncs get
+    /// NOT_COORDINATOR.
+    pub fn unload(&self, partition: i32) {
+        if let Some((_, slot)) = self.slots.remove(&partition) {
+            for g in slot.groups.iter() {
+                lock(g.value()).abandon(group::not_coordinator());
+            }
+            tracing::info!(slot = partition, "coordinator slot unloaded");
+        }
+    }
+
+    /// Slots currently loaded.
+    pub fn slot_ids(&self) -> Vec<i32> {
+        self.slots.iter().map(|s| *s.key()).collect()
+    }
+
+    fn slot(&self, partition: i32) -> Option<Arc<Slot>> {
+        self.slots.get(&partition).map(|s| s.clone())
+    }
+
+    /// Runs `f` on group `id` of `slot` under its lock, creating the group
+    /// if `create`. `None` if it does not exist (and `create` is false).
+    fn with_group<T>(
+        &self,
+        slot: &Slot,
+        id: &str,
+        create: bool,
+        mut f: impl FnMut(&mut Group) -> T,
+    ) -> Option<T> {
+        loop {
+            let g = if create {
+                slot.groups
+                    .entry(id.to_string())
+                    .or_insert_with(|| Arc::new(Mutex::new(Group::new(id))))
+                    .clone()
+            } else {
+                slot.groups.get(id)?.clone()
+            };
+            let mut guard = lock(&g);
+            if guard.log_offset == DEAD {
+                continue;
+            }
+            return Some(f(&mut guard));
+        }
+    }
+
+    /// Removes a group from its slot (caller holds its lock).
+    fn bury(slot: &Slot, g: &mut Group) {
+        g.log_offset = DEAD;
+        slot.groups.remove(&g.id);
+    }
+
+    /// Appends records to the slot's log (under the caller's group lock, so
+    /// log order is state order); await the completion for durability.
+    fn persist(&self, slot: &Slot, recs: &[KeyValue]) -> Result<(i64, Completion), GroupLogError> {
+        let data = records::batch(recs, now_ms())?;
+        let infos = crate::batch::validate(&data, usize::MAX)
+            .map_err(|e| records::RecordError::Batch(e.to_string()))?;
+        Ok(self.wal.append(&slot.log, &data, &infos)?)
+    }
+
+    /// Persists in the background (the answer does not depend on it).
+    fn persist_detached(&self, slot: &Slot, recs: &[KeyValue]) {
+        match self.persist(slot, recs) {
+            Ok((_, c)) => {
+                tokio::spawn(async move {
+                    if let Err(e) = wait_durable(c).await {
+                        tracing::warn!(error = %e, "group snapshot not persisted");
+                    }
+                });
+            }
+            Err(e) => tracing::warn!(error = %e, "group snapshot not persisted"),
+        }
+    }
+
+    /// Expires sessions and completes due rebalances, every 100 ms, until shutdown.
+    pub async fn run_timers(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
+        let mut tick = tokio::time::interval(Duration::from_millis(100));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = shutdown.changed() => return,
+            }
+            let now = Instant::now();
+            for slot in self.slots.iter().map(|s| s.clone()).collect::<Vec<_>>() {
+                let groups: Vec<_> = slot.groups.iter().map(|g| g.value().clone()).collect();
+                for g in groups {
+                    let mut g = lock(&g);
+                    if g.log_offset == DEAD {
+                        continue;
+                    }
+                    if g.tick(&self.cfg, now) {
+                        let rec = records::group(&g, None, now_ms());
+                        self.persist_detached(&slot, &[rec]);
+                    }
+                    if g.is_unused() {
+                        Self::bury(&slot, &mut g);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Marks a group removed from its slot.
+const DEAD: i64 = i64::MIN;
+
+fn apply_replayed(slot: &Slot, log_offset: i64, r: Replayed, now: Instant) {
+    let group_of = |id: &str| {
+        slot.groups
+            .entry(id.to_string())
+            .or_insert_with(|| Arc::new(Mutex::new(Group::new(id))))
+            .clone()
+    };
+    match r {
+        Replayed::Offset {
+            group,
+            topic,
+            partition,
+            value,
+        } => {
+            let g = group_of(&group);
+            let mut g = lock(&g);
+            match value {
+                Some(v) => g.apply_commit(
+                    &topic,
+                    partition,
+                    Committed {
+                        offset: v.offset,
+                        leader_epoch: v.leader_epoch,
+                        metadata: v.metadata,
+                        commit_timestamp_ms: v.commit_timestamp_ms,
+                        log_offset,
+                    },
+                ),
+                None => {
+                    g.offsets.remove(&(topic, partition));
+                }
+            }
+        }
+        Replayed::Group { group, value: None } => {
+            slot.groups.remove(&group);
+        }
+        Replayed::Group {
+            group,
+            value: Some(v),
+        } => {
+            let g = group_of(&group);
+            let mut g = lock(&g);
+            let non_empty = |s: String| (!s.is_empty()).then_some(s);
+            let members = v
+                .members
+                .into_iter()
+                .map(|m| RestoredMember {
+                    id: m.member_id,
+                    instance_id: m.group_instance_id,
+                    client_id: m.client_id,
+                    client_host: m.client_host,
+                    session_timeout: Duration::from_millis(m.session_timeout_ms.max(0) as u64),
+                    rebalance_timeout: Duration::from_millis(m.rebalance_timeout_ms.max(0) as u64),
+                    metadata: m.subscription,
+                    assignment: m.assignment,
+                })
+                .collect();
+            g.restore_members(
+                non_empty(v.protocol_type),
+                non_empty(v.protocol_name),
+                v.generation,
+                non_empty(v.leader),
+                members,
+                now,
+            );
+            g.log_offset = log_offset;
+        }
+    }
+}
