@@ -11,6 +11,7 @@ pub mod objstore;
 pub mod partition;
 pub mod reader;
 pub mod recovery;
+pub mod seal;
 pub mod service;
 pub mod wal;
 pub mod worker;

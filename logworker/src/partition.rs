@@ -37,6 +37,7 @@ struct Inner {
     log_start_offset: i64,
     chunks: BTreeMap<i64, ChunkRef>,
     stream_registered: bool,
+    closed: bool,
 }
 
 /// The log of one owned partition.
@@ -79,6 +80,7 @@ impl PartitionLog {
                 log_start_offset,
                 chunks,
                 stream_registered: false,
+                closed: false,
             }),
             hwm,
         }
@@ -90,12 +92,25 @@ impl PartitionLog {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Hands out `count` consecutive offsets; returns the first.
-    pub fn reserve(&self, count: i64) -> i64 {
+    /// Hands out `count` consecutive offsets; returns the first, or None
+    /// once the log is closed for handover.
+    pub fn reserve(&self, count: i64) -> Option<i64> {
         let mut g = self.lock();
+        if g.closed {
+            return None;
+        }
         let base = g.next_offset;
         g.next_offset += count;
-        base
+        Some(base)
+    }
+
+    /// Refuses every further append (the partition is being handed over);
+    /// returns the end of what was appended: once the high watermark
+    /// reaches it, everything this owner accepted is durable or failed.
+    pub fn close(&self) -> i64 {
+        let mut g = self.lock();
+        g.closed = true;
+        g.next_offset
     }
 
     /// Makes a durable chunk visible and advances the high watermark.
@@ -220,8 +235,10 @@ mod tests {
         };
         let log = PartitionLog::recovered(id, "t".into(), 1, 0, vec![chunk(0, 4), chunk(5, 9)]);
         assert_eq!(log.high_watermark(), 10);
-        assert_eq!(log.reserve(3), 10);
-        assert_eq!(log.reserve(2), 13);
+        assert_eq!(log.reserve(3), Some(10));
+        assert_eq!(log.reserve(2), Some(13));
+        assert_eq!(log.close(), 15);
+        assert_eq!(log.reserve(1), None);
         log.skip_failed(13);
         log.commit(chunk(13, 14));
         assert_eq!(log.high_watermark(), 15);

@@ -5,8 +5,9 @@
 //! worker start, shared by all partitions). An object whose footer does not
 //! verify was torn mid-write, so it was never acknowledged: it is skipped.
 
-use crate::objstore::ObjectStore;
+use crate::objstore::{ObjectMeta, ObjectStore};
 use crate::partition::{ChunkRef, PartitionId};
+use crate::wal::format::SealKind;
 use crate::wal::{format, stream_prefix};
 use kafscale_proto::metadata::v1::StreamRef;
 use std::collections::HashMap;
@@ -22,6 +23,56 @@ pub enum RecoveryError {
 
 /// The objects of one stream with their verified footer entries.
 type StreamObjects = Arc<Vec<(Arc<str>, Vec<format::ChunkEntry>)>>;
+
+/// What a stream object holds.
+pub enum ObjectIndex {
+    /// A WAL object with its verified footer.
+    Data(Vec<format::ChunkEntry>),
+    /// A seal written by a new owner.
+    Seal(SealKind),
+    /// Not a complete object: never acknowledged.
+    Torn(format::FormatError),
+}
+
+/// How many trailing bytes are read first: the whole footer of objects with
+/// up to ~960 chunks, and all of any seal object.
+const TAIL_READ: u64 = 64 << 10;
+
+/// Reads an object's footer with ranged reads (one, or two for very large
+/// footers), or recognises a seal.
+pub async fn read_object_index(
+    store: &dyn ObjectStore,
+    obj: &ObjectMeta,
+) -> Result<ObjectIndex, RecoveryError> {
+    let size = obj.size;
+    if size == 0 {
+        return Ok(ObjectIndex::Torn(format::FormatError::TooShort(0)));
+    }
+    let from = size.saturating_sub(TAIL_READ);
+    let tail = store.get_range(&obj.key, from..size).await?;
+    if from == 0 {
+        if let Some(kind) = format::decode_seal(&tail) {
+            return Ok(ObjectIndex::Seal(kind));
+        }
+    }
+    if tail.len() < format::TRAILER_LEN {
+        return Ok(ObjectIndex::Torn(format::FormatError::TooShort(tail.len())));
+    }
+    let (pos, crc) = match format::decode_trailer(&tail[tail.len() - format::TRAILER_LEN..], size) {
+        Ok(t) => t,
+        Err(e) => return Ok(ObjectIndex::Torn(e)),
+    };
+    let footer_end = size - format::TRAILER_LEN as u64;
+    let footer = if pos >= from {
+        tail.slice((pos - from) as usize..(footer_end - from) as usize)
+    } else {
+        store.get_range(&obj.key, pos..footer_end).await?
+    };
+    Ok(match format::decode_footer_bytes(&footer, pos, crc) {
+        Ok(entries) => ObjectIndex::Data(entries),
+        Err(e) => ObjectIndex::Torn(e),
+    })
+}
 
 /// Footers of every object of the streams read so far.
 #[derive(Default)]
@@ -42,19 +93,15 @@ impl StreamCatalog {
         if let Some(v) = streams.get(&k) {
             return Ok(v.clone());
         }
+        let prefix = stream_prefix(namespace, &stream.worker_id, stream.stream_epoch);
         let mut out = Vec::new();
-        for obj in store
-            .list(&stream_prefix(
-                namespace,
-                &stream.worker_id,
-                stream.stream_epoch,
-            ))
-            .await?
-        {
-            let body = store.get(&obj.key).await?;
-            match format::decode_footer(&body) {
-                Ok(entries) => out.push((Arc::from(obj.key.as_str()), entries)),
-                Err(e) => {
+        for obj in store.list(&prefix).await? {
+            match read_object_index(store, &obj).await? {
+                ObjectIndex::Data(entries) => out.push((Arc::from(obj.key.as_str()), entries)),
+                ObjectIndex::Seal(SealKind::Hole) => {}
+                // Nothing at or after the end seal belongs to the stream.
+                ObjectIndex::Seal(SealKind::End) => break,
+                ObjectIndex::Torn(e) => {
                     tracing::warn!(key = %obj.key, error = %e, "skipping unreadable (torn) WAL object")
                 }
             }
@@ -152,6 +199,7 @@ mod tests {
         let streams = vec![StreamRef {
             worker_id: "w".into(),
             stream_epoch: 1,
+            closed: false,
         }];
         let got = recover_chunks(&store, &StreamCatalog::default(), "ns", id, &streams, 0)
             .await

@@ -11,6 +11,7 @@ use crate::objstore::ObjectStore;
 use crate::partition::{PartitionId, PartitionLog};
 use crate::reader;
 use crate::recovery::{recover_chunks, StreamCatalog};
+use crate::seal::seal_stream;
 use crate::wal::writer::{wait_durable, WalConfig, WalError, WalWriter};
 use dashmap::DashMap;
 use futures::StreamExt;
@@ -19,7 +20,8 @@ use kafscale_controlplane::metadata::{now_ms, topic_uuid};
 use kafscale_controlplane::offsets_topic::OFFSETS_TOPIC;
 use kafscale_controlplane::{MetaError, Metadata};
 use kafscale_proto::data::v1 as pb;
-use kafscale_proto::metadata::v1::{Topic, WorkerRegistration};
+use kafscale_proto::metadata::v1::{StreamRef, Topic, WorkerRegistration};
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
@@ -62,8 +64,14 @@ pub struct Worker {
     topics: DashMap<Uuid, Topic>,
     catalog: StreamCatalog,
     groups: Arc<GroupCoordinator>,
+    /// Partitions whose handover is still draining.
+    handovers: DashMap<PartitionId, ()>,
     ready: watch::Sender<bool>,
 }
+
+/// How long a new owner waits for a live previous owner to close its stream
+/// before sealing it.
+const HANDOVER_WAIT: Duration = Duration::from_secs(10);
 
 fn code(e: ResponseError) -> i32 {
     i32::from(e.code())
@@ -121,6 +129,7 @@ impl Worker {
             topics: DashMap::new(),
             catalog: StreamCatalog::default(),
             groups: groups.clone(),
+            handovers: DashMap::new(),
             ready: watch::channel(false).0,
         });
         meta.register_worker(&WorkerRegistration {
@@ -167,7 +176,7 @@ impl Worker {
         }
     }
 
-    async fn sync_ownership(&self) -> Result<(), WorkerError> {
+    async fn sync_ownership(self: &Arc<Self>) -> Result<(), WorkerError> {
         let topics = self.meta.list_topics().await?;
         self.topics.clear();
         for t in &topics {
@@ -180,7 +189,7 @@ impl Worker {
             .into_iter()
             .filter(|(_, a)| a.worker_id == self.cfg.worker_id)
             .collect();
-        let wanted: std::collections::HashSet<PartitionId> = mine
+        let wanted: HashSet<PartitionId> = mine
             .iter()
             .map(|((t, p), _)| PartitionId {
                 topic_id: *t,
@@ -192,50 +201,173 @@ impl Worker {
             .iter()
             .find(|t| t.name == OFFSETS_TOPIC)
             .map(|t| *t.key());
-        self.partitions.retain(|id, _| {
-            let keep = wanted.contains(id);
-            if !keep && Some(id.topic_id) == offsets_topic {
+        let lost: Vec<PartitionId> = self
+            .partitions
+            .iter()
+            .map(|p| *p.key())
+            .filter(|id| !wanted.contains(id))
+            .collect();
+        for id in lost {
+            if Some(id.topic_id) == offsets_topic {
                 self.groups.unload(id.partition);
             }
-            keep
-        });
-        for ((topic_id, partition), a) in mine {
+            if let Some((_, log)) = self.partitions.remove(&id) {
+                tokio::spawn(self.clone().hand_over(log));
+            }
+        }
+        let live: HashMap<String, u64> = self
+            .meta
+            .list_workers()
+            .await?
+            .into_iter()
+            .map(|w| (w.worker_id, w.stream_epoch))
+            .collect();
+        let opening = mine.into_iter().filter_map(|((topic_id, partition), a)| {
             let id = PartitionId {
                 topic_id,
                 partition,
             };
             if self.partitions.contains_key(&id) {
-                continue;
+                return None;
             }
-            let Some(topic) = self.topics.get(&topic_id).map(|t| t.name.clone()) else {
-                continue;
-            };
-            let state = self.meta.partition_state(topic_id, partition).await?;
-            let chunks = recover_chunks(
-                self.store.as_ref(),
-                &self.catalog,
-                &self.cfg.namespace,
-                id,
-                &state.streams,
-                state.log_start_offset,
-            )
-            .await?;
-            let is_slot = topic == OFFSETS_TOPIC;
-            let log = Arc::new(PartitionLog::recovered(
-                id,
-                topic,
-                a.epoch as i32,
-                state.log_start_offset,
-                chunks,
-            ));
-            tracing::debug!(topic = %log.topic, partition, hwm = log.high_watermark(), "partition opened");
-            if is_slot {
-                self.groups.load(log.clone()).await?;
-            }
-            self.partitions.insert(id, log);
-        }
+            let topic = self.topics.get(&topic_id).map(|t| t.name.clone())?;
+            Some(self.open_partition(id, topic, a.epoch as i32, &live))
+        });
+        let results = futures::future::join_all(opening).await;
         self.catalog.clear().await;
+        results.into_iter().collect::<Result<Vec<()>, _>>()?;
         Ok(())
+    }
+
+    /// Makes every other stream that may hold the partition's data final
+    /// (closed by its writer at handover, or sealed), then recovers the
+    /// partition's durable log and starts serving it.
+    async fn open_partition(
+        &self,
+        id: PartitionId,
+        topic: String,
+        leader_epoch: i32,
+        live: &HashMap<String, u64>,
+    ) -> Result<(), WorkerError> {
+        while self.handovers.contains_key(&id) {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let me = (&self.cfg.worker_id, self.wal.stream_epoch());
+        let deadline = tokio::time::Instant::now() + HANDOVER_WAIT;
+        let mut state = self.meta.partition_state(id.topic_id, id.partition).await?;
+        loop {
+            let open: Vec<StreamRef> = state
+                .streams
+                .iter()
+                .filter(|s| !s.closed && (&s.worker_id, s.stream_epoch) != me)
+                .cloned()
+                .collect();
+            let mut waiting = false;
+            for s in open {
+                let writer_alive = live.get(&s.worker_id) == Some(&s.stream_epoch);
+                if writer_alive && tokio::time::Instant::now() < deadline {
+                    waiting = true;
+                    continue;
+                }
+                self.seal(&s).await?;
+                self.mark_closed(id, &s).await?;
+            }
+            if !waiting {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            state = self.meta.partition_state(id.topic_id, id.partition).await?;
+        }
+        let state = self.meta.partition_state(id.topic_id, id.partition).await?;
+        let chunks = recover_chunks(
+            self.store.as_ref(),
+            &self.catalog,
+            &self.cfg.namespace,
+            id,
+            &state.streams,
+            state.log_start_offset,
+        )
+        .await?;
+        let is_slot = topic == OFFSETS_TOPIC;
+        let log = Arc::new(PartitionLog::recovered(
+            id,
+            topic,
+            leader_epoch,
+            state.log_start_offset,
+            chunks,
+        ));
+        tracing::debug!(topic = %log.topic, partition = id.partition, hwm = log.high_watermark(), "partition opened");
+        if is_slot {
+            self.groups.load(log.clone()).await?;
+        }
+        self.partitions.insert(id, log);
+        Ok(())
+    }
+
+    /// Seals a stream, retrying transient storage errors.
+    async fn seal(&self, s: &StreamRef) -> Result<(), WorkerError> {
+        let mut backoff = Duration::from_millis(50);
+        let give_up = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            match seal_stream(
+                self.store.as_ref(),
+                &self.cfg.namespace,
+                s,
+                &self.cfg.worker_id,
+            )
+            .await
+            {
+                Ok(_) => return Ok(()),
+                Err(e) if e.is_retriable() && tokio::time::Instant::now() < give_up => {
+                    tracing::warn!(error = %e, "sealing failed; retrying");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(1));
+                }
+                Err(e) => return Err(crate::recovery::RecoveryError::from(e).into()),
+            }
+        }
+    }
+
+    async fn mark_closed(&self, id: PartitionId, s: &StreamRef) -> Result<(), WorkerError> {
+        self.meta
+            .update_partition_state(id.topic_id, id.partition, |st| {
+                for x in st.streams.iter_mut() {
+                    if x.worker_id == s.worker_id && x.stream_epoch == s.stream_epoch {
+                        x.closed = true;
+                    }
+                }
+            })
+            .await?;
+        Ok(())
+    }
+
+    /// Hands a partition that moved away over: refuses new appends, waits
+    /// until everything accepted is durable, then closes this worker's
+    /// stream for the partition so the new owner need not seal it.
+    async fn hand_over(self: Arc<Self>, log: Arc<PartitionLog>) {
+        let id = log.id;
+        self.handovers.insert(id, ());
+        let end = log.close();
+        let mut hwm = log.subscribe();
+        let drained = tokio::time::timeout(Duration::from_secs(45), hwm.wait_for(|h| *h >= end))
+            .await
+            .is_ok_and(|r| r.is_ok());
+        if drained && !self.wal.is_fenced() && log.stream_registered() {
+            let own = StreamRef {
+                worker_id: self.cfg.worker_id.clone(),
+                stream_epoch: self.wal.stream_epoch(),
+                closed: false,
+            };
+            match self.mark_closed(id, &own).await {
+                Ok(()) => {
+                    tracing::info!(topic = %log.topic, partition = id.partition, "partition handed over")
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "handover not recorded; the new owner will seal")
+                }
+            }
+        }
+        self.handovers.remove(&id);
     }
 
     /// The owned log a request names, or the Kafka error code to answer with.
@@ -474,7 +606,9 @@ impl Worker {
 
 fn wal_code(e: &WalError) -> i32 {
     match e {
-        WalError::Fenced | WalError::ShuttingDown => code(ResponseError::NotLeaderOrFollower),
+        WalError::Fenced | WalError::ShuttingDown | WalError::NotOwner => {
+            code(ResponseError::NotLeaderOrFollower)
+        }
         WalError::Storage(_) => code(ResponseError::KafkaStorageError),
     }
 }

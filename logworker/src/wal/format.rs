@@ -106,26 +106,54 @@ pub fn encode(chunks: &[ChunkInput]) -> (Bytes, Vec<ChunkEntry>) {
     (out.freeze(), entries)
 }
 
-/// Reads and verifies the footer of a whole WAL object.
+/// Decodes and verifies the footer of a whole object.
 pub fn decode_footer(object: &[u8]) -> Result<Vec<ChunkEntry>, FormatError> {
     let len = object.len();
     if len < HEADER_MAGIC.len() + 4 + TRAILER_LEN {
         return Err(FormatError::TooShort(len));
     }
-    if &object[..8] != HEADER_MAGIC || &object[len - 4..] != TRAILER_MAGIC {
+    if &object[..8] != HEADER_MAGIC {
         return Err(FormatError::BadMagic);
     }
-    let mut trailer = &object[len - TRAILER_LEN..];
-    let footer_pos = trailer.get_u64() as usize;
-    let footer_crc = trailer.get_u32();
-    if footer_pos < 8 || footer_pos + 4 > len - TRAILER_LEN {
+    let (footer_pos, footer_crc) = decode_trailer(&object[len - TRAILER_LEN..], len as u64)?;
+    decode_footer_bytes(
+        &object[footer_pos as usize..len - TRAILER_LEN],
+        footer_pos,
+        footer_crc,
+    )
+}
+
+/// Decodes the 16-byte trailer of an object of `object_len` bytes:
+/// (footer position, footer CRC32C).
+pub fn decode_trailer(trailer: &[u8], object_len: u64) -> Result<(u64, u32), FormatError> {
+    if trailer.len() != TRAILER_LEN || object_len < (HEADER_MAGIC.len() + 4 + TRAILER_LEN) as u64 {
+        return Err(FormatError::TooShort(object_len as usize));
+    }
+    if &trailer[TRAILER_LEN - 4..] != TRAILER_MAGIC {
+        return Err(FormatError::BadMagic);
+    }
+    let mut t = trailer;
+    let footer_pos = t.get_u64();
+    let footer_crc = t.get_u32();
+    if footer_pos < 8 || footer_pos + 4 > object_len - TRAILER_LEN as u64 {
         return Err(FormatError::Malformed("footer position out of range"));
     }
-    let footer = &object[footer_pos..len - TRAILER_LEN];
+    Ok((footer_pos, footer_crc))
+}
+
+/// Decodes and verifies footer bytes (from `footer_pos` up to the trailer).
+pub fn decode_footer_bytes(
+    footer: &[u8],
+    footer_pos: u64,
+    footer_crc: u32,
+) -> Result<Vec<ChunkEntry>, FormatError> {
     if crc32c::crc32c(footer) != footer_crc {
         return Err(FormatError::FooterCrc);
     }
     let mut f = footer;
+    if f.remaining() < 4 {
+        return Err(FormatError::Malformed("footer too short"));
+    }
     let count = f.get_u32() as usize;
     if f.remaining() != count * ENTRY_LEN {
         return Err(FormatError::Malformed(
@@ -148,7 +176,7 @@ pub fn decode_footer(object: &[u8]) -> Result<Vec<ChunkEntry>, FormatError> {
             crc: f.get_u32(),
         };
         if e.position < 8
-            || e.position + u64::from(e.length) > footer_pos as u64
+            || e.position + u64::from(e.length) > footer_pos
             || e.last_offset < e.base_offset
         {
             return Err(FormatError::Malformed("chunk entry out of range"));
@@ -156,6 +184,42 @@ pub fn decode_footer(object: &[u8]) -> Result<Vec<ChunkEntry>, FormatError> {
         entries.push(e);
     }
     Ok(entries)
+}
+
+/// Leading magic of a seal object (see `seal`).
+pub const SEAL_MAGIC: &[u8; 8] = b"KSSEAL\0\x01";
+
+/// What a seal object closes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SealKind {
+    /// The end of the stream: no object at or after it belongs to the stream.
+    End,
+    /// A sequence number that was never written (a failed or in-flight PUT).
+    Hole,
+}
+
+/// A seal object: magic, kind byte (`E` or `H`), then the sealer's name.
+pub fn encode_seal(kind: SealKind, sealer: &str) -> Bytes {
+    let mut out = BytesMut::with_capacity(9 + sealer.len());
+    out.put_slice(SEAL_MAGIC);
+    out.put_u8(match kind {
+        SealKind::End => b'E',
+        SealKind::Hole => b'H',
+    });
+    out.put_slice(sealer.as_bytes());
+    out.freeze()
+}
+
+/// The kind of a seal object, or None if `object` is not a seal.
+pub fn decode_seal(object: &[u8]) -> Option<SealKind> {
+    if object.len() < 9 || &object[..8] != SEAL_MAGIC {
+        return None;
+    }
+    match object[8] {
+        b'E' => Some(SealKind::End),
+        b'H' => Some(SealKind::Hole),
+        _ => None,
+    }
 }
 
 /// Verifies a chunk read back from an object against its entry.

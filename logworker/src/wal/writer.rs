@@ -39,6 +39,8 @@ pub enum WalError {
     Fenced,
     #[error("worker is shutting down")]
     ShuttingDown,
+    #[error("partition is being handed over to a new owner")]
+    NotOwner,
 }
 
 /// Writer settings.
@@ -143,7 +145,12 @@ impl WalWriter {
         self.buffer.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Whether a newer owner fenced this stream.
+    /// The epoch of the stream this writer appends to.
+    pub fn stream_epoch(&self) -> u64 {
+        self.cfg.stream_epoch
+    }
+
+    /// True once a seal fenced this stream: nothing more will be acknowledged.
     pub fn is_fenced(&self) -> bool {
         self.fenced.load(Ordering::SeqCst)
     }
@@ -164,7 +171,7 @@ impl WalWriter {
             return Err(WalError::ShuttingDown);
         }
         let total: i64 = batches.iter().map(|b| i64::from(b.record_count)).sum();
-        let base = log.reserve(total);
+        let base = log.reserve(total).ok_or(WalError::NotOwner)?;
         let pending = buf.chunks.entry(log.id).or_insert_with(|| Pending {
             log: log.clone(),
             base_offset: base,
@@ -257,6 +264,7 @@ impl WalWriter {
         let stream = StreamRef {
             worker_id: self.cfg.worker_id.clone(),
             stream_epoch: self.cfg.stream_epoch,
+            closed: false,
         };
         for p in taken.chunks.values() {
             if p.log.stream_registered() {
@@ -266,9 +274,10 @@ impl WalWriter {
             let res = self
                 .meta
                 .update_partition_state(p.log.id.topic_id, p.log.id.partition, move |st| {
-                    if !st.streams.contains(&s) {
-                        st.streams.push(s.clone());
-                    }
+                    // A stream closed at an earlier handover reopens.
+                    st.streams
+                        .retain(|x| x.worker_id != s.worker_id || x.stream_epoch != s.stream_epoch);
+                    st.streams.push(s.clone());
                 })
                 .await;
             match res {
