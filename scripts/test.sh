@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs the whole test suite on a fresh Debian machine that has only the Rust
 # toolchain: installs what the tests need (protoc for the gRPC contracts, kcat
-# as a real Kafka client, compression libraries), then lints and tests.
+# and kafka-python as real Kafka clients, compression libraries), then lints
+# and tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -10,10 +11,32 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/kafscale-target}"
 need=()
 command -v protoc >/dev/null || need+=(protobuf-compiler libprotobuf-dev)
 command -v kcat >/dev/null || need+=(kcat)
+# etcd 3.4 for tests/etcd_*.rs (they start their own etcd on free ports).
+command -v etcd >/dev/null || need+=(etcd-server etcd-client)
+command -v python3 >/dev/null || need+=(python3)
+python3 -m pip --version >/dev/null 2>&1 || need+=(python3-pip)
 if ((${#need[@]})); then
   SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO=sudo
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+
+# kafka-python: an independent Kafka client for tests/kafka_python_groups.rs.
+# Debian's own python3 refuses pip installs outside a venv (PEP 668) unless
+# told --break-system-packages.
+KAFKA_PYTHON=3.0.12
+if ! python3 -c "import kafka, sys; sys.exit(kafka.__version__ != '$KAFKA_PYTHON')" 2>/dev/null; then
+  python3 -m pip install -q "kafka-python==$KAFKA_PYTHON" 2>/dev/null \
+    || python3 -m pip install -q --break-system-packages "kafka-python==$KAFKA_PYTHON"
+fi
+
+# moto: an in-memory S3-compatible server (honours If-None-Match: * with 412)
+# for tests/s3_*.rs, started by tests/common_s3 as `moto_server`.
+if ! command -v moto_server >/dev/null; then
+  python3 -m pip install -q 'moto[server]>=5,<6' 2>/dev/null \
+    || python3 -m pip install -q --break-system-packages 'moto[server]>=5,<6'
+  # A --user install puts its scripts outside PATH.
+  command -v moto_server >/dev/null || export PATH="$(python3 -m site --user-base)/bin:$PATH"
 fi
 
 cargo fmt --all -- --check

@@ -1,37 +1,15 @@
-//! Settings of `kafscale dev`: every flag has a `KAFSCALE_*` env twin.
+//! Settings of every subcommand: each flag has a `KAFSCALE_*` env twin.
 //! The defaults here are the ones documented in docs/configuration.md
-//! (a test checks that table against `--help`).
+//! (a test checks each subcommand's table against its `--help`).
 
 use clap::Args;
+use kafscale_logworker::groups::group::GroupConfig;
 use std::path::PathBuf;
+use std::time::Duration;
 
-/// Settings of the embedded single-process cluster.
+/// WAL batching and the tail cache (dev and logworker).
 #[derive(Args, Debug, Clone)]
-pub struct DevArgs {
-    /// Directory for metadata and log objects.
-    #[arg(long, env = "KAFSCALE_DATA_DIR", default_value = "./kafscale-data")]
-    pub data_dir: PathBuf,
-    /// Kafka protocol listen address.
-    #[arg(long, env = "KAFSCALE_KAFKA_ADDR", default_value = "0.0.0.0:9092")]
-    pub kafka_addr: String,
-    /// Host advertised to clients in Metadata (default: localhost).
-    #[arg(long, env = "KAFSCALE_ADVERTISED_HOST", default_value = "localhost")]
-    pub advertised_host: String,
-    /// Port advertised to clients (default: the Kafka listen port).
-    #[arg(long, env = "KAFSCALE_ADVERTISED_PORT")]
-    pub advertised_port: Option<u16>,
-    /// HTTP listen address for /metrics, /healthz, /readyz.
-    #[arg(long, env = "KAFSCALE_HTTP_ADDR", default_value = "0.0.0.0:9093")]
-    pub http_addr: String,
-    /// Internal gateway→worker gRPC listen address (loopback in dev).
-    #[arg(long, env = "KAFSCALE_GRPC_ADDR", default_value = "127.0.0.1:0")]
-    pub grpc_addr: String,
-    /// Create unknown topics on Metadata/Produce.
-    #[arg(long, env = "KAFSCALE_AUTO_CREATE_TOPICS", default_value_t = true, action = clap::ArgAction::Set)]
-    pub auto_create_topics: bool,
-    /// Partition count of auto-created topics.
-    #[arg(long, env = "KAFSCALE_AUTO_CREATE_PARTITIONS", default_value_t = 1)]
-    pub auto_create_partitions: i32,
+pub struct WalArgs {
     /// Flush the WAL buffer when its oldest byte is this old.
     #[arg(long, env = "KAFSCALE_WAL_FLUSH_INTERVAL_MS", default_value_t = 50)]
     pub wal_flush_interval_ms: u64,
@@ -44,12 +22,11 @@ pub struct DevArgs {
     /// Bytes of recent log data kept in memory.
     #[arg(long, env = "KAFSCALE_CACHE_BYTES", default_value_t = 256 * 1024 * 1024)]
     pub cache_bytes: usize,
-    /// Largest accepted Kafka request frame.
-    #[arg(long, env = "KAFSCALE_MAX_FRAME_BYTES", default_value_t = 104_857_600)]
-    pub max_frame_bytes: usize,
-    /// Default max.message.bytes of topics.
-    #[arg(long, env = "KAFSCALE_MAX_MESSAGE_BYTES", default_value_t = 1_048_588)]
-    pub max_message_bytes: usize,
+}
+
+/// Group coordinator settings (dev and logworker).
+#[derive(Args, Debug, Clone)]
+pub struct GroupArgs {
     /// First rebalance of an empty group waits this long for more members.
     #[arg(
         long,
@@ -74,9 +51,180 @@ pub struct DevArgs {
     /// Group coordinator slots (partitions of __consumer_offsets), fixed at first start.
     #[arg(long, env = "KAFSCALE_OFFSETS_TOPIC_PARTITIONS", default_value_t = 50)]
     pub offsets_topic_partitions: i32,
+}
+
+impl GroupArgs {
+    /// The coordinator settings.
+    pub fn config(&self) -> GroupConfig {
+        GroupConfig {
+            initial_rebalance_delay: Duration::from_millis(self.group_initial_rebalance_delay_ms),
+            min_session_timeout: Duration::from_millis(self.group_min_session_timeout_ms),
+            max_session_timeout: Duration::from_millis(self.group_max_session_timeout_ms),
+        }
+    }
+}
+
+/// Kafka listener settings (dev and gateway).
+#[derive(Args, Debug, Clone)]
+pub struct KafkaArgs {
+    /// Kafka protocol listen address.
+    #[arg(long, env = "KAFSCALE_KAFKA_ADDR", default_value = "0.0.0.0:9092")]
+    pub kafka_addr: String,
+    /// Host advertised to clients in Metadata (default: localhost).
+    #[arg(long, env = "KAFSCALE_ADVERTISED_HOST", default_value = "localhost")]
+    pub advertised_host: String,
+    /// Port advertised to clients (default: the Kafka listen port).
+    #[arg(long, env = "KAFSCALE_ADVERTISED_PORT")]
+    pub advertised_port: Option<u16>,
+    /// Create unknown topics on Metadata/Produce.
+    #[arg(long, env = "KAFSCALE_AUTO_CREATE_TOPICS", default_value_t = true, action = clap::ArgAction::Set)]
+    pub auto_create_topics: bool,
+    /// Partition count of auto-created topics.
+    #[arg(long, env = "KAFSCALE_AUTO_CREATE_PARTITIONS", default_value_t = 1)]
+    pub auto_create_partitions: i32,
+    /// Largest accepted Kafka request frame.
+    #[arg(long, env = "KAFSCALE_MAX_FRAME_BYTES", default_value_t = 104_857_600)]
+    pub max_frame_bytes: usize,
+}
+
+/// Settings of the embedded single-process cluster.
+#[derive(Args, Debug, Clone)]
+pub struct DevArgs {
+    /// Directory for metadata and log objects.
+    #[arg(long, env = "KAFSCALE_DATA_DIR", default_value = "./kafscale-data")]
+    pub data_dir: PathBuf,
+    #[command(flatten)]
+    pub kafka: KafkaArgs,
+    /// HTTP listen address for /metrics, /healthz, /readyz.
+    #[arg(long, env = "KAFSCALE_HTTP_ADDR", default_value = "0.0.0.0:9093")]
+    pub http_addr: String,
+    /// Internal gateway→worker gRPC listen address (loopback in dev).
+    #[arg(long, env = "KAFSCALE_GRPC_ADDR", default_value = "127.0.0.1:0")]
+    pub grpc_addr: String,
+    #[command(flatten)]
+    pub wal: WalArgs,
+    /// Default max.message.bytes of topics.
+    #[arg(long, env = "KAFSCALE_MAX_MESSAGE_BYTES", default_value_t = 1_048_588)]
+    pub max_message_bytes: usize,
+    #[command(flatten)]
+    pub groups: GroupArgs,
     /// Object key namespace.
     #[arg(long, env = "KAFSCALE_S3_NAMESPACE", default_value = "default")]
     pub namespace: String,
+    /// Log filter (tracing env-filter syntax).
+    #[arg(long, env = "KAFSCALE_LOG_LEVEL", default_value = "info")]
+    pub log_level: String,
+}
+
+/// etcd connection and registration leases (gateway and logworker).
+#[derive(Args, Debug, Clone)]
+pub struct EtcdArgs {
+    /// Comma-separated etcd endpoints, e.g. http://etcd-0:2379,http://etcd-1:2379.
+    #[arg(
+        long,
+        env = "KAFSCALE_ETCD_ENDPOINTS",
+        value_delimiter = ',',
+        required = true
+    )]
+    pub etcd_endpoints: Vec<String>,
+    /// etcd user name (with the password).
+    #[arg(long, env = "KAFSCALE_ETCD_USERNAME")]
+    pub etcd_username: Option<String>,
+    /// etcd password.
+    #[arg(long, env = "KAFSCALE_ETCD_PASSWORD", hide_env_values = true)]
+    pub etcd_password: Option<String>,
+    /// Registration lease time-to-live: a process that stops refreshing it
+    /// for this long is considered gone and its partitions move.
+    #[arg(long, env = "KAFSCALE_LEASE_TTL_MS", default_value_t = 10_000)]
+    pub lease_ttl_ms: u64,
+    /// Metadata and object key namespace (one cluster per namespace).
+    #[arg(long, env = "KAFSCALE_S3_NAMESPACE", default_value = "default")]
+    pub namespace: String,
+}
+
+/// The S3 bucket(s) holding log data (logworker).
+#[derive(Args, Debug, Clone)]
+pub struct S3Args {
+    /// Bucket for WAL objects and segments.
+    #[arg(long, env = "KAFSCALE_S3_BUCKET", required = true)]
+    pub s3_bucket: String,
+    /// Region of the bucket.
+    #[arg(long, env = "KAFSCALE_S3_REGION", default_value = "us-east-1")]
+    pub s3_region: String,
+    /// Custom S3 endpoint (S3-compatible stores).
+    #[arg(long, env = "KAFSCALE_S3_ENDPOINT")]
+    pub s3_endpoint: Option<String>,
+    /// Path-style addressing (most S3-compatible stores need it).
+    #[arg(long, env = "KAFSCALE_S3_PATH_STYLE", default_value_t = false, action = clap::ArgAction::Set)]
+    pub s3_path_style: bool,
+    /// Static access key (else the standard AWS credential chain).
+    #[arg(long, env = "KAFSCALE_S3_ACCESS_KEY")]
+    pub s3_access_key: Option<String>,
+    /// Static secret key.
+    #[arg(long, env = "KAFSCALE_S3_SECRET_KEY", hide_env_values = true)]
+    pub s3_secret_key: Option<String>,
+    /// Static session token.
+    #[arg(long, env = "KAFSCALE_S3_SESSION_TOKEN", hide_env_values = true)]
+    pub s3_session_token: Option<String>,
+    /// Read replica bucket (cross-region replica); reads fall back to the primary.
+    #[arg(long, env = "KAFSCALE_S3_READ_BUCKET")]
+    pub s3_read_bucket: Option<String>,
+    /// Region of the read replica (default: the primary's).
+    #[arg(long, env = "KAFSCALE_S3_READ_REGION")]
+    pub s3_read_region: Option<String>,
+    /// Endpoint of the read replica (default: the primary's).
+    #[arg(long, env = "KAFSCALE_S3_READ_ENDPOINT")]
+    pub s3_read_endpoint: Option<String>,
+}
+
+/// Settings of `kafscale logworker`.
+#[derive(Args, Debug, Clone)]
+pub struct LogworkerArgs {
+    /// Internal data-plane gRPC listen address.
+    #[arg(long, env = "KAFSCALE_GRPC_ADDR", default_value = "0.0.0.0:9094")]
+    pub grpc_addr: String,
+    /// Address gateways dial (default: the listen address, with this host's
+    /// name in place of an unspecified IP).
+    #[arg(long, env = "KAFSCALE_GRPC_ADVERTISED_ADDR")]
+    pub grpc_advertised_addr: Option<String>,
+    /// HTTP listen address for /metrics, /healthz, /readyz.
+    #[arg(long, env = "KAFSCALE_HTTP_ADDR", default_value = "0.0.0.0:9093")]
+    pub http_addr: String,
+    /// Stable worker id (default: generated at start).
+    #[arg(long, env = "KAFSCALE_WORKER_ID")]
+    pub worker_id: Option<String>,
+    #[command(flatten)]
+    pub etcd: EtcdArgs,
+    #[command(flatten)]
+    pub s3: S3Args,
+    #[command(flatten)]
+    pub wal: WalArgs,
+    /// Default max.message.bytes of topics.
+    #[arg(long, env = "KAFSCALE_MAX_MESSAGE_BYTES", default_value_t = 1_048_588)]
+    pub max_message_bytes: usize,
+    #[command(flatten)]
+    pub groups: GroupArgs,
+    /// Log filter (tracing env-filter syntax).
+    #[arg(long, env = "KAFSCALE_LOG_LEVEL", default_value = "info")]
+    pub log_level: String,
+}
+
+/// Settings of `kafscale gateway`.
+#[derive(Args, Debug, Clone)]
+pub struct GatewayArgs {
+    #[command(flatten)]
+    pub kafka: KafkaArgs,
+    /// HTTP listen address for /metrics, /healthz, /readyz.
+    #[arg(long, env = "KAFSCALE_HTTP_ADDR", default_value = "0.0.0.0:9093")]
+    pub http_addr: String,
+    /// Default max.message.bytes of topics.
+    #[arg(long, env = "KAFSCALE_MAX_MESSAGE_BYTES", default_value_t = 1_048_588)]
+    pub max_message_bytes: usize,
+    #[command(flatten)]
+    pub etcd: EtcdArgs,
+    /// Longest a SIGTERM waits for in-flight requests before exiting.
+    #[arg(long, env = "KAFSCALE_DRAIN_TIMEOUT_MS", default_value_t = 10_000)]
+    pub drain_timeout_ms: u64,
     /// Log filter (tracing env-filter syntax).
     #[arg(long, env = "KAFSCALE_LOG_LEVEL", default_value = "info")]
     pub log_level: String,

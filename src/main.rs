@@ -4,7 +4,10 @@
 
 mod config;
 mod dev;
+mod gateway;
 mod http;
+mod logworker;
+mod process;
 
 use clap::{Parser, Subcommand};
 
@@ -19,7 +22,11 @@ struct Cli {
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Everything in one process on embedded defaults (no etcd, no S3).
-    Dev(config::DevArgs),
+    Dev(Box<config::DevArgs>),
+    /// A Kafka-protocol gateway (distributed mode: etcd).
+    Gateway(Box<config::GatewayArgs>),
+    /// A log worker (distributed mode: etcd and S3).
+    Logworker(Box<config::LogworkerArgs>),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -30,7 +37,15 @@ fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Dev(args) => {
             init_tracing(&args.log_level);
-            runtime.block_on(dev::run(args))
+            runtime.block_on(dev::run(*args))
+        }
+        Command::Gateway(args) => {
+            init_tracing(&args.log_level);
+            runtime.block_on(gateway::run(*args))
+        }
+        Command::Logworker(args) => {
+            init_tracing(&args.log_level);
+            runtime.block_on(logworker::run(*args))
         }
     }
 }

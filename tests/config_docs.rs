@@ -1,45 +1,77 @@
-//! The configuration table in docs/configuration.md matches the binary:
-//! every documented variable exists with the documented default, and every
-//! variable the binary reads is documented.
+//! The configuration tables in docs/configuration.md match the binary: for
+//! each subcommand, every documented variable exists with the documented
+//! default, and every variable the subcommand reads is documented.
 
 use std::process::Command;
 
-#[test]
-fn documented_defaults_match_dev_help() {
-    let help = Command::new(env!("CARGO_BIN_EXE_kafscale"))
-        .args(["dev", "--help"])
+fn help(sub: &str) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_kafscale"))
+        .args([sub, "--help"])
         .env_clear()
         .output()
-        .expect("run kafscale dev --help");
-    let help = String::from_utf8_lossy(&help.stdout).replace('\n', " ");
+        .expect("run kafscale --help");
+    String::from_utf8_lossy(&out.stdout).replace('\n', " ")
+}
+
+/// The table rows of section "## `kafscale <sub>`": (variable, default cell).
+fn documented(sub: &str) -> Vec<(String, String)> {
     let doc = std::fs::read_to_string(concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/docs/configuration.md"
     ))
     .expect("read docs");
-    let mut documented = Vec::new();
-    for line in doc.lines().filter(|l| l.starts_with("| `KAFSCALE_")) {
-        let cells: Vec<&str> = line.split('|').map(str::trim).collect();
-        let var = cells[1].trim_matches('`');
-        let default = cells[2];
-        documented.push(var.to_string());
+    let heading = format!("## `kafscale {sub}`");
+    let section = doc
+        .split("\n## ")
+        .find(|s| format!("## {s}").starts_with(&heading))
+        .unwrap_or_else(|| panic!("docs/configuration.md has no section {heading}"));
+    section
+        .lines()
+        .filter(|l| l.starts_with("| `KAFSCALE_"))
+        .map(|line| {
+            let cells: Vec<&str> = line.split('|').map(str::trim).collect();
+            (cells[1].trim_matches('`').to_string(), cells[2].to_string())
+        })
+        .collect()
+}
+
+fn check(sub: &str) {
+    let help = help(sub);
+    let rows = documented(sub);
+    for (var, default) in &rows {
         assert!(
-            help.contains(&format!("[env: {var}=")),
-            "{var} is documented but not read by the binary"
+            // Secrets are listed without their value: `[env: VAR]`.
+            help.contains(&format!("[env: {var}=")) || help.contains(&format!("[env: {var}]")),
+            "{sub}: {var} is documented but not read by the binary"
         );
         if let Some(d) = default.strip_prefix('`').and_then(|d| d.strip_suffix('`')) {
             assert!(
                 help.contains(&format!("{var}=] [default: {d}]")),
-                "{var}: documented default {d} not in --help"
+                "{sub}: {var}: documented default {d} not in --help"
             );
         }
     }
     for word in help.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')) {
         if word.starts_with("KAFSCALE_") {
             assert!(
-                documented.iter().any(|d| d == word),
-                "{word} is read by the binary but not documented"
+                rows.iter().any(|(d, _)| d == word),
+                "{sub}: {word} is read by the binary but not documented"
             );
         }
     }
+}
+
+#[test]
+fn documented_defaults_match_dev_help() {
+    check("dev");
+}
+
+#[test]
+fn documented_defaults_match_logworker_help() {
+    check("logworker");
+}
+
+#[test]
+fn documented_defaults_match_gateway_help() {
+    check("gateway");
 }

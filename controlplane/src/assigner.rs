@@ -142,6 +142,59 @@ pub async fn run(meta: Metadata, mut shutdown: watch::Receiver<bool>) -> Result<
     }
 }
 
+/// Runs the assigner while this process is the elected leader: campaigns
+/// for the leader key under `lease`, assigns while it holds it, and campaigns
+/// again when the key disappears (the leader's lease lapsed). Returns on
+/// shutdown or when `lease` is lost.
+pub async fn run_elected(
+    meta: Metadata,
+    candidate: String,
+    lease: i64,
+    mut lease_lost: watch::Receiver<bool>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let store = meta.store().clone();
+    let key = meta.keys().assigner_leader();
+    loop {
+        if *shutdown.borrow() || *lease_lost.borrow() {
+            return;
+        }
+        let mut leader_changes = match store.watch(&key).await {
+            Ok(w) => w,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot watch the assigner leader key");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+        };
+        match store
+            .campaign(&key, bytes::Bytes::from(candidate.clone()), lease)
+            .await
+        {
+            Ok(true) => {
+                tracing::info!(candidate = %candidate, "elected assigner leader");
+                let (stop_tx, stop) = watch::channel(false);
+                let assigning = tokio::spawn(run(meta.clone(), stop));
+                tokio::select! {
+                    _ = shutdown.changed() => {}
+                    _ = lease_lost.changed() => {}
+                }
+                stop_tx.send_replace(true);
+                let _ = assigning.await;
+                return;
+            }
+            Ok(false) => {}
+            Err(e) => tracing::warn!(error = %e, "assigner campaign failed"),
+        }
+        tokio::select! {
+            _ = leader_changes.next() => {}
+            _ = tokio::time::sleep(Duration::from_secs(2)) => {}
+            _ = shutdown.changed() => return,
+            _ = lease_lost.changed() => return,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

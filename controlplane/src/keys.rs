@@ -62,6 +62,18 @@ impl Keys {
     pub fn worker(&self, worker_id: &str) -> String {
         format!("{}{worker_id}", self.workers())
     }
+    /// Prefix of all `GatewayRegistration` keys.
+    pub fn gateways(&self) -> String {
+        format!("{}gateways/", self.root)
+    }
+    /// One gateway's registration.
+    pub fn gateway(&self, gateway_id: &str) -> String {
+        format!("{}{gateway_id}", self.gateways())
+    }
+    /// The assigner leader's key (held under the leader's lease).
+    pub fn assigner_leader(&self) -> String {
+        format!("{}assigner-leader", self.root)
+    }
     /// The last stream epoch handed to a worker id.
     pub fn stream_epoch(&self, worker_id: &str) -> String {
         format!("{}stream-epochs/{worker_id}", self.root)

@@ -1,5 +1,5 @@
 //! KafScale control plane: the metadata store (one trait, an embedded
-//! implementation persisted in the data directory, etcd later), the typed
+//! implementation persisted in the data directory, and etcd), the typed
 //! metadata layer on top of it, and the partition assigner.
 //!
 //! Guarantees: every read-modify-write of metadata goes through a
@@ -8,9 +8,13 @@
 
 pub mod assigner;
 pub mod keys;
+pub mod lease;
 pub mod metadata;
 pub mod offsets_topic;
 pub mod store;
 
 pub use metadata::{MetaError, Metadata};
-pub use store::{embedded::EmbeddedStore, KeyValue, MetadataStore, StoreError, WatchEvent};
+pub use store::{
+    embedded::EmbeddedStore, etcd::EtcdStore, Compare, KeyValue, MetadataStore, StoreError, TxnOp,
+    WatchEvent, WatchStream,
+};

@@ -7,7 +7,7 @@ use crate::keys::Keys;
 use crate::store::{Compare, MetadataStore, StoreError, TxnOp};
 use bytes::Bytes;
 use kafscale_proto::metadata::v1::{
-    Assignment, ClusterInfo, PartitionState, Topic, WorkerRegistration,
+    Assignment, ClusterInfo, GatewayRegistration, PartitionState, Topic, WorkerRegistration,
 };
 use prost::Message;
 use std::collections::HashMap;
@@ -42,6 +42,9 @@ pub fn now_ms() -> i64 {
 pub fn topic_uuid(topic: &Topic) -> Uuid {
     Uuid::from_slice(&topic.topic_id).unwrap_or(Uuid::nil())
 }
+
+/// Operations per metadata transaction (etcd's default limit is 128).
+const MAX_TXN_OPS: usize = 100;
 
 /// Typed metadata operations for one namespace.
 #[derive(Clone)]
@@ -188,11 +191,18 @@ impl Metadata {
             key,
             mod_revision: rev,
         };
-        if self.store.txn(vec![cmp], ops).await? {
-            Ok(topic)
-        } else {
-            Err(MetaError::UnknownTopic(name.to_string()))
+        // etcd caps a transaction at 128 operations: the topic key goes
+        // first (conditionally), its partition keys follow in batches.
+        // Leftovers of an interrupted delete belong to no topic and are
+        // ignored by readers.
+        let rest = ops.split_off(ops.len().min(MAX_TXN_OPS));
+        if !self.store.txn(vec![cmp], ops).await? {
+            return Err(MetaError::UnknownTopic(name.to_string()));
         }
+        for batch in rest.chunks(MAX_TXN_OPS) {
+            self.store.txn(Vec::new(), batch.to_vec()).await?;
+        }
+        Ok(topic)
     }
 
     /// Applies `update` to a topic with CAS; `update` may reject the change.
@@ -282,11 +292,46 @@ impl Metadata {
         }
     }
 
-    /// Registers (or refreshes) a worker.
-    pub async fn register_worker(&self, reg: &WorkerRegistration) -> Result<(), MetaError> {
-        self.store
-            .put(&self.keys.worker(&reg.worker_id), bytes_of(reg))
-            .await?;
+    /// Registers (or refreshes) a worker; with a lease, the registration
+    /// disappears when the lease lapses (the worker is then considered gone).
+    pub async fn register_worker(
+        &self,
+        reg: &WorkerRegistration,
+        lease: Option<i64>,
+    ) -> Result<(), MetaError> {
+        self.put_maybe_leased(&self.keys.worker(&reg.worker_id), bytes_of(reg), lease)
+            .await
+    }
+
+    /// Registers a gateway under its lease.
+    pub async fn register_gateway(
+        &self,
+        reg: &GatewayRegistration,
+        lease: Option<i64>,
+    ) -> Result<(), MetaError> {
+        self.put_maybe_leased(&self.keys.gateway(&reg.gateway_id), bytes_of(reg), lease)
+            .await
+    }
+
+    /// Every registered gateway.
+    pub async fn list_gateways(&self) -> Result<Vec<GatewayRegistration>, MetaError> {
+        let mut out = Vec::new();
+        for kv in self.store.range(&self.keys.gateways()).await? {
+            out.push(decode(&kv.key, &kv.value)?);
+        }
+        Ok(out)
+    }
+
+    async fn put_maybe_leased(
+        &self,
+        key: &str,
+        value: Bytes,
+        lease: Option<i64>,
+    ) -> Result<(), MetaError> {
+        match lease {
+            Some(l) => self.store.put_leased(key, value, l).await?,
+            None => self.store.put(key, value).await?,
+        };
         Ok(())
     }
 

@@ -1,7 +1,8 @@
 //! Prometheus metrics of the log worker.
 
 use prometheus::{
-    exponential_buckets, Histogram, HistogramOpts, IntCounter, IntCounterVec, Opts, Registry,
+    exponential_buckets, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, Opts,
+    Registry,
 };
 
 /// Handles to the worker's metrics (cheap to clone).
@@ -63,5 +64,76 @@ impl Metrics {
         registry.register(Box::new(m.fetched_bytes.clone()))?;
         registry.register(Box::new(m.cache_reads.clone()))?;
         Ok(m)
+    }
+}
+
+/// Handles to the object-store metrics of the S3 implementation and its read
+/// replica (cheap to clone). Registered separately from [`Metrics`] so that
+/// only processes that talk to S3 export them.
+///
+/// Label values: `op` is one of `put`, `get`, `get_range`, `list`, `delete`;
+/// `outcome` is `ok`, `already_exists`, `not_found`, `transient`, `permanent`
+/// or `invalid_key`.
+#[derive(Clone, Debug)]
+pub struct S3Metrics {
+    /// `kafscale_s3_requests_total{op,outcome}`: one per store call (a `list`
+    /// counts once however many pages it reads).
+    pub requests: IntCounterVec,
+    /// `kafscale_s3_request_seconds{op}`: wall time of each store call.
+    pub request_seconds: HistogramVec,
+    /// `kafscale_s3_bytes_total{op}`: body bytes written by successful `put`s
+    /// and read by successful `get`/`get_range`s.
+    pub bytes: IntCounterVec,
+    /// `kafscale_s3_replica_reads_total{outcome}`: reads through the read
+    /// replica, `hit` (served by the replica) or `fallback` (served by, or
+    /// failed on, the primary).
+    pub replica_reads: IntCounterVec,
+}
+
+impl S3Metrics {
+    /// Creates the metrics and registers them in `registry`.
+    pub fn new(registry: &Registry) -> Result<Self, prometheus::Error> {
+        let m = Self::unregistered()?;
+        registry.register(Box::new(m.requests.clone()))?;
+        registry.register(Box::new(m.request_seconds.clone()))?;
+        registry.register(Box::new(m.bytes.clone()))?;
+        registry.register(Box::new(m.replica_reads.clone()))?;
+        Ok(m)
+    }
+
+    /// Creates the metrics without registering them (for tools and tests
+    /// that do not export metrics).
+    pub fn unregistered() -> Result<Self, prometheus::Error> {
+        Ok(Self {
+            requests: IntCounterVec::new(
+                Opts::new(
+                    "kafscale_s3_requests_total",
+                    "Object store calls by operation and outcome",
+                ),
+                &["op", "outcome"],
+            )?,
+            request_seconds: HistogramVec::new(
+                HistogramOpts::new(
+                    "kafscale_s3_request_seconds",
+                    "Latency of object store calls by operation",
+                )
+                .buckets(exponential_buckets(0.001, 2.0, 16)?),
+                &["op"],
+            )?,
+            bytes: IntCounterVec::new(
+                Opts::new(
+                    "kafscale_s3_bytes_total",
+                    "Object body bytes written (put) and read (get, get_range)",
+                ),
+                &["op"],
+            )?,
+            replica_reads: IntCounterVec::new(
+                Opts::new(
+                    "kafscale_s3_replica_reads_total",
+                    "Reads through the read replica: hit or fallback to the primary",
+                ),
+                &["outcome"],
+            )?,
+        })
     }
 }

@@ -66,6 +66,8 @@ pub struct Worker {
     groups: Arc<GroupCoordinator>,
     /// Partitions whose handover is still draining.
     handovers: DashMap<PartitionId, ()>,
+    /// Set by `drain`: no partition is opened any more.
+    draining: std::sync::atomic::AtomicBool,
     ready: watch::Sender<bool>,
 }
 
@@ -92,6 +94,7 @@ impl Worker {
         cfg: WorkerConfig,
         meta: Metadata,
         store: Arc<dyn ObjectStore>,
+        lease: Option<i64>,
         registry: &prometheus::Registry,
         shutdown: watch::Receiver<bool>,
     ) -> Result<(Arc<Self>, tokio::task::JoinHandle<()>), WorkerError> {
@@ -130,14 +133,18 @@ impl Worker {
             catalog: StreamCatalog::default(),
             groups: groups.clone(),
             handovers: DashMap::new(),
+            draining: std::sync::atomic::AtomicBool::new(false),
             ready: watch::channel(false).0,
         });
-        meta.register_worker(&WorkerRegistration {
-            worker_id: cfg.worker_id.clone(),
-            grpc_addr: cfg.grpc_advertised_addr.clone(),
-            started_at_ms: now_ms(),
-            stream_epoch,
-        })
+        meta.register_worker(
+            &WorkerRegistration {
+                worker_id: cfg.worker_id.clone(),
+                grpc_addr: cfg.grpc_advertised_addr.clone(),
+                started_at_ms: now_ms(),
+                stream_epoch,
+            },
+            lease,
+        )
         .await?;
         let flusher = tokio::spawn(wal.run(shutdown.clone()));
         tokio::spawn(groups.run_timers(shutdown.clone()));
@@ -215,6 +222,9 @@ impl Worker {
                 tokio::spawn(self.clone().hand_over(log));
             }
         }
+        if self.draining.load(std::sync::atomic::Ordering::SeqCst) {
+            return Ok(());
+        }
         let live: HashMap<String, u64> = self
             .meta
             .list_workers()
@@ -237,6 +247,27 @@ impl Worker {
         self.catalog.clear().await;
         results.into_iter().collect::<Result<Vec<()>, _>>()?;
         Ok(())
+    }
+
+    /// Planned shutdown: stops taking appends on every partition, waits
+    /// until everything accepted is durable and closes this worker's stream
+    /// for each partition, so new owners take over without sealing.
+    pub async fn drain(self: &Arc<Self>) {
+        self.draining
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        let ids: Vec<PartitionId> = self.partitions.iter().map(|p| *p.key()).collect();
+        let mut handovers = Vec::new();
+        for id in ids {
+            if let Some((_, log)) = self.partitions.remove(&id) {
+                if log.topic == OFFSETS_TOPIC {
+                    self.groups.unload(id.partition);
+                }
+                handovers.push(self.clone().hand_over(log));
+            }
+        }
+        let n = handovers.len();
+        futures::future::join_all(handovers).await;
+        tracing::info!(partitions = n, "drained: every partition handed over");
     }
 
     /// Makes every other stream that may hold the partition's data final

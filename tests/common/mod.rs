@@ -42,6 +42,7 @@ use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::KafkaResult;
 use rdkafka::message::{Headers, Message};
 use rdkafka::producer::FutureProducer;
 use rdkafka::{Offset, TopicPartitionList};
@@ -161,6 +162,42 @@ impl DevServer {
                 "killed with SIGKILL by the test harness ({status})"
             ));
         }
+    }
+
+    /// Process id of the running server, if it is running.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// Stops the server gracefully: SIGTERM, then waits (bounded by `timeout`)
+    /// for it to flush and exit, and asserts that it exited with status 0.
+    /// Follow with [`DevServer::restart`] for a clean restart.
+    pub async fn terminate(&mut self, timeout: Duration) {
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
+        self.note("sending SIGTERM (graceful shutdown requested by the test harness)");
+        send_signal(child.id(), "TERM");
+        let deadline = Instant::now() + timeout;
+        let status = loop {
+            if let Some(status) = child.try_wait().expect("try_wait") {
+                break status;
+            }
+            if Instant::now() >= deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                self.note("did not exit after SIGTERM; killed with SIGKILL");
+                panic!(
+                    "kafscale dev did not exit within {timeout:?} after SIGTERM (server log printed below)"
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        self.note(&format!("exited after SIGTERM ({status})"));
+        assert!(
+            status.success(),
+            "kafscale dev exited with {status} after SIGTERM (server log printed below)"
+        );
     }
 
     /// Restarts the server on the same data dir and ports (kill -9 first if
@@ -345,6 +382,42 @@ pub async fn poll_until<T>(
     }
 }
 
+/// Like [`poll_until`], but `cond` says why it is not satisfied yet
+/// (`Err(reason)`); the last reason is part of the panic message on timeout.
+pub async fn wait_for<T>(
+    what: &str,
+    timeout: Duration,
+    mut cond: impl FnMut() -> Result<T, String>,
+) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let reason = match cond() {
+            Ok(v) => return v,
+            Err(reason) => reason,
+        };
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}; last state: {reason}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Sends signal `name` (`"STOP"`, `"CONT"`, `"TERM"`, `"KILL"`, ...) to
+/// process `pid` through `sh -c kill` (no libc dependency); panics if that fails.
+pub fn send_signal(pid: u32, name: &str) {
+    let status = Command::new("sh")
+        .arg("-c")
+        .arg(format!("kill -{name} {pid}"))
+        .stdin(Stdio::null())
+        .status()
+        .unwrap_or_else(|e| panic!("run `kill -{name} {pid}`: {e}"));
+    assert!(
+        status.success(),
+        "`kill -{name} {pid}` failed with {status}"
+    );
+}
+
 // ---------------------------------------------------------------------------
 // rdkafka helpers
 // ---------------------------------------------------------------------------
@@ -398,6 +471,63 @@ pub fn admin(bootstrap: &str) -> AdminClient<DefaultClientContext> {
     base_config(bootstrap, &[])
         .create()
         .expect("create rdkafka admin client")
+}
+
+/// Config for a consumer-group member that uses `subscribe()`: `group.id`,
+/// `client.id`, a 6 s session timeout (the server's default minimum) with
+/// 500 ms heartbeats, no auto-commit and `auto.offset.reset=earliest`.
+/// `extra` overrides. Create it with `create()` or `create_with_context()`.
+pub fn group_member_config(
+    bootstrap: &str,
+    group: &str,
+    client_id: &str,
+    extra: &[(&str, &str)],
+) -> ClientConfig {
+    let mut settings = vec![
+        ("group.id", group),
+        ("client.id", client_id),
+        ("session.timeout.ms", "6000"),
+        ("heartbeat.interval.ms", "500"),
+        ("enable.auto.commit", "false"),
+        ("auto.offset.reset", "earliest"),
+        ("fetch.wait.max.ms", "100"),
+    ];
+    settings.extend_from_slice(extra);
+    base_config(bootstrap, &settings)
+}
+
+/// Committed offset and metadata of one partition, as OffsetFetch reports it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CommittedOffset {
+    pub offset: Offset,
+    pub metadata: String,
+}
+
+/// Committed offsets of `group` for partitions `0..partitions` of `topic`,
+/// fetched by a fresh consumer that does not join the group. A partition
+/// without a committed offset reports `Offset::Invalid` (Kafka's -1).
+pub fn fetch_committed(
+    bootstrap: &str,
+    group: &str,
+    topic: &str,
+    partitions: i32,
+) -> KafkaResult<BTreeMap<i32, CommittedOffset>> {
+    let probe = consumer(bootstrap, &[("group.id", group)]);
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_range(topic, 0, partitions - 1);
+    let result = probe.committed_offsets(tpl, CLIENT_TIMEOUT)?;
+    let mut out = BTreeMap::new();
+    for elem in result.elements() {
+        elem.error()?;
+        out.insert(
+            elem.partition(),
+            CommittedOffset {
+                offset: elem.offset(),
+                metadata: elem.metadata().to_string(),
+            },
+        );
+    }
+    Ok(out)
 }
 
 /// Creates a topic through CreateTopics and waits until Metadata shows all its

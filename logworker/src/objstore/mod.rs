@@ -9,6 +9,9 @@
 //! overwrites an existing object (this is what fences zombie writers).
 
 pub mod local;
+pub mod replica;
+pub mod retry;
+pub mod s3;
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -27,12 +30,27 @@ pub enum ObjectError {
     Transient { key: String, reason: String },
     #[error("invalid object key: {0}")]
     InvalidKey(String),
+    /// A failure that retrying will not fix (access denied, missing bucket,
+    /// bad request, a store that lacks a required feature).
+    #[error("object store rejected the request on {key}: {reason}")]
+    Permanent { key: String, reason: String },
 }
 
 impl ObjectError {
     /// Whether retrying the same call may succeed.
     pub fn is_retriable(&self) -> bool {
         matches!(self, ObjectError::Transient { .. })
+    }
+
+    /// A short, stable name of the error kind, used as a metrics label.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ObjectError::AlreadyExists(_) => "already_exists",
+            ObjectError::NotFound(_) => "not_found",
+            ObjectError::Transient { .. } => "transient",
+            ObjectError::InvalidKey(_) => "invalid_key",
+            ObjectError::Permanent { .. } => "permanent",
+        }
     }
 }
 

@@ -1,0 +1,130 @@
+//! Pieces every `kafscale` process is built from: listeners, the HTTP
+//! endpoint, the worker's gRPC server, the gateway, signal handling.
+
+use crate::config::{GroupArgs, KafkaArgs, WalArgs};
+use anyhow::Context;
+use kafscale_controlplane::Metadata;
+use kafscale_gateway::cluster::ClusterView;
+use kafscale_gateway::dispatch::Dispatcher;
+use kafscale_gateway::router::Router;
+use kafscale_gateway::GatewayConfig;
+use kafscale_logworker::service::LogWorkerService;
+use kafscale_logworker::{Worker, WorkerConfig};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+/// Binds a TCP listener, naming `what` in the error.
+pub async fn bind(addr: &str, what: &str) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("binding {what} {addr}"))
+}
+
+/// Serves `/metrics`, `/healthz` and `/readyz` on `addr` until shutdown.
+pub async fn spawn_http(
+    addr: &str,
+    registry: prometheus::Registry,
+    ready: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    let http = bind(addr, "HTTP").await?;
+    tokio::spawn(crate::http::serve(http, registry, ready, shutdown));
+    Ok(())
+}
+
+/// The worker settings shared by `dev` and `logworker`.
+pub fn worker_config(
+    worker_id: String,
+    namespace: &str,
+    grpc_advertised_addr: String,
+    wal: &WalArgs,
+    max_message_bytes: usize,
+    groups: &GroupArgs,
+) -> WorkerConfig {
+    WorkerConfig {
+        worker_id,
+        namespace: namespace.to_string(),
+        grpc_advertised_addr,
+        flush_bytes: wal.wal_flush_bytes,
+        flush_interval: Duration::from_millis(wal.wal_flush_interval_ms),
+        max_inflight_puts: wal.wal_max_inflight,
+        cache_bytes: wal.cache_bytes,
+        default_max_message_bytes: max_message_bytes,
+        groups: groups.config(),
+    }
+}
+
+/// Serves the worker's data-plane gRPC on `listener` until shutdown.
+pub fn spawn_grpc(
+    listener: TcpListener,
+    worker: Arc<Worker>,
+    mut shutdown: watch::Receiver<bool>,
+) -> JoinHandle<Result<(), tonic::transport::Error>> {
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .tcp_nodelay(true)
+            .initial_stream_window_size(Some(16 << 20))
+            .initial_connection_window_size(Some(64 << 20))
+            .add_service(LogWorkerService::server(worker))
+            .serve_with_incoming_shutdown(
+                tokio_stream::wrappers::TcpListenerStream::new(listener),
+                async move {
+                    let _ = shutdown.changed().await;
+                },
+            ),
+    )
+}
+
+/// Starts a gateway on `listener`: watches the cluster in `meta`, routes to
+/// workers, answers Kafka clients until shutdown.
+pub async fn spawn_gateway(
+    listener: TcpListener,
+    meta: Metadata,
+    kafka: &KafkaArgs,
+    max_message_bytes: usize,
+    shutdown: watch::Receiver<bool>,
+) -> anyhow::Result<JoinHandle<()>> {
+    let port = listener.local_addr()?.port();
+    let view = ClusterView::start(meta).await?;
+    let dispatcher = Arc::new(Dispatcher::new(
+        GatewayConfig {
+            node_id: 0,
+            advertised_host: kafka.advertised_host.clone(),
+            advertised_port: i32::from(kafka.advertised_port.unwrap_or(port)),
+            auto_create_topics: kafka.auto_create_topics,
+            auto_create_partitions: kafka.auto_create_partitions,
+            max_frame_bytes: kafka.max_frame_bytes,
+            default_max_message_bytes: max_message_bytes,
+            max_pipelined: 64,
+        },
+        Router::new(view),
+    ));
+    Ok(tokio::spawn(kafscale_gateway::serve(
+        listener, dispatcher, shutdown,
+    )))
+}
+
+/// Waits for SIGINT or SIGTERM.
+pub async fn wait_for_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}

@@ -1,0 +1,452 @@
+//! Harness for distributed-mode tests: a real etcd, a real S3-compatible
+//! server (moto), and `kafscale logworker` / `kafscale gateway` processes on
+//! free loopback ports, each of which can be killed (-9), stopped (SIGSTOP),
+//! resumed, terminated (SIGTERM) and restarted.
+//!
+//! Test crates using it declare `mod common; mod common_etcd; mod common_s3;
+//! mod common_cluster;`.
+
+#![allow(dead_code)]
+
+use crate::common::{http_get, send_signal};
+use crate::common_etcd::Etcd;
+use crate::common_s3::MotoServer;
+use kafscale_controlplane::{Metadata, MetadataStore};
+use kafscale_logworker::metrics::S3Metrics;
+use std::fs::OpenOptions;
+use std::io::Write as _;
+use std::net::{SocketAddr, TcpListener};
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Lease TTL used by cluster tests: failover within a few seconds.
+pub const LEASE_TTL_MS: u64 = 3000;
+/// How long a process may take to answer `/readyz`.
+pub const READY_TIMEOUT: Duration = Duration::from_secs(30);
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
+}
+
+/// One `kafscale <subcommand>` process.
+pub struct Proc {
+    pub name: String,
+    sub: &'static str,
+    env: Vec<(String, String)>,
+    http_port: u16,
+    log_path: PathBuf,
+    child: Option<Child>,
+    runs: u32,
+}
+
+impl Proc {
+    fn new(
+        name: String,
+        sub: &'static str,
+        env: Vec<(String, String)>,
+        dir: &std::path::Path,
+    ) -> Self {
+        let http_port = free_port();
+        Self {
+            log_path: dir.join(format!("{name}.log")),
+            name,
+            sub,
+            env,
+            http_port,
+            child: None,
+            runs: 0,
+        }
+    }
+
+    fn note(&self, line: &str) {
+        if let Ok(mut f) = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log_path)
+        {
+            let _ = writeln!(f, "===== [test harness] {line} =====");
+        }
+    }
+
+    /// Spawns the process (it must not be running).
+    pub fn spawn(&mut self) {
+        self.runs += 1;
+        self.note(&format!(
+            "starting `kafscale {}` run #{}",
+            self.sub, self.runs
+        ));
+        let log = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log_path)
+            .expect("open log");
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_kafscale"));
+        cmd.arg(self.sub);
+        for (key, _) in std::env::vars_os() {
+            if key.to_string_lossy().starts_with("KAFSCALE_") {
+                cmd.env_remove(key);
+            }
+        }
+        cmd.env(
+            "KAFSCALE_HTTP_ADDR",
+            format!("127.0.0.1:{}", self.http_port),
+        )
+        .env("RUST_BACKTRACE", "1");
+        for (k, v) in &self.env {
+            cmd.env(k, v);
+        }
+        cmd.stdin(Stdio::null())
+            .stdout(log.try_clone().expect("clone log"))
+            .stderr(log);
+        self.child = Some(cmd.spawn().expect("spawn kafscale"));
+    }
+
+    /// Waits until `/readyz` answers 200.
+    pub async fn wait_ready(&mut self) {
+        let started = Instant::now();
+        while started.elapsed() < READY_TIMEOUT {
+            if let Some(status) = self.try_exit() {
+                panic!(
+                    "{} exited with {status} before it was ready:\n{}",
+                    self.name,
+                    self.log_tail(60)
+                );
+            }
+            if let Ok((200, _)) = http_get(self.http_addr(), "/readyz").await {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!(
+            "{} not ready within {READY_TIMEOUT:?}:\n{}",
+            self.name,
+            self.log_tail(60)
+        );
+    }
+
+    /// Spawns and waits until ready.
+    pub async fn start(&mut self) {
+        self.spawn();
+        self.wait_ready().await;
+    }
+
+    /// The HTTP endpoint address.
+    pub fn http_addr(&self) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.http_port))
+    }
+
+    /// The process id, while running.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// The exit status if the process has exited.
+    pub fn try_exit(&mut self) -> Option<ExitStatus> {
+        let status = self.child.as_mut()?.try_wait().ok()??;
+        self.child = None;
+        self.note(&format!("exited: {status}"));
+        Some(status)
+    }
+
+    /// SIGKILL and reap.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+            self.note("killed with SIGKILL");
+        }
+    }
+
+    /// Sends a signal by name (STOP, CONT, TERM).
+    pub fn signal(&self, name: &str) {
+        if let Some(pid) = self.pid() {
+            self.note(&format!("sending SIG{name}"));
+            send_signal(pid, name);
+        }
+    }
+
+    /// Waits (bounded) for the process to exit on its own.
+    pub async fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Some(s) = self.try_exit() {
+                return Some(s);
+            }
+            self.child.as_ref()?;
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        None
+    }
+
+    /// Prometheus text of `/metrics`.
+    pub async fn metrics(&self) -> String {
+        http_get(self.http_addr(), "/metrics")
+            .await
+            .map(|(_, b)| b)
+            .unwrap_or_default()
+    }
+
+    /// The last `lines` lines of the log (all runs).
+    pub fn log_tail(&self, lines: usize) -> String {
+        let text = std::fs::read_to_string(&self.log_path).unwrap_or_default();
+        let all: Vec<&str> = text.lines().collect();
+        all[all.len().saturating_sub(lines)..].join("\n")
+    }
+
+    /// The whole log.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// Options of a cluster.
+#[derive(Clone, Debug, Default)]
+pub struct ClusterOptions {
+    pub workers: usize,
+    pub gateways: usize,
+    /// Extra env for every process.
+    pub env: Vec<(String, String)>,
+    /// Also create a second bucket and configure it as the read replica.
+    pub read_replica: bool,
+}
+
+/// etcd + moto + workers + gateways.
+pub struct Cluster {
+    pub etcd: Etcd,
+    pub s3: MotoServer,
+    pub workers: Vec<Proc>,
+    pub gateways: Vec<Proc>,
+    pub namespace: String,
+    pub bucket: String,
+    pub replica_bucket: Option<String>,
+    common_env: Vec<(String, String)>,
+    worker_env: Vec<(String, String)>,
+    dir: tempfile::TempDir,
+    kafka_ports: Vec<u16>,
+}
+
+impl Cluster {
+    /// Starts etcd, moto, the bucket(s), then every worker and gateway, and
+    /// waits until all are ready and every partition of the coordinator topic
+    /// is assigned.
+    pub async fn start(opts: ClusterOptions) -> Cluster {
+        let etcd = Etcd::start().await;
+        let s3 = MotoServer::start();
+        let bucket = "kafscale-data".to_string();
+        let metrics = S3Metrics::new(&prometheus::Registry::new()).expect("metrics");
+        s3.create_bucket(&bucket, metrics.clone()).await;
+        let replica_bucket = if opts.read_replica {
+            let b = "kafscale-replica".to_string();
+            s3.create_bucket(&b, metrics).await;
+            Some(b)
+        } else {
+            None
+        };
+        let s3cfg = s3.config(&bucket);
+        let namespace = format!("it{}", free_port());
+        let mut common_env: Vec<(String, String)> = vec![
+            ("KAFSCALE_ETCD_ENDPOINTS".into(), etcd.endpoint()),
+            ("KAFSCALE_S3_NAMESPACE".into(), namespace.clone()),
+            ("KAFSCALE_LEASE_TTL_MS".into(), LEASE_TTL_MS.to_string()),
+            ("KAFSCALE_LOG_LEVEL".into(), "info".into()),
+        ];
+        let worker_env: Vec<(String, String)> = {
+            let mut v = vec![
+                ("KAFSCALE_S3_BUCKET".into(), bucket.clone()),
+                ("KAFSCALE_S3_REGION".into(), s3cfg.region.clone()),
+                (
+                    "KAFSCALE_S3_ENDPOINT".into(),
+                    s3cfg.endpoint.clone().unwrap_or_default(),
+                ),
+                ("KAFSCALE_S3_PATH_STYLE".into(), "true".into()),
+                (
+                    "KAFSCALE_S3_ACCESS_KEY".into(),
+                    s3cfg.access_key.clone().unwrap_or_default(),
+                ),
+                (
+                    "KAFSCALE_S3_SECRET_KEY".into(),
+                    s3cfg.secret_key.clone().unwrap_or_default(),
+                ),
+                (
+                    "KAFSCALE_GROUP_INITIAL_REBALANCE_DELAY_MS".into(),
+                    "0".into(),
+                ),
+                ("KAFSCALE_OFFSETS_TOPIC_PARTITIONS".into(), "8".into()),
+            ];
+            if let Some(r) = &replica_bucket {
+                v.push(("KAFSCALE_S3_READ_BUCKET".into(), r.clone()));
+            }
+            v
+        };
+        common_env.extend(opts.env.iter().cloned());
+        let dir = tempfile::Builder::new()
+            .prefix("kafscale-cluster-")
+            .tempdir()
+            .expect("temp dir");
+        let mut cluster = Cluster {
+            etcd,
+            s3,
+            workers: Vec::new(),
+            gateways: Vec::new(),
+            namespace,
+            bucket,
+            replica_bucket,
+            common_env,
+            worker_env,
+            dir,
+            kafka_ports: Vec::new(),
+        };
+        for _ in 0..opts.workers {
+            cluster.add_worker().await;
+        }
+        for _ in 0..opts.gateways {
+            cluster.add_gateway().await;
+        }
+        cluster.wait_all_assigned(Duration::from_secs(30)).await;
+        cluster
+    }
+
+    /// Starts one more worker (`w<N>`) and waits until it is ready.
+    pub async fn add_worker(&mut self) -> usize {
+        let i = self.workers.len();
+        let mut env = self.common_env.clone();
+        env.extend(self.worker_env.iter().cloned());
+        env.push(("KAFSCALE_WORKER_ID".into(), format!("w{i}")));
+        env.push((
+            "KAFSCALE_GRPC_ADDR".into(),
+            format!("127.0.0.1:{}", free_port()),
+        ));
+        let mut p = Proc::new(format!("worker-{i}"), "logworker", env, self.dir.path());
+        p.start().await;
+        self.workers.push(p);
+        i
+    }
+
+    /// Starts one more gateway and waits until it is ready.
+    pub async fn add_gateway(&mut self) -> usize {
+        let i = self.gateways.len();
+        let port = free_port();
+        let mut env = self.common_env.clone();
+        env.push(("KAFSCALE_KAFKA_ADDR".into(), format!("127.0.0.1:{port}")));
+        env.push(("KAFSCALE_ADVERTISED_HOST".into(), "127.0.0.1".into()));
+        env.push(("KAFSCALE_ADVERTISED_PORT".into(), port.to_string()));
+        let mut p = Proc::new(format!("gateway-{i}"), "gateway", env, self.dir.path());
+        p.start().await;
+        self.gateways.push(p);
+        self.kafka_ports.push(port);
+        i
+    }
+
+    /// `bootstrap.servers` of gateway `i`.
+    pub fn bootstrap(&self, i: usize) -> String {
+        format!("127.0.0.1:{}", self.kafka_ports[i])
+    }
+
+    /// The Kafka listener of gateway `i`.
+    pub fn kafka_addr(&self, i: usize) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.kafka_ports[i]))
+    }
+
+    /// The cluster's metadata, read straight from etcd.
+    pub async fn meta(&self) -> Metadata {
+        let store: Arc<dyn MetadataStore> = Arc::new(self.etcd.store().await);
+        Metadata::new(store, &self.namespace)
+    }
+
+    /// Worker index owning `topic`/`partition`, per etcd.
+    pub async fn owner(&self, topic: &str, partition: i32) -> Option<usize> {
+        let meta = self.meta().await;
+        let t = meta.get_topic(topic).await.ok()??;
+        let id = kafscale_controlplane::metadata::topic_uuid(&t);
+        let assignments = meta.list_assignments().await.ok()?;
+        let a = assignments
+            .into_iter()
+            .find(|(k, _)| *k == (id, partition))?
+            .1;
+        a.worker_id.strip_prefix('w')?.parse().ok()
+    }
+
+    /// Partitions (of every topic) assigned to worker `i`.
+    pub async fn owned_by(&self, i: usize) -> usize {
+        let meta = self.meta().await;
+        let me = format!("w{i}");
+        meta.list_assignments()
+            .await
+            .map(|a| a.iter().filter(|(_, a)| a.worker_id == me).count())
+            .unwrap_or(0)
+    }
+
+    /// Waits until every partition of every topic is assigned to a
+    /// registered worker.
+    pub async fn wait_all_assigned(&self, timeout: Duration) {
+        let meta = self.meta().await;
+        let deadline = Instant::now() + timeout;
+        loop {
+            let ok = async {
+                let workers: std::collections::HashSet<String> = meta
+                    .list_workers()
+                    .await
+                    .ok()?
+                    .into_iter()
+                    .map(|w| w.worker_id)
+                    .collect();
+                let assignments: std::collections::HashMap<_, _> =
+                    meta.list_assignments().await.ok()?.into_iter().collect();
+                let topics = meta.list_topics().await.ok()?;
+                Some(
+                    !topics.is_empty()
+                        && topics.iter().all(|t| {
+                            let id = kafscale_controlplane::metadata::topic_uuid(t);
+                            (0..t.partitions).all(|p| {
+                                assignments
+                                    .get(&(id, p))
+                                    .is_some_and(|a| workers.contains(&a.worker_id))
+                            })
+                        }),
+                )
+            }
+            .await
+            .unwrap_or(false);
+            if ok {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "partitions not all assigned within {timeout:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Every process log's tail, for failure messages.
+    pub fn logs(&self, lines: usize) -> String {
+        let mut out = String::new();
+        for p in self.workers.iter().chain(&self.gateways) {
+            out.push_str(&format!("--- {} ---\n{}\n", p.name, p.log_tail(lines)));
+        }
+        out
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("{}", self.logs(80));
+        }
+    }
+}

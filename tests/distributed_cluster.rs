@@ -1,0 +1,340 @@
+//! Distributed mode end to end: `kafscale gateway` and `kafscale logworker`
+//! processes on a real etcd and a real S3-compatible server (moto), driven
+//! by librdkafka. Every test checks the one invariant that matters: each
+//! acknowledged record is read back, through a gateway, at the offset it was
+//! acknowledged with, and no offset is ever handed out twice.
+
+mod common;
+mod common_cluster;
+mod common_etcd;
+mod common_s3;
+
+use common::{consume_all, create_topic, producer, unique_name};
+use common_cluster::{Cluster, ClusterOptions, LEASE_TTL_MS};
+use futures::stream::{FuturesUnordered, StreamExt};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// Acknowledged records: (partition, offset) → record id, plus failures.
+#[derive(Default)]
+struct Acks {
+    acked: BTreeMap<(i32, i64), u64>,
+    failed: Vec<String>,
+}
+
+/// Produces records with unique ids (acks=all, up to 64 in flight) until
+/// `stop`, recording every acknowledgement.
+fn spawn_producer(
+    bootstrap: String,
+    topic: String,
+    first_id: u64,
+    stop: Arc<AtomicBool>,
+    acks: Arc<Mutex<Acks>>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let p: FutureProducer = producer(
+            &bootstrap,
+            &[
+                ("acks", "all"),
+                ("message.timeout.ms", "60000"),
+                ("linger.ms", "5"),
+                ("reconnect.backoff.max.ms", "500"),
+            ],
+        );
+        let mut inflight = FuturesUnordered::new();
+        let mut id = first_id;
+        loop {
+            while inflight.len() < 64 && !stop.load(Ordering::SeqCst) {
+                let key = id.to_string();
+                let p2 = p.clone();
+                let t = topic.clone();
+                let this = id;
+                inflight.push(async move {
+                    let r = p2
+                        .send(
+                            FutureRecord::to(&t).key(&key).payload(&key),
+                            Duration::from_secs(60),
+                        )
+                        .await;
+                    (this, r)
+                });
+                id += 1;
+            }
+            match inflight.next().await {
+                Some((id, Ok(d))) => {
+                    let mut a = acks.lock().unwrap();
+                    let prev = a.acked.insert((d.partition, d.offset), id);
+                    assert!(
+                        prev.is_none(),
+                        "offset {}/{} acknowledged twice (ids {prev:?} and {id})",
+                        d.partition,
+                        d.offset
+                    );
+                }
+                Some((id, Err((e, _)))) => acks.lock().unwrap().failed.push(format!("{id}: {e}")),
+                None => return,
+            }
+        }
+    })
+}
+
+/// Reads the whole topic through `bootstrap` and checks every acked record.
+fn verify_acked(bootstrap: &str, topic: &str, partitions: i32, acks: &Acks) {
+    let (_, records) = consume_all(bootstrap, topic, partitions, Duration::from_secs(60));
+    let mut stored: BTreeMap<(i32, i64), u64> = BTreeMap::new();
+    for (p, recs) in &records {
+        common::assert_strictly_increasing(topic, *p, recs);
+        for r in recs {
+            let id = String::from_utf8_lossy(r.value.as_deref().unwrap_or_default())
+                .parse()
+                .unwrap_or(u64::MAX);
+            stored.insert((*p, r.offset), id);
+        }
+    }
+    let mut missing = Vec::new();
+    for (at, id) in &acks.acked {
+        if stored.get(at) != Some(id) {
+            missing.push(format!(
+                "{at:?}: acked id {id}, stored {:?}",
+                stored.get(at)
+            ));
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "{} of {} acknowledged records are not at their acknowledged offsets, e.g. {:?}",
+        missing.len(),
+        acks.acked.len(),
+        &missing[..missing.len().min(10)]
+    );
+}
+
+async fn sleep_ms(ms: u64) {
+    tokio::time::sleep(Duration::from_millis(ms)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn acked_records_survive_kill9_of_workers_and_gateways() {
+    let mut c = Cluster::start(ClusterOptions {
+        workers: 3,
+        gateways: 2,
+        ..Default::default()
+    })
+    .await;
+    let topic = unique_name("chaos");
+    create_topic(&c.bootstrap(0), &topic, 6, &[]).await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let acks = Arc::new(Mutex::new(Acks::default()));
+    let producers: Vec<_> = (0..2)
+        .map(|i| {
+            spawn_producer(
+                c.bootstrap(0),
+                topic.clone(),
+                i * 1_000_000_000,
+                stop.clone(),
+                acks.clone(),
+            )
+        })
+        .collect();
+    sleep_ms(2000).await;
+    // Kill -9 a worker per cycle (restarting it at once with a new stream
+    // epoch, or only after its lease lapsed so its partitions move), and a
+    // gateway every other cycle.
+    let cycles = 6;
+    for cycle in 0..cycles {
+        let w = cycle % c.workers.len();
+        c.workers[w].kill9();
+        if cycle % 2 == 1 {
+            sleep_ms(LEASE_TTL_MS + 1500).await;
+        }
+        c.workers[w].start().await;
+        if cycle % 2 == 0 {
+            c.gateways[1].kill9();
+            c.gateways[1].start().await;
+        }
+        sleep_ms(2500).await;
+        let n = acks.lock().unwrap().acked.len();
+        eprintln!("cycle {cycle}: {n} records acknowledged so far");
+    }
+    stop.store(true, Ordering::SeqCst);
+    for p in producers {
+        p.await.expect("producer task");
+    }
+    let acks = std::mem::take(&mut *acks.lock().unwrap());
+    assert!(
+        acks.acked.len() > 1000,
+        "too few records acknowledged ({}) to mean anything; failures: {:?}",
+        acks.acked.len(),
+        &acks.failed[..acks.failed.len().min(5)]
+    );
+    c.wait_all_assigned(Duration::from_secs(30)).await;
+    verify_acked(&c.bootstrap(1), &topic, 6, &acks);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn stopped_worker_is_fenced_after_its_partitions_move_and_exits() {
+    let mut c = Cluster::start(ClusterOptions {
+        workers: 2,
+        gateways: 1,
+        ..Default::default()
+    })
+    .await;
+    let topic = unique_name("zombie");
+    create_topic(&c.bootstrap(0), &topic, 4, &[]).await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let acks = Arc::new(Mutex::new(Acks::default()));
+    let prod = spawn_producer(c.bootstrap(0), topic.clone(), 0, stop.clone(), acks.clone());
+    sleep_ms(2000).await;
+    let z = c.owner(&topic, 0).await.expect("partition 0 has an owner");
+    c.workers[z].signal("STOP");
+    // Its lease lapses and its partitions move to the other worker.
+    let moved = async {
+        loop {
+            if c.owner(&topic, 0).await.is_some_and(|o| o != z) {
+                return;
+            }
+            sleep_ms(200).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(30), moved)
+        .await
+        .expect("partitions of the stopped worker moved");
+    sleep_ms(2000).await;
+    c.workers[z].signal("CONT");
+    // It notices the lost lease and stops serving.
+    let exit = c.workers[z].wait_exit(Duration::from_secs(20)).await;
+    assert!(
+        exit.is_some(),
+        "the zombie worker kept running after SIGCONT"
+    );
+    sleep_ms(2000).await;
+    stop.store(true, Ordering::SeqCst);
+    prod.await.expect("producer");
+    let acks = std::mem::take(&mut *acks.lock().unwrap());
+    assert!(!acks.acked.is_empty());
+    verify_acked(&c.bootstrap(0), &topic, 4, &acks);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sigterm_hands_partitions_over_without_client_errors() {
+    let mut c = Cluster::start(ClusterOptions {
+        workers: 3,
+        gateways: 1,
+        ..Default::default()
+    })
+    .await;
+    let topic = unique_name("planned");
+    create_topic(&c.bootstrap(0), &topic, 6, &[]).await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let acks = Arc::new(Mutex::new(Acks::default()));
+    let prod = spawn_producer(c.bootstrap(0), topic.clone(), 0, stop.clone(), acks.clone());
+    sleep_ms(2000).await;
+    c.workers[0].signal("TERM");
+    let status = c.workers[0]
+        .wait_exit(Duration::from_secs(20))
+        .await
+        .expect("worker exits after SIGTERM");
+    assert!(status.success(), "worker exit status {status}");
+    assert!(
+        c.workers[0].log().contains("drained"),
+        "worker did not drain before exiting"
+    );
+    sleep_ms(3000).await;
+    stop.store(true, Ordering::SeqCst);
+    prod.await.expect("producer");
+    let acks = std::mem::take(&mut *acks.lock().unwrap());
+    assert!(
+        acks.failed.is_empty(),
+        "produce errors reached the client: {:?}",
+        &acks.failed[..acks.failed.len().min(5)]
+    );
+    for w in &c.workers[1..] {
+        assert!(
+            !w.log().contains("sealed WAL stream"),
+            "{} had to seal a stream of the drained worker",
+            w.name
+        );
+    }
+    verify_acked(&c.bootstrap(0), &topic, 6, &acks);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn added_gateway_and_worker_take_part_while_clients_run() {
+    let mut c = Cluster::start(ClusterOptions {
+        workers: 1,
+        gateways: 1,
+        ..Default::default()
+    })
+    .await;
+    let topic = unique_name("grow");
+    create_topic(&c.bootstrap(0), &topic, 6, &[]).await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let acks = Arc::new(Mutex::new(Acks::default()));
+    let prod = spawn_producer(c.bootstrap(0), topic.clone(), 0, stop.clone(), acks.clone());
+    sleep_ms(1500).await;
+    let g = c.add_gateway().await;
+    let w = c.add_worker().await;
+    let took_some = async {
+        loop {
+            if c.owned_by(w).await > 0 {
+                return;
+            }
+            sleep_ms(200).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(30), took_some)
+        .await
+        .expect("the added worker was assigned partitions");
+    sleep_ms(3000).await;
+    stop.store(true, Ordering::SeqCst);
+    prod.await.expect("producer");
+    let acks = std::mem::take(&mut *acks.lock().unwrap());
+    assert!(
+        acks.failed.is_empty(),
+        "produce errors reached the client: {:?}",
+        &acks.failed[..acks.failed.len().min(5)]
+    );
+    // Read everything back through the gateway that was added.
+    verify_acked(&c.bootstrap(g), &topic, 6, &acks);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn reads_fall_back_from_an_empty_replica_to_the_primary() {
+    let c = Cluster::start(ClusterOptions {
+        workers: 1,
+        gateways: 1,
+        read_replica: true,
+        // No tail cache: every fetch reads the object store.
+        env: vec![("KAFSCALE_CACHE_BYTES".into(), "0".into())],
+    })
+    .await;
+    let topic = unique_name("replica");
+    create_topic(&c.bootstrap(0), &topic, 1, &[]).await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let acks = Arc::new(Mutex::new(Acks::default()));
+    let prod = spawn_producer(c.bootstrap(0), topic.clone(), 0, stop.clone(), acks.clone());
+    sleep_ms(1000).await;
+    stop.store(true, Ordering::SeqCst);
+    prod.await.expect("producer");
+    let acks = std::mem::take(&mut *acks.lock().unwrap());
+    verify_acked(&c.bootstrap(0), &topic, 1, &acks);
+    let metrics = c.workers[0].metrics().await;
+    let fallbacks = metrics
+        .lines()
+        .find(|l| l.starts_with("kafscale_s3_replica_reads_total{outcome=\"fallback\"}"))
+        .and_then(|l| l.split_whitespace().last())
+        .and_then(|v| v.parse::<f64>().ok())
+        .unwrap_or(0.0);
+    assert!(
+        fallbacks >= 1.0,
+        "reads missing from the replica were not counted as fallbacks:\n{}",
+        metrics
+            .lines()
+            .filter(|l| l.contains("replica"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+}

@@ -1,0 +1,1647 @@
+//! Consumer groups (the classic group protocol: FindCoordinator, JoinGroup,
+//! SyncGroup, Heartbeat, LeaveGroup, OffsetCommit, OffsetFetch, ListGroups,
+//! DescribeGroups) end to end against `kafscale dev`, with librdkafka
+//! (through rdkafka) and kcat as the group members. Every expectation is
+//! Kafka's behaviour for the same client calls.
+//!
+//! Group members run in their own threads ([`Member`]); their rebalance
+//! callbacks record into one shared [`GroupLog`], which also checks, at the
+//! moment a member is handed partitions, that no other member still holds
+//! any of them (a member records a revoke before it rejoins, so an overlap in
+//! the log is a real double assignment).
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use common::{
+    consumer, create_topic, fetch_committed, group_member_config, producer, send_signal,
+    unique_name, wait_for, watermarks, CommittedOffset, DevOptions, DevServer, CLIENT_TIMEOUT,
+};
+use futures::future::join_all;
+use rdkafka::client::ClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{
+    BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, RebalanceProtocol,
+};
+use rdkafka::groups::GroupInfo;
+use rdkafka::message::Message;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::{Offset, TopicPartitionList};
+
+/// Session timeout of the rdkafka and kcat members (the server's default minimum).
+const SESSION_TIMEOUT: Duration = Duration::from_secs(6);
+/// Bound for one rebalance to settle (several heartbeats, join and sync rounds).
+const REBALANCE_TIMEOUT: Duration = Duration::from_secs(45);
+/// Bound for a member to close (LeaveGroup) and its thread to finish.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(30);
+/// Bound for one piece of blocking client code run by [`blocking`].
+const BLOCKING_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// A server whose groups rebalance without the initial delay.
+async fn start_server() -> DevServer {
+    DevServer::start(DevOptions::default().env("KAFSCALE_GROUP_INITIAL_REBALANCE_DELAY_MS", 0))
+        .await
+}
+
+// ---------------------------------------------------------------------------
+// Group members with recorded rebalance callbacks
+// ---------------------------------------------------------------------------
+
+/// One rebalance callback as a member saw it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Callback {
+    /// Partitions handed to the member (all of them for the eager protocol,
+    /// the added ones for the cooperative protocol).
+    Assign(BTreeSet<i32>),
+    /// Partitions taken from the member.
+    Revoke(BTreeSet<i32>),
+    Error(String),
+}
+
+/// What one member did.
+#[derive(Debug, Default)]
+struct MemberRecord {
+    /// Current assignment (read back from the consumer after each callback).
+    owned: BTreeSet<i32>,
+    callbacks: Vec<Callback>,
+    /// Rebalance protocol in use at the last assign callback.
+    protocol: &'static str,
+    /// (partition, offset, key) of every record processed, in order.
+    consumed: Vec<(i32, i64, String)>,
+    /// Processed but not yet committed: partition -> next offset.
+    pending_commit: BTreeMap<i32, i64>,
+    commit_errors: Vec<String>,
+    poll_errors: Vec<String>,
+    /// The member's consumer is closed and its thread is done.
+    finished: bool,
+}
+
+/// The records of all members of one group, under one lock so that a
+/// snapshot is consistent.
+#[derive(Debug, Default)]
+struct GroupLogInner {
+    members: BTreeMap<String, MemberRecord>,
+    /// Partitions handed to a member while another member still held them.
+    violations: Vec<String>,
+}
+
+#[derive(Clone, Debug, Default)]
+struct GroupLog(Arc<Mutex<GroupLogInner>>);
+
+impl GroupLog {
+    fn lock(&self) -> MutexGuard<'_, GroupLogInner> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn owned(&self, member: &str) -> BTreeSet<i32> {
+        self.lock().members[member].owned.clone()
+    }
+
+    fn callbacks(&self, member: &str) -> Vec<Callback> {
+        self.lock().members[member].callbacks.clone()
+    }
+
+    /// Compact description of every member, for failure messages.
+    fn describe(&self) -> String {
+        let inner = self.lock();
+        let mut out = String::new();
+        for (name, m) in &inner.members {
+            out.push_str(&format!(
+                "\n  {name}: owned={:?} protocol={} consumed={} finished={} callbacks={:?} poll_errors={:?} commit_errors={:?}",
+                m.owned,
+                m.protocol,
+                m.consumed.len(),
+                m.finished,
+                m.callbacks,
+                m.poll_errors,
+                m.commit_errors
+            ));
+        }
+        if !inner.violations.is_empty() {
+            out.push_str(&format!("\n  violations: {:?}", inner.violations));
+        }
+        out
+    }
+
+    /// `Ok` if `members` split partitions `0..partitions` between them:
+    /// every member owns some, no partition is owned twice, none is missing,
+    /// and the sizes differ by at most one (what range, round-robin and
+    /// sticky assignors produce for one topic).
+    fn split(&self, members: &[&str], partitions: i32) -> Result<Vec<BTreeSet<i32>>, String> {
+        let inner = self.lock();
+        let sets: Vec<BTreeSet<i32>> = members
+            .iter()
+            .map(|m| inner.members[*m].owned.clone())
+            .collect();
+        let mut seen: BTreeMap<i32, &str> = BTreeMap::new();
+        for (member, set) in members.iter().zip(&sets) {
+            if set.is_empty() {
+                return Err(format!("{member} owns nothing; owned: {sets:?}"));
+            }
+            for p in set {
+                if let Some(other) = seen.insert(*p, member) {
+                    return Err(format!(
+                        "partition {p} owned by both {other} and {member}; owned: {sets:?}"
+                    ));
+                }
+            }
+        }
+        let missing: Vec<i32> = (0..partitions).filter(|p| !seen.contains_key(p)).collect();
+        if !missing.is_empty() {
+            return Err(format!("partitions {missing:?} unowned; owned: {sets:?}"));
+        }
+        let sizes: Vec<usize> = sets.iter().map(BTreeSet::len).collect();
+        let (min, max) = (sizes.iter().min(), sizes.iter().max());
+        if max.zip(min).is_some_and(|(max, min)| max - min > 1) {
+            return Err(format!("unbalanced split {sizes:?}; owned: {sets:?}"));
+        }
+        Ok(sets)
+    }
+
+    fn assert_no_violations(&self) {
+        let inner = self.lock();
+        assert!(
+            inner.violations.is_empty(),
+            "partitions were assigned to two members at once: {:?}",
+            inner.violations
+        );
+    }
+}
+
+fn partitions_of(tpl: &TopicPartitionList) -> BTreeSet<i32> {
+    tpl.elements().iter().map(|e| e.partition()).collect()
+}
+
+fn protocol_name(protocol: RebalanceProtocol) -> &'static str {
+    match protocol {
+        RebalanceProtocol::None => "none",
+        RebalanceProtocol::Eager => "eager",
+        RebalanceProtocol::Cooperative => "cooperative",
+    }
+}
+
+/// Consumer context that records rebalances into the [`GroupLog`].
+struct Recorder {
+    name: String,
+    topic: String,
+    log: GroupLog,
+}
+
+impl Recorder {
+    /// Commits (synchronously) what was processed on `partitions`.
+    fn commit_pending(&self, consumer: &BaseConsumer<Recorder>, partitions: &BTreeSet<i32>) {
+        let pending: Vec<(i32, i64)> = {
+            let mut inner = self.log.lock();
+            let record = inner.members.get_mut(&self.name).expect("member record");
+            let taken: Vec<(i32, i64)> = record
+                .pending_commit
+                .iter()
+                .filter(|(p, _)| partitions.contains(p))
+                .map(|(p, o)| (*p, *o))
+                .collect();
+            for (p, _) in &taken {
+                record.pending_commit.remove(p);
+            }
+            taken
+        };
+        if pending.is_empty() {
+            return;
+        }
+        let mut tpl = TopicPartitionList::new();
+        for (p, o) in &pending {
+            tpl.add_partition_offset(&self.topic, *p, Offset::Offset(*o))
+                .expect("tpl");
+        }
+        if let Err(e) = consumer.commit(&tpl, CommitMode::Sync) {
+            let mut inner = self.log.lock();
+            let record = inner.members.get_mut(&self.name).expect("member record");
+            record
+                .commit_errors
+                .push(format!("commit {pending:?} on revoke: {e}"));
+        }
+    }
+}
+
+impl ClientContext for Recorder {}
+
+impl ConsumerContext for Recorder {
+    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        // At-least-once: commit what was processed before giving partitions up.
+        if let Rebalance::Revoke(tpl) = rebalance {
+            self.commit_pending(consumer, &partitions_of(tpl));
+        }
+    }
+
+    fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        let owned = consumer
+            .assignment()
+            .map(|tpl| partitions_of(&tpl))
+            .unwrap_or_default();
+        let protocol = protocol_name(consumer.rebalance_protocol());
+        let mut guard = self.log.lock();
+        let inner = &mut *guard;
+        let callback = match rebalance {
+            Rebalance::Assign(tpl) => {
+                let added = partitions_of(tpl);
+                for (other, record) in &inner.members {
+                    if *other == self.name {
+                        continue;
+                    }
+                    let both: Vec<i32> = record.owned.intersection(&added).copied().collect();
+                    if !both.is_empty() {
+                        inner.violations.push(format!(
+                            "{} was assigned {both:?} while {other} still owned them",
+                            self.name
+                        ));
+                    }
+                }
+                Callback::Assign(added)
+            }
+            Rebalance::Revoke(tpl) => Callback::Revoke(partitions_of(tpl)),
+            Rebalance::Error(e) => Callback::Error(e.to_string()),
+        };
+        let record = inner.members.get_mut(&self.name).expect("member record");
+        if matches!(callback, Callback::Assign(_)) {
+            record.protocol = protocol;
+        }
+        record.callbacks.push(callback);
+        record.owned = owned;
+    }
+}
+
+/// Sets a flag when dropped (also when the member thread panics).
+struct SetOnDrop(Arc<AtomicBool>);
+
+impl Drop for SetOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+}
+
+/// A group member: a subscribed `BaseConsumer` polled by its own thread,
+/// which records every record it processes and, if `commit_every` is set,
+/// commits what it processed at that interval (and on revoke and close).
+struct Member {
+    name: String,
+    log: GroupLog,
+    stop: Arc<AtomicBool>,
+    done: Arc<AtomicBool>,
+}
+
+impl Member {
+    fn start(
+        log: &GroupLog,
+        name: &str,
+        config: ClientConfig,
+        topic: &str,
+        commit_every: Option<Duration>,
+    ) -> Member {
+        log.lock()
+            .members
+            .insert(name.to_string(), MemberRecord::default());
+        let context = Recorder {
+            name: name.to_string(),
+            topic: topic.to_string(),
+            log: log.clone(),
+        };
+        let consumer: BaseConsumer<Recorder> = config
+            .create_with_context(context)
+            .unwrap_or_else(|e| panic!("create consumer {name}: {e}"));
+        consumer
+            .subscribe(&[topic])
+            .unwrap_or_else(|e| panic!("{name}: subscribe to {topic}: {e}"));
+        let stop = Arc::new(AtomicBool::new(false));
+        let done = Arc::new(AtomicBool::new(false));
+        let (thread_stop, thread_done) = (stop.clone(), done.clone());
+        let (thread_log, thread_name) = (log.clone(), name.to_string());
+        std::thread::Builder::new()
+            .name(name.to_string())
+            .spawn(move || {
+                let _done = SetOnDrop(thread_done);
+                run_member(
+                    consumer,
+                    &thread_name,
+                    &thread_log,
+                    &thread_stop,
+                    commit_every,
+                );
+            })
+            .expect("spawn member thread");
+        Member {
+            name: name.to_string(),
+            log: log.clone(),
+            stop,
+            done,
+        }
+    }
+
+    /// Closes the consumer (commit, revoke, LeaveGroup unless static) and
+    /// waits for its thread to finish.
+    async fn close(&self) {
+        self.stop.store(true, Ordering::SeqCst);
+        let done = self.done.clone();
+        wait_for(
+            &format!("member {} to close", self.name),
+            CLOSE_TIMEOUT,
+            || {
+                if done.load(Ordering::SeqCst) {
+                    Ok(())
+                } else {
+                    Err(self.log.describe())
+                }
+            },
+        )
+        .await;
+    }
+}
+
+impl Drop for Member {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+    }
+}
+
+fn run_member(
+    consumer: BaseConsumer<Recorder>,
+    name: &str,
+    log: &GroupLog,
+    stop: &AtomicBool,
+    commit_every: Option<Duration>,
+) {
+    let mut last_commit = Instant::now();
+    while !stop.load(Ordering::SeqCst) {
+        match consumer.poll(Duration::from_millis(100)) {
+            None => {}
+            Some(Ok(msg)) => {
+                let key = msg
+                    .key()
+                    .map(|k| String::from_utf8_lossy(k).into_owned())
+                    .unwrap_or_default();
+                let mut inner = log.lock();
+                let record = inner.members.get_mut(name).expect("member record");
+                record.consumed.push((msg.partition(), msg.offset(), key));
+                if commit_every.is_some() {
+                    record
+                        .pending_commit
+                        .insert(msg.partition(), msg.offset() + 1);
+                }
+            }
+            Some(Err(e)) => {
+                let mut inner = log.lock();
+                let record = inner.members.get_mut(name).expect("member record");
+                record.poll_errors.push(e.to_string());
+            }
+        }
+        if let Some(every) = commit_every {
+            if last_commit.elapsed() >= every {
+                let owned = log.lock().members[name].owned.clone();
+                consumer.context().commit_pending(&consumer, &owned);
+                last_commit = Instant::now();
+            }
+        }
+    }
+    if commit_every.is_some() {
+        let owned = log.lock().members[name].owned.clone();
+        consumer.context().commit_pending(&consumer, &owned);
+    }
+    // Dropping the consumer closes it: revoke callback, then LeaveGroup
+    // (librdkafka sends none for static members).
+    drop(consumer);
+    let mut inner = log.lock();
+    let record = inner.members.get_mut(name).expect("member record");
+    record.owned.clear();
+    record.finished = true;
+}
+
+/// Waits until `members` split partitions `0..partitions` (see [`GroupLog::split`]).
+async fn wait_for_split(
+    log: &GroupLog,
+    members: &[&str],
+    partitions: i32,
+    what: &str,
+) -> Vec<BTreeSet<i32>> {
+    let sets = wait_for(what, REBALANCE_TIMEOUT, || {
+        log.split(members, partitions)
+            .map_err(|e| format!("{e}{}", log.describe()))
+    })
+    .await;
+    log.assert_no_violations();
+    sets
+}
+
+// ---------------------------------------------------------------------------
+// Other helpers
+// ---------------------------------------------------------------------------
+
+/// A producer task that writes keyed records (`{prefix}-{seq}`, round-robin
+/// over partitions by key hash) in small batches until stopped, and returns
+/// key -> (partition, offset) of every acknowledged record.
+struct BackgroundProducer {
+    stop: Arc<AtomicBool>,
+    handle: tokio::task::JoinHandle<BTreeMap<String, (i32, i64)>>,
+}
+
+impl BackgroundProducer {
+    fn start(bootstrap: &str, topic: &str, prefix: &str) -> BackgroundProducer {
+        let stop = Arc::new(AtomicBool::new(false));
+        let producer: FutureProducer = producer(bootstrap, &[]);
+        let (topic, prefix, task_stop) = (topic.to_string(), prefix.to_string(), stop.clone());
+        let handle = tokio::spawn(async move {
+            let mut acked = BTreeMap::new();
+            let mut seq = 0usize;
+            while !task_stop.load(Ordering::SeqCst) {
+                let keys: Vec<String> = (seq..seq + 10).map(|i| format!("{prefix}-{i}")).collect();
+                seq += keys.len();
+                let sends = keys.iter().map(|key| {
+                    producer.send(
+                        FutureRecord::to(&topic).key(key).payload(key),
+                        Duration::from_secs(30),
+                    )
+                });
+                let results = tokio::time::timeout(Duration::from_secs(60), join_all(sends))
+                    .await
+                    .expect("deliveries not reported within 60 s");
+                for (key, result) in keys.into_iter().zip(results) {
+                    let delivery = result
+                        .unwrap_or_else(|(e, _)| panic!("record {key} not acknowledged: {e}"));
+                    acked.insert(key, (delivery.partition, delivery.offset));
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            acked
+        });
+        BackgroundProducer { stop, handle }
+    }
+
+    async fn finish(self) -> BTreeMap<String, (i32, i64)> {
+        self.stop.store(true, Ordering::SeqCst);
+        tokio::time::timeout(Duration::from_secs(90), self.handle)
+            .await
+            .expect("producer task did not finish within 90 s")
+            .expect("producer task")
+    }
+}
+
+/// Produces `count` records with keys `p{partition}-{i}` to each of the
+/// given partitions (in order, one request in flight) and checks they were
+/// acknowledged at offsets `first_offset..first_offset + count`.
+async fn produce_numbered(
+    bootstrap: &str,
+    topic: &str,
+    partitions: &[i32],
+    first_offset: i64,
+    count: i64,
+) {
+    let producer = producer(bootstrap, &[("max.in.flight.requests.per.connection", "1")]);
+    for &partition in partitions {
+        let keys: Vec<String> = (first_offset..first_offset + count)
+            .map(|i| format!("p{partition}-{i}"))
+            .collect();
+        let sends = keys.iter().map(|key| {
+            producer.send(
+                FutureRecord::to(topic)
+                    .partition(partition)
+                    .key(key)
+                    .payload(key),
+                Duration::from_secs(30),
+            )
+        });
+        let results = tokio::time::timeout(Duration::from_secs(60), join_all(sends))
+            .await
+            .expect("deliveries not reported within 60 s");
+        for (i, (key, result)) in keys.iter().zip(results).enumerate() {
+            let delivery =
+                result.unwrap_or_else(|(e, _)| panic!("record {key} not acknowledged: {e}"));
+            assert_eq!(
+                (delivery.partition, delivery.offset),
+                (partition, first_offset + i as i64),
+                "acknowledgement of {key}"
+            );
+        }
+    }
+}
+
+/// Runs blocking client code (a consumer's poll loop, close) on the blocking
+/// pool, bounded by `BLOCKING_TIMEOUT`; panics if it panicked or took longer.
+async fn blocking<T: Send + 'static>(what: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
+    tokio::time::timeout(BLOCKING_TIMEOUT, tokio::task::spawn_blocking(f))
+        .await
+        .unwrap_or_else(|_| panic!("{what} did not finish within {BLOCKING_TIMEOUT:?}"))
+        .unwrap_or_else(|e| panic!("{what} failed: {e}"))
+}
+
+/// `fetch_committed` that must succeed (retrying only errors, e.g. while the
+/// coordinator starts up) within `timeout`.
+async fn committed(
+    bootstrap: &str,
+    group: &str,
+    topic: &str,
+    partitions: i32,
+    timeout: Duration,
+) -> BTreeMap<i32, CommittedOffset> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let (b, g, t) = (bootstrap.to_string(), group.to_string(), topic.to_string());
+        let result = blocking("fetching committed offsets", move || {
+            fetch_committed(&b, &g, &t, partitions)
+        })
+        .await;
+        match result {
+            Ok(offsets) => return offsets,
+            Err(e) => {
+                assert!(
+                    Instant::now() < deadline,
+                    "fetching committed offsets of group {group} failed for {timeout:?}; last error: {e}"
+                );
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    }
+}
+
+fn offsets_only(committed: &BTreeMap<i32, CommittedOffset>) -> BTreeMap<i32, Offset> {
+    committed.iter().map(|(p, c)| (*p, c.offset)).collect()
+}
+
+/// Subscribes a fresh member of `group` and returns, per partition, the first
+/// record (offset, key) it receives; waits until every partition in
+/// `expect_records_on` delivered one.
+fn first_records(
+    bootstrap: &str,
+    group: &str,
+    topic: &str,
+    expect_records_on: &[i32],
+) -> BTreeMap<i32, (i64, String)> {
+    let consumer: BaseConsumer =
+        group_member_config(bootstrap, group, &format!("{group}-resumer"), &[])
+            .create()
+            .expect("create consumer");
+    consumer.subscribe(&[topic]).expect("subscribe");
+    let mut first: BTreeMap<i32, (i64, String)> = BTreeMap::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !expect_records_on.iter().all(|p| first.contains_key(p)) {
+        assert!(
+            Instant::now() < deadline,
+            "a new member of {group} did not receive records from all of {expect_records_on:?} within 60 s; first records so far: {first:?}"
+        );
+        match consumer.poll(Duration::from_millis(100)) {
+            None => {}
+            Some(Ok(msg)) => {
+                let key = msg
+                    .key()
+                    .map(|k| String::from_utf8_lossy(k).into_owned())
+                    .unwrap_or_default();
+                first.entry(msg.partition()).or_insert((msg.offset(), key));
+            }
+            Some(Err(e)) => panic!("consumer error in group {group}: {e}"),
+        }
+    }
+    first
+}
+
+/// `fetch_group_list` for one group; `None` if the broker does not list it.
+fn describe_group(probe: &BaseConsumer, group: &str) -> Result<Option<GroupInfoSnapshot>, String> {
+    let list = probe
+        .fetch_group_list(Some(group), CLIENT_TIMEOUT)
+        .map_err(|e| format!("fetch_group_list({group}): {e}"))?;
+    let groups: Vec<GroupInfoSnapshot> =
+        list.groups().iter().map(GroupInfoSnapshot::from).collect();
+    match groups.as_slice() {
+        [] => Ok(None),
+        [one] => Ok(Some(one.clone())),
+        more => Err(format!("fetch_group_list({group}) returned {more:?}")),
+    }
+}
+
+/// Owned copy of an rdkafka `GroupInfo`.
+#[derive(Clone, Debug)]
+struct GroupInfoSnapshot {
+    name: String,
+    state: String,
+    protocol_type: String,
+    protocol: String,
+    members: Vec<MemberInfoSnapshot>,
+}
+
+#[derive(Clone, Debug)]
+struct MemberInfoSnapshot {
+    id: String,
+    client_id: String,
+    client_host: String,
+    metadata: Option<Vec<u8>>,
+    assignment: Option<Vec<u8>>,
+}
+
+impl From<&GroupInfo> for GroupInfoSnapshot {
+    fn from(g: &GroupInfo) -> Self {
+        GroupInfoSnapshot {
+            name: g.name().to_string(),
+            state: g.state().to_string(),
+            protocol_type: g.protocol_type().to_string(),
+            protocol: g.protocol().to_string(),
+            members: g
+                .members()
+                .iter()
+                .map(|m| MemberInfoSnapshot {
+                    id: m.id().to_string(),
+                    client_id: m.client_id().to_string(),
+                    client_host: m.client_host().to_string(),
+                    metadata: m.metadata().map(<[u8]>::to_vec),
+                    assignment: m.assignment().map(<[u8]>::to_vec),
+                })
+                .collect(),
+        }
+    }
+}
+
+/// Minimal reader for the consumer protocol's big-endian encoding.
+struct Reader<'a>(&'a [u8]);
+
+impl Reader<'_> {
+    fn take(&mut self, n: usize) -> Result<&[u8], String> {
+        if self.0.len() < n {
+            return Err(format!("truncated: need {n} bytes, have {}", self.0.len()));
+        }
+        let (head, rest) = self.0.split_at(n);
+        self.0 = rest;
+        Ok(head)
+    }
+    fn i16(&mut self) -> Result<i16, String> {
+        Ok(i16::from_be_bytes(self.take(2)?.try_into().expect("2")))
+    }
+    fn i32(&mut self) -> Result<i32, String> {
+        Ok(i32::from_be_bytes(self.take(4)?.try_into().expect("4")))
+    }
+    fn string(&mut self) -> Result<String, String> {
+        let len = self.i16()?;
+        let bytes = self.take(usize::try_from(len).map_err(|_| format!("string length {len}"))?)?;
+        Ok(String::from_utf8_lossy(bytes).into_owned())
+    }
+    fn array_len(&mut self) -> Result<usize, String> {
+        let len = self.i32()?;
+        usize::try_from(len).map_err(|_| format!("array length {len}"))
+    }
+}
+
+/// Topics of a ConsumerProtocolSubscription (member metadata).
+fn decode_subscription_topics(bytes: &[u8]) -> Result<Vec<String>, String> {
+    let mut r = Reader(bytes);
+    let _version = r.i16()?;
+    (0..r.array_len()?).map(|_| r.string()).collect()
+}
+
+/// Topic -> partitions of a ConsumerProtocolAssignment (member assignment).
+fn decode_assignment(bytes: &[u8]) -> Result<BTreeMap<String, BTreeSet<i32>>, String> {
+    let mut r = Reader(bytes);
+    let _version = r.i16()?;
+    let mut out = BTreeMap::new();
+    for _ in 0..r.array_len()? {
+        let topic = r.string()?;
+        let partitions: Result<BTreeSet<i32>, String> =
+            (0..r.array_len()?).map(|_| r.i32()).collect();
+        out.insert(topic, partitions?);
+    }
+    Ok(out)
+}
+
+/// A child process that is SIGKILLed and reaped when dropped.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Tests
+// ---------------------------------------------------------------------------
+
+/// (a) Eager rebalances keep a disjoint and complete split while members join
+/// and leave, and a group that commits after processing loses no record.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn members_join_and_leave_split_stays_complete_and_nothing_is_lost() {
+    const PARTITIONS: i32 = 12;
+    let server = start_server().await;
+    let bootstrap = server.bootstrap();
+    let topic = unique_name("split");
+    let group = unique_name("split-group");
+    create_topic(&bootstrap, &topic, PARTITIONS, &[]).await;
+
+    let producer = BackgroundProducer::start(&bootstrap, &topic, "rec");
+    let log = GroupLog::default();
+    let commit_every = Some(Duration::from_millis(200));
+    let start = |name: &str| {
+        Member::start(
+            &log,
+            name,
+            group_member_config(&bootstrap, &group, name, &[]),
+            &topic,
+            commit_every,
+        )
+    };
+
+    let m1 = start("m1");
+    let m2 = start("m2");
+    let m3 = start("m3");
+    let sets = wait_for_split(
+        &log,
+        &["m1", "m2", "m3"],
+        PARTITIONS,
+        "3 members to split 12 partitions",
+    )
+    .await;
+    eprintln!("3 members: {sets:?}");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    let m4 = start("m4");
+    let sets = wait_for_split(
+        &log,
+        &["m1", "m2", "m3", "m4"],
+        PARTITIONS,
+        "4 members to split 12 partitions after m4 joined",
+    )
+    .await;
+    eprintln!("4 members: {sets:?}");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    m2.close().await;
+    let sets = wait_for_split(
+        &log,
+        &["m1", "m3", "m4"],
+        PARTITIONS,
+        "3 members to split 12 partitions after m2 left",
+    )
+    .await;
+    eprintln!("after m2 left: {sets:?}");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    let acked = producer.finish().await;
+    assert!(acked.len() >= 100, "only {} records produced", acked.len());
+
+    // Every acknowledged record is processed by some member.
+    wait_for(
+        "the group to consume every acknowledged record",
+        Duration::from_secs(60),
+        || {
+            let inner = log.lock();
+            let seen: BTreeSet<&str> = inner
+                .members
+                .values()
+                .flat_map(|m| m.consumed.iter().map(|(_, _, k)| k.as_str()))
+                .collect();
+            let missing: Vec<&String> = acked
+                .keys()
+                .filter(|k| !seen.contains(k.as_str()))
+                .collect();
+            if missing.is_empty() {
+                Ok(())
+            } else {
+                Err(format!(
+                    "{} of {} records not consumed yet, e.g. {:?} at {:?}",
+                    missing.len(),
+                    acked.len(),
+                    &missing[..missing.len().min(5)],
+                    missing
+                        .iter()
+                        .take(5)
+                        .map(|k| acked[*k])
+                        .collect::<Vec<_>>()
+                ))
+            }
+        },
+    )
+    .await;
+
+    // Processed positions are committed: the group's committed offset of
+    // every partition reaches the end of the partition.
+    let probe = consumer(&bootstrap, &[]);
+    let highs: BTreeMap<i32, i64> = (0..PARTITIONS)
+        .map(|p| (p, watermarks(&probe, &topic, p).1))
+        .collect();
+    let expected: BTreeMap<i32, Offset> = highs
+        .iter()
+        .map(|(p, h)| (*p, Offset::Offset(*h)))
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let got =
+            offsets_only(&committed(&bootstrap, &group, &topic, PARTITIONS, CLIENT_TIMEOUT).await);
+        if got == expected {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "committed offsets of {group} did not reach the high watermarks within 30 s:\n  committed {got:?}\n  highs     {expected:?}{}",
+            log.describe()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    for member in [&m1, &m3, &m4] {
+        member.close().await;
+    }
+    log.assert_no_violations();
+
+    let inner = log.lock();
+    let mut consumed_total = 0usize;
+    for (name, record) in &inner.members {
+        assert!(
+            record.poll_errors.is_empty(),
+            "{name} got consumer errors: {:?}",
+            record.poll_errors
+        );
+        assert!(
+            !record
+                .callbacks
+                .iter()
+                .any(|c| matches!(c, Callback::Error(_))),
+            "{name} got rebalance errors: {:?}",
+            record.callbacks
+        );
+        assert_eq!(record.protocol, "eager", "{name}: rebalance protocol");
+        assert!(
+            !record.consumed.is_empty(),
+            "{name} processed no record at all"
+        );
+        consumed_total += record.consumed.len();
+        // What was consumed is exactly what was acknowledged for that key.
+        for (partition, offset, key) in &record.consumed {
+            assert_eq!(
+                acked.get(key),
+                Some(&(*partition, *offset)),
+                "{name} consumed {key} at {partition}/{offset}, but it was acknowledged at {:?}",
+                acked.get(key)
+            );
+        }
+        if !record.commit_errors.is_empty() {
+            eprintln!(
+                "{name} commit errors (tolerated): {:?}",
+                record.commit_errors
+            );
+        }
+    }
+    eprintln!(
+        "{} records produced, {consumed_total} processed ({} re-deliveries after rebalances)",
+        acked.len(),
+        consumed_total - acked.len()
+    );
+}
+
+/// (b) A new member resumes exactly at the committed offsets; partitions
+/// (and groups) without a commit report no offset (-1), not 0.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn committed_offsets_are_where_a_new_member_resumes() {
+    const PARTITIONS: i32 = 4;
+    let server = start_server().await;
+    let bootstrap = server.bootstrap();
+    let topic = unique_name("resume");
+    let group = unique_name("resume-group");
+    create_topic(&bootstrap, &topic, PARTITIONS, &[]).await;
+    produce_numbered(&bootstrap, &topic, &[0, 1, 2, 3], 0, 40).await;
+
+    // A group that never committed (and never existed) has no offsets.
+    let never = unique_name("never-committed");
+    let none = committed(&bootstrap, &never, &topic, PARTITIONS, CLIENT_TIMEOUT).await;
+    assert_eq!(
+        offsets_only(&none),
+        (0..PARTITIONS).map(|p| (p, Offset::Invalid)).collect(),
+        "committed offsets of group {never} that never committed"
+    );
+
+    // The first member processes records and commits partition p at
+    // commit_at[p] (commit_message of the record just before it); it
+    // processes partition 3 too but never commits it.
+    let commit_at: BTreeMap<i32, i64> = [(0, 1), (1, 17), (2, 40)].into();
+    let (b, g, t, at) = (
+        bootstrap.clone(),
+        group.clone(),
+        topic.clone(),
+        commit_at.clone(),
+    );
+    let from_member = blocking("the first member", move || {
+        let consumer: BaseConsumer = group_member_config(&b, &g, "first-member", &[])
+            .create()
+            .expect("create consumer");
+        consumer.subscribe(&[&t]).expect("subscribe");
+        let mut done: BTreeSet<i32> = BTreeSet::new();
+        let mut seen_p3 = false;
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while done.len() < at.len() || !seen_p3 {
+            assert!(
+                Instant::now() < deadline,
+                "first member committed only {done:?} within 60 s (saw partition 3: {seen_p3})"
+            );
+            let Some(result) = consumer.poll(Duration::from_millis(100)) else {
+                continue;
+            };
+            let msg = result.unwrap_or_else(|e| panic!("consumer error: {e}"));
+            seen_p3 |= msg.partition() == 3;
+            if at.get(&msg.partition()) == Some(&(msg.offset() + 1)) {
+                consumer
+                    .commit_message(&msg, CommitMode::Sync)
+                    .unwrap_or_else(|e| {
+                        panic!("commit_message {}/{}: {e}", msg.partition(), msg.offset())
+                    });
+                done.insert(msg.partition());
+            }
+        }
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition_range(&t, 0, PARTITIONS - 1);
+        consumer
+            .committed_offsets(tpl, CLIENT_TIMEOUT)
+            .expect("committed_offsets from the member")
+            .elements()
+            .iter()
+            .map(|e| (e.partition(), e.offset()))
+            .collect::<BTreeMap<i32, Offset>>()
+        // The consumer closes here (LeaveGroup).
+    })
+    .await;
+
+    let mut expected: BTreeMap<i32, Offset> =
+        (0..PARTITIONS).map(|p| (p, Offset::Invalid)).collect();
+    for (p, o) in &commit_at {
+        expected.insert(*p, Offset::Offset(*o));
+    }
+    assert_eq!(
+        from_member, expected,
+        "committed offsets as seen by the member that committed them"
+    );
+    let fresh = committed(&bootstrap, &group, &topic, PARTITIONS, CLIENT_TIMEOUT).await;
+    assert_eq!(
+        offsets_only(&fresh),
+        expected,
+        "committed offsets as seen by a fresh consumer after the member left"
+    );
+
+    // More records, so that a partition committed at its end (p2 @ 40) has a
+    // next record to resume at.
+    produce_numbered(&bootstrap, &topic, &[0, 1, 2, 3], 40, 5).await;
+
+    let (b, g, t) = (bootstrap.clone(), group.clone(), topic.clone());
+    let first = blocking("the second member", move || {
+        first_records(&b, &g, &t, &[0, 1, 2, 3])
+    })
+    .await;
+    let want: BTreeMap<i32, (i64, String)> = [
+        (0, (1, "p0-1".to_string())),
+        (1, (17, "p1-17".to_string())),
+        (2, (40, "p2-40".to_string())),
+        // Never committed: auto.offset.reset=earliest.
+        (3, (0, "p3-0".to_string())),
+    ]
+    .into();
+    assert_eq!(
+        first, want,
+        "first record per partition seen by a new member of {group}"
+    );
+}
+
+/// (c) Cooperative-sticky: when a third member joins, the two existing
+/// members give up only the partitions that move to it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cooperative_sticky_revokes_only_partitions_that_move() {
+    const PARTITIONS: i32 = 12;
+    let server = start_server().await;
+    let bootstrap = server.bootstrap();
+    let topic = unique_name("coop");
+    let group = unique_name("coop-group");
+    create_topic(&bootstrap, &topic, PARTITIONS, &[]).await;
+
+    let log = GroupLog::default();
+    let start = |name: &str| {
+        Member::start(
+            &log,
+            name,
+            group_member_config(
+                &bootstrap,
+                &group,
+                name,
+                &[("partition.assignment.strategy", "cooperative-sticky")],
+            ),
+            &topic,
+            None,
+        )
+    };
+    let _a = start("a");
+    let _b = start("b");
+    let before = wait_for_split(&log, &["a", "b"], PARTITIONS, "2 cooperative members").await;
+    let marks: BTreeMap<&str, usize> = ["a", "b"]
+        .into_iter()
+        .map(|m| (m, log.callbacks(m).len()))
+        .collect();
+
+    let _c = start("c");
+    let after = wait_for_split(
+        &log,
+        &["a", "b", "c"],
+        PARTITIONS,
+        "3 cooperative members after c joined",
+    )
+    .await;
+    // Let any further rebalance round show up before judging.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let settled = log
+        .split(&["a", "b", "c"], PARTITIONS)
+        .unwrap_or_else(|e| panic!("split changed after settling: {e}{}", log.describe()));
+    assert_eq!(settled, after, "split changed after settling");
+    log.assert_no_violations();
+
+    let mut moved: BTreeSet<i32> = BTreeSet::new();
+    for (i, name) in ["a", "b"].into_iter().enumerate() {
+        let callbacks = log.callbacks(name);
+        let since = &callbacks[marks[name]..];
+        let revoked: BTreeSet<i32> = since
+            .iter()
+            .filter_map(|c| match c {
+                Callback::Revoke(s) => Some(s.clone()),
+                _ => None,
+            })
+            .flatten()
+            .collect();
+        let added: BTreeSet<i32> = since
+            .iter()
+            .filter_map(|c| match c {
+                Callback::Assign(s) => Some(s.clone()),
+                _ => None,
+            })
+            .flatten()
+            .collect();
+        let errors: Vec<&Callback> = since
+            .iter()
+            .filter(|c| matches!(c, Callback::Error(_)))
+            .collect();
+        assert!(errors.is_empty(), "{name}: rebalance errors {errors:?}");
+        assert_eq!(
+            log.lock().members[name].protocol,
+            "cooperative",
+            "{name}: rebalance protocol"
+        );
+        let kept: BTreeSet<i32> = before[i].intersection(&after[i]).copied().collect();
+        assert!(
+            revoked.is_disjoint(&kept),
+            "{name} had {:?} revoked, including {:?} which it kept (callbacks since c joined: {since:?})",
+            revoked,
+            revoked.intersection(&kept).collect::<Vec<_>>()
+        );
+        assert_eq!(
+            revoked,
+            before[i].difference(&after[i]).copied().collect(),
+            "{name}: revoked partitions must be exactly those it lost (before {:?}, after {:?}, callbacks {since:?})",
+            before[i],
+            after[i]
+        );
+        assert!(
+            added.is_empty(),
+            "{name} was assigned {added:?} although only a member joined (callbacks {since:?})"
+        );
+        assert!(
+            after[i].is_subset(&before[i]),
+            "{name}: kept {:?} is not a subset of its previous {:?}",
+            after[i],
+            before[i]
+        );
+        moved.extend(revoked);
+    }
+    assert_eq!(
+        moved, after[2],
+        "partitions revoked from a and b must be exactly those c got"
+    );
+    let c_callbacks = log.callbacks("c");
+    assert!(
+        !c_callbacks
+            .iter()
+            .any(|c| matches!(c, Callback::Revoke(s) if !s.is_empty())),
+        "the new member c had partitions revoked: {c_callbacks:?}"
+    );
+}
+
+/// (d) Static membership: a member with a `group.instance.id` that restarts
+/// within the session timeout gets its partitions back without a rebalance
+/// (librdkafka sends no LeaveGroup for static members).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn static_member_restart_within_session_timeout_causes_no_rebalance() {
+    const PARTITIONS: i32 = 12;
+    let server = start_server().await;
+    let bootstrap = server.bootstrap();
+    let topic = unique_name("static");
+    let group = unique_name("static-group");
+    create_topic(&bootstrap, &topic, PARTITIONS, &[]).await;
+
+    let log = GroupLog::default();
+    let start = |name: &str, instance: &str| {
+        Member::start(
+            &log,
+            name,
+            group_member_config(
+                &bootstrap,
+                &group,
+                instance,
+                &[("group.instance.id", instance)],
+            ),
+            &topic,
+            None,
+        )
+    };
+    // "first" joins alone (and leads the group), then "second" joins.
+    let mut members: BTreeMap<&str, Member> = BTreeMap::new();
+    members.insert("first", start("first", "first"));
+    wait_for_split(
+        &log,
+        &["first"],
+        PARTITIONS,
+        "the first static member alone",
+    )
+    .await;
+    members.insert("second", start("second", "second"));
+    let sets = wait_for_split(&log, &["first", "second"], PARTITIONS, "2 static members").await;
+    let mut owned: BTreeMap<&str, BTreeSet<i32>> =
+        [("first", sets[0].clone()), ("second", sets[1].clone())].into();
+    // Instance id -> name of its current member in the log.
+    let mut current: BTreeMap<&str, String> = [
+        ("first", "first".to_string()),
+        ("second", "second".to_string()),
+    ]
+    .into();
+
+    // Restart the follower, then the leader (Kafka keeps the first joiner as leader).
+    for (round, (restarted, other)) in [("second", "first"), ("first", "second")]
+        .into_iter()
+        .enumerate()
+    {
+        let other_name = current[other].clone();
+        let other_mark = log.callbacks(&other_name).len();
+        let old = members.remove(restarted).expect("member");
+        old.close().await;
+        let closed_at = Instant::now();
+        let name = format!("{restarted}-restart{round}");
+        members.insert(
+            restarted,
+            Member::start(
+                &log,
+                &name,
+                group_member_config(
+                    &bootstrap,
+                    &group,
+                    restarted,
+                    &[("group.instance.id", restarted)],
+                ),
+                &topic,
+                None,
+            ),
+        );
+        let back = wait_for(
+            &format!("restarted static member {restarted} to get partitions"),
+            REBALANCE_TIMEOUT,
+            || {
+                let got = log.owned(&name);
+                if got.is_empty() {
+                    Err(log.describe())
+                } else {
+                    Ok(got)
+                }
+            },
+        )
+        .await;
+        assert!(
+            closed_at.elapsed() < SESSION_TIMEOUT,
+            "restarting {restarted} took {:?}, longer than the session timeout: the test cannot judge static membership",
+            closed_at.elapsed()
+        );
+        assert_eq!(
+            back,
+            owned[restarted],
+            "restarted static member {restarted} must get its partitions back{}",
+            log.describe()
+        );
+        // Past the old instance's session timeout: still no rebalance.
+        let quiet_until = closed_at + SESSION_TIMEOUT + Duration::from_secs(2);
+        tokio::time::sleep(quiet_until.saturating_duration_since(Instant::now())).await;
+        let other_since = log.callbacks(&other_name)[other_mark..].to_vec();
+        assert!(
+            other_since.is_empty(),
+            "{other} saw rebalance callbacks when static member {restarted} restarted: {other_since:?}{}",
+            log.describe()
+        );
+        assert_eq!(
+            log.owned(&other_name),
+            owned[other],
+            "{other}'s partitions changed"
+        );
+        assert_eq!(
+            log.callbacks(&name),
+            vec![Callback::Assign(owned[restarted].clone())],
+            "callbacks of the restarted member {restarted}"
+        );
+        owned.insert(restarted, back);
+        current.insert(restarted, name);
+    }
+    log.assert_no_violations();
+}
+
+/// (e) A member that stops heartbeating (kcat, SIGSTOPped) is expired after
+/// the session timeout and its partitions move to the remaining member.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn member_that_stops_heartbeating_expires_after_session_timeout() {
+    const PARTITIONS: i32 = 12;
+    let server = start_server().await;
+    let bootstrap = server.bootstrap();
+    let topic = unique_name("expiry");
+    let group = unique_name("expiry-group");
+    create_topic(&bootstrap, &topic, PARTITIONS, &[]).await;
+
+    let kcat_stderr = tempfile::NamedTempFile::new().expect("temp file");
+    let session_ms = SESSION_TIMEOUT.as_millis().to_string();
+    let kcat = std::process::Command::new("kcat")
+        .args(["-b", &bootstrap, "-G", &group])
+        .args(["-X", &format!("session.timeout.ms={session_ms}")])
+        .args(["-X", "heartbeat.interval.ms=500"])
+        .args(["-X", "client.id=kcat-member"])
+        .args(["-X", "broker.address.family=v4"])
+        .arg(&topic)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(kcat_stderr.reopen().expect("reopen temp file"))
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run kcat (it must be installed for this test): {e}"));
+    let mut kcat = KillOnDrop(kcat);
+    let kcat_log = || std::fs::read_to_string(kcat_stderr.path()).unwrap_or_default();
+
+    let probe = consumer(&bootstrap, &[]);
+    let log = GroupLog::default();
+    let _member = Member::start(
+        &log,
+        "rdkafka",
+        group_member_config(&bootstrap, &group, "rdkafka-member", &[]),
+        &topic,
+        None,
+    );
+    // Both members in the group: the rdkafka member owns exactly half.
+    wait_for(
+        "kcat and the rdkafka member to share the partitions",
+        REBALANCE_TIMEOUT,
+        || {
+            if let Ok(Some(status)) = kcat.0.try_wait() {
+                return Err(format!("kcat exited with {status}: {}", kcat_log()));
+            }
+            let owned = log.owned("rdkafka");
+            if owned.len() != PARTITIONS as usize / 2 {
+                return Err(format!(
+                    "rdkafka member owns {owned:?}; kcat stderr: {}",
+                    kcat_log()
+                ));
+            }
+            match describe_group(&probe, &group)? {
+                Some(g) if g.members.len() == 2 => Ok(()),
+                other => Err(format!("rdkafka member owns {owned:?}; group: {other:?}")),
+            }
+        },
+    )
+    .await;
+
+    send_signal(kcat.0.id(), "STOP");
+    let stopped_at = Instant::now();
+    wait_for(
+        "the rdkafka member to own every partition after kcat stopped heartbeating",
+        SESSION_TIMEOUT + Duration::from_secs(10),
+        || {
+            let owned = log.owned("rdkafka");
+            if owned.len() == PARTITIONS as usize {
+                Ok(())
+            } else {
+                Err(log.describe())
+            }
+        },
+    )
+    .await;
+    let took = stopped_at.elapsed();
+    eprintln!("kcat's partitions moved {took:?} after SIGSTOP");
+    // kcat's last heartbeat was at most heartbeat.interval.ms before SIGSTOP.
+    assert!(
+        took >= SESSION_TIMEOUT - Duration::from_secs(2),
+        "kcat was expired {took:?} after it stopped, before its session timeout of {SESSION_TIMEOUT:?}"
+    );
+    let after = describe_group(&probe, &group)
+        .unwrap_or_else(|e| panic!("{e}"))
+        .unwrap_or_else(|| panic!("group {group} not listed"));
+    assert_eq!(
+        after
+            .members
+            .iter()
+            .map(|m| m.client_id.as_str())
+            .collect::<Vec<_>>(),
+        vec!["rdkafka-member"],
+        "members after kcat expired: {after:?}"
+    );
+    send_signal(kcat.0.id(), "KILL");
+    log.assert_no_violations();
+}
+
+/// (f) Committed offsets (with their metadata) survive kill -9 and a clean
+/// restart of the server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn committed_offsets_survive_server_restarts() {
+    const PARTITIONS: i32 = 3;
+    let mut server = start_server().await;
+    let bootstrap = server.bootstrap();
+    let topic = unique_name("durable");
+    let group = unique_name("durable-group");
+    create_topic(&bootstrap, &topic, PARTITIONS, &[]).await;
+    produce_numbered(&bootstrap, &topic, &[0, 1, 2], 0, 20).await;
+
+    let commit = |offsets: &[(i32, i64, &str)]| {
+        let mut tpl = TopicPartitionList::new();
+        for (p, o, meta) in offsets {
+            tpl.add_partition_offset(&topic, *p, Offset::Offset(*o))
+                .expect("tpl");
+            tpl.find_partition(&topic, *p)
+                .expect("just added")
+                .set_metadata(*meta);
+        }
+        tpl
+    };
+    let expect = |offsets: &[(i32, i64, &str)]| -> BTreeMap<i32, CommittedOffset> {
+        offsets
+            .iter()
+            .map(|(p, o, m)| {
+                (
+                    *p,
+                    CommittedOffset {
+                        offset: Offset::Offset(*o),
+                        metadata: m.to_string(),
+                    },
+                )
+            })
+            .collect()
+    };
+
+    // 1. A subscribed member consumes everything, commits specific offsets, leaves.
+    let first: [(i32, i64, &str); 3] = [(0, 3, "m0"), (1, 11, "meta for p1"), (2, 20, "")];
+    let tpl = commit(&first);
+    let (b, g, t) = (bootstrap.clone(), group.clone(), topic.clone());
+    blocking("the committing member", move || {
+        let consumer: BaseConsumer = group_member_config(&b, &g, "committer", &[])
+            .create()
+            .expect("create consumer");
+        consumer.subscribe(&[&t]).expect("subscribe");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let mut seen = 0;
+        while seen < 60 {
+            assert!(
+                Instant::now() < deadline,
+                "member consumed only {seen} of 60 records within 60 s"
+            );
+            if let Some(result) = consumer.poll(Duration::from_millis(100)) {
+                result.unwrap_or_else(|e| panic!("consumer error: {e}"));
+                seen += 1;
+            }
+        }
+        consumer
+            .commit(&tpl, CommitMode::Sync)
+            .unwrap_or_else(|e| panic!("commit {tpl:?}: {e}"));
+    })
+    .await;
+    assert_eq!(
+        committed(&bootstrap, &group, &topic, PARTITIONS, CLIENT_TIMEOUT).await,
+        expect(&first),
+        "committed offsets before any restart"
+    );
+
+    // 2. kill -9 and restart.
+    server.kill9();
+    server.restart().await;
+    assert_eq!(
+        committed(
+            &bootstrap,
+            &group,
+            &topic,
+            PARTITIONS,
+            Duration::from_secs(60)
+        )
+        .await,
+        expect(&first),
+        "committed offsets after kill -9 and restart"
+    );
+    produce_numbered(&bootstrap, &topic, &[0, 1, 2], 20, 2).await;
+    let (b, g, t) = (bootstrap.clone(), group.clone(), topic.clone());
+    let resumed = blocking("the member after the restart", move || {
+        first_records(&b, &g, &t, &[0, 1, 2])
+    })
+    .await;
+    assert_eq!(
+        resumed,
+        [
+            (0, (3, "p0-3".to_string())),
+            (1, (11, "p1-11".to_string())),
+            (2, (20, "p2-20".to_string())),
+        ]
+        .into(),
+        "a member of {group} after the restart resumes at the committed offsets"
+    );
+
+    // 3. A consumer outside the group protocol (assign only, generation -1)
+    //    commits new offsets to the now empty group; then a clean restart.
+    let second: [(i32, i64, &str); 3] = [(0, 5, "after kill"), (1, 12, "x"), (2, 22, "end")];
+    let tpl = commit(&second);
+    let (b, g) = (bootstrap.clone(), group.clone());
+    blocking("the standalone commit", move || {
+        let standalone = consumer(&b, &[("group.id", &g)]);
+        standalone
+            .commit(&tpl, CommitMode::Sync)
+            .unwrap_or_else(|e| panic!("standalone commit {tpl:?}: {e}"));
+    })
+    .await;
+    assert_eq!(
+        committed(&bootstrap, &group, &topic, PARTITIONS, CLIENT_TIMEOUT).await,
+        expect(&second),
+        "committed offsets after the standalone commit"
+    );
+    server.terminate(Duration::from_secs(30)).await;
+    server.restart().await;
+    assert_eq!(
+        committed(
+            &bootstrap,
+            &group,
+            &topic,
+            PARTITIONS,
+            Duration::from_secs(60)
+        )
+        .await,
+        expect(&second),
+        "committed offsets after a clean restart"
+    );
+    server.assert_running();
+}
+
+/// (g) ListGroups + DescribeGroups (librdkafka's `rd_kafka_list_groups`):
+/// state, protocol, members with client id, host, subscription and
+/// assignment; after the members leave, the group (which has committed
+/// offsets) stays listed as Empty.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn group_list_describes_state_members_and_assignments() {
+    const PARTITIONS: i32 = 6;
+    let server = start_server().await;
+    let bootstrap = server.bootstrap();
+    let topic = unique_name("listed");
+    let group = unique_name("listed-group");
+    create_topic(&bootstrap, &topic, PARTITIONS, &[]).await;
+    produce_numbered(
+        &bootstrap,
+        &topic,
+        &(0..PARTITIONS).collect::<Vec<_>>(),
+        0,
+        2,
+    )
+    .await;
+
+    let probe = consumer(&bootstrap, &[]);
+    let before = probe
+        .fetch_group_list(None, CLIENT_TIMEOUT)
+        .unwrap_or_else(|e| panic!("fetch_group_list: {e}"));
+    assert!(
+        before.groups().is_empty(),
+        "a fresh server lists groups: {:?}",
+        before
+            .groups()
+            .iter()
+            .map(GroupInfoSnapshot::from)
+            .collect::<Vec<_>>()
+    );
+
+    let log = GroupLog::default();
+    let members: Vec<Member> = ["it-member-a", "it-member-b"]
+        .into_iter()
+        .map(|name| {
+            Member::start(
+                &log,
+                name,
+                group_member_config(&bootstrap, &group, name, &[]),
+                &topic,
+                Some(Duration::from_millis(200)),
+            )
+        })
+        .collect();
+    wait_for_split(
+        &log,
+        &["it-member-a", "it-member-b"],
+        PARTITIONS,
+        "2 members",
+    )
+    .await;
+
+    let info = wait_for(
+        "DescribeGroups to show the stable group",
+        CLIENT_TIMEOUT,
+        || match describe_group(&probe, &group)? {
+            Some(g) if g.state == "Stable" && g.members.len() == 2 => Ok(g),
+            other => Err(format!("{other:?}")),
+        },
+    )
+    .await;
+    assert_eq!(info.name, group);
+    assert_eq!(info.protocol_type, "consumer", "protocol type: {info:?}");
+    // librdkafka's default strategy list is "range,roundrobin": both members
+    // prefer range.
+    assert_eq!(info.protocol, "range", "selected protocol: {info:?}");
+    let mut ids = BTreeSet::new();
+    for member in &info.members {
+        assert!(!member.id.is_empty(), "empty member id: {info:?}");
+        assert!(
+            ids.insert(member.id.clone()),
+            "duplicate member id: {info:?}"
+        );
+        assert_eq!(
+            member.client_host.trim_start_matches('/'),
+            "127.0.0.1",
+            "client host of {}",
+            member.client_id
+        );
+        let subscription = member
+            .metadata
+            .as_deref()
+            .unwrap_or_else(|| panic!("no member metadata for {}: {info:?}", member.client_id));
+        let topics = decode_subscription_topics(subscription)
+            .unwrap_or_else(|e| panic!("bad subscription metadata of {}: {e}", member.client_id));
+        assert_eq!(
+            topics,
+            vec![topic.clone()],
+            "subscription of {}",
+            member.client_id
+        );
+        let assignment = member
+            .assignment
+            .as_deref()
+            .unwrap_or_else(|| panic!("no member assignment for {}: {info:?}", member.client_id));
+        let assignment = decode_assignment(assignment)
+            .unwrap_or_else(|e| panic!("bad assignment of {}: {e}", member.client_id));
+        let owned = log.owned(&member.client_id);
+        assert_eq!(
+            assignment,
+            BTreeMap::from([(topic.clone(), owned)]),
+            "DescribeGroups assignment of {} vs. what it was assigned",
+            member.client_id
+        );
+    }
+    let client_ids: BTreeSet<&str> = info.members.iter().map(|m| m.client_id.as_str()).collect();
+    assert_eq!(
+        client_ids,
+        BTreeSet::from(["it-member-a", "it-member-b"]),
+        "member client ids"
+    );
+
+    // The group is also in the unfiltered listing, and is the only group.
+    let all = probe
+        .fetch_group_list(None, CLIENT_TIMEOUT)
+        .unwrap_or_else(|e| panic!("fetch_group_list: {e}"));
+    let names: Vec<&str> = all.groups().iter().map(|g| g.name()).collect();
+    assert_eq!(names, vec![group.as_str()], "all groups");
+
+    // Once everything is consumed and committed, both members leave. A group
+    // with committed offsets stays listed as Empty (Kafka keeps it until the
+    // offsets expire).
+    let all_committed: BTreeMap<i32, Offset> =
+        (0..PARTITIONS).map(|p| (p, Offset::Offset(2))).collect();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let got =
+            offsets_only(&committed(&bootstrap, &group, &topic, PARTITIONS, CLIENT_TIMEOUT).await);
+        if got == all_committed {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "committed offsets of {group}: {got:?}, want {all_committed:?}{}",
+            log.describe()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    for member in &members {
+        member.close().await;
+    }
+    let empty = wait_for(
+        "the group to become Empty",
+        CLIENT_TIMEOUT,
+        || match describe_group(&probe, &group)? {
+            Some(g) if g.state == "Empty" => Ok(g),
+            None => Err("the group is not listed by ListGroups".to_string()),
+            other => Err(format!("{other:?}")),
+        },
+    )
+    .await;
+    assert!(
+        empty.members.is_empty(),
+        "members of the empty group: {empty:?}"
+    );
+    assert_eq!(
+        empty.protocol_type, "consumer",
+        "protocol type of the empty group"
+    );
+    assert_eq!(empty.protocol, "", "protocol of the empty group");
+    log.assert_no_violations();
+}
