@@ -47,7 +47,11 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     )
     .await?;
     let grpc_server = process::spawn_grpc(grpc, worker.clone(), shutdown.clone());
-    tokio::spawn(assigner::run(meta.clone(), shutdown.clone()));
+    tokio::spawn(assigner::run(
+        meta.clone(),
+        assigner::moves_counter(&registry),
+        shutdown.clone(),
+    ));
 
     let kafka = process::bind(&args.kafka.kafka_addr, "Kafka").await?;
     let gateway = process::spawn_gateway(

@@ -146,6 +146,7 @@ pub async fn run(args: LogworkerArgs) -> anyhow::Result<()> {
         meta.clone(),
         worker_id.clone(),
         lease.id(),
+        assigner::moves_counter(&registry),
         lease.lost(),
         shutdown.clone(),
     ));

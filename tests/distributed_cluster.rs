@@ -338,3 +338,108 @@ async fn reads_fall_back_from_an_empty_replica_to_the_primary() {
             .join("\n")
     );
 }
+
+/// Consumes from `consumer` until `want` records arrived (bounded), committing
+/// nothing; returns the count.
+fn poll_records(
+    consumer: &rdkafka::consumer::BaseConsumer,
+    want: usize,
+    timeout: Duration,
+) -> usize {
+    use rdkafka::consumer::Consumer as _;
+    let deadline = std::time::Instant::now() + timeout;
+    let mut n = 0;
+    while n < want && std::time::Instant::now() < deadline {
+        match consumer.poll(Duration::from_millis(200)) {
+            Some(Ok(_)) => n += 1,
+            Some(Err(e)) => eprintln!("consumer error (retried by the client): {e}"),
+            None => {}
+        }
+    }
+    let _ = consumer.assignment();
+    n
+}
+
+/// Commits the consumer's position synchronously, retrying while the
+/// coordinator moves.
+fn commit_with_retry(consumer: &rdkafka::consumer::BaseConsumer, timeout: Duration) {
+    use rdkafka::consumer::{CommitMode, Consumer as _};
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        match consumer.commit_consumer_state(CommitMode::Sync) {
+            Ok(()) => return,
+            Err(e) if std::time::Instant::now() < deadline => {
+                eprintln!("commit failed, retrying: {e}");
+                std::thread::sleep(Duration::from_millis(300));
+            }
+            Err(e) => panic!("commit did not succeed within {timeout:?}: {e}"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn consumer_group_keeps_working_across_a_coordinator_move() {
+    use rdkafka::consumer::{BaseConsumer, Consumer as _};
+    let mut c = Cluster::start(ClusterOptions {
+        workers: 2,
+        gateways: 1,
+        ..Default::default()
+    })
+    .await;
+    let topic = unique_name("grp");
+    create_topic(&c.bootstrap(0), &topic, 4, &[]).await;
+    let p: FutureProducer = producer(&c.bootstrap(0), &[("acks", "all")]);
+    for i in 0..400 {
+        let k = i.to_string();
+        p.send(
+            FutureRecord::to(&topic).key(&k).payload(&k),
+            Duration::from_secs(30),
+        )
+        .await
+        .expect("produce");
+    }
+    let group = unique_name("g");
+    let slot = kafscale_controlplane::offsets_topic::slot_of(&group, 8);
+    let coordinator = c
+        .owner("__consumer_offsets", slot)
+        .await
+        .expect("the group's slot has an owner");
+    let (bootstrap, t, g) = (c.bootstrap(0), topic.clone(), group.clone());
+    let member = std::thread::spawn(move || {
+        let consumer: BaseConsumer = common::group_member_config(&bootstrap, &g, "m1", &[])
+            .create()
+            .expect("consumer");
+        consumer.subscribe(&[&t]).expect("subscribe");
+        let first = poll_records(&consumer, 200, Duration::from_secs(60));
+        assert_eq!(first, 200, "consumed before the move");
+        commit_with_retry(&consumer, Duration::from_secs(30));
+        consumer
+    });
+    let consumer = tokio::task::spawn_blocking(move || member.join().expect("member thread"))
+        .await
+        .expect("join");
+    // The coordinator dies: its slot (and its data partitions) move.
+    c.workers[coordinator].kill9();
+    let consumer = tokio::task::spawn_blocking(move || {
+        let rest = poll_records(&consumer, 200, Duration::from_secs(60));
+        assert_eq!(rest, 200, "consumed after the coordinator moved");
+        commit_with_retry(&consumer, Duration::from_secs(60));
+        consumer
+    })
+    .await
+    .expect("consume after move");
+    drop(consumer);
+    let committed = common::fetch_committed(&c.bootstrap(0), &group, &topic, 4)
+        .expect("committed offsets after the move");
+    let total: i64 = committed
+        .values()
+        .map(|o| match o.offset {
+            rdkafka::Offset::Offset(n) => n,
+            _ => 0,
+        })
+        .sum();
+    assert_eq!(
+        total, 400,
+        "committed offsets cover every record: {committed:?}"
+    );
+}

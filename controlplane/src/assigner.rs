@@ -123,13 +123,20 @@ pub async fn reconcile_once(meta: &Metadata) -> Result<usize, MetaError> {
 
 /// Runs the assigner until `shutdown` flips to true: reconciles at start and
 /// after every change to topics or workers (and periodically as a safety net).
-pub async fn run(meta: Metadata, mut shutdown: watch::Receiver<bool>) -> Result<(), MetaError> {
+pub async fn run(
+    meta: Metadata,
+    moves: prometheus::IntCounter,
+    mut shutdown: watch::Receiver<bool>,
+) -> Result<(), MetaError> {
     let store = meta.store().clone();
     let mut topics = store.watch(&meta.keys().topics()).await?;
     let mut workers = store.watch(&meta.keys().workers()).await?;
     loop {
         match reconcile_once(&meta).await {
-            Ok(n) if n > 0 => tracing::info!(moves = n, "assigner applied partition moves"),
+            Ok(n) if n > 0 => {
+                moves.inc_by(n as u64);
+                tracing::info!(moves = n, "assigner applied partition moves")
+            }
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "assigner round failed"),
         }
@@ -142,6 +149,20 @@ pub async fn run(meta: Metadata, mut shutdown: watch::Receiver<bool>) -> Result<
     }
 }
 
+/// The counter of partition moves (`kafscale_assignment_moves_total`),
+/// registered in `registry`.
+pub fn moves_counter(registry: &prometheus::Registry) -> prometheus::IntCounter {
+    let c = prometheus::IntCounter::new(
+        "kafscale_assignment_moves_total",
+        "Partition and coordinator-slot assignments changed by this process's assigner",
+    )
+    .expect("valid metric");
+    if let Err(e) = registry.register(Box::new(c.clone())) {
+        tracing::warn!(error = %e, "assignment moves metric not registered");
+    }
+    c
+}
+
 /// Runs the assigner while this process is the elected leader: campaigns
 /// for the leader key under `lease`, assigns while it holds it, and campaigns
 /// again when the key disappears (the leader's lease lapsed). Returns on
@@ -150,6 +171,7 @@ pub async fn run_elected(
     meta: Metadata,
     candidate: String,
     lease: i64,
+    moves: prometheus::IntCounter,
     mut lease_lost: watch::Receiver<bool>,
     mut shutdown: watch::Receiver<bool>,
 ) {
@@ -174,7 +196,7 @@ pub async fn run_elected(
             Ok(true) => {
                 tracing::info!(candidate = %candidate, "elected assigner leader");
                 let (stop_tx, stop) = watch::channel(false);
-                let assigning = tokio::spawn(run(meta.clone(), stop));
+                let assigning = tokio::spawn(run(meta.clone(), moves.clone(), stop));
                 tokio::select! {
                     _ = shutdown.changed() => {}
                     _ = lease_lost.changed() => {}

@@ -119,6 +119,57 @@ pub struct Cli {
     /// Do not print progress lines to stderr while running.
     #[arg(long, short, env = "KAFSCALE_LOADTEST_QUIET")]
     pub quiet: bool,
+
+    /// Consumer group of `--mode rebalance` and `--mode commit`; default: a
+    /// fresh name per run (`kafscale-loadtest-<mode>-<run id>`).
+    #[arg(long, env = "KAFSCALE_LOADTEST_GROUP_ID")]
+    pub group_id: Option<String>,
+
+    /// Rebalance mode: members of the settled group before the measured
+    /// member joins (the topic needs at least members + 1 partitions).
+    #[arg(long, env = "KAFSCALE_LOADTEST_MEMBERS", default_value_t = 4,
+          value_parser = clap::value_parser!(u32).range(1..=256))]
+    pub members: u32,
+
+    /// Rebalance mode: measured join/leave repetitions.
+    #[arg(long, env = "KAFSCALE_LOADTEST_REPEAT", default_value_t = 5,
+          value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub repeat: u32,
+
+    /// Rebalance mode: `partition.assignment.strategy` of the members.
+    #[arg(long, env = "KAFSCALE_LOADTEST_ASSIGNOR", value_enum, default_value_t = Assignor::Range)]
+    pub assignor: Assignor,
+
+    /// Rebalance mode: background records/s produced to every partition.
+    #[arg(long, env = "KAFSCALE_LOADTEST_TRICKLE_RATE", default_value_t = 10.0)]
+    pub trickle_rate: f64,
+
+    /// Commit mode: consumers committing in parallel, each assigned a
+    /// disjoint share of the partitions (at most one per partition).
+    #[arg(long, env = "KAFSCALE_LOADTEST_COMMITTERS", default_value_t = 4,
+          value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub committers: u32,
+
+    /// Commit mode: seconds of committing (bounded by --timeout-secs).
+    #[arg(long, env = "KAFSCALE_LOADTEST_DURATION_SECS", default_value_t = 10,
+          value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub duration_secs: u64,
+
+    /// Commit mode: stop each committer after this many commits instead of
+    /// after --duration-secs (--timeout-secs still bounds the run); 0 = by
+    /// duration.
+    #[arg(long, env = "KAFSCALE_LOADTEST_COMMITS", default_value_t = 0)]
+    pub commits: u64,
+
+    /// Commit mode: wait for every commit (`sync`) or pipeline them and
+    /// count the commit callbacks (`async`).
+    #[arg(long, env = "KAFSCALE_LOADTEST_COMMIT_MODE", value_enum, default_value_t = CommitKind::Sync)]
+    pub commit_mode: CommitKind,
+
+    /// Commit mode, async: most commits awaiting their callback per committer.
+    #[arg(long, env = "KAFSCALE_LOADTEST_COMMIT_WINDOW", default_value_t = 64,
+          value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub commit_window: u32,
 }
 
 /// Producer acknowledgement level.
@@ -174,7 +225,7 @@ impl Compression {
     }
 }
 
-/// Which sides of the test to run.
+/// What to run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Mode {
     /// Produce only.
@@ -183,6 +234,10 @@ pub enum Mode {
     Consume,
     /// Start consumers, then produce, and consume everything back.
     Both,
+    /// Consumer-group rebalance time when a member joins and leaves.
+    Rebalance,
+    /// OffsetCommit throughput and latency, checked with OffsetFetch.
+    Commit,
 }
 
 impl Mode {
@@ -192,6 +247,58 @@ impl Mode {
             Self::Produce => "produce",
             Self::Consume => "consume",
             Self::Both => "both",
+            Self::Rebalance => "rebalance",
+            Self::Commit => "commit",
+        }
+    }
+}
+
+/// Partition assignment strategy of the rebalance-mode members.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Assignor {
+    /// `range` (eager protocol).
+    Range,
+    /// `roundrobin` (eager protocol).
+    #[value(name = "roundrobin")]
+    RoundRobin,
+    /// `cooperative-sticky` (incremental cooperative protocol).
+    CooperativeSticky,
+}
+
+impl Assignor {
+    /// Value for librdkafka's `partition.assignment.strategy`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Range => "range",
+            Self::RoundRobin => "roundrobin",
+            Self::CooperativeSticky => "cooperative-sticky",
+        }
+    }
+
+    /// Rebalance protocol the strategy implies: `eager` or `cooperative`.
+    pub fn protocol(self) -> &'static str {
+        match self {
+            Self::Range | Self::RoundRobin => "eager",
+            Self::CooperativeSticky => "cooperative",
+        }
+    }
+}
+
+/// How commit mode commits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum CommitKind {
+    /// `commit(.., CommitMode::Sync)`: one commit at a time per committer.
+    Sync,
+    /// Asynchronous commits, up to `--commit-window` outstanding per committer.
+    Async,
+}
+
+impl CommitKind {
+    /// Lower-case name as accepted on the command line.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Sync => "sync",
+            Self::Async => "async",
         }
     }
 }
@@ -211,7 +318,53 @@ impl Cli {
         if self.topic.is_empty() || self.topic.contains('\0') {
             return Err("--topic must be a non-empty name without NUL bytes".to_string());
         }
+        if self
+            .group_id
+            .as_deref()
+            .is_some_and(|g| g.is_empty() || g.contains('\0'))
+        {
+            return Err("--group-id must be a non-empty name without NUL bytes".to_string());
+        }
+        match self.mode {
+            Mode::Rebalance => {
+                if !self.trickle_rate.is_finite() || self.trickle_rate <= 0.0 {
+                    return Err(format!(
+                        "--trickle-rate must be a finite number > 0, got {}",
+                        self.trickle_rate
+                    ));
+                }
+                if i64::from(self.partitions) <= i64::from(self.members) {
+                    return Err(format!(
+                        "--mode rebalance needs --partitions > --members (got {} and {}) so \
+                         that the extra member gets partitions",
+                        self.partitions, self.members
+                    ));
+                }
+            }
+            Mode::Commit => {
+                if i64::from(self.committers) > i64::from(self.partitions) {
+                    return Err(format!(
+                        "--committers ({}) must not exceed --partitions ({})",
+                        self.committers, self.partitions
+                    ));
+                }
+                if self.commits == 0 && self.duration_secs >= self.timeout_secs {
+                    return Err(format!(
+                        "--duration-secs ({}) must be below --timeout-secs ({})",
+                        self.duration_secs, self.timeout_secs
+                    ));
+                }
+            }
+            Mode::Produce | Mode::Consume | Mode::Both => {}
+        }
         Ok(())
+    }
+
+    /// Group id for the group modes: `--group-id`, or a fresh name for `run_id`.
+    pub fn group_id_for(&self, run_id: u64) -> String {
+        self.group_id
+            .clone()
+            .unwrap_or_else(|| format!("kafscale-loadtest-{}-{run_id:016x}", self.mode.as_str()))
     }
 
     /// Target rate, or `None` when unthrottled.
@@ -219,15 +372,15 @@ impl Cli {
         (self.rate > 0.0).then_some(self.rate)
     }
 
-    /// Whether this run produces records.
+    /// Whether this run produces records (produce/consume modes only).
     pub fn produces(&self) -> bool {
         matches!(self.mode, Mode::Produce | Mode::Both)
     }
 
-    /// Whether this run consumes records.
+    /// Whether this run consumes records (produce/consume modes only).
     pub fn consumes(&self) -> bool {
         match self.mode {
-            Mode::Produce => false,
+            Mode::Produce | Mode::Rebalance | Mode::Commit => false,
             Mode::Consume => true,
             Mode::Both => self.consumers > 0,
         }
@@ -300,6 +453,63 @@ mod tests {
         assert!(cli.validate().is_err());
         let cli =
             Cli::try_parse_from(["x", "--mode", "consume", "--consumers", "0"]).expect("parses");
+        assert!(cli.validate().is_err());
+    }
+
+    #[test]
+    fn group_mode_flags() {
+        let cli = Cli::try_parse_from([
+            "x",
+            "--mode",
+            "rebalance",
+            "--partitions",
+            "48",
+            "--members",
+            "4",
+            "--repeat",
+            "3",
+            "--assignor",
+            "cooperative-sticky",
+            "--consumer-prop",
+            "heartbeat.interval.ms=500",
+        ])
+        .expect("parse");
+        assert!(cli.validate().is_ok());
+        assert_eq!(cli.assignor.as_str(), "cooperative-sticky");
+        assert_eq!(cli.assignor.protocol(), "cooperative");
+        assert_eq!(
+            cli.group_id_for(0xab),
+            "kafscale-loadtest-rebalance-00000000000000ab"
+        );
+        assert!(!cli.consumes() && !cli.produces());
+
+        let cli = Cli::try_parse_from(["x", "--mode", "rebalance", "--assignor", "roundrobin"])
+            .expect("parse");
+        assert_eq!(cli.assignor, Assignor::RoundRobin);
+        assert_eq!(cli.assignor.protocol(), "eager");
+        // 12 partitions (default) cannot host 12 + 1 members.
+        let cli =
+            Cli::try_parse_from(["x", "--mode", "rebalance", "--members", "12"]).expect("parse");
+        assert!(cli.validate().is_err());
+
+        let cli = Cli::try_parse_from([
+            "x",
+            "--mode",
+            "commit",
+            "--commit-mode",
+            "async",
+            "--group-id",
+            "g1",
+        ])
+        .expect("parse");
+        assert!(cli.validate().is_ok());
+        assert_eq!(cli.commit_mode, CommitKind::Async);
+        assert_eq!(cli.group_id_for(1), "g1");
+        let cli =
+            Cli::try_parse_from(["x", "--mode", "commit", "--committers", "13"]).expect("parse");
+        assert!(cli.validate().is_err());
+        let cli = Cli::try_parse_from(["x", "--mode", "commit", "--duration-secs", "300"])
+            .expect("parse");
         assert!(cli.validate().is_err());
     }
 }

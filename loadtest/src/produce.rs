@@ -80,7 +80,18 @@ impl DeliveryStats {
         self.last_ack_ns.fetch_max(now_ns, Ordering::Relaxed);
     }
 
-    fn record_failure(&self, warmup: bool, kind: String) {
+    /// Measured records whose delivery failed so far.
+    pub fn failed(&self) -> u64 {
+        self.failed.load(Ordering::Relaxed)
+    }
+
+    /// Delivery failures by kind so far.
+    pub fn error_counts(&self) -> std::collections::BTreeMap<String, u64> {
+        self.errors.snapshot()
+    }
+
+    /// Counts one failed delivery (or refused enqueue) of kind `kind`.
+    pub fn record_failure(&self, warmup: bool, kind: String) {
         if warmup {
             self.warmup_failed.fetch_add(1, Ordering::Relaxed);
         } else {

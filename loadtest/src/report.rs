@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
+use std::time::Duration;
 
 use hdrhistogram::Histogram;
 use serde::Serialize;
@@ -65,6 +66,87 @@ impl LatencySummary {
 /// Microseconds to milliseconds.
 pub fn us_to_ms(us: u64) -> f64 {
     us as f64 / 1000.0
+}
+
+/// A duration in milliseconds with microsecond resolution.
+pub fn duration_ms(d: Duration) -> f64 {
+    us_to_ms(u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
+}
+
+/// Minimum, median, maximum and mean of a few durations (e.g. one per
+/// repetition), in milliseconds.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct DurationSummary {
+    /// Number of samples.
+    pub count: usize,
+    /// Smallest sample.
+    pub min_ms: f64,
+    /// Median (mean of the two middle samples for an even count).
+    pub median_ms: f64,
+    /// Largest sample.
+    pub max_ms: f64,
+    /// Arithmetic mean.
+    pub mean_ms: f64,
+}
+
+impl DurationSummary {
+    /// Summarises millisecond samples; `None` when there are none.
+    pub fn from_ms(samples: &[f64]) -> Option<Self> {
+        if samples.is_empty() {
+            return None;
+        }
+        let mut sorted = samples.to_vec();
+        sorted.sort_by(f64::total_cmp);
+        let n = sorted.len();
+        let median = if n % 2 == 1 {
+            sorted[n / 2]
+        } else {
+            (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0
+        };
+        Some(Self {
+            count: n,
+            min_ms: sorted[0],
+            median_ms: median,
+            max_ms: sorted[n - 1],
+            mean_ms: sorted.iter().sum::<f64>() / n as f64,
+        })
+    }
+
+    /// One-line rendering, e.g. `min 1.000 ms  median ...  (n=5)`.
+    pub fn to_line(&self) -> String {
+        format!(
+            "min {}  median {}  max {}  mean {}  (n={})",
+            format_ms(self.min_ms),
+            format_ms(self.median_ms),
+            format_ms(self.max_ms),
+            format_ms(self.mean_ms),
+            self.count
+        )
+    }
+}
+
+/// What `main` needs from the report of any mode.
+pub trait RunReport {
+    /// Human-readable multi-line report.
+    fn text(&self) -> String;
+    /// Pretty-printed JSON.
+    fn json(&self) -> serde_json::Result<String>;
+    /// Whether the run passed.
+    fn passed(&self) -> bool;
+}
+
+impl RunReport for Report {
+    fn text(&self) -> String {
+        self.to_text()
+    }
+
+    fn json(&self) -> serde_json::Result<String> {
+        self.to_json()
+    }
+
+    fn passed(&self) -> bool {
+        self.ok
+    }
 }
 
 /// Formats milliseconds with microsecond resolution, e.g. `1.234 ms`.
@@ -328,7 +410,8 @@ impl Report {
     }
 }
 
-fn errors_line(errors: &BTreeMap<String, u64>) -> String {
+/// `kind=count, ...`, or `none`.
+pub fn errors_line(errors: &BTreeMap<String, u64>) -> String {
     if errors.is_empty() {
         return "none".to_string();
     }
@@ -446,6 +529,24 @@ mod tests {
         assert!(line.starts_with("p50 500."), "{line}");
         assert!(line.contains("p99.9 99"), "{line}");
         assert!(line.ends_with("(n=1000)"), "{line}");
+    }
+
+    #[test]
+    fn duration_summary_min_median_max() {
+        assert_eq!(DurationSummary::from_ms(&[]), None);
+        let s = DurationSummary::from_ms(&[30.0, 10.0, 20.0]).expect("summary");
+        assert_eq!(
+            (s.min_ms, s.median_ms, s.max_ms, s.mean_ms),
+            (10.0, 20.0, 30.0, 20.0)
+        );
+        let s = DurationSummary::from_ms(&[4.0, 1.0, 2.0, 3.0]).expect("summary");
+        assert_eq!((s.count, s.median_ms), (4, 2.5));
+        assert!(
+            s.to_line().starts_with("min 1.000 ms  median 2.500 ms"),
+            "{}",
+            s.to_line()
+        );
+        assert_eq!(duration_ms(Duration::from_micros(1_234_567)), 1234.567);
     }
 
     #[test]

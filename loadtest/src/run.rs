@@ -108,7 +108,7 @@ pub fn run(cli: &Cli) -> anyhow::Result<Report> {
 }
 
 /// Run id: wall clock mixed with the process id, unique enough per host.
-fn new_run_id(clock: &Clock) -> u64 {
+pub fn new_run_id(clock: &Clock) -> u64 {
     clock.now_ns() ^ (u64::from(std::process::id()) << 40)
 }
 
