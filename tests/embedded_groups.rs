@@ -1645,3 +1645,58 @@ async fn group_list_describes_state_members_and_assignments() {
     assert_eq!(empty.protocol, "", "protocol of the empty group");
     log.assert_no_violations();
 }
+
+/// Kafka applies a connection's requests in order: 60 OffsetCommits sent
+/// back to back on one connection (no waiting for answers) leave the last
+/// one committed, and every one is answered in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipelined_offset_commits_apply_in_request_order() {
+    use kafka_protocol::messages::offset_commit_request::{
+        OffsetCommitRequestPartition, OffsetCommitRequestTopic,
+    };
+    use kafka_protocol::messages::offset_fetch_request::OffsetFetchRequestTopic;
+    use kafka_protocol::messages::{
+        GroupId, OffsetCommitRequest, OffsetCommitResponse, OffsetFetchRequest, ResponseHeader,
+        TopicName,
+    };
+    use kafka_protocol::protocol::{Decodable, StrBytes};
+
+    let server = common::DevServer::start(common::DevOptions::default()).await;
+    let topic = common::unique_name("ordered");
+    common::create_topic(&server.bootstrap(), &topic, 1, &[]).await;
+    let mut conn = common::RawConn::connect(server.kafka_addr()).await;
+    let commits = 60i64;
+    for i in 1..=commits {
+        let mut p = OffsetCommitRequestPartition::default();
+        p.partition_index = 0;
+        p.committed_offset = i;
+        let mut t = OffsetCommitRequestTopic::default();
+        t.name = TopicName(StrBytes::from_string(topic.clone()));
+        t.partitions = vec![p];
+        let mut req = OffsetCommitRequest::default();
+        req.group_id = GroupId(StrBytes::from_static_str("pipelined"));
+        req.generation_id_or_member_epoch = -1;
+        req.topics = vec![t];
+        conn.send_frame(&common::encode_request(i as i32, 8, &req))
+            .await;
+    }
+    for i in 1..=commits {
+        let frame = conn.read_frame().await.expect("commit response");
+        let mut body = bytes::Bytes::from(frame);
+        let header = ResponseHeader::decode(&mut body, 1).expect("header");
+        assert_eq!(header.correlation_id, i as i32, "answers in request order");
+        let resp = OffsetCommitResponse::decode(&mut body, 8).expect("body");
+        assert_eq!(resp.topics[0].partitions[0].error_code, 0);
+    }
+    let mut t = OffsetFetchRequestTopic::default();
+    t.name = TopicName(StrBytes::from_string(topic.clone()));
+    t.partition_indexes = vec![0];
+    let mut fetch = OffsetFetchRequest::default();
+    fetch.group_id = GroupId(StrBytes::from_static_str("pipelined"));
+    fetch.topics = Some(vec![t]);
+    let resp = conn.request(7, &fetch).await;
+    assert_eq!(
+        resp.topics[0].partitions[0].committed_offset, commits,
+        "the last commit sent is the one that stays"
+    );
+}

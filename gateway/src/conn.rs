@@ -3,7 +3,7 @@
 //! request order. A frame that cannot be served closes the connection; other
 //! connections are unaffected.
 
-use crate::dispatch::{Dispatcher, Outcome};
+use crate::dispatch::{Dispatcher, Outcome, Sequenced};
 use bytes::BytesMut;
 use std::sync::Arc;
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufWriter};
@@ -76,10 +76,17 @@ async fn handle(stream: TcpStream, d: Arc<Dispatcher>, host: String) -> std::io:
             break;
         }
         let (d2, host) = (d.clone(), host.clone());
-        let task = tokio::spawn(async move { d2.dispatch(buf.freeze(), &host).await });
+        let (seq_tx, seq_rx) = tokio::sync::oneshot::channel();
+        let task = tokio::spawn(async move {
+            d2.dispatch(buf.freeze(), &host, Sequenced::new(seq_tx))
+                .await
+        });
         if tx.send(task).await.is_err() {
             break;
         }
+        // Kafka answers and applies a connection's requests in order: the
+        // next one starts once this one's place in the log is fixed.
+        let _ = seq_rx.await;
     }
     drop(tx);
     writer.await.unwrap_or(Ok(()))

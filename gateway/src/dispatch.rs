@@ -72,6 +72,37 @@ pub struct Ctx<'a> {
     pub client_id: &'a str,
     /// The client's address as Kafka shows it in group descriptions ("/10.0.0.1").
     pub client_host: &'a str,
+    /// Fired once the request's order is fixed (see [`Sequenced`]).
+    pub sequenced: &'a Sequenced,
+}
+
+/// Per-connection ordering: a connection's next request is dispatched only
+/// after the previous one is sequenced, i.e. its effect on log order is fixed
+/// (a produce's batches have offsets, a commit's records are appended).
+/// Requests pipeline everything after that point (durability, long polls),
+/// so Kafka's in-order guarantee per connection holds without giving up
+/// pipelining. Fires at most once, on drop at the latest.
+pub struct Sequenced(std::sync::Mutex<Option<tokio::sync::oneshot::Sender<()>>>);
+
+impl Sequenced {
+    /// Fires `tx` when the request is sequenced.
+    pub fn new(tx: tokio::sync::oneshot::Sender<()>) -> Self {
+        Self(std::sync::Mutex::new(Some(tx)))
+    }
+
+    /// Reports the request sequenced now.
+    pub fn fire(&self) {
+        let tx = self.0.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(tx) = tx {
+            let _ = tx.send(());
+        }
+    }
+}
+
+impl Drop for Sequenced {
+    fn drop(&mut self) {
+        self.fire();
+    }
 }
 
 /// Decodes a request body of type `R` at `version`, or closes.
@@ -117,8 +148,14 @@ impl Dispatcher {
         &self.cfg
     }
 
-    /// Handles one request frame from the client at `client_host`.
-    pub async fn dispatch(&self, mut frame: Bytes, client_host: &str) -> Outcome {
+    /// Handles one request frame from the client at `client_host`;
+    /// `sequenced` fires once the next request of the connection may start.
+    pub async fn dispatch(
+        &self,
+        mut frame: Bytes,
+        client_host: &str,
+        sequenced: Sequenced,
+    ) -> Outcome {
         if frame.len() < 8 {
             return Outcome::Close;
         }
@@ -144,6 +181,10 @@ impl Dispatcher {
             Ok(h) => h,
             Err(_) => return Outcome::Close,
         };
+        // Only these change log order; everything else may overlap freely.
+        if !matches!(key, ApiKey::Produce | ApiKey::OffsetCommit) {
+            sequenced.fire();
+        }
         let client_id = header.client_id.as_deref().unwrap_or("");
         let ctx = Ctx {
             cfg: &self.cfg,
@@ -152,6 +193,7 @@ impl Dispatcher {
             version,
             client_id,
             client_host,
+            sequenced: &sequenced,
         };
         let outcome = handlers::handle(&ctx, key, header.correlation_id, &mut frame).await;
         if frame.has_remaining() && !matches!(outcome, Outcome::Close) {

@@ -1,7 +1,9 @@
 //! The internal data-plane gRPC service (`kafscale.data.v1.LogWorker`),
 //! a thin adapter from tonic to `Worker`.
 
+use crate::groups::api::Sequenced;
 use crate::worker::Worker;
+use futures::stream::{BoxStream, StreamExt};
 use kafscale_proto::data::v1 as pb;
 use kafscale_proto::data::v1::log_worker_server::{LogWorker, LogWorkerServer};
 use std::sync::Arc;
@@ -24,11 +26,22 @@ impl LogWorkerService {
 
 #[tonic::async_trait]
 impl LogWorker for LogWorkerService {
+    type ProduceStream = BoxStream<'static, Result<pb::ProduceResponse, Status>>;
+
     async fn produce(
         &self,
         req: Request<pb::ProduceRequest>,
-    ) -> Result<Response<pb::ProduceResponse>, Status> {
-        Ok(Response::new(self.worker.produce(req.into_inner()).await))
+    ) -> Result<Response<Self::ProduceStream>, Status> {
+        // Offsets are assigned before the first message goes out.
+        let pending = self.worker.produce_append(req.into_inner());
+        let sequenced = pb::ProduceResponse {
+            partitions: Vec::new(),
+            sequenced: true,
+        };
+        let stream = futures::stream::once(async move { Ok(sequenced) }).chain(
+            futures::stream::once(async move { Ok(pending.finish().await) }),
+        );
+        Ok(Response::new(Box::pin(stream)))
     }
 
     async fn fetch(
@@ -47,10 +60,28 @@ impl LogWorker for LogWorkerService {
         ))
     }
 
+    type GroupStream = BoxStream<'static, Result<pb::GroupResponse, Status>>;
+
     async fn group(
         &self,
         req: Request<pb::GroupRequest>,
-    ) -> Result<Response<pb::GroupResponse>, Status> {
-        Ok(Response::new(self.worker.group(req.into_inner()).await))
+    ) -> Result<Response<Self::GroupStream>, Status> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let worker = self.worker.clone();
+        // Runs to completion even if the gateway goes away: group state
+        // changes must not be cut off halfway.
+        let task =
+            tokio::spawn(async move { worker.group(req.into_inner(), Sequenced::new(tx)).await });
+        let stream = futures::stream::once(async move {
+            let _ = rx.await;
+            Ok(pb::GroupResponse {
+                sequenced: true,
+                ..Default::default()
+            })
+        })
+        .chain(futures::stream::once(async move {
+            task.await.map_err(|e| Status::internal(e.to_string()))
+        }));
+        Ok(Response::new(Box::pin(stream)))
     }
 }

@@ -430,8 +430,9 @@ impl Worker {
             .unwrap_or(self.cfg.default_max_message_bytes)
     }
 
-    /// Appends and (for acks ≠ 0) waits until durable.
-    pub async fn produce(&self, req: pb::ProduceRequest) -> pb::ProduceResponse {
+    /// Validates and appends every batch (offsets are assigned when this
+    /// returns); the returned pending produce resolves once durable.
+    pub fn produce_append(&self, req: pb::ProduceRequest) -> PendingProduce {
         let mut results = Vec::with_capacity(req.partitions.len());
         let mut waits = Vec::new();
         for part in req.partitions {
@@ -472,18 +473,16 @@ impl Worker {
             }
             results.push(r);
         }
-        if req.acks != 0 {
-            for (i, done) in waits {
-                if let Err(e) = wait_durable(done).await {
-                    results[i].error_code = wal_code(&e);
-                    results[i].error_message = e.to_string();
-                    results[i].base_offset = -1;
-                }
-            }
+        PendingProduce {
+            acks: req.acks,
+            results,
+            waits,
         }
-        pb::ProduceResponse {
-            partitions: results,
-        }
+    }
+
+    /// Appends and (for acks ≠ 0) waits until durable.
+    pub async fn produce(&self, req: pb::ProduceRequest) -> pb::ProduceResponse {
+        self.produce_append(req).finish().await
     }
 
     /// Serves a fetch, long-polling up to `max_wait_ms` for `min_bytes`.
@@ -581,7 +580,11 @@ impl Worker {
     }
 
     /// Serves a forwarded group API request for a coordinator slot.
-    pub async fn group(&self, req: pb::GroupRequest) -> pb::GroupResponse {
+    pub async fn group(
+        &self,
+        req: pb::GroupRequest,
+        sequenced: crate::groups::api::Sequenced,
+    ) -> pb::GroupResponse {
         let partitions: std::collections::HashMap<String, i32> = self
             .topics
             .iter()
@@ -589,7 +592,7 @@ impl Worker {
             .collect();
         let exists =
             move |topic: &str, p: i32| partitions.get(topic).is_some_and(|&n| p >= 0 && p < n);
-        self.groups.handle(req, &exists).await
+        self.groups.handle(req, &exists, sequenced).await
     }
 
     /// Resolves earliest (-2), latest (-1), max-timestamp (-3) and by-timestamp offsets.
@@ -632,6 +635,34 @@ impl Worker {
             out.push(r);
         }
         pb::ListOffsetsResponse { partitions: out }
+    }
+}
+
+/// A produce whose batches have their offsets, awaiting durability.
+pub struct PendingProduce {
+    acks: i32,
+    results: Vec<pb::ProducePartitionResult>,
+    waits: Vec<(usize, crate::wal::writer::Completion)>,
+}
+
+impl PendingProduce {
+    /// The results, once every appended batch is durable (acks ≠ 0) or at
+    /// once (acks = 0). A batch that could not be made durable reports a
+    /// retriable error, never an offset.
+    pub async fn finish(mut self) -> pb::ProduceResponse {
+        if self.acks != 0 {
+            for (i, done) in self.waits {
+                if let Err(e) = wait_durable(done).await {
+                    self.results[i].error_code = wal_code(&e);
+                    self.results[i].error_message = e.to_string();
+                    self.results[i].base_offset = -1;
+                }
+            }
+        }
+        pb::ProduceResponse {
+            partitions: self.results,
+            sequenced: false,
+        }
     }
 }
 

@@ -20,6 +20,7 @@
 #   KAFSCALE_COMPAT_RDK_TIMEOUT  seconds per librdkafka test (default 240)
 #   KAFSCALE_COMPAT_KP_TESTS  pytest selection (-k expression) for kafka-python (default all)
 #   KAFSCALE_COMPAT_KP_TIMEOUT   seconds per kafka-python test (default 120)
+#   KAFSCALE_COMPAT_KP_KAFKA_VERSION  broker version kafka-python's tests assume (default 3.9.0)
 #   KAFSCALE_COMPAT_BUILD=1   run `cargo build --bin kafscale` even if the binary exists
 #   KAFSCALE_BIN              use this kafscale binary
 #   KAFSCALE_LOG_LEVEL        server log level (default info; logs in $KAFSCALE_COMPAT_OUT)
@@ -40,6 +41,7 @@ KAFKA_PYTHON_VERSION=3.0.12
 # pytest plugins from its [testing] extra, and the codecs its compression tests exercise.
 KP_REQUIREMENTS="pytest pytest-mock pytest-timeout lz4 zstandard python-snappy crc32c"
 BROKER_VERSION=3.9.0
+KP_BROKER_VERSION="${KAFSCALE_COMPAT_KP_KAFKA_VERSION:-$BROKER_VERSION}"
 # librdkafka's trivup clusters and kafka-python's fixture both auto-create topics with 4
 # partitions (num.partitions=4); the suites count on it.
 PARTITIONS=4
@@ -86,9 +88,11 @@ kafscale_bin() {
   log "kafscale binary: $BIN ($(date -r "$BIN" '+%F %T'))"
 }
 
-# start_server NAME: sets PORT, SERVER_PID; logs to $OUT/NAME/server.log
+# start_server NAME [VAR=VALUE...]: sets PORT, SERVER_PID; logs to $OUT/NAME/server.log.
+# Extra VAR=VALUE pairs mirror settings of the broker config the suite is normally run with.
 start_server() {
   local name="$1" http
+  shift
   mkdir -p "$OUT/$name"
   SERVER_DATA="$(mktemp -d "${TMPDIR:-/tmp}/kafscale-compat-$name.XXXXXX")"
   { read -r PORT; read -r http; } < <($COMPAT free-ports 2)
@@ -100,7 +104,7 @@ start_server() {
   KAFSCALE_AUTO_CREATE_PARTITIONS="$PARTITIONS" \
   KAFSCALE_GROUP_INITIAL_REBALANCE_DELAY_MS=0 \
   KAFSCALE_LOG_LEVEL="${KAFSCALE_LOG_LEVEL:-info}" \
-    "$BIN" dev >"$OUT/$name/server.log" 2>&1 &
+    env "$@" "$BIN" dev >"$OUT/$name/server.log" 2>&1 &
   SERVER_PID=$!
   if ! $COMPAT wait-ready "http://127.0.0.1:$http/readyz" 60; then
     tail -n 30 "$OUT/$name/server.log" >&2
@@ -116,13 +120,32 @@ rdkafka_sys_version() {
   awk '/^name = "rdkafka-sys"$/ { getline; gsub(/version = |"/, ""); print; exit }' "$ROOT/Cargo.lock"
 }
 
+# Headers the librdkafka build and its tests need: zstd and zlib codecs, and RapidJSON, without
+# which the tests that verify statistics JSON (0053, 0110) skip themselves.
+librdkafka_build_deps() {
+  local need=()
+  [ -f /usr/include/zstd.h ] || need+=(libzstd-dev)
+  [ -f /usr/include/zlib.h ] || need+=(zlib1g-dev)
+  [ -f /usr/include/rapidjson/schema.h ] || need+=(rapidjson-dev)
+  command -v g++ >/dev/null && command -v make >/dev/null || need+=(build-essential)
+  if ((${#need[@]})) && command -v apt-get >/dev/null; then
+    local sudo=""
+    [ "$(id -u)" -ne 0 ] && sudo=sudo
+    log "installing ${need[*]} (apt)"
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${need[@]}" >/dev/null
+  fi
+}
+
 prepare_librdkafka() {
-  local ver src dir
+  local ver src dir stamp
   ver="$(rdkafka_sys_version)"
   [ -n "$ver" ] || die "rdkafka-sys not found in Cargo.lock"
   dir="$CACHE/librdkafka-$ver"
   RDK_DIR="$dir"
-  if [ -f "$dir/.kafscale-built" ] && [ -x "$dir/tests/test-runner" ]; then
+  librdkafka_build_deps
+  stamp="rapidjson=$([ -f /usr/include/rapidjson/schema.h ] && echo y || echo n)"
+  if [ "$(cat "$dir/.kafscale-built" 2>/dev/null)" = "$stamp" ] && [ -x "$dir/tests/test-runner" ]; then
     log "librdkafka test runner: $dir/tests/test-runner (cached, rdkafka-sys $ver)"
     return
   fi
@@ -146,12 +169,13 @@ prepare_librdkafka() {
     tail -n 40 "$CACHE/librdkafka-$ver.build.log" >&2
     die "librdkafka build failed (log: $CACHE/librdkafka-$ver.build.log)"
   }
-  touch "$dir/.kafscale-built"
+  echo "$stamp" >"$dir/.kafscale-built"
 }
 
 run_librdkafka() {
   local out="$OUT/librdkafka" t start secs res detail
   prepare_librdkafka
+  RDK_VERSION="$(rdkafka_sys_version)"
   start_server librdkafka
   mkdir -p "$out"
   cat >"$out/test.conf" <<EOF
@@ -161,22 +185,24 @@ EOF
   for t in "${tests[@]}"; do
     start=$(date +%s%N)
     # The runner reads test.conf (RDKAFKA_TEST_CONF) and writes its scratch files to its cwd.
+    # (The inner shell reports a crash of the runner, e.g. "Aborted", into the log.)
     (
       cd "$RDK_DIR/tests"
       export LD_LIBRARY_PATH="../src:../src-cpp${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
       TESTS="$t" TEST_KAFKA_VERSION="$BROKER_VERSION" RDKAFKA_TEST_CONF="$out/test.conf" \
-        RDKAFKA_GITVER="librdkafka-$(rdkafka_sys_version)" \
+        RDKAFKA_GITVER="librdkafka-$RDK_VERSION" \
         timeout -k 10 "$RDK_TIMEOUT" ./test-runner -L -E -K -Q
+      exit $?
     ) >"$out/$t.log" 2>&1 && rc=0 || rc=$?
     secs=$(awk -v a="$start" -v b="$(date +%s%N)" 'BEGIN { printf "%.1f", (b - a) / 1e9 }')
-    IFS=$'\t' read -r res detail < <($COMPAT rdk-result "$out/$t.log" "$t")
+    IFS=$'\t' read -r res name detail < <(RDK_TESTS_DIR="$RDK_DIR/tests" $COMPAT rdk-result "$out/$t.log" "$t")
     if [ "$rc" = 124 ] || [ "$rc" = 137 ]; then
-      res=failed; detail="timed out after ${RDK_TIMEOUT}s"
+      res=failed; detail="timed out after ${RDK_TIMEOUT}s${detail:+; $detail}"
     elif [ "$rc" != 0 ] && [ "$res" != failed ]; then
-      res=failed; detail="test-runner exit code $rc"
+      res=failed; detail="test-runner exit code $rc${detail:+; $detail}"
     fi
-    printf 'librdkafka\t%s\t%s\t%s\t%s\n' "$t" "$res" "$secs" "$detail" >>"$RESULTS"
-    log "librdkafka $t: $res (${secs}s) $detail"
+    printf 'librdkafka\t%s\t%s\t%s\t%s\n' "$name" "$res" "$secs" "$detail" >>"$RESULTS"
+    log "librdkafka $name: $res (${secs}s) $detail"
     if ! kill -0 "$SERVER_PID" 2>/dev/null; then
       log "kafscale dev died; restarting it for the remaining tests"
       wait "$SERVER_PID" 2>/dev/null || true
@@ -245,14 +271,16 @@ run_kafka_python() {
   : >"$work/test/__init__.py"            # the sdist lacks it; its tests import test.testutil
   cp "$HERE/kafka_python/conftest.py" "$work/test/conftest.py"
   cp "$HERE/kafka_python/service.py" "$work/test/service.py"   # the sdist lacks it too
-  start_server kafka-python
+  # kafka-python's test broker (servers/resources/default/kafka.properties in its repository)
+  # runs with group.min.session.timeout.ms=1000; test_group asks for 3000.
+  start_server kafka-python KAFSCALE_GROUP_MIN_SESSION_TIMEOUT_MS=1000
   local sel=()
   [ -n "$KP_TESTS" ] && sel=(-k "$KP_TESTS")
   (
     cd "$work"
     # Run from the sdist root: `python -m pytest` puts it first on sys.path, so `kafka` and
     # `test` are the sdist's (not an installed kafka-python, not the stdlib's test package).
-    KAFKA_URI="PLAINTEXT://127.0.0.1:$PORT" KAFKA_VERSION="$BROKER_VERSION" KAFKA_ROOT="$work" \
+    KAFKA_URI="PLAINTEXT://127.0.0.1:$PORT" KAFKA_VERSION="$KP_BROKER_VERSION" KAFKA_ROOT="$work" \
       KAFSCALE_COMPAT_SKIPS="$HERE/kafka-python-skips.txt" \
       timeout -k 10 1500 "$VPY" -m pytest test/integration -p no:cacheprovider \
       --timeout="$KP_TIMEOUT" --timeout-method=thread -o log_level=INFO \

@@ -51,11 +51,18 @@ async fn call(
     req: pb::GroupRequest,
 ) -> Result<pb::GroupResponse, String> {
     let mut client = ctx.router.client(addr).map_err(|e| e.to_string())?;
-    client
+    let mut stream = client
         .group(req)
         .await
-        .map(|r| r.into_inner())
-        .map_err(|e| e.to_string())
+        .map_err(|e| e.to_string())?
+        .into_inner();
+    loop {
+        match stream.message().await.map_err(|e| e.to_string())? {
+            Some(m) if m.sequenced => ctx.sequenced.fire(),
+            Some(m) => return Ok(m),
+            None => return Err("worker closed the group stream".to_string()),
+        }
+    }
 }
 
 fn decode_body<Resp: Decodable>(body: Bytes, v: i16) -> Result<Resp, ForwardError> {

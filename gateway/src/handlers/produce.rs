@@ -105,6 +105,16 @@ async fn send(
         .split(pending, |(_, p)| crate::router::key_of(&p.partition))
         .await;
     let mut retry = unroutable;
+    // The request is sequenced once every worker has assigned offsets.
+    let unsequenced = std::sync::atomic::AtomicUsize::new(routed.len());
+    let sequenced_one = || {
+        if unsequenced.fetch_sub(1, std::sync::atomic::Ordering::SeqCst) == 1 {
+            ctx.sequenced.fire();
+        }
+    };
+    if routed.is_empty() {
+        ctx.sequenced.fire();
+    }
     let calls = routed.into_iter().map(|(addr, parts)| async move {
         let (slots, partitions): (Vec<_>, Vec<_>) = parts.into_iter().unzip();
         let req = pb::ProduceRequest {
@@ -112,14 +122,7 @@ async fn send(
             timeout_ms,
             partitions: partitions.clone(),
         };
-        let result = match ctx.router.client(&addr) {
-            Ok(mut c) => c
-                .produce(req)
-                .await
-                .map(|r| r.into_inner())
-                .map_err(|e| e.to_string()),
-            Err(e) => Err(e.to_string()),
-        };
+        let result = produce_on(ctx, &addr, req, &sequenced_one).await;
         (slots, partitions, result)
     });
     for (slots, partitions, result) in futures::future::join_all(calls).await {
@@ -154,4 +157,40 @@ async fn send(
         }
     }
     retry
+}
+
+/// One worker call: reports the sequencing message through `sequenced`
+/// (also when the call fails), then returns the results.
+async fn produce_on(
+    ctx: &Ctx<'_>,
+    addr: &str,
+    req: pb::ProduceRequest,
+    sequenced: &impl Fn(),
+) -> Result<pb::ProduceResponse, String> {
+    let mut fired = false;
+    let result = async {
+        let mut stream = ctx
+            .router
+            .client(addr)
+            .map_err(|e| e.to_string())?
+            .produce(req)
+            .await
+            .map_err(|e| e.to_string())?
+            .into_inner();
+        loop {
+            match stream.message().await.map_err(|e| e.to_string())? {
+                Some(m) if m.sequenced => {
+                    fired = true;
+                    sequenced();
+                }
+                Some(m) => return Ok(m),
+                None => return Err("worker closed the produce stream".to_string()),
+            }
+        }
+    }
+    .await;
+    if !fired {
+        sequenced();
+    }
+    result
 }

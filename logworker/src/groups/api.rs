@@ -27,6 +27,31 @@ const GROUP_OPERATIONS: i32 = (1 << 3) | (1 << 6) | (1 << 8);
 /// Per topic, per partition: the committed offset if any.
 type TopicOffsets = Vec<(String, Vec<(i32, Option<Committed>)>)>;
 
+/// Reports that a request's place in the order of its connection is fixed
+/// (for OffsetCommit: its records are appended), so the gateway may send the
+/// connection's next request. Fires at most once, on drop at the latest.
+pub struct Sequenced(Option<tokio::sync::oneshot::Sender<()>>);
+
+impl Sequenced {
+    /// Fires `tx` when the request is sequenced.
+    pub fn new(tx: tokio::sync::oneshot::Sender<()>) -> Self {
+        Self(Some(tx))
+    }
+
+    /// Reports the request sequenced now.
+    pub fn fire(&mut self) {
+        if let Some(tx) = self.0.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+impl Drop for Sequenced {
+    fn drop(&mut self) {
+        self.fire();
+    }
+}
+
 /// Who sent a request.
 pub struct Client {
     pub id: String,
@@ -77,6 +102,7 @@ impl GroupCoordinator {
         &self,
         req: pb::GroupRequest,
         exists: PartitionExists<'_>,
+        mut sequenced: Sequenced,
     ) -> pb::GroupResponse {
         let v = req.api_version as i16;
         let mut body = req.body.clone();
@@ -87,10 +113,15 @@ impl GroupCoordinator {
         let not_coordinator = pb::GroupResponse {
             not_coordinator: true,
             body: Bytes::new(),
+            sequenced: false,
         };
         let Ok(key) = ApiKey::try_from(req.api_key as i16) else {
             return pb::GroupResponse::default();
         };
+        // Only commits depend on their order; everything else is sequenced now.
+        if key != ApiKey::OffsetCommit {
+            sequenced.fire();
+        }
         if key == ApiKey::ListGroups {
             let body = match decode::<ListGroupsRequest>(&mut body, v) {
                 Some(r) => encode(&self.list_groups(r, v), v),
@@ -99,6 +130,7 @@ impl GroupCoordinator {
             return pb::GroupResponse {
                 not_coordinator: false,
                 body,
+                sequenced: false,
             };
         }
         let slot = req.slot.as_ref().and_then(|r| {
@@ -126,7 +158,12 @@ impl GroupCoordinator {
                 None => Bytes::new(),
             },
             ApiKey::OffsetCommit => match decode::<OffsetCommitRequest>(&mut body, v) {
-                Some(r) => encode(&self.offset_commit(&slot, r, v, exists).await, v),
+                Some(r) => encode(
+                    &self
+                        .offset_commit(&slot, r, v, exists, &mut sequenced)
+                        .await,
+                    v,
+                ),
                 None => Bytes::new(),
             },
             ApiKey::OffsetFetch => match decode::<OffsetFetchRequest>(&mut body, v) {
@@ -150,6 +187,7 @@ impl GroupCoordinator {
         pb::GroupResponse {
             not_coordinator: false,
             body,
+            sequenced: false,
         }
     }
 
@@ -377,6 +415,7 @@ impl GroupCoordinator {
         r: OffsetCommitRequest,
         v: i16,
         exists: PartitionExists<'_>,
+        sequenced: &mut Sequenced,
     ) -> OffsetCommitResponse {
         let group_id = r.group_id.to_string();
         let instance = r.group_instance_id.as_ref().map(|i| i.to_string());
@@ -424,6 +463,7 @@ impl GroupCoordinator {
                     code => Err(code),
                 }
             });
+            sequenced.fire();
             let outcome = match checked {
                 None => Err(ILLEGAL_GENERATION),
                 Some(Err(code)) => Err(code),
