@@ -72,7 +72,8 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     tracing::info!("shutting down: flushing buffered records");
     ready_tx.send_replace(false);
     shutdown_tx.send_replace(true);
-    let _ = gateway.await;
+    // In-flight requests finish (long polls and joins are cut after 10 s).
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(10), gateway).await;
     let _ = flusher.await;
     let _ = grpc_server.await;
     Ok(())

@@ -95,6 +95,8 @@ fn advertised(args: &LogworkerArgs, bound: std::net::SocketAddr) -> String {
     if bound.ip().is_unspecified() {
         let host = std::env::var("HOSTNAME")
             .ok()
+            .or_else(|| std::fs::read_to_string("/proc/sys/kernel/hostname").ok())
+            .map(|h| h.trim().to_string())
             .filter(|h| !h.is_empty())
             .unwrap_or_else(|| "127.0.0.1".into());
         return format!("{host}:{}", bound.port());

@@ -10,32 +10,48 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt, BufWriter};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
 
-/// Accepts Kafka connections until `shutdown`.
+/// Accepts Kafka connections until `shutdown`, then drains: every
+/// connection stops reading new requests, answers the ones in progress and
+/// closes; returns once all connections are closed.
 pub async fn serve(
     listener: TcpListener,
     dispatcher: Arc<Dispatcher>,
     mut shutdown: watch::Receiver<bool>,
 ) {
+    let mut connections = tokio::task::JoinSet::new();
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
                     let _ = stream.set_nodelay(true);
                     let d = dispatcher.clone();
-                    tokio::spawn(async move {
-                        if let Err(e) = handle(stream, d, format!("/{}", peer.ip())).await {
+                    let stop = shutdown.clone();
+                    connections.spawn(async move {
+                        if let Err(e) = handle(stream, d, format!("/{}", peer.ip()), stop).await {
                             tracing::debug!(%peer, error = %e, "connection closed");
                         }
                     });
                 }
                 Err(e) => tracing::warn!(error = %e, "accept failed"),
             },
-            _ = shutdown.changed() => return,
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+            _ = shutdown.changed() => break,
         }
     }
+    drop(listener);
+    let open = connections.len();
+    if open > 0 {
+        tracing::info!(connections = open, "draining client connections");
+    }
+    while connections.join_next().await.is_some() {}
 }
 
-async fn handle(stream: TcpStream, d: Arc<Dispatcher>, host: String) -> std::io::Result<()> {
+async fn handle(
+    stream: TcpStream,
+    d: Arc<Dispatcher>,
+    host: String,
+    mut shutdown: watch::Receiver<bool>,
+) -> std::io::Result<()> {
     let host: Arc<str> = host.into();
     let (mut rd, wr) = stream.into_split();
     let (tx, mut rx) =
@@ -65,7 +81,15 @@ async fn handle(stream: TcpStream, d: Arc<Dispatcher>, host: String) -> std::io:
         wr.flush().await
     });
     let max = d.config().max_frame_bytes;
-    while let Ok(len) = rd.read_u32().await {
+    loop {
+        let len = tokio::select! {
+            len = rd.read_u32() => match len {
+                Ok(len) => len,
+                Err(_) => break,
+            },
+            // Draining: no new requests; those in progress are answered.
+            _ = shutdown.wait_for(|s| *s) => break,
+        };
         let len = len as usize;
         if len > max || len < 8 {
             tracing::warn!(len, max, "rejecting frame: size out of bounds");

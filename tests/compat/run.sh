@@ -21,6 +21,7 @@
 #   KAFSCALE_COMPAT_KP_TESTS  pytest selection (-k expression) for kafka-python (default all)
 #   KAFSCALE_COMPAT_KP_TIMEOUT   seconds per kafka-python test (default 120)
 #   KAFSCALE_COMPAT_KP_KAFKA_VERSION  broker version kafka-python's tests assume (default 3.9.0)
+#   KAFSCALE_COMPAT_KP_LOG_LEVEL  client log level captured for failed kafka-python tests (INFO)
 #   KAFSCALE_COMPAT_BUILD=1   run `cargo build --bin kafscale` even if the binary exists
 #   KAFSCALE_BIN              use this kafscale binary
 #   KAFSCALE_LOG_LEVEL        server log level (default info; logs in $KAFSCALE_COMPAT_OUT)
@@ -103,7 +104,7 @@ start_server() {
   KAFSCALE_AUTO_CREATE_TOPICS=true \
   KAFSCALE_AUTO_CREATE_PARTITIONS="$PARTITIONS" \
   KAFSCALE_GROUP_INITIAL_REBALANCE_DELAY_MS=0 \
-  KAFSCALE_LOG_LEVEL="${KAFSCALE_LOG_LEVEL:-info}" \
+  KAFSCALE_LOG_LEVEL="${KAFSCALE_LOG_LEVEL:-info}" NO_COLOR=1 \
     env "$@" "$BIN" dev >"$OUT/$name/server.log" 2>&1 &
   SERVER_PID=$!
   if ! $COMPAT wait-ready "http://127.0.0.1:$http/readyz" 60; then
@@ -283,7 +284,7 @@ run_kafka_python() {
     KAFKA_URI="PLAINTEXT://127.0.0.1:$PORT" KAFKA_VERSION="$KP_BROKER_VERSION" KAFKA_ROOT="$work" \
       KAFSCALE_COMPAT_SKIPS="$HERE/kafka-python-skips.txt" \
       timeout -k 10 1500 "$VPY" -m pytest test/integration -p no:cacheprovider \
-      --timeout="$KP_TIMEOUT" --timeout-method=thread -o log_level=INFO \
+      --timeout="$KP_TIMEOUT" --timeout-method=thread -o log_level="${KAFSCALE_COMPAT_KP_LOG_LEVEL:-INFO}" \
       --junitxml="$out/junit.xml" -rfEs "${sel[@]}"
   ) >"$out/pytest.log" 2>&1 || rc=$?
   stop_server
