@@ -158,7 +158,21 @@ pub async fn run(args: LogworkerArgs) -> anyhow::Result<()> {
     tracing::info!("ready");
 
     let mut lost = lease.lost();
+    let fenced = {
+        let worker = worker.clone();
+        async move {
+            while !worker.is_fenced() {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    };
     tokio::select! {
+        _ = fenced => {
+            // A new owner sealed our stream (we were too slow to hand a
+            // partition over): nothing more can be acknowledged from it.
+            tracing::error!("WAL stream fenced by a new owner; exiting to restart with a fresh stream");
+            std::process::exit(4);
+        }
         _ = process::wait_for_signal() => {
             tracing::info!("SIGTERM: draining partitions before leaving");
             ready_tx.send_replace(false);

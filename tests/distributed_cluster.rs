@@ -112,12 +112,17 @@ fn verify_acked(bootstrap: &str, topic: &str, partitions: i32, acks: &Acks) {
     );
 }
 
+/// The cluster tests each run etcd, moto and several server processes: on a
+/// small machine they are run one at a time.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 async fn sleep_ms(ms: u64) {
     tokio::time::sleep(Duration::from_millis(ms)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn acked_records_survive_kill9_of_workers_and_gateways() {
+    let _serial = SERIAL.lock().await;
     let mut c = Cluster::start(ClusterOptions {
         workers: 3,
         gateways: 2,
@@ -176,6 +181,7 @@ async fn acked_records_survive_kill9_of_workers_and_gateways() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn stopped_worker_is_fenced_after_its_partitions_move_and_exits() {
+    let _serial = SERIAL.lock().await;
     let mut c = Cluster::start(ClusterOptions {
         workers: 2,
         gateways: 1,
@@ -220,6 +226,7 @@ async fn stopped_worker_is_fenced_after_its_partitions_move_and_exits() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sigterm_hands_partitions_over_without_client_errors() {
+    let _serial = SERIAL.lock().await;
     let mut c = Cluster::start(ClusterOptions {
         workers: 3,
         gateways: 1,
@@ -263,6 +270,7 @@ async fn sigterm_hands_partitions_over_without_client_errors() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn added_gateway_and_worker_take_part_while_clients_run() {
+    let _serial = SERIAL.lock().await;
     let mut c = Cluster::start(ClusterOptions {
         workers: 1,
         gateways: 1,
@@ -303,6 +311,7 @@ async fn added_gateway_and_worker_take_part_while_clients_run() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn reads_fall_back_from_an_empty_replica_to_the_primary() {
+    let _serial = SERIAL.lock().await;
     let c = Cluster::start(ClusterOptions {
         workers: 1,
         gateways: 1,
@@ -379,6 +388,7 @@ fn commit_with_retry(consumer: &rdkafka::consumer::BaseConsumer, timeout: Durati
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn consumer_group_keeps_working_across_a_coordinator_move() {
+    let _serial = SERIAL.lock().await;
     use rdkafka::consumer::{BaseConsumer, Consumer as _};
     let mut c = Cluster::start(ClusterOptions {
         workers: 2,
@@ -389,14 +399,20 @@ async fn consumer_group_keeps_working_across_a_coordinator_move() {
     let topic = unique_name("grp");
     create_topic(&c.bootstrap(0), &topic, 4, &[]).await;
     let p: FutureProducer = producer(&c.bootstrap(0), &[("acks", "all")]);
-    for i in 0..400 {
-        let k = i.to_string();
-        p.send(
-            FutureRecord::to(&topic).key(&k).payload(&k),
-            Duration::from_secs(30),
-        )
-        .await
-        .expect("produce");
+    let sends = (0..400).map(|i| {
+        let (p, t) = (p.clone(), topic.clone());
+        async move {
+            let k = i.to_string();
+            p.send(
+                FutureRecord::to(&t).key(&k).payload(&k),
+                Duration::from_secs(30),
+            )
+            .await
+            .map_err(|(e, _)| e)
+        }
+    });
+    for r in futures::future::join_all(sends).await {
+        r.expect("produce");
     }
     let group = unique_name("g");
     let slot = kafscale_controlplane::offsets_topic::slot_of(&group, 8);

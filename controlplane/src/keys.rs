@@ -70,6 +70,10 @@ impl Keys {
     pub fn gateway(&self, gateway_id: &str) -> String {
         format!("{}{gateway_id}", self.gateways())
     }
+    /// The next unallocated producer id (`ProducerIdBlock`).
+    pub fn producer_ids(&self) -> String {
+        format!("{}producer-ids", self.root)
+    }
     /// The assigner leader's key (held under the leader's lease).
     pub fn assigner_leader(&self) -> String {
         format!("{}assigner-leader", self.root)

@@ -7,7 +7,8 @@ use crate::keys::Keys;
 use crate::store::{Compare, MetadataStore, StoreError, TxnOp};
 use bytes::Bytes;
 use kafscale_proto::metadata::v1::{
-    Assignment, ClusterInfo, GatewayRegistration, PartitionState, Topic, WorkerRegistration,
+    Assignment, ClusterInfo, GatewayRegistration, PartitionState, ProducerIdBlock, Topic,
+    WorkerRegistration,
 };
 use prost::Message;
 use std::collections::HashMap;
@@ -311,6 +312,17 @@ impl Metadata {
     ) -> Result<(), MetaError> {
         self.put_maybe_leased(&self.keys.gateway(&reg.gateway_id), bytes_of(reg), lease)
             .await
+    }
+
+    /// Reserves `count` consecutive producer ids; returns the first.
+    pub async fn allocate_producer_ids(&self, count: i64) -> Result<i64, MetaError> {
+        let block = self
+            .update_msg(&self.keys.producer_ids(), |cur: Option<ProducerIdBlock>| {
+                let next = cur.map(|b| b.next).unwrap_or(0);
+                Ok(ProducerIdBlock { next: next + count })
+            })
+            .await?;
+        Ok(block.next - count)
     }
 
     /// Every registered gateway.

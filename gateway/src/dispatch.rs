@@ -47,6 +47,7 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::ListGroups, 0, 4),
     (ApiKey::DeleteGroups, 0, 2),
     (ApiKey::OffsetDelete, 0, 0),
+    (ApiKey::InitProducerId, 0, 4),
 ];
 
 /// The supported version range of `key`, if served.
@@ -60,6 +61,7 @@ pub fn supported(key: ApiKey) -> Option<(i16, i16)> {
 pub struct Dispatcher {
     cfg: GatewayConfig,
     router: Router,
+    producer_ids: handlers::init_producer_id::ProducerIds,
 }
 
 /// Context handed to every handler.
@@ -74,6 +76,8 @@ pub struct Ctx<'a> {
     pub client_host: &'a str,
     /// Fired once the request's order is fixed (see [`Sequenced`]).
     pub sequenced: &'a Sequenced,
+    /// This gateway's producer-id block.
+    pub producer_ids: &'a handlers::init_producer_id::ProducerIds,
 }
 
 /// Per-connection ordering: a connection's next request is dispatched only
@@ -140,7 +144,11 @@ pub fn encode<R: Encodable + HeaderVersion>(
 impl Dispatcher {
     /// A dispatcher for one gateway.
     pub fn new(cfg: GatewayConfig, router: Router) -> Self {
-        Self { cfg, router }
+        Self {
+            cfg,
+            router,
+            producer_ids: Default::default(),
+        }
     }
 
     /// The gateway settings.
@@ -194,6 +202,7 @@ impl Dispatcher {
             client_id,
             client_host,
             sequenced: &sequenced,
+            producer_ids: &self.producer_ids,
         };
         let outcome = handlers::handle(&ctx, key, header.correlation_id, &mut frame).await;
         if frame.has_remaining() && !matches!(outcome, Outcome::Close) {

@@ -19,6 +19,7 @@ const ATTRIBUTES_OFFSET: usize = 21;
 const LAST_OFFSET_DELTA_OFFSET: usize = 23;
 const BASE_TIMESTAMP_OFFSET: usize = 27;
 const MAX_TIMESTAMP_OFFSET: usize = 35;
+const PRODUCER_ID_OFFSET: usize = 43;
 const RECORDS_COUNT_OFFSET: usize = 57;
 
 /// Why a batch was rejected, mapped to a Kafka error code.
@@ -53,6 +54,10 @@ pub struct BatchInfo {
     pub record_count: i32,
     pub base_timestamp: i64,
     pub max_timestamp: i64,
+    /// Idempotent producer id (−1 when the producer is not idempotent).
+    pub producer_id: i64,
+    pub producer_epoch: i16,
+    pub base_sequence: i32,
 }
 
 fn be_i32(b: &[u8], at: usize) -> i32 {
@@ -152,6 +157,11 @@ pub fn validate(records: &[u8], max_batch_bytes: usize) -> Result<Vec<BatchInfo>
                 "control batches may not be produced".into(),
             ));
         }
+        if attributes & 0x10 != 0 {
+            return Err(BatchError::Invalid(
+                "transactional batches are not supported".into(),
+            ));
+        }
         check_records(batch, attributes & 0x7, count)?;
         out.push(BatchInfo {
             position: pos,
@@ -159,6 +169,12 @@ pub fn validate(records: &[u8], max_batch_bytes: usize) -> Result<Vec<BatchInfo>
             record_count: count,
             base_timestamp: be_i64(batch, BASE_TIMESTAMP_OFFSET),
             max_timestamp: be_i64(batch, MAX_TIMESTAMP_OFFSET),
+            producer_id: be_i64(batch, PRODUCER_ID_OFFSET),
+            producer_epoch: i16::from_be_bytes([
+                batch[PRODUCER_ID_OFFSET + 8],
+                batch[PRODUCER_ID_OFFSET + 9],
+            ]),
+            base_sequence: be_i32(batch, PRODUCER_ID_OFFSET + 10),
         });
         pos += size;
     }

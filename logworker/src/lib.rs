@@ -9,6 +9,7 @@ pub mod groups;
 pub mod metrics;
 pub mod objstore;
 pub mod partition;
+pub mod producers;
 pub mod reader;
 pub mod recovery;
 pub mod seal;

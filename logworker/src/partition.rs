@@ -49,6 +49,9 @@ pub struct PartitionLog {
     pub leader_epoch: i32,
     inner: Mutex<Inner>,
     hwm: watch::Sender<i64>,
+    /// Idempotent producers' recent batches (held across their append, so
+    /// a check and its append are one step).
+    producers: Mutex<crate::producers::ProducerStates>,
 }
 
 impl PartitionLog {
@@ -83,7 +86,13 @@ impl PartitionLog {
                 closed: false,
             }),
             hwm,
+            producers: Mutex::default(),
         }
+    }
+
+    /// The idempotent-producer state, locked.
+    pub fn producers(&self) -> MutexGuard<'_, crate::producers::ProducerStates> {
+        self.producers.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {

@@ -9,6 +9,7 @@ use crate::groups::GroupCoordinator;
 use crate::metrics::Metrics;
 use crate::objstore::ObjectStore;
 use crate::partition::{PartitionId, PartitionLog};
+use crate::producers::Verdict;
 use crate::reader;
 use crate::recovery::{recover_chunks, StreamCatalog};
 use crate::seal::seal_stream;
@@ -150,6 +151,12 @@ impl Worker {
         tokio::spawn(groups.run_timers(shutdown.clone()));
         tokio::spawn(worker.clone().ownership_loop(shutdown));
         Ok((worker, flusher))
+    }
+
+    /// True once a new owner sealed this worker's stream: it can acknowledge
+    /// nothing more and must be restarted (with a fresh stream epoch).
+    pub fn is_fenced(&self) -> bool {
+        self.wal.is_fenced()
     }
 
     /// Becomes true once the partitions assigned at start are open.
@@ -309,7 +316,22 @@ impl Worker {
             tokio::time::sleep(Duration::from_millis(50)).await;
             state = self.meta.partition_state(id.topic_id, id.partition).await?;
         }
-        let state = self.meta.partition_state(id.topic_id, id.partition).await?;
+        // Register this worker's stream before the partition can take a
+        // single append: a later owner then always finds it listed, and
+        // waits for this worker to close it (or seals it).
+        let own = StreamRef {
+            worker_id: self.cfg.worker_id.clone(),
+            stream_epoch: self.wal.stream_epoch(),
+            closed: false,
+        };
+        let state = self
+            .meta
+            .update_partition_state(id.topic_id, id.partition, |st| {
+                st.streams
+                    .retain(|x| x.worker_id != own.worker_id || x.stream_epoch != own.stream_epoch);
+                st.streams.push(own.clone());
+            })
+            .await?;
         let chunks = recover_chunks(
             self.store.as_ref(),
             &self.catalog,
@@ -327,6 +349,7 @@ impl Worker {
             state.log_start_offset,
             chunks,
         ));
+        log.mark_stream_registered();
         tracing::debug!(topic = %log.topic, partition = id.partition, hwm = log.high_watermark(), "partition opened");
         if is_slot {
             self.groups.load(log.clone()).await?;
@@ -457,14 +480,18 @@ impl Worker {
                     r.error_code = i32::from(e.code());
                     r.error_message = e.to_string();
                 }
+                Ok(infos) if infos.iter().any(|b| b.producer_id >= 0) => {
+                    match self.append_idempotent(&log, &part.records, &infos) {
+                        Ok((base, dones)) => {
+                            r.base_offset = base;
+                            waits.extend(dones.into_iter().map(|d| (results.len(), d)));
+                        }
+                        Err(code) => r.error_code = code,
+                    }
+                }
                 Ok(infos) => match self.wal.append(&log, &part.records, &infos) {
                     Ok((base, done)) => {
-                        self.metrics
-                            .produced_records
-                            .inc_by(infos.iter().map(|b| b.record_count as u64).sum());
-                        self.metrics
-                            .produced_bytes
-                            .inc_by(part.records.len() as u64);
+                        self.count_produced(&infos, part.records.len());
                         r.base_offset = base;
                         waits.push((results.len(), done));
                     }
@@ -478,6 +505,53 @@ impl Worker {
             results,
             waits,
         }
+    }
+
+    fn count_produced(&self, infos: &[batch::BatchInfo], bytes: usize) {
+        self.metrics
+            .produced_records
+            .inc_by(infos.iter().map(|b| b.record_count as u64).sum());
+        self.metrics.produced_bytes.inc_by(bytes as u64);
+    }
+
+    /// Appends the batches of idempotent producers one by one: retries of
+    /// remembered batches are answered with their original offsets instead
+    /// of being appended again (see `producers`). Returns the first batch's
+    /// offset and the completions to wait for, or the partition's error code.
+    fn append_idempotent(
+        &self,
+        log: &Arc<PartitionLog>,
+        records: &[u8],
+        infos: &[batch::BatchInfo],
+    ) -> Result<(i64, Vec<crate::wal::writer::Completion>), i32> {
+        let mut states = log.producers();
+        let mut first = None;
+        let mut dones = Vec::with_capacity(infos.len());
+        for info in infos {
+            let (base, done) = match states.check(info) {
+                Verdict::Refuse(code) => return Err(i32::from(code)),
+                Verdict::Duplicate { base_offset, done } => (base_offset, done),
+                Verdict::Append => {
+                    let bytes = &records[info.position..info.position + info.size];
+                    let one = batch::BatchInfo {
+                        position: 0,
+                        ..*info
+                    };
+                    let (base, done) = self
+                        .wal
+                        .append(log, bytes, std::slice::from_ref(&one))
+                        .map_err(|e| wal_code(&e))?;
+                    self.count_produced(std::slice::from_ref(info), info.size);
+                    if info.producer_id >= 0 {
+                        states.record(info, base, done.clone());
+                    }
+                    (base, done)
+                }
+            };
+            first.get_or_insert(base);
+            dones.push(done);
+        }
+        Ok((first.unwrap_or(-1), dones))
     }
 
     /// Appends and (for acks ≠ 0) waits until durable.

@@ -8,6 +8,7 @@ pub mod describe_cluster;
 pub mod fetch;
 pub mod find_coordinator;
 pub mod groups;
+pub mod init_producer_id;
 pub mod list_offsets;
 pub mod metadata;
 pub mod produce;
@@ -75,6 +76,10 @@ pub async fn handle(ctx: &Ctx<'_>, key: ApiKey, cid: i32, body: &mut Bytes) -> O
                 None => Outcome::Close,
             }
         }
+        ApiKey::InitProducerId => match decode::<InitProducerIdRequest>(body, v) {
+            Some(r) => encode(cid, v, &init_producer_id::handle(ctx, r).await),
+            None => Outcome::Close,
+        },
         ApiKey::FindCoordinator => match decode::<FindCoordinatorRequest>(body, v) {
             Some(r) => encode(cid, v, &find_coordinator::handle(ctx, r)),
             None => Outcome::Close,
