@@ -86,9 +86,12 @@ pub async fn create_partitions(
         let mut r = CreatePartitionsTopicResult::default();
         r.name = t.name.clone();
         let count = t.count;
-        let result = if t.assignments.as_ref().is_some_and(|a| !a.is_empty()) {
+        let result = if t.assignments.as_ref().is_some_and(|a| {
+            a.iter()
+                .any(|p| !super::replicas::is_single_replica(ctx, &p.broker_ids))
+        }) {
             Err(MetaError::Invalid(
-                "manual replica assignment is not supported".into(),
+                "every partition has exactly one replica, the gateway's node".into(),
             ))
         } else if req.validate_only {
             match ctx.view.meta().get_topic(&name).await {

@@ -19,7 +19,9 @@ pub async fn handle(ctx: &Ctx<'_>, req: CreateTopicsRequest) -> CreateTopicsResp
         r.name = t.name.clone();
         r.num_partitions = -1;
         r.replication_factor = -1;
-        let partitions = if t.num_partitions == -1 {
+        let partitions = if !t.assignments.is_empty() {
+            t.assignments.len() as i32
+        } else if t.num_partitions == -1 {
             ctx.cfg.auto_create_partitions
         } else {
             t.num_partitions
@@ -41,10 +43,21 @@ pub async fn handle(ctx: &Ctx<'_>, req: CreateTopicsRequest) -> CreateTopicsResp
                 ResponseError::InvalidReplicationFactor.code(),
                 "replication factor must be positive".into(),
             ));
-        } else if !t.assignments.is_empty() {
+        } else if !t.assignments.is_empty()
+            && (t.num_partitions != -1 || t.replication_factor != -1)
+        {
             error = Some((
                 ResponseError::InvalidRequest.code(),
-                "manual replica assignment is not supported".into(),
+                "with replica assignments, partitions and replication factor must be -1".into(),
+            ));
+        } else if t
+            .assignments
+            .iter()
+            .any(|a| !super::replicas::is_single_replica(ctx, &a.broker_ids))
+        {
+            error = Some((
+                ResponseError::InvalidReplicaAssignment.code(),
+                "every partition has exactly one replica, the gateway's node".into(),
             ));
         }
         for c in &t.configs {

@@ -12,6 +12,7 @@ pub mod init_producer_id;
 pub mod list_offsets;
 pub mod metadata;
 pub mod produce;
+pub mod replicas;
 pub mod topics;
 
 use crate::dispatch::{decode, encode, Ctx, Outcome};
@@ -73,6 +74,22 @@ pub async fn handle(ctx: &Ctx<'_>, key: ApiKey, cid: i32, body: &mut Bytes) -> O
         ApiKey::IncrementalAlterConfigs => {
             match decode::<IncrementalAlterConfigsRequest>(body, v) {
                 Some(r) => encode(cid, v, &configs::incremental_alter(ctx, r).await),
+                None => Outcome::Close,
+            }
+        }
+        ApiKey::ElectLeaders => match decode::<ElectLeadersRequest>(body, v) {
+            Some(r) => encode(cid, v, &replicas::elect_leaders(ctx, r)),
+            None => Outcome::Close,
+        },
+        ApiKey::ListPartitionReassignments => {
+            match decode::<ListPartitionReassignmentsRequest>(body, v) {
+                Some(r) => encode(cid, v, &replicas::list_reassignments(ctx, r)),
+                None => Outcome::Close,
+            }
+        }
+        ApiKey::AlterPartitionReassignments => {
+            match decode::<AlterPartitionReassignmentsRequest>(body, v) {
+                Some(r) => encode(cid, v, &replicas::alter_reassignments(ctx, r)),
                 None => Outcome::Close,
             }
         }
