@@ -171,3 +171,59 @@ async fn topic_configs_are_described_altered_and_enforced() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// DeleteRecords advances the log start offset (durably): earliest offsets
+/// move, a target past the high watermark is refused, and a restart keeps it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delete_records_advances_the_log_start_offset_durably() {
+    use kafka_protocol::messages::delete_records_request::{
+        DeleteRecordsPartition, DeleteRecordsTopic,
+    };
+    use kafka_protocol::messages::{DeleteRecordsRequest, TopicName};
+    use kafka_protocol::protocol::StrBytes;
+
+    let mut server = common::DevServer::start(common::DevOptions::default()).await;
+    let topic = common::unique_name("delrec");
+    common::create_topic(&server.bootstrap(), &topic, 1, &[]).await;
+    let batch = common::encode_batch(
+        &(0..10)
+            .map(|i| (None, Some(bytes::Bytes::from(format!("v{i}")))))
+            .collect::<Vec<_>>(),
+    );
+    let mut conn = common::RawConn::connect(server.kafka_addr()).await;
+    let produced = conn
+        .request(9, &common::produce_request(&topic, 0, batch))
+        .await;
+    assert_eq!(common::only_partition(&produced).error_code, 0);
+    let delete = |offset: i64| {
+        let mut p = DeleteRecordsPartition::default();
+        p.partition_index = 0;
+        p.offset = offset;
+        let mut t = DeleteRecordsTopic::default();
+        t.name = TopicName(StrBytes::from_string(topic.clone()));
+        t.partitions = vec![p];
+        let mut r = DeleteRecordsRequest::default();
+        r.topics = vec![t];
+        r.timeout_ms = 5000;
+        r
+    };
+    let resp = conn.request(2, &delete(4)).await;
+    let p = &resp.topics[0].partitions[0];
+    assert_eq!((p.error_code, p.low_watermark), (0, 4));
+    let too_far = conn.request(2, &delete(11)).await;
+    assert_eq!(
+        too_far.topics[0].partitions[0].error_code, 1,
+        "OFFSET_OUT_OF_RANGE"
+    );
+    let consumer = common::consumer(&server.bootstrap(), &[]);
+    assert_eq!(common::watermarks(&consumer, &topic, 0), (4, 10));
+    drop(consumer);
+    server.kill9();
+    server.restart().await;
+    let consumer = common::consumer(&server.bootstrap(), &[]);
+    assert_eq!(
+        common::watermarks(&consumer, &topic, 0),
+        (4, 10),
+        "the log start offset survives a restart"
+    );
+}

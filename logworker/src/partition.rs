@@ -158,6 +158,17 @@ impl PartitionLog {
         }
     }
 
+    /// Moves the log start offset forward to `offset` (never back) and
+    /// forgets chunks that end below it; returns the log start offset.
+    pub fn advance_log_start(&self, offset: i64) -> i64 {
+        let mut g = self.lock();
+        if offset > g.log_start_offset {
+            g.log_start_offset = offset;
+            g.chunks.retain(|_, c| c.entry.last_offset >= offset);
+        }
+        g.log_start_offset
+    }
+
     /// Offset of the next record to be produced, durable or not.
     pub fn next_offset(&self) -> i64 {
         self.lock().next_offset

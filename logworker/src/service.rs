@@ -60,6 +60,15 @@ impl LogWorker for LogWorkerService {
         ))
     }
 
+    async fn delete_records(
+        &self,
+        req: Request<pb::DeleteRecordsRequest>,
+    ) -> Result<Response<pb::DeleteRecordsResponse>, Status> {
+        Ok(Response::new(
+            self.worker.delete_records(req.into_inner()).await,
+        ))
+    }
+
     type GroupStream = BoxStream<'static, Result<pb::GroupResponse, Status>>;
 
     async fn group(

@@ -669,6 +669,47 @@ impl Worker {
         self.groups.handle(req, &exists, sequenced).await
     }
 
+    /// Advances log start offsets (DeleteRecords): durably in the partition
+    /// state first, then in memory. Records below it are no longer served.
+    pub async fn delete_records(&self, req: pb::DeleteRecordsRequest) -> pb::DeleteRecordsResponse {
+        let mut out = Vec::with_capacity(req.partitions.len());
+        for p in req.partitions {
+            let mut r = pb::DeleteRecordsPartitionResult {
+                partition: p.partition.clone(),
+                error_code: 0,
+                low_watermark: -1,
+            };
+            match self.owned(&p.partition) {
+                Err(c) => r.error_code = c,
+                Ok(log) => {
+                    let hwm = log.high_watermark();
+                    let target = if p.offset == -1 { hwm } else { p.offset };
+                    if target < 0 || target > hwm {
+                        r.error_code = code(ResponseError::OffsetOutOfRange);
+                    } else if target <= log.log_start_offset() {
+                        r.low_watermark = log.log_start_offset();
+                    } else {
+                        let stored = self
+                            .meta
+                            .update_partition_state(log.id.topic_id, log.id.partition, |st| {
+                                st.log_start_offset = st.log_start_offset.max(target);
+                            })
+                            .await;
+                        match stored {
+                            Ok(st) => r.low_watermark = log.advance_log_start(st.log_start_offset),
+                            Err(e) => {
+                                tracing::warn!(error = %e, "log start offset not stored");
+                                r.error_code = code(ResponseError::KafkaStorageError);
+                            }
+                        }
+                    }
+                }
+            }
+            out.push(r);
+        }
+        pb::DeleteRecordsResponse { partitions: out }
+    }
+
     /// Resolves earliest (-2), latest (-1), max-timestamp (-3) and by-timestamp offsets.
     pub async fn list_offsets(&self, req: pb::ListOffsetsRequest) -> pb::ListOffsetsResponse {
         let mut out = Vec::with_capacity(req.partitions.len());

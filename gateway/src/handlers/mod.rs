@@ -4,6 +4,7 @@ pub mod admin_topics;
 pub mod api_versions;
 pub mod configs;
 pub mod create_topics;
+pub mod delete_records;
 pub mod describe_cluster;
 pub mod fetch;
 pub mod find_coordinator;
@@ -77,6 +78,10 @@ pub async fn handle(ctx: &Ctx<'_>, key: ApiKey, cid: i32, body: &mut Bytes) -> O
                 None => Outcome::Close,
             }
         }
+        ApiKey::DeleteRecords => match decode::<DeleteRecordsRequest>(body, v) {
+            Some(r) => encode(cid, v, &delete_records::handle(ctx, r).await),
+            None => Outcome::Close,
+        },
         ApiKey::ElectLeaders => match decode::<ElectLeadersRequest>(body, v) {
             Some(r) => encode(cid, v, &replicas::elect_leaders(ctx, r)),
             None => Outcome::Close,
