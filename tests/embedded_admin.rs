@@ -227,3 +227,57 @@ async fn delete_records_advances_the_log_start_offset_durably() {
         "the log start offset survives a restart"
     );
 }
+
+/// DescribeLogDirs reports one directory (the object store) with each
+/// partition's stored bytes; moving a replica there is a no-op, anywhere
+/// else is LOG_DIR_NOT_FOUND.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn log_dirs_report_stored_bytes() {
+    use kafka_protocol::messages::alter_replica_log_dirs_request::{
+        AlterReplicaLogDir, AlterReplicaLogDirTopic,
+    };
+    use kafka_protocol::messages::describe_log_dirs_request::DescribableLogDirTopic;
+    use kafka_protocol::messages::{AlterReplicaLogDirsRequest, DescribeLogDirsRequest, TopicName};
+    use kafka_protocol::protocol::StrBytes;
+
+    let server = common::DevServer::start(common::DevOptions::default()).await;
+    let topic = common::unique_name("logdirs");
+    common::create_topic(&server.bootstrap(), &topic, 2, &[]).await;
+    let batch = common::encode_batch(&[(None, Some(bytes::Bytes::from(vec![7u8; 1000])))]);
+    let mut conn = common::RawConn::connect(server.kafka_addr()).await;
+    let produced = conn
+        .request(9, &common::produce_request(&topic, 1, batch.clone()))
+        .await;
+    assert_eq!(common::only_partition(&produced).error_code, 0);
+    let name = TopicName(StrBytes::from_string(topic.clone()));
+    let mut t = DescribableLogDirTopic::default();
+    t.topic = name.clone();
+    t.partitions = vec![0, 1];
+    let mut req = DescribeLogDirsRequest::default();
+    req.topics = Some(vec![t]);
+    let resp = conn.request(4, &req).await;
+    assert_eq!(resp.results.len(), 1);
+    let dir = &resp.results[0];
+    assert_eq!(dir.error_code, 0);
+    let sizes: Vec<(i32, i64)> = dir.topics[0]
+        .partitions
+        .iter()
+        .map(|p| (p.partition_index, p.partition_size))
+        .collect();
+    assert_eq!(sizes, vec![(0, 0), (1, batch.len() as i64)]);
+    let alter = |path: &str| {
+        let mut t = AlterReplicaLogDirTopic::default();
+        t.name = name.clone();
+        t.partitions = vec![0];
+        let mut d = AlterReplicaLogDir::default();
+        d.path = StrBytes::from_string(path.to_string());
+        d.topics = vec![t];
+        let mut r = AlterReplicaLogDirsRequest::default();
+        r.dirs = vec![d];
+        r
+    };
+    let here = conn.request(2, &alter(dir.log_dir.as_str())).await;
+    assert_eq!(here.results[0].partitions[0].error_code, 0);
+    let elsewhere = conn.request(2, &alter("/somewhere/else")).await;
+    assert_eq!(elsewhere.results[0].partitions[0].error_code, 57);
+}

@@ -107,4 +107,57 @@ impl Router {
         }
         (routed, unroutable)
     }
+
+    /// Sends each owning worker its share of `parts` with `call`, all
+    /// workers concurrently, and returns every part's result in input order:
+    /// `None` where the partition has no live owner or the call failed.
+    pub async fn fan_out<S, P, R, F, Fut>(
+        &self,
+        parts: Vec<(S, P)>,
+        key: impl Fn(&P) -> (Uuid, i32),
+        call: F,
+    ) -> Vec<(S, Option<R>)>
+    where
+        F: Fn(LogWorkerClient<Channel>, Vec<P>) -> Fut,
+        Fut: std::future::Future<Output = Result<Vec<R>, tonic::Status>>,
+    {
+        let indexed: Vec<(usize, (S, P))> = parts.into_iter().enumerate().collect();
+        let n = indexed.len();
+        let (routed, unroutable) = self.split(indexed, |(_, (_, p))| key(p)).await;
+        let mut out: Vec<Option<(S, Option<R>)>> = (0..n).map(|_| None).collect();
+        for (i, (slot, _)) in unroutable {
+            out[i] = Some((slot, None));
+        }
+        let calls = routed.into_iter().map(|(addr, group)| {
+            let (ids, pairs): (Vec<usize>, Vec<(S, P)>) = group.into_iter().unzip();
+            let (slots, ps): (Vec<S>, Vec<P>) = pairs.into_iter().unzip();
+            let client = self.client(&addr);
+            let fut = client.map(|c| call(c, ps));
+            async move {
+                let result = match fut {
+                    Ok(f) => f.await.map_err(|e| e.to_string()),
+                    Err(e) => Err(e.to_string()),
+                };
+                (ids, slots, result)
+            }
+        });
+        for (ids, slots, result) in futures::future::join_all(calls).await {
+            match result {
+                Ok(results) if results.len() == ids.len() => {
+                    for ((i, slot), r) in ids.into_iter().zip(slots).zip(results) {
+                        out[i] = Some((slot, Some(r)));
+                    }
+                }
+                other => {
+                    if let Err(e) = other {
+                        tracing::warn!(error = %e, "worker call failed");
+                    }
+                    for (i, slot) in ids.into_iter().zip(slots) {
+                        out[i] = Some((slot, None));
+                    }
+                }
+            }
+        }
+        out.into_iter().flatten().collect()
+    }
 }

@@ -169,6 +169,15 @@ impl PartitionLog {
         g.log_start_offset
     }
 
+    /// Bytes of the durable chunks from the log start offset on.
+    pub fn stored_bytes(&self) -> i64 {
+        self.lock()
+            .chunks
+            .values()
+            .map(|c| i64::from(c.entry.length))
+            .sum()
+    }
+
     /// Offset of the next record to be produced, durable or not.
     pub fn next_offset(&self) -> i64 {
         self.lock().next_offset

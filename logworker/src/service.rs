@@ -69,6 +69,13 @@ impl LogWorker for LogWorkerService {
         ))
     }
 
+    async fn partition_sizes(
+        &self,
+        req: Request<pb::PartitionSizesRequest>,
+    ) -> Result<Response<pb::PartitionSizesResponse>, Status> {
+        Ok(Response::new(self.worker.partition_sizes(req.into_inner())))
+    }
+
     type GroupStream = BoxStream<'static, Result<pb::GroupResponse, Status>>;
 
     async fn group(

@@ -710,6 +710,27 @@ impl Worker {
         pb::DeleteRecordsResponse { partitions: out }
     }
 
+    /// Bytes stored per owned partition.
+    pub fn partition_sizes(&self, req: pb::PartitionSizesRequest) -> pb::PartitionSizesResponse {
+        let partitions = req
+            .partitions
+            .into_iter()
+            .map(|p| match self.owned(&Some(p.clone())) {
+                Ok(log) => pb::PartitionSize {
+                    partition: Some(p),
+                    error_code: 0,
+                    size_bytes: log.stored_bytes(),
+                },
+                Err(c) => pb::PartitionSize {
+                    partition: Some(p),
+                    error_code: c,
+                    size_bytes: -1,
+                },
+            })
+            .collect();
+        pb::PartitionSizesResponse { partitions }
+    }
+
     /// Resolves earliest (-2), latest (-1), max-timestamp (-3) and by-timestamp offsets.
     pub async fn list_offsets(&self, req: pb::ListOffsetsRequest) -> pb::ListOffsetsResponse {
         let mut out = Vec::with_capacity(req.partitions.len());

@@ -54,43 +54,31 @@ pub async fn handle(ctx: &Ctx<'_>, req: ListOffsetsRequest) -> ListOffsetsRespon
         }
         resp.topics.push(tr);
     }
-    let (routed, unroutable) = ctx
+    let isolation_level = i32::from(req.isolation_level);
+    let results = ctx
         .router
-        .split(parts, |(_, p)| crate::router::key_of(&p.partition))
-        .await;
-    for ((ti, pi), _) in unroutable {
-        resp.topics[ti].partitions[pi].error_code = ResponseError::NotLeaderOrFollower.code();
-    }
-    for (addr, parts) in routed {
-        let (slots, partitions): (Vec<_>, Vec<_>) = parts.into_iter().unzip();
-        let r = pb::ListOffsetsRequest {
-            isolation_level: i32::from(req.isolation_level),
-            partitions,
-        };
-        let result = match ctx.router.client(&addr) {
-            Ok(mut c) => c
-                .list_offsets(r)
+        .fan_out(
+            parts,
+            |p| crate::router::key_of(&p.partition),
+            |mut c, partitions| async move {
+                c.list_offsets(pb::ListOffsetsRequest {
+                    isolation_level,
+                    partitions,
+                })
                 .await
-                .map(|r| r.into_inner())
-                .map_err(|e| e.to_string()),
-            Err(e) => Err(e.to_string()),
-        };
-        match result {
-            Ok(r) => {
-                for (slot, res) in slots.into_iter().zip(r.partitions) {
-                    let pr = &mut resp.topics[slot.0].partitions[slot.1];
-                    pr.error_code = res.error_code as i16;
-                    pr.offset = res.offset;
-                    pr.timestamp = res.timestamp;
-                }
+                .map(|r| r.into_inner().partitions)
+            },
+        )
+        .await;
+    for ((ti, pi), r) in results {
+        let pr = &mut resp.topics[ti].partitions[pi];
+        match r {
+            Some(r) => {
+                pr.error_code = r.error_code as i16;
+                pr.offset = r.offset;
+                pr.timestamp = r.timestamp;
             }
-            Err(e) => {
-                tracing::warn!(error = %e, "list offsets forward failed");
-                for slot in slots {
-                    resp.topics[slot.0].partitions[slot.1].error_code =
-                        ResponseError::NotLeaderOrFollower.code();
-                }
-            }
+            None => pr.error_code = ResponseError::NotLeaderOrFollower.code(),
         }
     }
     resp

@@ -11,6 +11,7 @@ pub mod find_coordinator;
 pub mod groups;
 pub mod init_producer_id;
 pub mod list_offsets;
+pub mod log_dirs;
 pub mod metadata;
 pub mod produce;
 pub mod replicas;
@@ -78,6 +79,14 @@ pub async fn handle(ctx: &Ctx<'_>, key: ApiKey, cid: i32, body: &mut Bytes) -> O
                 None => Outcome::Close,
             }
         }
+        ApiKey::DescribeLogDirs => match decode::<DescribeLogDirsRequest>(body, v) {
+            Some(r) => encode(cid, v, &log_dirs::describe(ctx, r).await),
+            None => Outcome::Close,
+        },
+        ApiKey::AlterReplicaLogDirs => match decode::<AlterReplicaLogDirsRequest>(body, v) {
+            Some(r) => encode(cid, v, &log_dirs::alter(ctx, r)),
+            None => Outcome::Close,
+        },
         ApiKey::DeleteRecords => match decode::<DeleteRecordsRequest>(body, v) {
             Some(r) => encode(cid, v, &delete_records::handle(ctx, r).await),
             None => Outcome::Close,

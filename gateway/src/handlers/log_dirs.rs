@@ -1,0 +1,123 @@
+//! DescribeLogDirs and AlterReplicaLogDirs. Every partition lives in one
+//! "log dir": the object store, named [`LOG_DIR`]. Sizes come from the
+//! partitions' owners; moving a replica to the directory it is in is a
+//! no-op, any other directory does not exist.
+
+use crate::dispatch::Ctx;
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::alter_replica_log_dirs_response::{
+    AlterReplicaLogDirPartitionResult, AlterReplicaLogDirTopicResult,
+};
+use kafka_protocol::messages::describe_log_dirs_response::{
+    DescribeLogDirsPartition, DescribeLogDirsResult, DescribeLogDirsTopic,
+};
+use kafka_protocol::messages::*;
+use kafka_protocol::protocol::StrBytes;
+use kafscale_controlplane::metadata::topic_uuid;
+use kafscale_proto::data::v1 as pb;
+
+/// The name of the single log directory.
+pub const LOG_DIR: &str = "object-store";
+
+/// Answers DescribeLogDirs with the stored bytes of every requested (or
+/// every) partition.
+pub async fn describe(ctx: &Ctx<'_>, req: DescribeLogDirsRequest) -> DescribeLogDirsResponse {
+    let snap = ctx.view.snapshot();
+    let wanted: Vec<(String, Vec<i32>)> = match req.topics {
+        Some(ts) => ts
+            .into_iter()
+            .map(|t| (t.topic.to_string(), t.partitions))
+            .collect(),
+        None => {
+            let mut all: Vec<_> = snap
+                .topics
+                .values()
+                .map(|t| (t.name.clone(), (0..t.partitions).collect()))
+                .collect();
+            all.sort();
+            all
+        }
+    };
+    let mut parts = Vec::new();
+    for (name, ps) in &wanted {
+        let Some(t) = snap.topics.get(name) else {
+            continue;
+        };
+        for &p in ps.iter().filter(|&&p| p >= 0 && p < t.partitions) {
+            let r = pb::PartitionRef {
+                topic_id: topic_uuid(t).as_bytes().to_vec().into(),
+                topic: name.clone(),
+                partition: p,
+            };
+            parts.push(((name.clone(), p), r));
+        }
+    }
+    let sizes = ctx
+        .router
+        .fan_out(
+            parts,
+            |p| crate::router::key_of(&Some(p.clone())),
+            |mut c, partitions| async move {
+                c.partition_sizes(pb::PartitionSizesRequest { partitions })
+                    .await
+                    .map(|r| r.into_inner().partitions)
+            },
+        )
+        .await;
+    let mut dir = DescribeLogDirsResult::default();
+    dir.log_dir = StrBytes::from_static_str(LOG_DIR);
+    if ctx.version >= 4 {
+        // Object storage has no volume size.
+        dir.total_bytes = -1;
+        dir.usable_bytes = -1;
+    }
+    for ((name, p), size) in sizes {
+        let Some(size) = size.filter(|s| s.error_code == 0) else {
+            continue;
+        };
+        if dir.topics.last().map(|t| t.name.as_str()) != Some(name.as_str()) {
+            let mut t = DescribeLogDirsTopic::default();
+            t.name = TopicName(StrBytes::from_string(name.clone()));
+            dir.topics.push(t);
+        }
+        let mut dp = DescribeLogDirsPartition::default();
+        dp.partition_index = p;
+        dp.partition_size = size.size_bytes;
+        if let Some(t) = dir.topics.last_mut() {
+            t.partitions.push(dp);
+        }
+    }
+    let mut resp = DescribeLogDirsResponse::default();
+    resp.results = vec![dir];
+    resp
+}
+
+/// Answers AlterReplicaLogDirs: [`LOG_DIR`] is where every replica already is.
+pub fn alter(ctx: &Ctx<'_>, req: AlterReplicaLogDirsRequest) -> AlterReplicaLogDirsResponse {
+    let snap = ctx.view.snapshot();
+    let mut resp = AlterReplicaLogDirsResponse::default();
+    for d in req.dirs {
+        for t in d.topics {
+            let mut tr = AlterReplicaLogDirTopicResult::default();
+            tr.topic_name = t.name.clone();
+            let topic = snap.topics.get(t.name.as_str());
+            for p in t.partitions {
+                let mut pr = AlterReplicaLogDirPartitionResult::default();
+                pr.partition_index = p;
+                pr.error_code = match topic {
+                    Some(tp) if p >= 0 && p < tp.partitions => {
+                        if d.path.as_str() == LOG_DIR {
+                            0
+                        } else {
+                            ResponseError::LogDirNotFound.code()
+                        }
+                    }
+                    _ => ResponseError::UnknownTopicOrPartition.code(),
+                };
+                tr.partitions.push(pr);
+            }
+            resp.results.push(tr);
+        }
+    }
+    resp
+}
