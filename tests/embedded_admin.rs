@@ -281,3 +281,35 @@ async fn log_dirs_report_stored_bytes() {
     let elsewhere = conn.request(2, &alter("/somewhere/else")).await;
     assert_eq!(elsewhere.results[0].partitions[0].error_code, 57);
 }
+
+/// The gateway describes its own broker configs (static, read-only).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broker_configs_are_described() {
+    use rdkafka::admin::{ConfigSource, ResourceSpecifier};
+    let server = common::DevServer::start(common::DevOptions::default()).await;
+    let admin = common::admin(&server.bootstrap());
+    let results = admin
+        .describe_configs(
+            &[ResourceSpecifier::Broker(0)],
+            &AdminOptions::new().request_timeout(Some(CLIENT_TIMEOUT)),
+        )
+        .await
+        .expect("describe configs");
+    let resource = results[0].as_ref().expect("broker resource");
+    let listeners = resource
+        .get("advertised.listeners")
+        .expect("advertised.listeners described");
+    assert_eq!(
+        listeners.value.as_deref(),
+        Some(format!("PLAINTEXT://127.0.0.1:{}", server.kafka_addr().port()).as_str())
+    );
+    assert!(listeners.is_read_only);
+    assert_eq!(listeners.source, ConfigSource::StaticBroker);
+    assert_eq!(
+        resource
+            .get("offsets.topic.num.partitions")
+            .and_then(|e| e.value.clone())
+            .as_deref(),
+        Some("50")
+    );
+}

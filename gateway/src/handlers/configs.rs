@@ -14,15 +14,19 @@ use kafka_protocol::messages::{
 use kafka_protocol::protocol::StrBytes;
 use kafscale_controlplane::MetaError;
 
-/// Kafka's resource type code of topics.
+/// Kafka's resource type codes.
 const TOPIC: i8 = 2;
+const BROKER: i8 = 4;
 /// Kafka ConfigType codes.
+const BOOLEAN: i8 = 1;
 const STRING: i8 = 2;
 const INT: i8 = 3;
+const SHORT: i8 = 4;
 const LONG: i8 = 5;
 const LIST: i8 = 7;
 /// Kafka config sources.
 const DYNAMIC_TOPIC_CONFIG: i8 = 1;
+const STATIC_BROKER_CONFIG: i8 = 4;
 const DEFAULT_CONFIG: i8 = 5;
 
 /// (name, default, type) of every topic config we keep.
@@ -65,7 +69,79 @@ pub fn validate(key: &str, value: &str) -> Result<(), String> {
     }
 }
 
-/// Answers DescribeConfigs for topics.
+/// One described config entry.
+fn entry(
+    ctx: &Ctx<'_>,
+    name: &str,
+    value: String,
+    source: i8,
+    ty: i8,
+    read_only: bool,
+) -> DescribeConfigsResourceResult {
+    let mut c = DescribeConfigsResourceResult::default();
+    c.name = StrBytes::from_string(name.to_string());
+    c.value = Some(StrBytes::from_string(value));
+    c.read_only = read_only;
+    if ctx.version >= 1 {
+        c.config_source = source;
+    }
+    if ctx.version >= 3 {
+        c.config_type = ty;
+    }
+    c
+}
+
+/// (name, value, type) of the broker configs a gateway reports: its own
+/// settings, fixed at start (so read-only, source STATIC_BROKER_CONFIG).
+fn broker_configs(ctx: &Ctx<'_>) -> Vec<(&'static str, String, i8)> {
+    let offsets_partitions = ctx
+        .view
+        .snapshot()
+        .topics
+        .get(kafscale_controlplane::offsets_topic::OFFSETS_TOPIC)
+        .map(|t| t.partitions)
+        .unwrap_or(0);
+    vec![
+        (
+            "advertised.listeners",
+            format!(
+                "PLAINTEXT://{}:{}",
+                ctx.cfg.advertised_host, ctx.cfg.advertised_port
+            ),
+            LIST,
+        ),
+        (
+            "auto.create.topics.enable",
+            ctx.cfg.auto_create_topics.to_string(),
+            BOOLEAN,
+        ),
+        ("broker.id", ctx.cfg.node_id.to_string(), INT),
+        ("default.replication.factor", "1".into(), SHORT),
+        (
+            "message.max.bytes",
+            ctx.cfg.default_max_message_bytes.to_string(),
+            INT,
+        ),
+        ("min.insync.replicas", "1".into(), INT),
+        (
+            "num.partitions",
+            ctx.cfg.auto_create_partitions.to_string(),
+            INT,
+        ),
+        (
+            "offsets.topic.num.partitions",
+            offsets_partitions.to_string(),
+            INT,
+        ),
+        (
+            "socket.request.max.bytes",
+            ctx.cfg.max_frame_bytes.to_string(),
+            INT,
+        ),
+    ]
+}
+
+/// Answers DescribeConfigs for topics and for this broker.
 pub async fn describe(ctx: &Ctx<'_>, req: DescribeConfigsRequest) -> DescribeConfigsResponse {
     let snap = ctx.view.snapshot();
     let mut resp = DescribeConfigsResponse::default();
@@ -74,33 +150,40 @@ pub async fn describe(ctx: &Ctx<'_>, req: DescribeConfigsRequest) -> DescribeCon
         r.resource_type = res.resource_type;
         r.resource_name = res.resource_name.clone();
         let name = res.resource_name.to_string();
-        if res.resource_type != TOPIC {
+        let wanted = res
+            .configuration_keys
+            .map(|k| k.iter().map(|s| s.to_string()).collect::<Vec<_>>());
+        let is_wanted = |key: &str| wanted.as_ref().is_none_or(|w| w.iter().any(|k| k == key));
+        if res.resource_type == BROKER {
+            if name.is_empty() || name == ctx.cfg.node_id.to_string() {
+                for (key, value, ty) in broker_configs(ctx) {
+                    if is_wanted(key) {
+                        r.configs
+                            .push(entry(ctx, key, value, STATIC_BROKER_CONFIG, ty, true));
+                    }
+                }
+            } else {
+                r.error_code = ResponseError::InvalidRequest.code();
+                r.error_message = Some(StrBytes::from_string(format!(
+                    "unknown broker id '{name}'; this gateway is broker {}",
+                    ctx.cfg.node_id
+                )));
+            }
+        } else if res.resource_type != TOPIC {
             r.error_code = ResponseError::InvalidRequest.code();
             r.error_message = Some(StrBytes::from_static_str(
-                "only topic configs are supported",
+                "only topic and broker configs are supported",
             ));
         } else if let Some(topic) = snap.topics.get(&name) {
-            let wanted = res
-                .configuration_keys
-                .map(|k| k.iter().map(|s| s.to_string()).collect::<Vec<_>>());
             for (key, default, ty) in known(ctx) {
-                if wanted.as_ref().is_some_and(|w| !w.iter().any(|k| k == key)) {
+                if !is_wanted(key) {
                     continue;
                 }
-                let mut c = DescribeConfigsResourceResult::default();
-                c.name = StrBytes::from_static_str(key);
                 let (value, source) = match topic.configs.get(key) {
                     Some(v) => (v.clone(), DYNAMIC_TOPIC_CONFIG),
                     None => (default, DEFAULT_CONFIG),
                 };
-                c.value = Some(StrBytes::from_string(value));
-                if ctx.version >= 1 {
-                    c.config_source = source;
-                }
-                if ctx.version >= 3 {
-                    c.config_type = ty;
-                }
-                r.configs.push(c);
+                r.configs.push(entry(ctx, key, value, source, ty, false));
             }
         } else {
             r.error_code = ResponseError::UnknownTopicOrPartition.code();
