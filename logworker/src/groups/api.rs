@@ -670,9 +670,7 @@ impl GroupCoordinator {
             for id in ids {
                 self.with_group(&slot, &id, false, |g| {
                     let state = g.state.name();
-                    if g.is_unused()
-                        || (!wanted.is_empty() && !wanted.contains(&state.to_ascii_lowercase()))
-                    {
+                    if !wanted.is_empty() && !wanted.contains(&state.to_ascii_lowercase()) {
                         return;
                     }
                     let mut lg = list_groups_response::ListedGroup::default();

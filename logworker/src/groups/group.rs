@@ -243,6 +243,8 @@ pub struct Group {
     initial_join_end: Option<Instant>,
     /// Offset of the last group record applied during replay.
     pub log_offset: i64,
+    /// Since when the group has had no members and no offsets.
+    unused_since: Option<Instant>,
 }
 
 impl Group {
@@ -262,6 +264,7 @@ impl Group {
             join_deadline: None,
             initial_join_end: None,
             log_offset: -1,
+            unused_since: None,
         }
     }
 
@@ -319,6 +322,16 @@ impl Group {
     /// True when the group has neither members nor committed offsets.
     pub fn is_unused(&self) -> bool {
         self.state == GroupState::Empty && self.members.is_empty() && self.offsets.is_empty()
+    }
+
+    /// True once the group has been unused for `retention` (Kafka removes
+    /// such groups at its periodic cleanup; until then they are listed).
+    pub fn unused_for(&mut self, retention: Duration, now: Instant) -> bool {
+        if !self.is_unused() {
+            self.unused_since = None;
+            return false;
+        }
+        now.duration_since(*self.unused_since.get_or_insert(now)) >= retention
     }
 
     fn is_static_fenced(&self, instance_id: &Option<String>, member_id: &str) -> bool {
@@ -1184,5 +1197,15 @@ mod tests {
         wrong_type.protocol_type = "connect".into();
         let r = expect_now(join_now(&mut g, wrong_type, "c", now));
         assert_eq!(r.error, INCONSISTENT_GROUP_PROTOCOL);
+    }
+
+    #[test]
+    fn unused_groups_stay_for_the_retention_period() {
+        let now = Instant::now();
+        let ten_min = Duration::from_secs(600);
+        let mut g = Group::new("g");
+        assert!(!g.unused_for(ten_min, now));
+        assert!(!g.unused_for(ten_min, now + Duration::from_secs(599)));
+        assert!(g.unused_for(ten_min, now + Duration::from_secs(600)));
     }
 }

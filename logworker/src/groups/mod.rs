@@ -241,7 +241,7 @@ impl GroupCoordinator {
                         let rec = records::group(&g, None, now_ms());
                         self.persist_detached(&slot, &[rec]);
                     }
-                    if g.is_unused() {
+                    if g.unused_for(UNUSED_GROUP_RETENTION, now) {
                         Self::bury(&slot, &mut g);
                     }
                 }
@@ -249,6 +249,10 @@ impl GroupCoordinator {
         }
     }
 }
+
+/// How long a group without members and offsets stays listed (Kafka's
+/// `offsets.retention.check.interval.ms` cleanup period).
+const UNUSED_GROUP_RETENTION: Duration = Duration::from_secs(600);
 
 /// Marks a group removed from its slot.
 const DEAD: i64 = i64::MIN;
