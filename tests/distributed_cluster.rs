@@ -81,6 +81,46 @@ fn spawn_producer(
     })
 }
 
+/// Continuous acks=all load from `producers` producers on one gateway.
+struct Load {
+    stop: Arc<AtomicBool>,
+    acks: Arc<Mutex<Acks>>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Load {
+    fn start(bootstrap: String, topic: &str, producers: u64) -> Load {
+        let stop = Arc::new(AtomicBool::new(false));
+        let acks = Arc::new(Mutex::new(Acks::default()));
+        let tasks = (0..producers)
+            .map(|i| {
+                spawn_producer(
+                    bootstrap.clone(),
+                    topic.to_string(),
+                    i * 1_000_000_000,
+                    stop.clone(),
+                    acks.clone(),
+                )
+            })
+            .collect();
+        Load { stop, acks, tasks }
+    }
+
+    /// Records acknowledged so far.
+    fn acked(&self) -> usize {
+        self.acks.lock().unwrap().acked.len()
+    }
+
+    /// Stops producing, waits for outstanding sends, returns what was acked.
+    async fn finish(self) -> Acks {
+        self.stop.store(true, Ordering::SeqCst);
+        for t in self.tasks {
+            t.await.expect("producer task");
+        }
+        std::mem::take(&mut *self.acks.lock().unwrap())
+    }
+}
+
 /// Reads the whole topic through `bootstrap` and checks every acked record.
 fn verify_acked(bootstrap: &str, topic: &str, partitions: i32, acks: &Acks) {
     let (_, records) = consume_all(bootstrap, topic, partitions, Duration::from_secs(60));
@@ -131,19 +171,7 @@ async fn acked_records_survive_kill9_of_workers_and_gateways() {
     .await;
     let topic = unique_name("chaos");
     create_topic(&c.bootstrap(0), &topic, 6, &[]).await;
-    let stop = Arc::new(AtomicBool::new(false));
-    let acks = Arc::new(Mutex::new(Acks::default()));
-    let producers: Vec<_> = (0..2)
-        .map(|i| {
-            spawn_producer(
-                c.bootstrap(0),
-                topic.clone(),
-                i * 1_000_000_000,
-                stop.clone(),
-                acks.clone(),
-            )
-        })
-        .collect();
+    let load = Load::start(c.bootstrap(0), &topic, 2);
     sleep_ms(2000).await;
     // Kill -9 a worker per cycle (restarting it at once with a new stream
     // epoch, or only after its lease lapsed so its partitions move), and a
@@ -161,14 +189,12 @@ async fn acked_records_survive_kill9_of_workers_and_gateways() {
             c.gateways[1].start().await;
         }
         sleep_ms(2500).await;
-        let n = acks.lock().unwrap().acked.len();
-        eprintln!("cycle {cycle}: {n} records acknowledged so far");
+        eprintln!(
+            "cycle {cycle}: {} records acknowledged so far",
+            load.acked()
+        );
     }
-    stop.store(true, Ordering::SeqCst);
-    for p in producers {
-        p.await.expect("producer task");
-    }
-    let acks = std::mem::take(&mut *acks.lock().unwrap());
+    let acks = load.finish().await;
     assert!(
         acks.acked.len() > 1000,
         "too few records acknowledged ({}) to mean anything; failures: {:?}",
@@ -190,9 +216,7 @@ async fn stopped_worker_is_fenced_after_its_partitions_move_and_exits() {
     .await;
     let topic = unique_name("zombie");
     create_topic(&c.bootstrap(0), &topic, 4, &[]).await;
-    let stop = Arc::new(AtomicBool::new(false));
-    let acks = Arc::new(Mutex::new(Acks::default()));
-    let prod = spawn_producer(c.bootstrap(0), topic.clone(), 0, stop.clone(), acks.clone());
+    let load = Load::start(c.bootstrap(0), &topic, 1);
     sleep_ms(2000).await;
     let z = c.owner(&topic, 0).await.expect("partition 0 has an owner");
     c.workers[z].signal("STOP");
@@ -217,9 +241,7 @@ async fn stopped_worker_is_fenced_after_its_partitions_move_and_exits() {
         "the zombie worker kept running after SIGCONT"
     );
     sleep_ms(2000).await;
-    stop.store(true, Ordering::SeqCst);
-    prod.await.expect("producer");
-    let acks = std::mem::take(&mut *acks.lock().unwrap());
+    let acks = load.finish().await;
     assert!(!acks.acked.is_empty());
     verify_acked(&c.bootstrap(0), &topic, 4, &acks);
 }
@@ -235,9 +257,7 @@ async fn sigterm_hands_partitions_over_without_client_errors() {
     .await;
     let topic = unique_name("planned");
     create_topic(&c.bootstrap(0), &topic, 6, &[]).await;
-    let stop = Arc::new(AtomicBool::new(false));
-    let acks = Arc::new(Mutex::new(Acks::default()));
-    let prod = spawn_producer(c.bootstrap(0), topic.clone(), 0, stop.clone(), acks.clone());
+    let load = Load::start(c.bootstrap(0), &topic, 1);
     sleep_ms(2000).await;
     c.workers[0].signal("TERM");
     let status = c.workers[0]
@@ -250,9 +270,7 @@ async fn sigterm_hands_partitions_over_without_client_errors() {
         "worker did not drain before exiting"
     );
     sleep_ms(3000).await;
-    stop.store(true, Ordering::SeqCst);
-    prod.await.expect("producer");
-    let acks = std::mem::take(&mut *acks.lock().unwrap());
+    let acks = load.finish().await;
     assert!(
         acks.failed.is_empty(),
         "produce errors reached the client: {:?}",
@@ -279,9 +297,7 @@ async fn added_gateway_and_worker_take_part_while_clients_run() {
     .await;
     let topic = unique_name("grow");
     create_topic(&c.bootstrap(0), &topic, 6, &[]).await;
-    let stop = Arc::new(AtomicBool::new(false));
-    let acks = Arc::new(Mutex::new(Acks::default()));
-    let prod = spawn_producer(c.bootstrap(0), topic.clone(), 0, stop.clone(), acks.clone());
+    let load = Load::start(c.bootstrap(0), &topic, 1);
     sleep_ms(1500).await;
     let g = c.add_gateway().await;
     let w = c.add_worker().await;
@@ -297,9 +313,7 @@ async fn added_gateway_and_worker_take_part_while_clients_run() {
         .await
         .expect("the added worker was assigned partitions");
     sleep_ms(3000).await;
-    stop.store(true, Ordering::SeqCst);
-    prod.await.expect("producer");
-    let acks = std::mem::take(&mut *acks.lock().unwrap());
+    let acks = load.finish().await;
     assert!(
         acks.failed.is_empty(),
         "produce errors reached the client: {:?}",
@@ -322,13 +336,9 @@ async fn reads_fall_back_from_an_empty_replica_to_the_primary() {
     .await;
     let topic = unique_name("replica");
     create_topic(&c.bootstrap(0), &topic, 1, &[]).await;
-    let stop = Arc::new(AtomicBool::new(false));
-    let acks = Arc::new(Mutex::new(Acks::default()));
-    let prod = spawn_producer(c.bootstrap(0), topic.clone(), 0, stop.clone(), acks.clone());
+    let load = Load::start(c.bootstrap(0), &topic, 1);
     sleep_ms(1000).await;
-    stop.store(true, Ordering::SeqCst);
-    prod.await.expect("producer");
-    let acks = std::mem::take(&mut *acks.lock().unwrap());
+    let acks = load.finish().await;
     verify_acked(&c.bootstrap(0), &topic, 1, &acks);
     let metrics = c.workers[0].metrics().await;
     let fallbacks = metrics

@@ -5,47 +5,18 @@
 
 mod common;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use common::{DevOptions, DevServer, RawConn};
-use kafka_protocol::indexmap::IndexMap;
 use kafka_protocol::messages::{InitProducerIdRequest, ProducerId};
-use kafka_protocol::records::{
-    Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
-    NO_PARTITION_LEADER_EPOCH,
-};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use std::time::Duration;
 
 /// One batch of `n` records from producer `pid`/`epoch` starting at `seq`.
 fn idempotent_batch(pid: i64, epoch: i16, seq: i32, n: usize, tag: &str) -> Bytes {
-    let records: Vec<Record> = (0..n)
-        .map(|i| Record {
-            transactional: false,
-            control: false,
-            delete_horizon: false,
-            partition_leader_epoch: NO_PARTITION_LEADER_EPOCH,
-            producer_id: pid,
-            producer_epoch: epoch,
-            timestamp_type: TimestampType::Creation,
-            offset: i as i64,
-            sequence: seq + i as i32,
-            timestamp: 1,
-            key: None,
-            value: Some(Bytes::from(format!("{tag}-{i}"))),
-            headers: IndexMap::new(),
-        })
+    let records: Vec<_> = (0..n)
+        .map(|i| (None, Some(Bytes::from(format!("{tag}-{i}")))))
         .collect();
-    let mut buf = BytesMut::new();
-    RecordBatchEncoder::encode(
-        &mut buf,
-        &records,
-        &RecordEncodeOptions {
-            version: 2,
-            compression: Compression::None,
-        },
-    )
-    .expect("encode");
-    buf.freeze()
+    common::encode_producer_batch(Some((pid, epoch, seq)), &records)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -360,6 +360,17 @@ impl Cli {
         Ok(())
     }
 
+    /// The topic every mode works on, as `--topic`/`--partitions` describe it.
+    pub fn topic_spec(&self) -> crate::topic::TopicSpec {
+        crate::topic::TopicSpec {
+            bootstrap: self.bootstrap.clone(),
+            topic: self.topic.clone(),
+            partitions: self.partitions,
+            replication_factor: self.replication_factor,
+            props: self.producer_props.clone(),
+        }
+    }
+
     /// Group id for the group modes: `--group-id`, or a fresh name for `run_id`.
     pub fn group_id_for(&self, run_id: u64) -> String {
         self.group_id

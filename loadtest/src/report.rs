@@ -125,6 +125,16 @@ impl DurationSummary {
     }
 }
 
+/// Appends the closing `result: OK` / `result: FAILED: ...` line.
+pub fn write_result(out: &mut String, ok: bool, failures: &[String]) {
+    use std::fmt::Write as _;
+    if ok {
+        let _ = writeln!(out, "result: OK");
+    } else {
+        let _ = writeln!(out, "result: FAILED: {}", failures.join("; "));
+    }
+}
+
 /// What `main` needs from the report of any mode.
 pub trait RunReport {
     /// Human-readable multi-line report.
@@ -401,11 +411,7 @@ impl Report {
             let _ = writeln!(out, "  errors      {}", errors_line(&k.errors));
         }
         let _ = writeln!(out, "notes: {}; {}", MB_DEFINITION, LATENCY_DEFINITION);
-        if self.ok {
-            let _ = writeln!(out, "result: OK");
-        } else {
-            let _ = writeln!(out, "result: FAILED: {}", self.failures.join("; "));
-        }
+        write_result(&mut out, self.ok, &self.failures);
         out
     }
 }

@@ -12,7 +12,7 @@ use crate::produce::{self, DeliveryStats, ProduceJob, ProduceOutcome, ProducerSe
 use crate::report::{
     ConfigReport, ConsumeReport, LatencySummary, ProduceReport, Report, Throughput,
 };
-use crate::topic::{self, TopicSpec};
+use crate::topic;
 
 /// Interval between progress lines on stderr.
 const PROGRESS_EVERY: Duration = Duration::from_secs(2);
@@ -26,16 +26,7 @@ pub fn run(cli: &Cli) -> anyhow::Result<Report> {
     let deadline = started + Duration::from_secs(cli.timeout_secs);
     let run_id = new_run_id(&clock);
 
-    let partitions = topic::ensure_topic(
-        &TopicSpec {
-            bootstrap: cli.bootstrap.clone(),
-            topic: cli.topic.clone(),
-            partitions: cli.partitions,
-            replication_factor: cli.replication_factor,
-            props: cli.producer_props.clone(),
-        },
-        deadline,
-    )?;
+    let partitions = topic::ensure_topic(&cli.topic_spec(), deadline)?;
 
     let pool = if cli.consumes() {
         let filter_run = (cli.mode == Mode::Both).then_some(run_id);

@@ -63,6 +63,8 @@ pub struct Worker {
     metrics: Metrics,
     partitions: DashMap<PartitionId, Arc<PartitionLog>>,
     topics: DashMap<Uuid, Topic>,
+    /// Partition count by topic name (for checks by name, e.g. commits).
+    topic_partitions: DashMap<String, i32>,
     catalog: StreamCatalog,
     groups: Arc<GroupCoordinator>,
     /// Partitions whose handover is still draining.
@@ -131,6 +133,7 @@ impl Worker {
             metrics,
             partitions: DashMap::new(),
             topics: DashMap::new(),
+            topic_partitions: DashMap::new(),
             catalog: StreamCatalog::default(),
             groups: groups.clone(),
             handovers: DashMap::new(),
@@ -193,8 +196,10 @@ impl Worker {
     async fn sync_ownership(self: &Arc<Self>) -> Result<(), WorkerError> {
         let topics = self.meta.list_topics().await?;
         self.topics.clear();
+        self.topic_partitions.clear();
         for t in &topics {
             self.topics.insert(topic_uuid(t), t.clone());
+            self.topic_partitions.insert(t.name.clone(), t.partitions);
         }
         let mine: Vec<_> = self
             .meta
@@ -232,6 +237,23 @@ impl Worker {
         if self.draining.load(std::sync::atomic::Ordering::SeqCst) {
             return Ok(());
         }
+        let to_open: Vec<(PartitionId, String, i32)> = mine
+            .into_iter()
+            .filter_map(|((topic_id, partition), a)| {
+                let id = PartitionId {
+                    topic_id,
+                    partition,
+                };
+                if self.partitions.contains_key(&id) {
+                    return None;
+                }
+                let topic = self.topics.get(&topic_id).map(|t| t.name.clone())?;
+                Some((id, topic, a.epoch as i32))
+            })
+            .collect();
+        if to_open.is_empty() {
+            return Ok(());
+        }
         let live: HashMap<String, u64> = self
             .meta
             .list_workers()
@@ -239,17 +261,9 @@ impl Worker {
             .into_iter()
             .map(|w| (w.worker_id, w.stream_epoch))
             .collect();
-        let opening = mine.into_iter().filter_map(|((topic_id, partition), a)| {
-            let id = PartitionId {
-                topic_id,
-                partition,
-            };
-            if self.partitions.contains_key(&id) {
-                return None;
-            }
-            let topic = self.topics.get(&topic_id).map(|t| t.name.clone())?;
-            Some(self.open_partition(id, topic, a.epoch as i32, &live))
-        });
+        let opening = to_open
+            .into_iter()
+            .map(|(id, topic, epoch)| self.open_partition(id, topic, epoch, &live));
         let results = futures::future::join_all(opening).await;
         self.catalog.clear().await;
         results.into_iter().collect::<Result<Vec<()>, _>>()?;
@@ -659,13 +673,11 @@ impl Worker {
         req: pb::GroupRequest,
         sequenced: crate::groups::api::Sequenced,
     ) -> pb::GroupResponse {
-        let partitions: std::collections::HashMap<String, i32> = self
-            .topics
-            .iter()
-            .map(|t| (t.name.clone(), t.partitions))
-            .collect();
-        let exists =
-            move |topic: &str, p: i32| partitions.get(topic).is_some_and(|&n| p >= 0 && p < n);
+        let exists = |topic: &str, p: i32| {
+            self.topic_partitions
+                .get(topic)
+                .is_some_and(|n| p >= 0 && p < *n)
+        };
         self.groups.handle(req, &exists, sequenced).await
     }
 

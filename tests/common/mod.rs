@@ -851,12 +851,26 @@ pub fn encode_request<R: Request>(correlation_id: i32, version: i16, request: &R
     buf
 }
 
-/// A v2 record batch (no compression) holding `(key, value)` records.
+/// One uncompressed v2 record batch of `records` (key, value), offsets from
+/// 0, from no producer (base sequence -1).
 pub fn encode_batch(records: &[(Option<Bytes>, Option<Bytes>)]) -> Bytes {
+    encode_producer_batch(None, records)
+}
+
+/// One uncompressed v2 record batch; with `producer = Some((id, epoch,
+/// base_sequence))` it is an idempotent producer's batch.
+pub fn encode_producer_batch(
+    producer: Option<(i64, i16, i32)>,
+    records: &[(Option<Bytes>, Option<Bytes>)],
+) -> Bytes {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .expect("clock")
         .as_millis() as i64;
+    // offset - sequence must be constant for the encoder to keep one batch;
+    // without a producer this yields base sequence -1 (no sequence).
+    let (producer_id, producer_epoch, first_seq) =
+        producer.unwrap_or((NO_PRODUCER_ID, NO_PRODUCER_EPOCH, -1));
     let records: Vec<Record> = records
         .iter()
         .enumerate()
@@ -865,13 +879,11 @@ pub fn encode_batch(records: &[(Option<Bytes>, Option<Bytes>)]) -> Bytes {
             control: false,
             delete_horizon: false,
             partition_leader_epoch: NO_PARTITION_LEADER_EPOCH,
-            producer_id: NO_PRODUCER_ID,
-            producer_epoch: NO_PRODUCER_EPOCH,
+            producer_id,
+            producer_epoch,
             timestamp_type: TimestampType::Creation,
             offset: i as i64,
-            // offset - sequence must be constant for the encoder to keep one
-            // batch; this yields base sequence -1 (no sequence).
-            sequence: i as i32 - 1,
+            sequence: first_seq + i as i32,
             timestamp: now,
             key: key.clone(),
             value: value.clone(),

@@ -34,7 +34,7 @@ use crate::clock::Clock;
 use crate::report::{duration_ms, LatencySummary};
 use crate::run::new_run_id;
 use crate::stats::{error_kind, new_latency_histogram, ErrorTally};
-use crate::topic::{self, TopicSpec};
+use crate::topic;
 
 /// Lead time so that every committer thread is waiting when the clock starts.
 const START_DELAY: Duration = Duration::from_millis(100);
@@ -54,16 +54,7 @@ pub fn run(cli: &Cli) -> anyhow::Result<CommitReport> {
     let run_id = new_run_id(&clock);
     let group_id = cli.group_id_for(run_id);
 
-    let partitions = topic::ensure_topic(
-        &TopicSpec {
-            bootstrap: cli.bootstrap.clone(),
-            topic: cli.topic.clone(),
-            partitions: cli.partitions,
-            replication_factor: cli.replication_factor,
-            props: cli.producer_props.clone(),
-        },
-        deadline,
-    )?;
+    let partitions = topic::ensure_topic(&cli.topic_spec(), deadline)?;
     let count = usize::try_from(cli.committers).unwrap_or(usize::MAX);
     if count > partitions.len() {
         bail!(

@@ -310,11 +310,7 @@ impl CommitReport {
             }
         }
         let _ = writeln!(out, "notes: {COMMIT_DEFINITION}");
-        if self.ok {
-            let _ = writeln!(out, "result: OK");
-        } else {
-            let _ = writeln!(out, "result: FAILED: {}", self.failures.join("; "));
-        }
+        crate::report::write_result(&mut out, self.ok, &self.failures);
         out
     }
 }

@@ -40,7 +40,7 @@ use crate::produce::ProducerSettings;
 use crate::report::{duration_ms, format_ms};
 use crate::run::new_run_id;
 use crate::stats::ErrorTally;
-use crate::topic::{self, TopicSpec};
+use crate::topic;
 use crate::trickle::{Trickle, TrickleSpec};
 
 /// How long past the deadline closing members are waited for.
@@ -60,16 +60,7 @@ pub fn run(cli: &Cli) -> anyhow::Result<RebalanceReport> {
     let group_id = cli.group_id_for(run_id);
     let members = usize::try_from(cli.members).unwrap_or(usize::MAX);
 
-    let partitions = topic::ensure_topic(
-        &TopicSpec {
-            bootstrap: cli.bootstrap.clone(),
-            topic: cli.topic.clone(),
-            partitions: cli.partitions,
-            replication_factor: cli.replication_factor,
-            props: cli.producer_props.clone(),
-        },
-        deadline,
-    )?;
+    let partitions = topic::ensure_topic(&cli.topic_spec(), deadline)?;
     if partitions.len() <= members {
         bail!(
             "topic {} has {} partitions; --mode rebalance needs more than --members ({members})",

@@ -297,11 +297,7 @@ impl RebalanceReport {
         );
         let _ = writeln!(out, "errors: {}", errors_line(&self.errors));
         let _ = writeln!(out, "notes: {REBALANCE_DEFINITION}");
-        if self.ok {
-            let _ = writeln!(out, "result: OK");
-        } else {
-            let _ = writeln!(out, "result: FAILED: {}", self.failures.join("; "));
-        }
+        crate::report::write_result(&mut out, self.ok, &self.failures);
         out
     }
 }
