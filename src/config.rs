@@ -85,6 +85,34 @@ pub struct KafkaArgs {
     /// Largest accepted Kafka request frame.
     #[arg(long, env = "KAFSCALE_MAX_FRAME_BYTES", default_value_t = 104_857_600)]
     pub max_frame_bytes: usize,
+    /// Authorization: `none` allows every request, `acl` enforces the ACLs in the metadata store.
+    #[arg(long, env = "KAFSCALE_AUTHORIZER", value_enum, default_value = "none")]
+    pub authorizer: Authorizer,
+    /// Principals the authorizer allows everything, `;`-separated (e.g. User:admin).
+    #[arg(long, env = "KAFSCALE_SUPER_USERS", value_delimiter = ';')]
+    pub super_users: Vec<String>,
+    /// With `acl`: allow access to resources that have no ACL at all.
+    #[arg(long, env = "KAFSCALE_ALLOW_EVERYONE_IF_NO_ACL_FOUND", default_value_t = false, action = clap::ArgAction::Set)]
+    pub allow_everyone_if_no_acl_found: bool,
+}
+
+/// The gateway's authorizer.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Authorizer {
+    /// Allow every request; the ACL APIs answer SECURITY_DISABLED.
+    None,
+    /// Enforce ACLs (Kafka's StandardAuthorizer rules).
+    Acl,
+}
+
+impl KafkaArgs {
+    /// The authorizer settings, `None` when authorization is off.
+    pub fn authorizer_config(&self) -> Option<kafscale_controlplane::acl::AuthorizerConfig> {
+        (self.authorizer == Authorizer::Acl).then(|| kafscale_controlplane::acl::AuthorizerConfig {
+            super_users: self.super_users.clone(),
+            allow_everyone_if_no_acl_found: self.allow_everyone_if_no_acl_found,
+        })
+    }
 }
 
 /// Settings of the embedded single-process cluster.

@@ -99,6 +99,7 @@ pub async fn spawn_gateway(
             max_frame_bytes: kafka.max_frame_bytes,
             default_max_message_bytes: max_message_bytes,
             max_pipelined: 64,
+            authorizer: kafka.authorizer_config(),
         },
         Router::new(view),
     ));

@@ -10,7 +10,11 @@ fn help(sub: &str) -> String {
         .env_clear()
         .output()
         .expect("run kafscale --help");
-    String::from_utf8_lossy(&out.stdout).replace('\n', " ")
+    // Whitespace collapsed: clap lays help out on one or several lines.
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// The table rows of section "## `kafscale <sub>`": (variable, default cell).

@@ -8,9 +8,12 @@ use std::time::Duration;
 
 use common::{
     assert_strictly_increasing, consume_all, consumer, create_topic, http_get, producer,
-    unique_name, watermarks, Consumed, DevOptions, DevServer, CLIENT_TIMEOUT,
+    unique_name, watermarks, Consumed, DevOptions, DevServer, RawConn, CLIENT_TIMEOUT,
 };
 use futures::future::join_all;
+use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
+use kafka_protocol::messages::{BrokerId, ListOffsetsRequest, TopicName};
+use kafka_protocol::protocol::StrBytes;
 use rand::rngs::StdRng;
 use rand::{Rng, RngCore, SeedableRng};
 use rdkafka::consumer::Consumer;
@@ -437,6 +440,29 @@ async fn list_offsets_watermarks_and_offsets_for_times() {
             Offset::End,
             "offsets_for_times(base + {}) on empty partition 1",
             target - base
+        );
+    }
+
+    // ListOffsets v10 (Kafka 4.0): earliest-local (-4) is the log start and
+    // latest-tiered (-5) is -1, as on a Kafka broker without tiered storage.
+    let mut conn = RawConn::connect(server.kafka_addr()).await;
+    for (ts, want) in [(-4, 0), (-5, -1), (-1, 10), (-2, 0)] {
+        let mut p = ListOffsetsPartition::default();
+        p.partition_index = 0;
+        p.timestamp = ts;
+        let mut t = ListOffsetsTopic::default();
+        t.name = TopicName(StrBytes::from_string(topic.clone()));
+        t.partitions = vec![p];
+        let mut req = ListOffsetsRequest::default();
+        req.replica_id = BrokerId(-1);
+        req.topics = vec![t];
+        req.timeout_ms = 5000;
+        let resp = conn.request(10, &req).await;
+        let got = &resp.topics[0].partitions[0];
+        assert_eq!(
+            (got.error_code, got.offset),
+            (0, want),
+            "ListOffsets v10 timestamp {ts}"
         );
     }
 }

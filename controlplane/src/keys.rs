@@ -74,6 +74,19 @@ impl Keys {
     pub fn producer_ids(&self) -> String {
         format!("{}producer-ids", self.root)
     }
+    /// Prefix of all `AclBinding` keys.
+    pub fn acls(&self) -> String {
+        format!("{}acls/", self.root)
+    }
+    /// The key of one ACL binding: its canonical encoding in hex, so equal
+    /// bindings share a key and no name needs escaping.
+    pub fn acl(&self, canonical: &[u8]) -> String {
+        let mut k = self.acls();
+        for b in canonical {
+            k.push_str(&format!("{b:02x}"));
+        }
+        k
+    }
     /// The assigner leader's key (held under the leader's lease).
     pub fn assigner_leader(&self) -> String {
         format!("{}assigner-leader", self.root)

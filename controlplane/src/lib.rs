@@ -6,6 +6,7 @@
 //! compare-and-swap on the key's modification revision, so two writers never
 //! silently overwrite each other.
 
+pub mod acl;
 pub mod assigner;
 pub mod keys;
 pub mod lease;

@@ -3,6 +3,7 @@
 //! Every read-modify-write is a compare-and-swap loop on the key's revision,
 //! so concurrent gateways and workers never lose each other's updates.
 
+use crate::acl::{self, AclBinding};
 use crate::keys::Keys;
 use crate::store::{Compare, MetadataStore, StoreError, TxnOp};
 use bytes::Bytes;
@@ -323,6 +324,39 @@ impl Metadata {
             })
             .await?;
         Ok(block.next - count)
+    }
+
+    /// Stores ACL bindings (each once, however often created).
+    pub async fn create_acls(&self, bindings: &[AclBinding]) -> Result<(), MetaError> {
+        for chunk in bindings.chunks(MAX_TXN_OPS) {
+            let ops = chunk
+                .iter()
+                .map(|b| TxnOp::Put(self.keys.acl(&acl::canonical(b)), bytes_of(b)))
+                .collect();
+            self.store.txn(Vec::new(), ops).await?;
+        }
+        Ok(())
+    }
+
+    /// Every stored ACL binding.
+    pub async fn list_acls(&self) -> Result<Vec<AclBinding>, MetaError> {
+        let mut out = Vec::new();
+        for kv in self.store.range(&self.keys.acls()).await? {
+            out.push(decode(&kv.key, &kv.value)?);
+        }
+        Ok(out)
+    }
+
+    /// Removes ACL bindings (absent ones are ignored).
+    pub async fn delete_acls(&self, bindings: &[AclBinding]) -> Result<(), MetaError> {
+        for chunk in bindings.chunks(MAX_TXN_OPS) {
+            let ops = chunk
+                .iter()
+                .map(|b| TxnOp::Delete(self.keys.acl(&acl::canonical(b))))
+                .collect();
+            self.store.txn(Vec::new(), ops).await?;
+        }
+        Ok(())
     }
 
     /// Every registered gateway.

@@ -2,6 +2,7 @@
 //! request handling never reads the metadata store on the hot path.
 
 use futures::StreamExt;
+use kafscale_controlplane::acl::AclSet;
 use kafscale_controlplane::metadata::topic_uuid;
 use kafscale_controlplane::{MetaError, Metadata};
 use kafscale_proto::metadata::v1::{Assignment, Topic, WorkerRegistration};
@@ -18,6 +19,7 @@ pub struct Snapshot {
     pub topic_names: HashMap<Uuid, String>,
     pub assignments: HashMap<(Uuid, i32), Assignment>,
     pub workers: HashMap<String, WorkerRegistration>,
+    pub acls: AclSet,
 }
 
 /// The watched view.
@@ -57,6 +59,7 @@ impl ClusterView {
             .into_iter()
             .map(|w| (w.worker_id.clone(), w))
             .collect();
+        s.acls = AclSet::new(self.meta.list_acls().await?);
         *self.snap.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(s);
         self.version.send_modify(|v| *v += 1);
         Ok(())

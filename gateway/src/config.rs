@@ -15,4 +15,7 @@ pub struct GatewayConfig {
     pub max_frame_bytes: usize,
     /// Requests of one connection processed concurrently (answered in order).
     pub max_pipelined: usize,
+    /// ACL authorization; `None` allows everything and refuses the ACL APIs
+    /// with SECURITY_DISABLED, as a Kafka broker without an authorizer does.
+    pub authorizer: Option<kafscale_controlplane::acl::AuthorizerConfig>,
 }

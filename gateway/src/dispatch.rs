@@ -12,6 +12,7 @@ use crate::router::Router;
 use bytes::{Buf, Bytes, BytesMut};
 use kafka_protocol::messages::{ApiKey, RequestHeader, ResponseHeader};
 use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion};
+use kafscale_controlplane::acl::{self, Requester};
 
 /// What to send back for one request.
 pub enum Outcome {
@@ -27,7 +28,7 @@ pub enum Outcome {
 pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::Produce, 3, 12),
     (ApiKey::Fetch, 4, 17),
-    (ApiKey::ListOffsets, 1, 7),
+    (ApiKey::ListOffsets, 1, 10),
     (ApiKey::Metadata, 0, 12),
     (ApiKey::ApiVersions, 0, 4),
     (ApiKey::CreateTopics, 2, 7),
@@ -54,6 +55,10 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::AlterReplicaLogDirs, 1, 2),
     (ApiKey::ListPartitionReassignments, 0, 0),
     (ApiKey::AlterPartitionReassignments, 0, 0),
+    (ApiKey::DescribeTopicPartitions, 0, 0),
+    (ApiKey::DescribeAcls, 1, 3),
+    (ApiKey::CreateAcls, 1, 3),
+    (ApiKey::DeleteAcls, 1, 3),
 ];
 
 /// The supported version range of `key`, if served.
@@ -84,7 +89,69 @@ pub struct Ctx<'a> {
     pub sequenced: &'a Sequenced,
     /// This gateway's producer-id block.
     pub producer_ids: &'a handlers::init_producer_id::ProducerIds,
+    /// The authenticated principal ("User:ANONYMOUS" on a plaintext listener).
+    pub principal: &'a str,
 }
+
+impl Ctx<'_> {
+    /// Whether the request's principal may perform `operation` (an
+    /// `acl::op` code) on a resource; always true without an authorizer.
+    pub fn allowed(&self, operation: i32, resource_type: i32, name: &str) -> bool {
+        let Some(cfg) = &self.cfg.authorizer else {
+            return true;
+        };
+        self.view
+            .snapshot()
+            .acls
+            .authorize(cfg, self.requester(), operation, resource_type, name)
+    }
+
+    /// [`Self::allowed`] on the cluster resource.
+    pub fn allowed_on_cluster(&self, operation: i32) -> bool {
+        self.allowed(operation, acl::resource::CLUSTER, acl::CLUSTER_NAME)
+    }
+
+    /// [`Self::allowed`] on a topic.
+    pub fn allowed_on_topic(&self, operation: i32, topic: &str) -> bool {
+        self.allowed(operation, acl::resource::TOPIC, topic)
+    }
+
+    /// [`Self::allowed`] on a consumer group.
+    pub fn allowed_on_group(&self, operation: i32, group: &str) -> bool {
+        self.allowed(operation, acl::resource::GROUP, group)
+    }
+
+    /// Whether the principal may create `topic`: CREATE on the cluster or on
+    /// the topic, as in Kafka.
+    pub fn may_create_topic(&self, topic: &str) -> bool {
+        self.allowed_on_cluster(acl::op::CREATE) || self.allowed_on_topic(acl::op::CREATE, topic)
+    }
+
+    /// Whether the principal may init an idempotent producer:
+    /// IDEMPOTENT_WRITE on the cluster or WRITE on some topic (Kafka's rule).
+    pub fn may_write_idempotently(&self) -> bool {
+        let Some(cfg) = &self.cfg.authorizer else {
+            return true;
+        };
+        self.allowed_on_cluster(acl::op::IDEMPOTENT_WRITE)
+            || self.view.snapshot().acls.authorize_any(
+                cfg,
+                self.requester(),
+                acl::op::WRITE,
+                acl::resource::TOPIC,
+            )
+    }
+
+    fn requester(&self) -> Requester<'_> {
+        Requester {
+            principal: self.principal,
+            host: self.client_host.trim_start_matches('/'),
+        }
+    }
+}
+
+/// The principal of unauthenticated (plaintext) connections, as in Kafka.
+pub const ANONYMOUS: &str = "User:ANONYMOUS";
 
 /// Per-connection ordering: a connection's next request is dispatched only
 /// after the previous one is sequenced, i.e. its effect on log order is fixed
@@ -209,6 +276,7 @@ impl Dispatcher {
             client_host,
             sequenced: &sequenced,
             producer_ids: &self.producer_ids,
+            principal: ANONYMOUS,
         };
         let outcome = handlers::handle(&ctx, key, header.correlation_id, &mut frame).await;
         if frame.has_remaining() && !matches!(outcome, Outcome::Close) {

@@ -743,7 +743,11 @@ impl Worker {
         pb::PartitionSizesResponse { partitions }
     }
 
-    /// Resolves earliest (-2), latest (-1), max-timestamp (-3) and by-timestamp offsets.
+    /// Resolves earliest (-2), latest (-1), max-timestamp (-3), earliest-local
+    /// (-4), latest-tiered (-5) and by-timestamp offsets. There is no separate
+    /// local tier (the log is in the object store), so, as in a Kafka broker
+    /// without tiered storage, earliest-local is the log start and
+    /// latest-tiered is -1.
     pub async fn list_offsets(&self, req: pb::ListOffsetsRequest) -> pb::ListOffsetsResponse {
         let mut out = Vec::with_capacity(req.partitions.len());
         for p in req.partitions {
@@ -763,7 +767,8 @@ impl Worker {
             };
             let found = match p.timestamp {
                 -1 => Ok(Some((log.high_watermark(), -1))),
-                -2 => Ok(Some((log.log_start_offset(), -1))),
+                -2 | -4 => Ok(Some((log.log_start_offset(), -1))),
+                -5 => Ok(None),
                 -3 => reader::max_timestamp_offset(self.store.as_ref(), &self.metrics, &log).await,
                 ts => {
                     reader::offset_for_timestamp(self.store.as_ref(), &self.metrics, &log, ts).await

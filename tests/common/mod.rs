@@ -1030,3 +1030,58 @@ fn split_batches(records: &mut Bytes) -> Vec<Bytes> {
     }
     batches
 }
+
+/// Runs `tests/python/<script> --bootstrap <server> <args>` with kafka-python
+/// (installed by scripts/test.sh; a missing module fails rather than skips)
+/// and panics with its output and the server log unless it exits 0 within
+/// two minutes. Returns the script's last output line (its summary).
+pub async fn run_kafka_python_check(script: &str, server: &DevServer, args: &[&str]) -> String {
+    const TIMEOUT: Duration = Duration::from_secs(120);
+    let path = format!("{}/tests/python/{script}", env!("CARGO_MANIFEST_DIR"));
+    let probe = tokio::process::Command::new("python3")
+        .args(["-c", "import kafka; print(kafka.__version__)"])
+        .stdin(Stdio::null())
+        .output()
+        .await
+        .unwrap_or_else(|e| panic!("cannot run python3 ({e}); run scripts/test.sh to install it"));
+    assert!(
+        probe.status.success(),
+        "kafka-python is not importable ({}); run scripts/test.sh, which installs kafka-python==3.0.12:\n{}",
+        probe.status,
+        String::from_utf8_lossy(&probe.stderr)
+    );
+    let child = tokio::process::Command::new("python3")
+        .arg(&path)
+        .args(["--bootstrap", &server.bootstrap()])
+        .args(args)
+        .env("PYTHONUNBUFFERED", "1")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap_or_else(|e| panic!("run python3 {path}: {e}"));
+    let output = tokio::time::timeout(TIMEOUT, child.wait_with_output())
+        .await
+        .unwrap_or_else(|_| {
+            panic!(
+                "{path} did not finish within {TIMEOUT:?}\n--- server log tail ---\n{}",
+                server.log_tail(80)
+            )
+        })
+        .unwrap_or_else(|e| panic!("{path} output: {e}"));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "{path} failed with {}\n--- stdout ---\n{stdout}\n--- stderr ---\n{stderr}\n--- server log tail ---\n{}",
+        output.status,
+        server.log_tail(80)
+    );
+    let summary = stdout.lines().last().unwrap_or_default().to_string();
+    eprintln!(
+        "kafka-python {}: {summary}",
+        String::from_utf8_lossy(&probe.stdout).trim()
+    );
+    summary
+}

@@ -20,7 +20,7 @@
 #   KAFSCALE_COMPAT_RDK_TIMEOUT  seconds per librdkafka test (default 240)
 #   KAFSCALE_COMPAT_KP_TESTS  pytest selection (-k expression) for kafka-python (default all)
 #   KAFSCALE_COMPAT_KP_TIMEOUT   seconds per kafka-python test (default 120)
-#   KAFSCALE_COMPAT_KP_KAFKA_VERSION  broker version kafka-python's tests assume (default 3.9.0)
+#   KAFSCALE_COMPAT_KP_KAFKA_VERSION  broker version kafka-python's tests assume (default 4.0.0)
 #   KAFSCALE_COMPAT_KP_LOG_LEVEL  client log level captured for failed kafka-python tests (INFO)
 #   KAFSCALE_COMPAT_BUILD=1   run `cargo build --bin kafscale` even if the binary exists
 #   KAFSCALE_BIN              use this kafscale binary
@@ -42,7 +42,10 @@ KAFKA_PYTHON_VERSION=3.0.12
 # pytest plugins from its [testing] extra, and the codecs its compression tests exercise.
 KP_REQUIREMENTS="pytest pytest-mock pytest-timeout lz4 zstandard python-snappy crc32c"
 BROKER_VERSION=3.9.0
-KP_BROKER_VERSION="${KAFSCALE_COMPAT_KP_KAFKA_VERSION:-$BROKER_VERSION}"
+# kafka-python's tests are run as against Kafka 4.0, the version whose behaviour we match where
+# the suite tells versions apart: broker configs are static and read-only (advertised.listeners
+# is STATIC_BROKER_CONFIG), and DescribeTopicPartitions exists.
+KP_BROKER_VERSION="${KAFSCALE_COMPAT_KP_KAFKA_VERSION:-4.0.0}"
 # librdkafka's trivup clusters and kafka-python's fixture both auto-create topics with 4
 # partitions (num.partitions=4); the suites count on it.
 PARTITIONS=4
@@ -273,8 +276,10 @@ run_kafka_python() {
   cp "$HERE/kafka_python/conftest.py" "$work/test/conftest.py"
   cp "$HERE/kafka_python/service.py" "$work/test/service.py"   # the sdist lacks it too
   # kafka-python's test broker (servers/resources/default/kafka.properties in its repository)
-  # runs with group.min.session.timeout.ms=1000; test_group asks for 3000.
-  start_server kafka-python KAFSCALE_GROUP_MIN_SESSION_TIMEOUT_MS=1000
+  # runs with group.min.session.timeout.ms=1000 (test_group asks for 3000) and, from its
+  # fixture, an ACL authorizer with allow.everyone.if.no.acl.found=true.
+  start_server kafka-python KAFSCALE_GROUP_MIN_SESSION_TIMEOUT_MS=1000 \
+    KAFSCALE_AUTHORIZER=acl KAFSCALE_ALLOW_EVERYONE_IF_NO_ACL_FOUND=true
   local sel=()
   [ -n "$KP_TESTS" ] && sel=(-k "$KP_TESTS")
   (

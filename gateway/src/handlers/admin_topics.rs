@@ -10,6 +10,7 @@ use kafka_protocol::messages::{
     TopicName,
 };
 use kafka_protocol::protocol::StrBytes;
+use kafscale_controlplane::acl;
 use kafscale_controlplane::metadata::topic_uuid;
 use kafscale_controlplane::offsets_topic::is_internal;
 use kafscale_controlplane::MetaError;
@@ -36,6 +37,14 @@ pub async fn delete_topics(ctx: &Ctx<'_>, req: DeleteTopicsRequest) -> DeleteTop
         r.name = name.clone().map(|n| TopicName(StrBytes::from_string(n)));
         if ctx.version >= 6 {
             r.topic_id = id;
+        }
+        if name
+            .as_ref()
+            .is_some_and(|n| !ctx.allowed_on_topic(acl::op::DELETE, n))
+        {
+            r.error_code = ResponseError::TopicAuthorizationFailed.code();
+            resp.responses.push(r);
+            continue;
         }
         let result = match &name {
             Some(n) if is_internal(n) => Err(MetaError::Invalid(format!("{n} is internal"))),
@@ -85,6 +94,11 @@ pub async fn create_partitions(
         let name = t.name.0.to_string();
         let mut r = CreatePartitionsTopicResult::default();
         r.name = t.name.clone();
+        if !ctx.allowed_on_topic(acl::op::ALTER, &name) {
+            r.error_code = ResponseError::TopicAuthorizationFailed.code();
+            resp.results.push(r);
+            continue;
+        }
         let count = t.count;
         let result = if t.assignments.as_ref().is_some_and(|a| {
             a.iter()

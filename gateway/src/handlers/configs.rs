@@ -12,6 +12,7 @@ use kafka_protocol::messages::{
     IncrementalAlterConfigsResponse,
 };
 use kafka_protocol::protocol::StrBytes;
+use kafscale_controlplane::acl;
 use kafscale_controlplane::MetaError;
 
 /// Kafka's resource type codes.
@@ -141,6 +142,20 @@ fn broker_configs(ctx: &Ctx<'_>) -> Vec<(&'static str, String, i8)> {
     ]
 }
 
+/// The authorization error for `operation` on a config resource: broker
+/// configs belong to the cluster resource, as in Kafka.
+fn unauthorized(ctx: &Ctx<'_>, resource_type: i8, name: &str, operation: i32) -> Option<i16> {
+    match resource_type {
+        TOPIC if !ctx.allowed_on_topic(operation, name) => {
+            Some(ResponseError::TopicAuthorizationFailed.code())
+        }
+        BROKER if !ctx.allowed_on_cluster(operation) => {
+            Some(ResponseError::ClusterAuthorizationFailed.code())
+        }
+        _ => None,
+    }
+}
+
 /// Answers DescribeConfigs for topics and for this broker.
 pub async fn describe(ctx: &Ctx<'_>, req: DescribeConfigsRequest) -> DescribeConfigsResponse {
     let snap = ctx.view.snapshot();
@@ -154,7 +169,9 @@ pub async fn describe(ctx: &Ctx<'_>, req: DescribeConfigsRequest) -> DescribeCon
             .configuration_keys
             .map(|k| k.iter().map(|s| s.to_string()).collect::<Vec<_>>());
         let is_wanted = |key: &str| wanted.as_ref().is_none_or(|w| w.iter().any(|k| k == key));
-        if res.resource_type == BROKER {
+        if let Some(code) = unauthorized(ctx, res.resource_type, &name, acl::op::DESCRIBE_CONFIGS) {
+            r.error_code = code;
+        } else if res.resource_type == BROKER {
             if name.is_empty() || name == ctx.cfg.node_id.to_string() {
                 for (key, value, ty) in broker_configs(ctx) {
                     if is_wanted(key) {
@@ -206,7 +223,9 @@ pub async fn incremental_alter(
         let name = res.resource_name.to_string();
         let mut changes = Vec::new();
         let mut error: Option<(i16, String)> = None;
-        if res.resource_type != TOPIC {
+        if let Some(code) = unauthorized(ctx, res.resource_type, &name, acl::op::ALTER_CONFIGS) {
+            error = Some((code, "not authorized".into()));
+        } else if res.resource_type != TOPIC {
             error = Some((
                 ResponseError::InvalidRequest.code(),
                 "only topic configs are supported".into(),

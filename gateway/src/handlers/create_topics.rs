@@ -28,7 +28,12 @@ pub async fn handle(ctx: &Ctx<'_>, req: CreateTopicsRequest) -> CreateTopicsResp
         };
         let mut configs = HashMap::new();
         let mut error: Option<(i16, String)> = None;
-        if !topics::valid_name(&name) {
+        if !ctx.may_create_topic(&name) {
+            error = Some((
+                ResponseError::TopicAuthorizationFailed.code(),
+                "not authorized to create the topic".into(),
+            ));
+        } else if !topics::valid_name(&name) {
             error = Some((
                 ResponseError::InvalidTopicException.code(),
                 format!("invalid topic name '{name}'"),

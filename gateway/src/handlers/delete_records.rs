@@ -6,6 +6,7 @@ use kafka_protocol::messages::delete_records_response::{
     DeleteRecordsPartitionResult, DeleteRecordsTopicResult,
 };
 use kafka_protocol::messages::{DeleteRecordsRequest, DeleteRecordsResponse};
+use kafscale_controlplane::acl;
 use kafscale_controlplane::metadata::topic_uuid;
 use kafscale_proto::data::v1 as pb;
 
@@ -23,6 +24,9 @@ pub async fn handle(ctx: &Ctx<'_>, req: DeleteRecordsRequest) -> DeleteRecordsRe
             pr.partition_index = p.partition_index;
             pr.low_watermark = -1;
             match topic {
+                _ if !ctx.allowed_on_topic(acl::op::DELETE, &t.name) => {
+                    pr.error_code = ResponseError::TopicAuthorizationFailed.code();
+                }
                 Some(tp) if p.partition_index >= 0 && p.partition_index < tp.partitions => {
                     parts.push((
                         (ti, pi),

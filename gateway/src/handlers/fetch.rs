@@ -6,6 +6,7 @@ use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
 use kafka_protocol::messages::{FetchRequest, FetchResponse, TopicName};
 use kafka_protocol::protocol::StrBytes;
+use kafscale_controlplane::acl;
 use kafscale_controlplane::metadata::topic_uuid;
 use kafscale_proto::data::v1 as pb;
 
@@ -39,6 +40,9 @@ pub async fn handle(ctx: &Ctx<'_>, req: FetchRequest) -> FetchResponse {
             pd.log_start_offset = -1;
             pd.records = Some(Default::default());
             match topic {
+                Some(_) if !ctx.allowed_on_topic(acl::op::READ, &name) => {
+                    pd.error_code = ResponseError::TopicAuthorizationFailed.code();
+                }
                 Some(t) if fp.partition >= 0 && fp.partition < t.partitions => parts.push((
                     (ti, pi),
                     pb::FetchPartition {

@@ -8,6 +8,7 @@ use kafka_protocol::error::ResponseError as E;
 use kafka_protocol::messages::find_coordinator_response::Coordinator;
 use kafka_protocol::messages::{BrokerId, FindCoordinatorRequest, FindCoordinatorResponse};
 use kafka_protocol::protocol::StrBytes;
+use kafscale_controlplane::acl;
 use kafscale_controlplane::offsets_topic::OFFSETS_TOPIC;
 
 /// Answers a FindCoordinator request (single key before v4, batched from v4).
@@ -18,6 +19,14 @@ pub fn handle(ctx: &Ctx<'_>, req: FindCoordinatorRequest) -> FindCoordinatorResp
         E::CoordinatorNotAvailable.code()
     } else {
         0
+    };
+    // A group the principal may not DESCRIBE has no coordinator for it.
+    let error_for = |group: &str| {
+        if error == 0 && !ctx.allowed_on_group(acl::op::DESCRIBE, group) {
+            E::GroupAuthorizationFailed.code()
+        } else {
+            error
+        }
     };
     let message = |code: i16| {
         (code == E::InvalidRequest.code())
@@ -44,6 +53,7 @@ pub fn handle(ctx: &Ctx<'_>, req: FindCoordinatorRequest) -> FindCoordinatorResp
             .coordinator_keys
             .iter()
             .map(|k| {
+                let error = error_for(k);
                 let mut c = Coordinator::default();
                 c.key = k.clone();
                 c.node_id = BrokerId(node(error));
@@ -55,6 +65,7 @@ pub fn handle(ctx: &Ctx<'_>, req: FindCoordinatorRequest) -> FindCoordinatorResp
             })
             .collect();
     } else {
+        let error = error_for(&req.key);
         resp.error_code = error;
         if ctx.version >= 1 {
             resp.error_message = message(error);

@@ -12,6 +12,7 @@ use futures::future::join_all;
 use kafka_protocol::error::ResponseError as E;
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
+use kafscale_controlplane::acl;
 use kafscale_controlplane::metadata::topic_uuid;
 use kafscale_controlplane::offsets_topic::{slot_of, OFFSETS_TOPIC};
 use kafscale_proto::data::v1 as pb;
@@ -96,13 +97,26 @@ fn encode_req<R: Encodable>(req: &R, v: i16) -> Result<Bytes, ForwardError> {
     Ok(out.freeze())
 }
 
-/// Forwards a request about `group` to its coordinator and decodes the answer.
+/// The ACL operation a group API needs on its group, as in Kafka.
+fn group_operation(key: ApiKey) -> i32 {
+    match key {
+        ApiKey::OffsetFetch | ApiKey::DescribeGroups => acl::op::DESCRIBE,
+        ApiKey::DeleteGroups | ApiKey::OffsetDelete => acl::op::DELETE,
+        _ => acl::op::READ,
+    }
+}
+
+/// Forwards a request about `group` to its coordinator and decodes the
+/// answer; GROUP_AUTHORIZATION_FAILED when the principal may not use the group.
 pub async fn forward<Req: Encodable, Resp: Decodable>(
     ctx: &Ctx<'_>,
     key: ApiKey,
     group: &str,
     req: &Req,
 ) -> Result<Resp, ForwardError> {
+    if !ctx.allowed_on_group(group_operation(key), group) {
+        return Err(ForwardError::Code(E::GroupAuthorizationFailed.code()));
+    }
     let body = encode_req(req, ctx.version)?;
     let deadline = Instant::now() + FORWARD_WAIT;
     loop {
@@ -182,15 +196,16 @@ pub async fn leave_group(
     }
 }
 
-/// OffsetCommit.
+/// OffsetCommit. Topics the principal may not READ are not committed and
+/// get TOPIC_AUTHORIZATION_FAILED, as in Kafka.
 pub async fn offset_commit(
     ctx: &Ctx<'_>,
-    req: OffsetCommitRequest,
+    mut req: OffsetCommitRequest,
 ) -> Result<OffsetCommitResponse, ForwardError> {
-    match forward(ctx, ApiKey::OffsetCommit, &req.group_id, &req).await {
-        Err(ForwardError::Code(code)) => {
-            let mut r = OffsetCommitResponse::default();
-            for t in &req.topics {
+    let errors = |topics: &[offset_commit_request::OffsetCommitRequestTopic], code: i16| {
+        topics
+            .iter()
+            .map(|t| {
                 let mut tr = offset_commit_response::OffsetCommitResponseTopic::default();
                 tr.name = t.name.clone();
                 for p in &t.partitions {
@@ -199,11 +214,53 @@ pub async fn offset_commit(
                     pr.error_code = code;
                     tr.partitions.push(pr);
                 }
-                r.topics.push(tr);
+                tr
+            })
+            .collect::<Vec<_>>()
+    };
+    let mut denied = Vec::new();
+    if ctx.allowed_on_group(acl::op::READ, &req.group_id) {
+        let (ok, no): (Vec<_>, Vec<_>) = std::mem::take(&mut req.topics)
+            .into_iter()
+            .partition(|t| ctx.allowed_on_topic(acl::op::READ, &t.name));
+        req.topics = ok;
+        denied = no;
+    }
+    let mut resp = if req.topics.is_empty() && !denied.is_empty() {
+        OffsetCommitResponse::default()
+    } else {
+        match forward(ctx, ApiKey::OffsetCommit, &req.group_id, &req).await {
+            Err(ForwardError::Code(code)) => {
+                let mut r = OffsetCommitResponse::default();
+                r.topics = errors(&req.topics, code);
+                r
             }
-            Ok(r)
+            other => other?,
         }
-        other => other,
+    };
+    resp.topics
+        .extend(errors(&denied, E::TopicAuthorizationFailed.code()));
+    Ok(resp)
+}
+
+/// Hides from an OffsetFetch answer the topics the principal may not
+/// DESCRIBE: listed on request, they get TOPIC_AUTHORIZATION_FAILED;
+/// otherwise (all topics) they are left out, as in Kafka.
+fn filter_fetched<T>(
+    ctx: &Ctx<'_>,
+    topics: &mut Vec<T>,
+    explicit: bool,
+    name: impl Fn(&T) -> &str,
+    deny: impl Fn(&mut T),
+) {
+    if explicit {
+        for t in topics.iter_mut() {
+            if !ctx.allowed_on_topic(acl::op::DESCRIBE, name(t)) {
+                deny(t);
+            }
+        }
+    } else {
+        topics.retain(|t| ctx.allowed_on_topic(acl::op::DESCRIBE, name(t)));
     }
 }
 
@@ -212,8 +269,27 @@ pub async fn offset_fetch(
     ctx: &Ctx<'_>,
     req: OffsetFetchRequest,
 ) -> Result<OffsetFetchResponse, ForwardError> {
+    let code = E::TopicAuthorizationFailed.code();
     if ctx.version < 8 {
-        return match forward(ctx, ApiKey::OffsetFetch, &req.group_id, &req).await {
+        let res: Result<OffsetFetchResponse, ForwardError> =
+            forward(ctx, ApiKey::OffsetFetch, &req.group_id, &req).await;
+        return match res {
+            Ok(mut r) => {
+                filter_fetched(
+                    ctx,
+                    &mut r.topics,
+                    req.topics.is_some(),
+                    |t| t.name.as_str(),
+                    |t| {
+                        for p in &mut t.partitions {
+                            p.committed_offset = -1;
+                            p.metadata = None;
+                            p.error_code = code;
+                        }
+                    },
+                );
+                Ok(r)
+            }
             Err(ForwardError::Code(code)) => {
                 let mut r = OffsetFetchResponse::default();
                 if ctx.version >= 2 {
@@ -250,7 +326,28 @@ pub async fn offset_fetch(
     let mut resp = OffsetFetchResponse::default();
     for (group_id, res) in join_all(calls).await {
         match res {
-            Ok(r) => resp.groups.extend(r.groups),
+            Ok(r) => {
+                for mut g in r.groups {
+                    let explicit = req
+                        .groups
+                        .iter()
+                        .any(|q| q.group_id == g.group_id && q.topics.is_some());
+                    filter_fetched(
+                        ctx,
+                        &mut g.topics,
+                        explicit,
+                        |t| t.name.as_str(),
+                        |t| {
+                            for p in &mut t.partitions {
+                                p.committed_offset = -1;
+                                p.metadata = None;
+                                p.error_code = code;
+                            }
+                        },
+                    );
+                    resp.groups.push(g);
+                }
+            }
             Err(ForwardError::Code(code)) => {
                 let mut gr = offset_fetch_response::OffsetFetchResponseGroup::default();
                 gr.group_id = group_id;
@@ -323,18 +420,40 @@ pub async fn delete_groups(
     Ok(resp)
 }
 
-/// OffsetDelete.
+/// OffsetDelete. Topics the principal may not READ keep their offsets and
+/// get TOPIC_AUTHORIZATION_FAILED, as in Kafka.
 pub async fn offset_delete(
     ctx: &Ctx<'_>,
-    req: OffsetDeleteRequest,
+    mut req: OffsetDeleteRequest,
 ) -> Result<OffsetDeleteResponse, ForwardError> {
-    match forward(ctx, ApiKey::OffsetDelete, &req.group_id, &req).await {
-        Err(ForwardError::Code(code)) => Ok(OffsetDeleteResponse::default().with_error_code(code)),
-        other => other,
+    let (ok, denied): (Vec<_>, Vec<_>) = std::mem::take(&mut req.topics)
+        .into_iter()
+        .partition(|t| ctx.allowed_on_topic(acl::op::READ, &t.name));
+    req.topics = ok;
+    let mut resp: OffsetDeleteResponse =
+        match forward(ctx, ApiKey::OffsetDelete, &req.group_id, &req).await {
+            Err(ForwardError::Code(code)) => {
+                return Ok(OffsetDeleteResponse::default().with_error_code(code))
+            }
+            other => other?,
+        };
+    for t in denied {
+        let mut tr = offset_delete_response::OffsetDeleteResponseTopic::default();
+        tr.name = t.name;
+        for p in t.partitions {
+            let mut pr = offset_delete_response::OffsetDeleteResponsePartition::default();
+            pr.partition_index = p.partition_index;
+            pr.error_code = E::TopicAuthorizationFailed.code();
+            tr.partitions.push(pr);
+        }
+        resp.topics.push(tr);
     }
+    Ok(resp)
 }
 
-/// ListGroups: asks every worker that owns a slot and merges the answers.
+/// ListGroups: asks every worker that owns a slot and merges the answers;
+/// without DESCRIBE on the cluster only the groups the principal may
+/// DESCRIBE are listed, as in Kafka.
 /// If some slot has no serving owner the list would be incomplete, so the
 /// answer is COORDINATOR_NOT_AVAILABLE (retriable) instead.
 pub async fn list_groups(
@@ -368,6 +487,7 @@ pub async fn list_groups(
         let req = request(ctx, ApiKey::ListGroups, body.clone(), None);
         async move { call(ctx, &addr, req).await }
     });
+    let all = ctx.allowed_on_cluster(acl::op::DESCRIBE);
     for r in join_all(calls).await {
         match r {
             Ok(r) => {
@@ -375,7 +495,11 @@ pub async fn list_groups(
                 if part.error_code != 0 {
                     resp.error_code = part.error_code;
                 }
-                resp.groups.extend(part.groups);
+                resp.groups.extend(
+                    part.groups
+                        .into_iter()
+                        .filter(|g| all || ctx.allowed_on_group(acl::op::DESCRIBE, &g.group_id)),
+                );
             }
             Err(e) => {
                 tracing::debug!(error = %e, "ListGroups call failed");

@@ -44,6 +44,10 @@ pub async fn handle(ctx: &Ctx<'_>, req: InitProducerIdRequest) -> InitProducerId
         resp.error_code = ResponseError::TransactionalIdAuthorizationFailed.code();
         return resp;
     }
+    if !ctx.may_write_idempotently() {
+        resp.error_code = ResponseError::ClusterAuthorizationFailed.code();
+        return resp;
+    }
     if req.producer_id.0 >= 0 && req.producer_epoch >= 0 && req.producer_epoch < i16::MAX - 1 {
         resp.producer_id = req.producer_id;
         resp.producer_epoch = req.producer_epoch + 1;

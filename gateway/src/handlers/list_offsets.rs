@@ -7,6 +7,7 @@ use kafka_protocol::messages::list_offsets_response::{
     ListOffsetsPartitionResponse, ListOffsetsTopicResponse,
 };
 use kafka_protocol::messages::{ListOffsetsRequest, ListOffsetsResponse};
+use kafscale_controlplane::acl;
 use kafscale_controlplane::metadata::topic_uuid;
 use kafscale_proto::data::v1 as pb;
 
@@ -27,6 +28,9 @@ pub async fn handle(ctx: &Ctx<'_>, req: ListOffsetsRequest) -> ListOffsetsRespon
             pr.offset = -1;
             pr.leader_epoch = -1;
             match topic {
+                _ if !ctx.allowed_on_topic(acl::op::DESCRIBE, &name) => {
+                    pr.error_code = ResponseError::TopicAuthorizationFailed.code();
+                }
                 Some(tp) if p.partition_index >= 0 && p.partition_index < tp.partitions => {
                     let id = topic_uuid(tp);
                     let epoch = snap

@@ -13,6 +13,7 @@ use kafka_protocol::messages::describe_log_dirs_response::{
 };
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::StrBytes;
+use kafscale_controlplane::acl;
 use kafscale_controlplane::metadata::topic_uuid;
 use kafscale_proto::data::v1 as pb;
 
@@ -22,6 +23,14 @@ pub const LOG_DIR: &str = "object-store";
 /// Answers DescribeLogDirs with the stored bytes of every requested (or
 /// every) partition.
 pub async fn describe(ctx: &Ctx<'_>, req: DescribeLogDirsRequest) -> DescribeLogDirsResponse {
+    if !ctx.allowed_on_cluster(acl::op::DESCRIBE) {
+        // Kafka answers an unauthorized caller with no log dirs.
+        let mut resp = DescribeLogDirsResponse::default();
+        if ctx.version >= 3 {
+            resp.error_code = ResponseError::ClusterAuthorizationFailed.code();
+        }
+        return resp;
+    }
     let snap = ctx.view.snapshot();
     let wanted: Vec<(String, Vec<i32>)> = match req.topics {
         Some(ts) => ts
@@ -95,6 +104,7 @@ pub async fn describe(ctx: &Ctx<'_>, req: DescribeLogDirsRequest) -> DescribeLog
 /// Answers AlterReplicaLogDirs: [`LOG_DIR`] is where every replica already is.
 pub fn alter(ctx: &Ctx<'_>, req: AlterReplicaLogDirsRequest) -> AlterReplicaLogDirsResponse {
     let snap = ctx.view.snapshot();
+    let authorized = ctx.allowed_on_cluster(acl::op::ALTER);
     let mut resp = AlterReplicaLogDirsResponse::default();
     for d in req.dirs {
         for t in d.topics {
@@ -105,6 +115,7 @@ pub fn alter(ctx: &Ctx<'_>, req: AlterReplicaLogDirsRequest) -> AlterReplicaLogD
                 let mut pr = AlterReplicaLogDirPartitionResult::default();
                 pr.partition_index = p;
                 pr.error_code = match topic {
+                    _ if !authorized => ResponseError::ClusterAuthorizationFailed.code(),
                     Some(tp) if p >= 0 && p < tp.partitions => {
                         if d.path.as_str() == LOG_DIR {
                             0

@@ -9,6 +9,7 @@ use kafka_protocol::messages::metadata_response::{
 };
 use kafka_protocol::messages::{BrokerId, MetadataRequest, MetadataResponse, TopicName};
 use kafka_protocol::protocol::StrBytes;
+use kafscale_controlplane::acl;
 use kafscale_controlplane::metadata::topic_uuid;
 use kafscale_controlplane::offsets_topic::is_internal;
 
@@ -40,7 +41,9 @@ pub async fn handle(ctx: &Ctx<'_>, req: MetadataRequest) -> MetadataResponse {
     if let Some(names) = &requested {
         let snap = ctx.view.snapshot();
         for n in names {
-            if !snap.topics.contains_key(n) {
+            if !ctx.allowed_on_topic(acl::op::DESCRIBE, n) {
+                create_errors.insert(n.clone(), ResponseError::TopicAuthorizationFailed.code());
+            } else if !snap.topics.contains_key(n) {
                 let code = if allow_create {
                     topics::auto_create(ctx, n).await
                 } else {
@@ -51,8 +54,14 @@ pub async fn handle(ctx: &Ctx<'_>, req: MetadataRequest) -> MetadataResponse {
         }
     }
     let snap = ctx.view.snapshot();
+    // All topics: only those the principal may describe, as in Kafka.
     let names: Vec<String> = requested.unwrap_or_else(|| {
-        let mut all: Vec<String> = snap.topics.keys().cloned().collect();
+        let mut all: Vec<String> = snap
+            .topics
+            .keys()
+            .filter(|n| ctx.allowed_on_topic(acl::op::DESCRIBE, n))
+            .cloned()
+            .collect();
         all.sort();
         all
     });
@@ -75,7 +84,9 @@ pub async fn handle(ctx: &Ctx<'_>, req: MetadataRequest) -> MetadataResponse {
     for name in names {
         let mut t = MetadataResponseTopic::default();
         t.name = Some(TopicName(StrBytes::from_string(name.clone())));
-        match snap.topics.get(&name) {
+        let denied =
+            create_errors.get(&name) == Some(&ResponseError::TopicAuthorizationFailed.code());
+        match snap.topics.get(&name).filter(|_| !denied) {
             Some(topic) => {
                 let id = topic_uuid(topic);
                 if ctx.version >= 1 {

@@ -1,11 +1,13 @@
 //! One module per Kafka API.
 
+pub mod acls;
 pub mod admin_topics;
 pub mod api_versions;
 pub mod configs;
 pub mod create_topics;
 pub mod delete_records;
 pub mod describe_cluster;
+pub mod describe_topic_partitions;
 pub mod fetch;
 pub mod find_coordinator;
 pub mod groups;
@@ -107,6 +109,24 @@ pub async fn handle(ctx: &Ctx<'_>, key: ApiKey, cid: i32, body: &mut Bytes) -> O
                 None => Outcome::Close,
             }
         }
+        ApiKey::DescribeTopicPartitions => {
+            match decode::<DescribeTopicPartitionsRequest>(body, v) {
+                Some(r) => encode(cid, v, &describe_topic_partitions::handle(ctx, r)),
+                None => Outcome::Close,
+            }
+        }
+        ApiKey::DescribeAcls => match decode::<DescribeAclsRequest>(body, v) {
+            Some(r) => encode(cid, v, &acls::describe(ctx, r).await),
+            None => Outcome::Close,
+        },
+        ApiKey::CreateAcls => match decode::<CreateAclsRequest>(body, v) {
+            Some(r) => encode(cid, v, &acls::create(ctx, r).await),
+            None => Outcome::Close,
+        },
+        ApiKey::DeleteAcls => match decode::<DeleteAclsRequest>(body, v) {
+            Some(r) => encode(cid, v, &acls::delete(ctx, r).await),
+            None => Outcome::Close,
+        },
         ApiKey::InitProducerId => match decode::<InitProducerIdRequest>(body, v) {
             Some(r) => encode(cid, v, &init_producer_id::handle(ctx, r).await),
             None => Outcome::Close,

@@ -9,6 +9,7 @@ use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
 use kafka_protocol::protocol::StrBytes;
+use kafscale_controlplane::acl;
 use kafscale_controlplane::metadata::topic_uuid;
 use kafscale_controlplane::offsets_topic::is_internal;
 use kafscale_proto::data::v1 as pb;
@@ -25,7 +26,11 @@ pub async fn handle(ctx: &Ctx<'_>, req: ProduceRequest) -> ProduceResponse {
         let name = td.name.0.to_string();
         let mut known = ctx.view.snapshot().topics.get(&name).cloned();
         let mut topic_error = 0;
-        if known.is_none() {
+        let authorized = ctx.allowed_on_topic(acl::op::WRITE, &name);
+        if !authorized {
+            known = None;
+            topic_error = ResponseError::TopicAuthorizationFailed.code();
+        } else if known.is_none() {
             topic_error = topics::auto_create(ctx, &name).await;
             known = ctx.view.snapshot().topics.get(&name).cloned();
         }

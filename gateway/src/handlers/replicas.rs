@@ -12,6 +12,7 @@ use kafka_protocol::messages::alter_partition_reassignments_response::{
 use kafka_protocol::messages::elect_leaders_response::{PartitionResult, ReplicaElectionResult};
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::StrBytes;
+use kafscale_controlplane::acl;
 
 /// True if `replicas` is the one placement this cluster has: `[node_id]`.
 pub fn is_single_replica(ctx: &Ctx<'_>, replicas: &[BrokerId]) -> bool {
@@ -29,6 +30,10 @@ fn partition_exists(ctx: &Ctx<'_>, topic: &str, p: i32) -> bool {
 /// ElectLeaders: every partition already has its preferred (only) leader.
 pub fn elect_leaders(ctx: &Ctx<'_>, req: ElectLeadersRequest) -> ElectLeadersResponse {
     let mut resp = ElectLeadersResponse::default();
+    let authorized = ctx.allowed_on_cluster(acl::op::ALTER);
+    if !authorized && ctx.version >= 1 {
+        resp.error_code = ResponseError::ClusterAuthorizationFailed.code();
+    }
     // Null means "all partitions": none needs an election, so none is listed.
     for t in req.topic_partitions.into_iter().flatten() {
         let mut r = ReplicaElectionResult::default();
@@ -36,7 +41,9 @@ pub fn elect_leaders(ctx: &Ctx<'_>, req: ElectLeadersRequest) -> ElectLeadersRes
         for p in t.partitions {
             let mut pr = PartitionResult::default();
             pr.partition_id = p;
-            if partition_exists(ctx, &t.topic, p) {
+            if !authorized {
+                pr.error_code = ResponseError::ClusterAuthorizationFailed.code();
+            } else if partition_exists(ctx, &t.topic, p) {
                 pr.error_code = ResponseError::ElectionNotNeeded.code();
                 pr.error_message = Some(StrBytes::from_static_str(
                     "the partition's only replica is already its leader",
@@ -53,10 +60,14 @@ pub fn elect_leaders(ctx: &Ctx<'_>, req: ElectLeadersRequest) -> ElectLeadersRes
 
 /// ListPartitionReassignments: nothing is ever being reassigned.
 pub fn list_reassignments(
-    _ctx: &Ctx<'_>,
+    ctx: &Ctx<'_>,
     _req: ListPartitionReassignmentsRequest,
 ) -> ListPartitionReassignmentsResponse {
-    ListPartitionReassignmentsResponse::default()
+    let mut resp = ListPartitionReassignmentsResponse::default();
+    if !ctx.allowed_on_cluster(acl::op::DESCRIBE) {
+        resp.error_code = ResponseError::ClusterAuthorizationFailed.code();
+    }
+    resp
 }
 
 /// AlterPartitionReassignments: `[node_id]` is accepted (already in place),
@@ -66,6 +77,10 @@ pub fn alter_reassignments(
     req: AlterPartitionReassignmentsRequest,
 ) -> AlterPartitionReassignmentsResponse {
     let mut resp = AlterPartitionReassignmentsResponse::default();
+    if !ctx.allowed_on_cluster(acl::op::ALTER) {
+        resp.error_code = ResponseError::ClusterAuthorizationFailed.code();
+        return resp;
+    }
     for t in req.topics {
         let mut tr = ReassignableTopicResponse::default();
         tr.name = t.name.clone();

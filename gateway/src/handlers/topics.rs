@@ -17,10 +17,11 @@ pub fn valid_name(name: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-')
 }
 
-/// Creates `name` with the default partition count if auto-creation is on;
+/// Creates `name` with the default partition count if auto-creation is on
+/// and the principal may create it;
 /// waits briefly until its partitions are assigned. Returns the error code.
 pub async fn auto_create(ctx: &Ctx<'_>, name: &str) -> i16 {
-    if !ctx.cfg.auto_create_topics {
+    if !ctx.cfg.auto_create_topics || !ctx.may_create_topic(name) {
         return ResponseError::UnknownTopicOrPartition.code();
     }
     if !valid_name(name) {
