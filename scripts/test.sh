@@ -15,6 +15,8 @@ command -v kcat >/dev/null || need+=(kcat)
 command -v etcd >/dev/null || need+=(etcd-server etcd-client)
 command -v python3 >/dev/null || need+=(python3)
 python3 -m pip --version >/dev/null 2>&1 || need+=(python3-pip)
+# venv for the kafka-python suite's own test requirements (tests/compat/run.sh).
+python3 -c 'import ensurepip' >/dev/null 2>&1 || need+=(python3-venv)
 if ((${#need[@]})); then
   SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO=sudo
   $SUDO apt-get update -qq
@@ -42,3 +44,10 @@ fi
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings
 cargo test --workspace --all-targets
+
+# Third-party client suites (librdkafka's and kafka-python's own integration tests) against
+# `kafscale dev`, with the binary the tests above built. Their runner and virtualenv are cached
+# in ~/.cache/kafscale-compat, outside the clone.
+if [ "${KAFSCALE_TEST_COMPAT:-1}" != 0 ]; then
+  KAFSCALE_BIN="$CARGO_TARGET_DIR/debug/kafscale" tests/compat/run.sh
+fi
