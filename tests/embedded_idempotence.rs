@@ -1,7 +1,9 @@
 //! Idempotent producers: InitProducerId hands out ids, a retried batch is
 //! not appended twice (it is answered with its original offset), sequence
-//! gaps and stale epochs are refused, and librdkafka's idempotent producer
-//! (the default of modern Java and Python clients) works end to end.
+//! gaps and stale epochs are refused, all of it also after a kill -9 (the
+//! new owner rebuilds the state from the durable log), and librdkafka's
+//! idempotent producer (the default of modern Java and Python clients) works
+//! end to end.
 
 mod common;
 
@@ -77,6 +79,88 @@ async fn retried_batches_are_deduplicated_and_gaps_refused() {
         .map(|r| String::from_utf8_lossy(r.value.as_deref().unwrap_or_default()).into_owned())
         .collect();
     assert_eq!(values, ["a-0", "a-1", "a-2", "b-0", "b-1", "c-0"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn producer_state_survives_a_kill_9() {
+    let mut server = DevServer::start(DevOptions::default()).await;
+    let topic = common::unique_name("idem-crash");
+    common::create_topic(&server.bootstrap(), &topic, 1, &[]).await;
+    let mut conn = RawConn::connect(server.kafka_addr()).await;
+    let mut init = InitProducerIdRequest::default();
+    init.producer_id = ProducerId(-1);
+    init.producer_epoch = -1;
+    let pid = conn.request(4, &init).await.producer_id.0;
+    let other = conn.request(4, &init).await.producer_id.0;
+    let produce = |b: Bytes| common::produce_request(&topic, 0, b);
+    // Seven batches of two producers, interleaved: more than the five
+    // remembered per producer for `pid`.
+    let mut acked = Vec::new();
+    for i in 0..7 {
+        let r = conn
+            .request(
+                9,
+                &produce(idempotent_batch(pid, 0, i * 2, 2, &format!("p{i}"))),
+            )
+            .await;
+        acked.push(common::only_partition(&r).base_offset);
+        if i == 3 {
+            let r = conn
+                .request(9, &produce(idempotent_batch(other, 0, 0, 1, "o")))
+                .await;
+            assert_eq!(common::only_partition(&r).error_code, 0);
+        }
+    }
+    drop(conn);
+    server.restart().await;
+
+    let mut conn = RawConn::connect(server.kafka_addr()).await;
+    // Retries of the last five batches (a client whose acks were lost in
+    // the crash) get their original offsets and append nothing.
+    for i in 2..7 {
+        let r = conn
+            .request(
+                9,
+                &produce(idempotent_batch(pid, 0, i * 2, 2, &format!("p{i}"))),
+            )
+            .await;
+        let r = common::only_partition(&r).clone();
+        assert_eq!(
+            (r.error_code, r.base_offset),
+            (0, acked[i as usize]),
+            "retry of batch {i} after the restart"
+        );
+    }
+    // The sequence continues where it was; a gap is still refused.
+    let gap = conn
+        .request(9, &produce(idempotent_batch(pid, 0, 20, 1, "gap")))
+        .await;
+    assert_eq!(
+        common::only_partition(&gap).error_code,
+        45,
+        "gap after restart"
+    );
+    let next = conn
+        .request(9, &produce(idempotent_batch(pid, 0, 14, 1, "next")))
+        .await;
+    assert_eq!(
+        (
+            common::only_partition(&next).error_code,
+            common::only_partition(&next).base_offset
+        ),
+        (0, 15),
+        "next batch after the restart"
+    );
+    let dup_other = conn
+        .request(9, &produce(idempotent_batch(other, 0, 0, 1, "o")))
+        .await;
+    assert_eq!(
+        common::only_partition(&dup_other).base_offset,
+        8,
+        "other producer's retry"
+    );
+    let records = common::raw_fetch_partition(server.kafka_addr(), &topic, 0, 16).await;
+    assert_eq!(records.len(), 16, "7×2 + 1 + 1 records, no duplicates");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -163,22 +163,34 @@ pub fn validate(records: &[u8], max_batch_bytes: usize) -> Result<Vec<BatchInfo>
             ));
         }
         check_records(batch, attributes & 0x7, count)?;
-        out.push(BatchInfo {
-            position: pos,
-            size,
-            record_count: count,
-            base_timestamp: be_i64(batch, BASE_TIMESTAMP_OFFSET),
-            max_timestamp: be_i64(batch, MAX_TIMESTAMP_OFFSET),
-            producer_id: be_i64(batch, PRODUCER_ID_OFFSET),
-            producer_epoch: i16::from_be_bytes([
-                batch[PRODUCER_ID_OFFSET + 8],
-                batch[PRODUCER_ID_OFFSET + 9],
-            ]),
-            base_sequence: be_i32(batch, PRODUCER_ID_OFFSET + 10),
-        });
+        out.push(header_info(batch, pos));
         pos += size;
     }
     Ok(out)
+}
+
+/// The header fields of one whole batch (at least `HEADER_LEN` bytes) found
+/// at `position`.
+fn header_info(batch: &[u8], position: usize) -> BatchInfo {
+    BatchInfo {
+        position,
+        size: batch.len(),
+        record_count: be_i32(batch, RECORDS_COUNT_OFFSET),
+        base_timestamp: be_i64(batch, BASE_TIMESTAMP_OFFSET),
+        max_timestamp: be_i64(batch, MAX_TIMESTAMP_OFFSET),
+        producer_id: be_i64(batch, PRODUCER_ID_OFFSET),
+        producer_epoch: i16::from_be_bytes([
+            batch[PRODUCER_ID_OFFSET + 8],
+            batch[PRODUCER_ID_OFFSET + 9],
+        ]),
+        base_sequence: be_i32(batch, PRODUCER_ID_OFFSET + 10),
+    }
+}
+
+/// The base offset and header fields of every batch of a stored chunk
+/// (whose CRC the reader verified).
+pub fn stored_batches(chunk: Bytes) -> impl Iterator<Item = (i64, BatchInfo)> {
+    iter_batches(chunk).map(|b| (base_offset(&b), header_info(&b, 0)))
 }
 
 /// Checks that the records inside a batch parse and match `count`.

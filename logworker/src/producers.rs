@@ -7,9 +7,11 @@
 //! appended again and is answered with the original offset once that is
 //! durable; a gap in sequence numbers is refused with
 //! OUT_OF_ORDER_SEQUENCE_NUMBER; an older epoch is refused with
-//! INVALID_PRODUCER_EPOCH. State is kept in memory only: a new owner starts
-//! without it and accepts any sequence from a producer it does not know, so
-//! across a failover a retried batch may be appended twice (at least once).
+//! INVALID_PRODUCER_EPOCH. A new owner rebuilds the state from the batches
+//! in the last [`crate::worker::PRODUCER_SCAN_BYTES`] of the partition's
+//! durable log (where every batch still in flight at a failover is), so the
+//! guarantees hold across ownership changes; a producer whose last batch is
+//! older than that is unknown to it and may continue at any sequence.
 
 use crate::batch::BatchInfo;
 use crate::wal::writer::Completion;
@@ -111,6 +113,15 @@ impl ProducerStates {
             }
             _ => Verdict::Append,
         }
+    }
+
+    /// Remembers a batch found in the durable log by a new owner, so that
+    /// retries of it across the ownership change are answered with its
+    /// offset and the producer's sequence continues from it. Batches must
+    /// come in offset order.
+    pub fn restore(&mut self, b: &BatchInfo, base_offset: i64) {
+        let durable = tokio::sync::watch::channel(Some(Ok(()))).1;
+        self.record(b, base_offset, durable);
     }
 
     /// Remembers an appended batch.

@@ -52,7 +52,15 @@ pub enum WorkerError {
     Recovery(#[from] crate::recovery::RecoveryError),
     #[error(transparent)]
     Groups(#[from] crate::groups::GroupLogError),
+    #[error(transparent)]
+    Read(#[from] crate::reader::ReadError),
 }
+
+/// How much of a partition's durable tail a new owner reads to rebuild its
+/// idempotent producers' state. Batches in flight at a failover were
+/// appended within about one flush interval plus an S3 write of the end of
+/// the log, far less than this even at hundreds of MB/s per partition.
+pub const PRODUCER_SCAN_BYTES: u64 = 32 << 20;
 
 /// A running log worker.
 pub struct Worker {
@@ -367,8 +375,39 @@ impl Worker {
         tracing::debug!(topic = %log.topic, partition = id.partition, hwm = log.high_watermark(), "partition opened");
         if is_slot {
             self.groups.load(log.clone()).await?;
+        } else {
+            self.restore_producers(&log).await?;
         }
         self.partitions.insert(id, log);
+        Ok(())
+    }
+
+    /// Rebuilds the idempotent producers' recent batches from the last
+    /// [`PRODUCER_SCAN_BYTES`] of the partition's durable log.
+    async fn restore_producers(&self, log: &PartitionLog) -> Result<(), WorkerError> {
+        let chunks = log.all_chunks();
+        let mut budget = PRODUCER_SCAN_BYTES;
+        let first = chunks
+            .iter()
+            .rposition(|c| {
+                budget = budget.saturating_sub(u64::from(c.entry.length));
+                budget == 0
+            })
+            .unwrap_or(0);
+        let mut restored = 0usize;
+        for c in &chunks[first..] {
+            let bytes = reader::chunk_bytes(self.store.as_ref(), &self.metrics, c).await?;
+            let mut states = log.producers();
+            for (base_offset, b) in crate::batch::stored_batches(bytes) {
+                if b.producer_id >= 0 {
+                    states.restore(&b, base_offset);
+                    restored += 1;
+                }
+            }
+        }
+        if restored > 0 {
+            tracing::debug!(topic = %log.topic, partition = log.id.partition, batches = restored, "idempotent producer state restored");
+        }
         Ok(())
     }
 
