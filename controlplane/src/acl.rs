@@ -55,6 +55,37 @@ pub mod permission {
     pub const ALLOW: i32 = 3;
 }
 
+/// The operations that apply to a resource type (Kafka's
+/// `AclEntry.supportedOperations`), for "authorized operations" answers.
+pub fn supported_operations(resource_type: i32) -> &'static [i32] {
+    match resource_type {
+        resource::TOPIC => &[
+            op::READ,
+            op::WRITE,
+            op::CREATE,
+            op::DESCRIBE,
+            op::DELETE,
+            op::ALTER,
+            op::DESCRIBE_CONFIGS,
+            op::ALTER_CONFIGS,
+        ],
+        resource::GROUP => &[op::READ, op::DESCRIBE, op::DELETE],
+        resource::CLUSTER => &[
+            op::CREATE,
+            op::CLUSTER_ACTION,
+            op::DESCRIBE_CONFIGS,
+            op::ALTER_CONFIGS,
+            op::IDEMPOTENT_WRITE,
+            op::ALTER,
+            op::DESCRIBE,
+        ],
+        resource::TRANSACTIONAL_ID => &[op::DESCRIBE, op::WRITE],
+        resource::DELEGATION_TOKEN => &[op::DESCRIBE],
+        resource::USER => &[op::CREATE_TOKENS, op::DESCRIBE_TOKENS],
+        _ => &[],
+    }
+}
+
 /// The name of the one CLUSTER resource.
 pub const CLUSTER_NAME: &str = "kafka-cluster";
 

@@ -106,6 +106,16 @@ impl Ctx<'_> {
             .authorize(cfg, self.requester(), operation, resource_type, name)
     }
 
+    /// The operations the principal may perform on a resource, as Kafka's
+    /// authorized-operations bit field (bit n = operation code n); every
+    /// supported operation without an authorizer.
+    pub fn authorized_operations(&self, resource_type: i32, name: &str) -> i32 {
+        acl::supported_operations(resource_type)
+            .iter()
+            .filter(|&&op| self.allowed(op, resource_type, name))
+            .fold(0, |bits, op| bits | (1 << op))
+    }
+
     /// [`Self::allowed`] on the cluster resource.
     pub fn allowed_on_cluster(&self, operation: i32) -> bool {
         self.allowed(operation, acl::resource::CLUSTER, acl::CLUSTER_NAME)

@@ -15,6 +15,7 @@ Checks, with Kafka's semantics as the reference:
     applies to a resource once it has ACLs);
   * DENY READ on a group (prefixed pattern): joining it fails with
     GROUP_AUTHORIZATION_FAILED;
+  * authorized operations (describe_topics, describe_cluster) reflect the ACLs;
   * deleting the ACLs restores access;
   * DENY ALTER on the cluster: CreateAcls is refused with
     CLUSTER_AUTHORIZATION_FAILED (checked last: it also blocks DeleteAcls).
@@ -45,6 +46,10 @@ except ImportError as exc:  # pragma: no cover - environment problem
     sys.exit(1)
 
 ANON = "User:ANONYMOUS"
+ALL_TOPIC_OPS = {"READ", "WRITE", "CREATE", "DESCRIBE", "DELETE", "ALTER", "DESCRIBE_CONFIGS",
+                 "ALTER_CONFIGS"}
+ALL_CLUSTER_OPS = {"CREATE", "CLUSTER_ACTION", "DESCRIBE_CONFIGS", "ALTER_CONFIGS",
+                   "IDEMPOTENT_WRITE", "ALTER", "DESCRIBE"}
 checks = 0
 
 
@@ -165,6 +170,15 @@ def run(bootstrap):
     check(locked not in listed,
           "so is a topic whose only ACL denies WRITE (ACLs exist, none allows DESCRIBE)")
 
+    ops = {t["topic"] if "topic" in t else t["name"]: set(t["authorized_operations"])
+           for t in admin.describe_topics([readonly, open_t])}
+    check(ops[readonly] == {"DESCRIBE"},
+          f"authorized operations on the READ-denied topic: DESCRIBE only ({ops[readonly]})")
+    check(ops[open_t] == ALL_TOPIC_OPS,
+          f"authorized operations on a topic without ACLs: all eight ({ops[open_t]})")
+    cluster_ops = set(admin.describe_cluster()["authorized_operations"])
+    check(cluster_ops == ALL_CLUSTER_OPS, f"authorized operations on the cluster ({cluster_ops})")
+
     c = KafkaConsumer(open_t, bootstrap_servers=bootstrap, group_id=f"denied-{suffix}-app",
                       enable_auto_commit=False, consumer_timeout_ms=3000)
     expect_error(lambda: [c.poll(timeout_ms=1000) for _ in range(10)],
@@ -193,6 +207,10 @@ def run(bootstrap):
 
 def run_disabled(bootstrap):
     admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+    topic = f"noauth-{uuid.uuid4().hex[:8]}"
+    admin.create_topics([NewTopic(topic, 1, 1)])
+    ops = set(admin.describe_topics([topic])[0]["authorized_operations"])
+    check(ops == ALL_TOPIC_OPS, f"without an authorizer every topic operation is authorized ({ops})")
     expect_error(lambda: admin.describe_acls(filter_for(ResourceType.ANY, None,
                                                         ACLResourcePatternType.ANY)),
                  Errors.SecurityDisabledError,

@@ -4,6 +4,7 @@ use crate::dispatch::Ctx;
 use kafka_protocol::messages::describe_cluster_response::DescribeClusterBroker;
 use kafka_protocol::messages::{BrokerId, DescribeClusterRequest, DescribeClusterResponse};
 use kafka_protocol::protocol::StrBytes;
+use kafscale_controlplane::acl;
 
 /// Answers DescribeCluster.
 pub async fn handle(ctx: &Ctx<'_>, req: DescribeClusterRequest) -> DescribeClusterResponse {
@@ -20,5 +21,9 @@ pub async fn handle(ctx: &Ctx<'_>, req: DescribeClusterRequest) -> DescribeClust
     b.host = StrBytes::from_string(ctx.cfg.advertised_host.clone());
     b.port = ctx.cfg.advertised_port;
     resp.brokers = vec![b];
+    if req.include_cluster_authorized_operations {
+        resp.cluster_authorized_operations =
+            ctx.authorized_operations(acl::resource::CLUSTER, acl::CLUSTER_NAME);
+    }
     resp
 }

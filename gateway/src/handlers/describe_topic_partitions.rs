@@ -73,6 +73,7 @@ pub fn handle(
         let id = topic_uuid(topic);
         t.topic_id = id;
         t.is_internal = is_internal(&name);
+        t.topic_authorized_operations = ctx.authorized_operations(acl::resource::TOPIC, &name);
         for p in first..topic.partitions {
             if budget == 0 {
                 resp.next_cursor = Some(cursor(&name, p));

@@ -375,9 +375,16 @@ pub async fn describe_groups(
         }
     });
     let mut resp = DescribeGroupsResponse::default();
+    let with_operations = req.include_authorized_operations && ctx.version >= 3;
     for (group_id, res) in join_all(calls).await {
         match res {
-            Ok(r) => resp.groups.extend(r.groups),
+            Ok(r) => resp.groups.extend(r.groups.into_iter().map(|mut g| {
+                if with_operations && g.error_code == 0 {
+                    g.authorized_operations =
+                        ctx.authorized_operations(acl::resource::GROUP, &g.group_id);
+                }
+                g
+            })),
             Err(ForwardError::Code(code)) => {
                 let mut d = describe_groups_response::DescribedGroup::default();
                 d.group_id = group_id;

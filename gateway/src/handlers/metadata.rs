@@ -72,6 +72,10 @@ pub async fn handle(ctx: &Ctx<'_>, req: MetadataRequest) -> MetadataResponse {
     broker.port = ctx.cfg.advertised_port;
     resp.brokers = vec![broker];
     resp.controller_id = node;
+    if req.include_cluster_authorized_operations && (8..=10).contains(&ctx.version) {
+        resp.cluster_authorized_operations =
+            ctx.authorized_operations(acl::resource::CLUSTER, acl::CLUSTER_NAME);
+    }
     if ctx.version >= 2 {
         resp.cluster_id = ctx
             .view
@@ -94,6 +98,10 @@ pub async fn handle(ctx: &Ctx<'_>, req: MetadataRequest) -> MetadataResponse {
                 }
                 if ctx.version >= 10 {
                     t.topic_id = id;
+                }
+                if req.include_topic_authorized_operations && ctx.version >= 8 {
+                    t.topic_authorized_operations =
+                        ctx.authorized_operations(acl::resource::TOPIC, &name);
                 }
                 t.partitions = (0..topic.partitions)
                     .map(|p| {
