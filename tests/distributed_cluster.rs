@@ -469,3 +469,79 @@ async fn consumer_group_keeps_working_across_a_coordinator_move() {
         "committed offsets cover every record: {committed:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn fetch_spanning_workers_answers_once_one_has_data() {
+    use common::RawConn;
+    use kafka_protocol::messages::fetch_request::{FetchPartition, FetchRequest, FetchTopic};
+    use kafka_protocol::messages::TopicName;
+    use kafka_protocol::protocol::StrBytes;
+
+    let _serial = SERIAL.lock().await;
+    let c = Cluster::start(ClusterOptions {
+        workers: 2,
+        gateways: 1,
+        ..Default::default()
+    })
+    .await;
+    let topic = unique_name("spread");
+    create_topic(&c.bootstrap(0), &topic, 8, &[]).await;
+    c.wait_all_assigned(Duration::from_secs(30)).await;
+    let mut on = [None, None];
+    for p in 0..8 {
+        if let Some(w) = c.owner(&topic, p).await {
+            on[w].get_or_insert(p);
+        }
+    }
+    let [Some(with_data), Some(empty)] = on else {
+        panic!("the 8 partitions are not spread over both workers: {on:?}");
+    };
+    let p: FutureProducer = producer(&c.bootstrap(0), &[("acks", "all")]);
+    p.send(
+        FutureRecord::to(&topic)
+            .partition(with_data)
+            .payload("x")
+            .key("k"),
+        Duration::from_secs(30),
+    )
+    .await
+    .expect("produce");
+
+    // One fetch of both partitions with a long wait: the empty partition's
+    // worker long-polls, the other has data at once.
+    let partition = |i| {
+        FetchPartition::default()
+            .with_partition(i)
+            .with_fetch_offset(0)
+            .with_partition_max_bytes(1 << 20)
+    };
+    let request = FetchRequest::default()
+        .with_max_wait_ms(20_000)
+        .with_min_bytes(1)
+        .with_max_bytes(1 << 20)
+        .with_topics(vec![FetchTopic::default()
+            .with_topic(TopicName(StrBytes::from_string(topic.clone())))
+            .with_partitions(vec![partition(with_data), partition(empty)])]);
+    let mut conn = RawConn::connect(c.kafka_addr(0)).await;
+    let started = std::time::Instant::now();
+    let resp = conn.request(12, &request).await;
+    let took = started.elapsed();
+    let parts = &resp.responses[0].partitions;
+    let data = parts
+        .iter()
+        .find(|x| x.partition_index == with_data)
+        .expect("partition with data");
+    let idle = parts
+        .iter()
+        .find(|x| x.partition_index == empty)
+        .expect("empty partition");
+    assert_eq!((data.error_code, data.high_watermark), (0, 1), "{data:?}");
+    assert!(
+        data.records.as_ref().is_some_and(|r| !r.is_empty()),
+        "records of {with_data}"
+    );
+    assert_eq!((idle.error_code, idle.high_watermark), (0, 0), "{idle:?}");
+    // Far below the 20 s wait (not a timing benchmark: it only tells
+    // "answered with the data" from "waited for the idle worker").
+    assert!(took < Duration::from_secs(10), "fetch took {took:?}");
+}

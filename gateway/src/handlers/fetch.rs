@@ -1,7 +1,10 @@
 //! Fetch: resolves topics (by name, or by topic id from v13), forwards to the
-//! owning workers, which long-poll on their high watermarks.
+//! owning workers, which long-poll on their high watermarks; answers once
+//! the workers' data together reaches `min_bytes` (see [`fan_out`]).
 
 use crate::dispatch::Ctx;
+use futures::future::join_all;
+use futures::stream::{FuturesUnordered, StreamExt};
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
 use kafka_protocol::messages::{FetchRequest, FetchResponse, TopicName};
@@ -9,6 +12,89 @@ use kafka_protocol::protocol::StrBytes;
 use kafscale_controlplane::acl;
 use kafscale_controlplane::metadata::topic_uuid;
 use kafscale_proto::data::v1 as pb;
+use std::collections::HashMap;
+
+type Slot = (usize, usize);
+type WorkerAnswer = (Vec<Slot>, Result<pb::FetchResponse, String>);
+
+/// One worker's part of a fetch, waiting up to `max_wait_ms` for `min_bytes`.
+async fn fetch_from(
+    ctx: &Ctx<'_>,
+    req: &FetchRequest,
+    addr: String,
+    slots: Vec<Slot>,
+    partitions: Vec<pb::FetchPartition>,
+    max_wait_ms: i32,
+) -> (String, WorkerAnswer) {
+    let r = pb::FetchRequest {
+        max_wait_ms,
+        min_bytes: req.min_bytes,
+        max_bytes: req.max_bytes,
+        isolation_level: i32::from(req.isolation_level),
+        partitions,
+    };
+    let result = match ctx.router.client(&addr) {
+        Ok(mut c) => c
+            .fetch(r)
+            .await
+            .map(|r| r.into_inner())
+            .map_err(|e| e.to_string()),
+        Err(e) => Err(e.to_string()),
+    };
+    (addr, (slots, result))
+}
+
+/// Asks every worker involved, each long-polling on its own partitions. As
+/// soon as the answers so far hold `min_bytes`, the workers still waiting
+/// are cancelled and asked again without waiting (for their current data and
+/// high watermarks): a consumer whose partitions span several workers gets
+/// its data as soon as one of them has some, as from a single Kafka broker.
+async fn fan_out(
+    ctx: &Ctx<'_>,
+    req: &FetchRequest,
+    routed: HashMap<String, Vec<(Slot, pb::FetchPartition)>>,
+) -> Vec<WorkerAnswer> {
+    let mut waiting: HashMap<String, (Vec<Slot>, Vec<pb::FetchPartition>)> = routed
+        .into_iter()
+        .map(|(addr, parts)| (addr, parts.into_iter().unzip()))
+        .collect();
+    let mut polls: FuturesUnordered<_> = waiting
+        .iter()
+        .map(|(addr, (slots, parts))| {
+            fetch_from(
+                ctx,
+                req,
+                addr.clone(),
+                slots.clone(),
+                parts.clone(),
+                req.max_wait_ms,
+            )
+        })
+        .collect();
+    let enough = i64::from(req.min_bytes.max(1));
+    let mut bytes = 0i64;
+    let mut answers = Vec::with_capacity(waiting.len());
+    while let Some((addr, answer)) = polls.next().await {
+        waiting.remove(&addr);
+        if let Ok(r) = &answer.1 {
+            bytes += r
+                .partitions
+                .iter()
+                .map(|p| p.records.len() as i64)
+                .sum::<i64>();
+        }
+        answers.push(answer);
+        if bytes >= enough {
+            break;
+        }
+    }
+    drop(polls);
+    let now = waiting
+        .into_iter()
+        .map(|(addr, (slots, parts))| fetch_from(ctx, req, addr, slots, parts, 0));
+    answers.extend(join_all(now).await.into_iter().map(|(_, a)| a));
+    answers
+}
 
 /// Answers a Fetch request. Fetch sessions are not used (session id 0), so
 /// every request is a full fetch.
@@ -74,28 +160,8 @@ pub async fn handle(ctx: &Ctx<'_>, req: FetchRequest) -> FetchResponse {
     for ((ti, pi), _) in unroutable {
         resp.responses[ti].partitions[pi].error_code = ResponseError::NotLeaderOrFollower.code();
     }
-    let calls = routed.into_iter().map(|(addr, parts)| {
-        let (slots, partitions): (Vec<_>, Vec<_>) = parts.into_iter().unzip();
-        let r = pb::FetchRequest {
-            max_wait_ms: req.max_wait_ms,
-            min_bytes: req.min_bytes,
-            max_bytes: req.max_bytes,
-            isolation_level: i32::from(req.isolation_level),
-            partitions,
-        };
-        async move {
-            let result = match ctx.router.client(&addr) {
-                Ok(mut c) => c
-                    .fetch(r)
-                    .await
-                    .map(|r| r.into_inner())
-                    .map_err(|e| e.to_string()),
-                Err(e) => Err(e.to_string()),
-            };
-            (slots, result)
-        }
-    });
-    for (slots, result) in futures::future::join_all(calls).await {
+    let results = fan_out(ctx, &req, routed).await;
+    for (slots, result) in results {
         match result {
             Ok(r) => {
                 for (slot, res) in slots.into_iter().zip(r.partitions) {
