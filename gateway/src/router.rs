@@ -5,6 +5,7 @@
 
 use crate::cluster::{ClusterView, Snapshot};
 use dashmap::DashMap;
+use kafscale_proto::data::v1 as pb;
 use kafscale_proto::data::v1::log_worker_client::LogWorkerClient;
 use std::collections::HashMap;
 use std::time::Duration;
@@ -13,6 +14,33 @@ use uuid::Uuid;
 
 /// How long a request waits for a partition to get an owner.
 const ROUTE_WAIT: Duration = Duration::from_secs(3);
+
+/// How long [`Router::fan_out`] retries parts whose owner is moving.
+pub const RETRY_FOR: Duration = Duration::from_secs(5);
+
+/// A worker's per-partition answer that can say "I do not own this
+/// partition (any more)".
+pub trait PartitionResult {
+    /// True for NOT_LEADER_OR_FOLLOWER.
+    fn not_owner(&self) -> bool;
+}
+
+macro_rules! partition_result {
+    ($($t:ty),*) => {$(
+        impl PartitionResult for $t {
+            fn not_owner(&self) -> bool {
+                self.error_code
+                    == i32::from(kafka_protocol::error::ResponseError::NotLeaderOrFollower.code())
+            }
+        }
+    )*};
+}
+
+partition_result!(
+    pb::ListOffsetsPartitionResult,
+    pb::DeleteRecordsPartitionResult,
+    pb::PartitionSize
+);
 
 /// The (topic id, partition) a data-plane partition reference points at.
 pub fn key_of(p: &Option<kafscale_proto::data::v1::PartitionRef>) -> (Uuid, i32) {
@@ -111,11 +139,50 @@ impl Router {
     /// Sends each owning worker its share of `parts` with `call`, all
     /// workers concurrently, and returns every part's result in input order:
     /// `None` where the partition has no live owner or the call failed.
+    /// Parts whose owner is moving (no owner, unreachable, or answering
+    /// NOT_LEADER_OR_FOLLOWER) are retried for up to [`RETRY_FOR`], so a
+    /// client sees a retriable error only if the move takes longer.
     pub async fn fan_out<S, P, R, F, Fut>(
         &self,
         parts: Vec<(S, P)>,
         key: impl Fn(&P) -> (Uuid, i32),
         call: F,
+    ) -> Vec<(S, Option<R>)>
+    where
+        P: Clone,
+        R: PartitionResult,
+        F: Fn(LogWorkerClient<Channel>, Vec<P>) -> Fut,
+        Fut: std::future::Future<Output = Result<Vec<R>, tonic::Status>>,
+    {
+        let (slots, parts): (Vec<S>, Vec<P>) = parts.into_iter().unzip();
+        let mut out: Vec<Option<R>> = (0..parts.len()).map(|_| None).collect();
+        let mut pending: Vec<(usize, P)> = parts.into_iter().enumerate().collect();
+        let deadline = tokio::time::Instant::now() + RETRY_FOR;
+        loop {
+            let results = self.fan_out_once(pending.clone(), &key, &call).await;
+            let mut retry = Vec::new();
+            for ((i, r), (_, p)) in results.into_iter().zip(pending) {
+                let moving = r.as_ref().is_none_or(PartitionResult::not_owner);
+                out[i] = r;
+                if moving {
+                    retry.push((i, p));
+                }
+            }
+            if retry.is_empty() || tokio::time::Instant::now() >= deadline {
+                break;
+            }
+            pending = retry;
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        slots.into_iter().zip(out).collect()
+    }
+
+    /// One round of [`Self::fan_out`].
+    async fn fan_out_once<S, P, R, F, Fut>(
+        &self,
+        parts: Vec<(S, P)>,
+        key: &impl Fn(&P) -> (Uuid, i32),
+        call: &F,
     ) -> Vec<(S, Option<R>)>
     where
         F: Fn(LogWorkerClient<Channel>, Vec<P>) -> Fut,

@@ -15,8 +15,6 @@ use kafscale_controlplane::offsets_topic::is_internal;
 use kafscale_proto::data::v1 as pb;
 use std::time::Duration;
 
-const RETRY_FOR: Duration = Duration::from_secs(5);
-
 /// Answers a Produce request (the caller drops the answer for acks=0).
 pub async fn handle(ctx: &Ctx<'_>, req: ProduceRequest) -> ProduceResponse {
     let mut resp = ProduceResponse::default();
@@ -72,7 +70,7 @@ pub async fn handle(ctx: &Ctx<'_>, req: ProduceRequest) -> ProduceResponse {
         }
         resp.responses.push(tr);
     }
-    let deadline = tokio::time::Instant::now() + RETRY_FOR;
+    let deadline = tokio::time::Instant::now() + crate::router::RETRY_FOR;
     loop {
         let retry = send(
             ctx,
