@@ -338,6 +338,14 @@ impl Worker {
             tokio::time::sleep(Duration::from_millis(50)).await;
             state = self.meta.partition_state(id.topic_id, id.partition).await?;
         }
+        // This incarnation's stream holds data of the partition only if it
+        // was registered for it before (a stream is registered before its
+        // first append): otherwise there is nothing to read back from it,
+        // and listing it (every object this worker wrote) is skipped.
+        let had_own = state
+            .streams
+            .iter()
+            .any(|s| (&s.worker_id, s.stream_epoch) == me);
         // Register this worker's stream before the partition can take a
         // single append: a later owner then always finds it listed, and
         // waits for this worker to close it (or seals it).
@@ -354,12 +362,18 @@ impl Worker {
                 st.streams.push(own.clone());
             })
             .await?;
+        let to_read: Vec<StreamRef> = state
+            .streams
+            .iter()
+            .filter(|s| had_own || (&s.worker_id, s.stream_epoch) != me)
+            .cloned()
+            .collect();
         let chunks = recover_chunks(
             self.store.as_ref(),
             &self.catalog,
             &self.cfg.namespace,
             id,
-            &state.streams,
+            &to_read,
             state.log_start_offset,
         )
         .await?;
@@ -486,12 +500,16 @@ impl Worker {
             .ok_or_else(|| self.unknown_code(&id))
     }
 
+    /// The error for a partition this worker does not serve. The gateway
+    /// routes only partitions that exist to the owner it sees in the
+    /// assignments, so a topic this worker has not learned yet (its watch
+    /// lags the assignment) is "not the owner yet", which the gateway
+    /// retries, not an unknown topic.
     fn unknown_code(&self, id: &PartitionId) -> i32 {
         match self.topics.get(&id.topic_id) {
-            Some(t) if id.partition < t.partitions && id.partition >= 0 => {
-                code(ResponseError::NotLeaderOrFollower)
-            }
-            _ => code(ResponseError::UnknownTopicOrPartition),
+            Some(t) if id.partition >= t.partitions => code(ResponseError::UnknownTopicOrPartition),
+            _ if id.partition < 0 => code(ResponseError::UnknownTopicOrPartition),
+            _ => code(ResponseError::NotLeaderOrFollower),
         }
     }
 
