@@ -34,25 +34,20 @@ fn refusal(ctx: &Ctx<'_>, operation: i32) -> Option<(i16, &'static str)> {
     }
 }
 
-#[allow(clippy::too_many_arguments)]
-fn filter(
-    resource_type: i8,
-    resource_name: Option<&StrBytes>,
-    pattern_type: i8,
-    principal: Option<&StrBytes>,
-    host: Option<&StrBytes>,
-    operation: i8,
-    permission_type: i8,
-) -> AclFilter {
-    AclFilter {
-        resource_type: resource_type.into(),
-        resource_name: resource_name.map(|n| n.to_string()),
-        pattern_type: pattern_type.into(),
-        principal: principal.map(|p| p.to_string()),
-        host: host.map(|h| h.to_string()),
-        operation: operation.into(),
-        permission_type: permission_type.into(),
-    }
+/// The [`AclFilter`] of a DescribeAcls request or a DeleteAcls filter (two
+/// wire types with the same fields).
+macro_rules! acl_filter {
+    ($f:expr) => {
+        AclFilter {
+            resource_type: $f.resource_type_filter.into(),
+            resource_name: $f.resource_name_filter.as_ref().map(|n| n.to_string()),
+            pattern_type: $f.pattern_type_filter.into(),
+            principal: $f.principal_filter.as_ref().map(|p| p.to_string()),
+            host: $f.host_filter.as_ref().map(|h| h.to_string()),
+            operation: $f.operation.into(),
+            permission_type: $f.permission_type.into(),
+        }
+    };
 }
 
 /// Answers DescribeAcls: the matching bindings grouped by resource pattern.
@@ -63,15 +58,7 @@ pub async fn describe(ctx: &Ctx<'_>, req: DescribeAclsRequest) -> DescribeAclsRe
         resp.error_message = Some(s(msg));
         return resp;
     }
-    let f = filter(
-        req.resource_type_filter,
-        req.resource_name_filter.as_ref(),
-        req.pattern_type_filter,
-        req.principal_filter.as_ref(),
-        req.host_filter.as_ref(),
-        req.operation,
-        req.permission_type,
-    );
+    let f = acl_filter!(req);
     if let Err(msg) = f.validate() {
         resp.error_code = E::InvalidRequest.code();
         resp.error_message = Some(s(&msg));
@@ -168,15 +155,7 @@ pub async fn delete(ctx: &Ctx<'_>, req: DeleteAclsRequest) -> DeleteAclsResponse
     let mut doomed: Vec<AclBinding> = Vec::new();
     for f in &req.filters {
         let mut fr = DeleteAclsFilterResult::default();
-        let f = filter(
-            f.resource_type_filter,
-            f.resource_name_filter.as_ref(),
-            f.pattern_type_filter,
-            f.principal_filter.as_ref(),
-            f.host_filter.as_ref(),
-            f.operation,
-            f.permission_type,
-        );
+        let f = acl_filter!(f);
         let checked = match (&refused, &stored, f.validate()) {
             (Some((code, msg)), _, _) => Err((*code, msg.to_string())),
             (None, Err(e), _) => Err((E::UnknownServerError.code(), e.to_string())),

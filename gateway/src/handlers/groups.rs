@@ -243,6 +243,20 @@ pub async fn offset_commit(
     Ok(resp)
 }
 
+/// What [`filter_fetched`] does to a listed topic the principal may not
+/// DESCRIBE (the v1–7 and v8 answer types have the same fields).
+macro_rules! denied_topic {
+    () => {
+        |t| {
+            for p in &mut t.partitions {
+                p.committed_offset = -1;
+                p.metadata = None;
+                p.error_code = E::TopicAuthorizationFailed.code();
+            }
+        }
+    };
+}
+
 /// Hides from an OffsetFetch answer the topics the principal may not
 /// DESCRIBE: listed on request, they get TOPIC_AUTHORIZATION_FAILED;
 /// otherwise (all topics) they are left out, as in Kafka.
@@ -269,7 +283,6 @@ pub async fn offset_fetch(
     ctx: &Ctx<'_>,
     req: OffsetFetchRequest,
 ) -> Result<OffsetFetchResponse, ForwardError> {
-    let code = E::TopicAuthorizationFailed.code();
     if ctx.version < 8 {
         let res: Result<OffsetFetchResponse, ForwardError> =
             forward(ctx, ApiKey::OffsetFetch, &req.group_id, &req).await;
@@ -280,13 +293,7 @@ pub async fn offset_fetch(
                     &mut r.topics,
                     req.topics.is_some(),
                     |t| t.name.as_str(),
-                    |t| {
-                        for p in &mut t.partitions {
-                            p.committed_offset = -1;
-                            p.metadata = None;
-                            p.error_code = code;
-                        }
-                    },
+                    denied_topic!(),
                 );
                 Ok(r)
             }
@@ -337,13 +344,7 @@ pub async fn offset_fetch(
                         &mut g.topics,
                         explicit,
                         |t| t.name.as_str(),
-                        |t| {
-                            for p in &mut t.partitions {
-                                p.committed_offset = -1;
-                                p.metadata = None;
-                                p.error_code = code;
-                            }
-                        },
+                        denied_topic!(),
                     );
                     resp.groups.push(g);
                 }
