@@ -8,10 +8,11 @@
 //! durable; a gap in sequence numbers is refused with
 //! OUT_OF_ORDER_SEQUENCE_NUMBER; an older epoch is refused with
 //! INVALID_PRODUCER_EPOCH. A new owner rebuilds the state from the batches
-//! in the last [`crate::worker::PRODUCER_SCAN_BYTES`] of the partition's
-//! durable log (where every batch still in flight at a failover is), so the
-//! guarantees hold across ownership changes; a producer whose last batch is
-//! older than that is unknown to it and may continue at any sequence.
+//! in the newest WAL objects of each stream holding the partition's data
+//! (where every batch still unacknowledged when a writer died is), so
+//! retries across a failover are answered with their original offsets; a
+//! producer whose last batch is older than that is unknown to the new owner
+//! and may continue at any sequence.
 
 use crate::batch::BatchInfo;
 use crate::wal::writer::Completion;

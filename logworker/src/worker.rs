@@ -8,7 +8,7 @@ use crate::groups::group::GroupConfig;
 use crate::groups::GroupCoordinator;
 use crate::metrics::Metrics;
 use crate::objstore::ObjectStore;
-use crate::partition::{PartitionId, PartitionLog};
+use crate::partition::{ChunkRef, PartitionId, PartitionLog};
 use crate::producers::Verdict;
 use crate::reader;
 use crate::recovery::{recover_chunks, StreamCatalog};
@@ -56,11 +56,38 @@ pub enum WorkerError {
     Read(#[from] crate::reader::ReadError),
 }
 
-/// How much of a partition's durable tail a new owner reads to rebuild its
-/// idempotent producers' state. Batches in flight at a failover were
-/// appended within about one flush interval plus an S3 write of the end of
-/// the log, far less than this even at hundreds of MB/s per partition.
-pub const PRODUCER_SCAN_BYTES: u64 = 32 << 20;
+/// How many of each WAL stream's newest objects holding a partition's data a
+/// new owner reads to rebuild the partition's idempotent producers, as a
+/// multiple of the writes in flight: a batch that was durable but not yet
+/// acknowledged when its writer died is in the stream's last
+/// `max_inflight_puts` objects, so its retry finds it.
+const PRODUCER_SCAN_INFLIGHT_MULTIPLE: usize = 2;
+
+/// The chunks in which a new owner looks for idempotent producers' recent
+/// batches: per stream, those in the newest `objects` objects of that stream
+/// holding the partition's data (in offset order). Bounds the reads of a
+/// partition open to `objects` ranged reads per stream.
+fn recent_chunks(chunks: &[ChunkRef], objects: usize) -> Vec<&ChunkRef> {
+    let seq_of = |key: &str| -> Option<(String, u64)> {
+        let (stream, seq) = key.rsplit_once('/')?;
+        Some((stream.to_string(), seq.parse().ok()?))
+    };
+    let mut newest: HashMap<String, u64> = HashMap::new();
+    for (stream, seq) in chunks.iter().filter_map(|c| seq_of(&c.object)) {
+        let n = newest.entry(stream).or_insert(seq);
+        *n = (*n).max(seq);
+    }
+    chunks
+        .iter()
+        .filter(|c| {
+            seq_of(&c.object).is_some_and(|(stream, seq)| {
+                newest
+                    .get(&stream)
+                    .is_some_and(|n| seq + objects as u64 > *n)
+            })
+        })
+        .collect()
+}
 
 /// A running log worker.
 pub struct Worker {
@@ -396,20 +423,13 @@ impl Worker {
         Ok(())
     }
 
-    /// Rebuilds the idempotent producers' recent batches from the last
-    /// [`PRODUCER_SCAN_BYTES`] of the partition's durable log.
+    /// Rebuilds the idempotent producers' recent batches from the newest
+    /// chunks of the partition's durable log (see [`recent_chunks`]).
     async fn restore_producers(&self, log: &PartitionLog) -> Result<(), WorkerError> {
         let chunks = log.all_chunks();
-        let mut budget = PRODUCER_SCAN_BYTES;
-        let first = chunks
-            .iter()
-            .rposition(|c| {
-                budget = budget.saturating_sub(u64::from(c.entry.length));
-                budget == 0
-            })
-            .unwrap_or(0);
+        let objects = PRODUCER_SCAN_INFLIGHT_MULTIPLE * self.cfg.max_inflight_puts.max(1);
         let mut restored = 0usize;
-        for c in &chunks[first..] {
+        for c in recent_chunks(&chunks, objects) {
             let bytes = reader::chunk_bytes(self.store.as_ref(), &self.metrics, c).await?;
             let mut states = log.producers();
             for (base_offset, b) in crate::batch::stored_batches(bytes) {
@@ -882,5 +902,49 @@ fn wal_code(e: &WalError) -> i32 {
             code(ResponseError::NotLeaderOrFollower)
         }
         WalError::Storage(_) => code(ResponseError::KafkaStorageError),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wal::format::ChunkEntry;
+
+    fn chunk(object: &str, base: i64) -> ChunkRef {
+        ChunkRef {
+            object: Arc::from(object),
+            entry: ChunkEntry {
+                base_offset: base,
+                last_offset: base,
+                ..Default::default()
+            },
+            cached: None,
+        }
+    }
+
+    #[test]
+    fn recent_chunks_are_the_newest_objects_of_each_stream() {
+        let mut chunks = Vec::new();
+        // Stream a: objects 1..=10; stream b: objects 3 and 40.
+        for (i, seq) in (1..=10).enumerate() {
+            chunks.push(chunk(
+                &format!("ns/wal/a/00000000000000000001/{seq:020}"),
+                i as i64,
+            ));
+        }
+        chunks.push(chunk(
+            "ns/wal/b/00000000000000000002/00000000000000000003",
+            10,
+        ));
+        chunks.push(chunk(
+            "ns/wal/b/00000000000000000002/00000000000000000040",
+            11,
+        ));
+        let picked: Vec<i64> = recent_chunks(&chunks, 3)
+            .iter()
+            .map(|c| c.entry.base_offset)
+            .collect();
+        // a: objects 8, 9, 10; b: object 40 (3 is 37 objects older).
+        assert_eq!(picked, vec![7, 8, 9, 11]);
     }
 }

@@ -25,7 +25,7 @@ pub const TRAILER_LEN: usize = 16;
 const ENTRY_LEN: usize = 16 + 4 + 8 + 8 + 8 + 8 + 4 + 4 + 4;
 
 /// Where one partition's chunk lives inside a WAL object.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ChunkEntry {
     pub topic_id: Uuid,
     pub partition: i32,
