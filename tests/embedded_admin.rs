@@ -313,3 +313,69 @@ async fn broker_configs_are_described() {
         Some("50")
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn describe_topic_partitions_pages_through_topics_with_cursors() {
+    use kafka_protocol::messages::describe_topic_partitions_request::{Cursor, TopicRequest};
+    use kafka_protocol::messages::{DescribeTopicPartitionsRequest, TopicName};
+    use kafka_protocol::protocol::StrBytes;
+
+    let server = DevServer::start(DevOptions::default()).await;
+    let prefix = unique_name("dtp");
+    let (a, b) = (format!("{prefix}-a"), format!("{prefix}-b"));
+    create_topic(&server.bootstrap(), &a, 3, &[]).await;
+    create_topic(&server.bootstrap(), &b, 2, &[]).await;
+    let name = |n: &str| TopicName(StrBytes::from_string(n.to_string()));
+    let mut conn = RawConn::connect(server.kafka_addr()).await;
+    // Pages of two partitions over b, a and a missing topic (answered in name order).
+    let mut req = DescribeTopicPartitionsRequest::default();
+    req.topics = [&b, &a, &format!("{prefix}-missing")]
+        .iter()
+        .map(|t| TopicRequest::default().with_name(name(t)))
+        .collect();
+    req.response_partition_limit = 2;
+    let mut seen = Vec::new();
+    let mut pages = 0;
+    loop {
+        let resp = conn.request(0, &req).await;
+        pages += 1;
+        for t in &resp.topics {
+            let tname = t.name.as_ref().map(|n| n.to_string()).unwrap_or_default();
+            if tname.ends_with("-missing") {
+                assert_eq!(t.error_code, 3, "missing topic: UNKNOWN_TOPIC_OR_PARTITION");
+                seen.push((tname, -1));
+                continue;
+            }
+            assert_eq!(t.error_code, 0, "{t:?}");
+            assert!(!t.topic_id.is_nil());
+            for p in &t.partitions {
+                assert_eq!(
+                    (p.error_code, p.leader_id.0, p.replica_nodes.len()),
+                    (0, 0, 1)
+                );
+                seen.push((tname.clone(), p.partition_index));
+            }
+        }
+        match resp.next_cursor {
+            Some(c) => {
+                req.cursor = Some(
+                    Cursor::default()
+                        .with_topic_name(c.topic_name)
+                        .with_partition_index(c.partition_index),
+                )
+            }
+            None => break,
+        }
+        assert!(pages < 10, "cursor does not advance");
+    }
+    let want = vec![
+        (a.clone(), 0),
+        (a.clone(), 1),
+        (a.clone(), 2),
+        (b.clone(), 0),
+        (b.clone(), 1),
+        (format!("{prefix}-missing"), -1),
+    ];
+    assert_eq!(seen, want);
+    assert_eq!(pages, 3, "5 partitions in pages of 2");
+}
