@@ -13,6 +13,7 @@ use crate::producers::Verdict;
 use crate::reader;
 use crate::recovery::{recover_chunks, StreamCatalog};
 use crate::seal::seal_stream;
+use crate::wal::split_object_key;
 use crate::wal::writer::{wait_durable, WalConfig, WalError, WalWriter};
 use dashmap::DashMap;
 use futures::StreamExt;
@@ -68,21 +69,17 @@ const PRODUCER_SCAN_INFLIGHT_MULTIPLE: usize = 2;
 /// holding the partition's data (in offset order). Bounds the reads of a
 /// partition open to `objects` ranged reads per stream.
 fn recent_chunks(chunks: &[ChunkRef], objects: usize) -> Vec<&ChunkRef> {
-    let seq_of = |key: &str| -> Option<(String, u64)> {
-        let (stream, seq) = key.rsplit_once('/')?;
-        Some((stream.to_string(), seq.parse().ok()?))
-    };
-    let mut newest: HashMap<String, u64> = HashMap::new();
-    for (stream, seq) in chunks.iter().filter_map(|c| seq_of(&c.object)) {
+    let mut newest: HashMap<&str, u64> = HashMap::new();
+    for (stream, seq) in chunks.iter().filter_map(|c| split_object_key(&c.object)) {
         let n = newest.entry(stream).or_insert(seq);
         *n = (*n).max(seq);
     }
     chunks
         .iter()
         .filter(|c| {
-            seq_of(&c.object).is_some_and(|(stream, seq)| {
+            split_object_key(&c.object).is_some_and(|(stream, seq)| {
                 newest
-                    .get(&stream)
+                    .get(stream)
                     .is_some_and(|n| seq + objects as u64 > *n)
             })
         })

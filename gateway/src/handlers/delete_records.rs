@@ -17,6 +17,7 @@ pub async fn handle(ctx: &Ctx<'_>, req: DeleteRecordsRequest) -> DeleteRecordsRe
     let mut parts = Vec::new();
     for (ti, t) in req.topics.iter().enumerate() {
         let topic = snap.topics.get(t.name.as_str());
+        let authorized = ctx.allowed_on_topic(acl::op::DELETE, &t.name);
         let mut tr = DeleteRecordsTopicResult::default();
         tr.name = t.name.clone();
         for (pi, p) in t.partitions.iter().enumerate() {
@@ -24,7 +25,7 @@ pub async fn handle(ctx: &Ctx<'_>, req: DeleteRecordsRequest) -> DeleteRecordsRe
             pr.partition_index = p.partition_index;
             pr.low_watermark = -1;
             match topic {
-                _ if !ctx.allowed_on_topic(acl::op::DELETE, &t.name) => {
+                _ if !authorized => {
                     pr.error_code = ResponseError::TopicAuthorizationFailed.code();
                 }
                 Some(tp) if p.partition_index >= 0 && p.partition_index < tp.partitions => {

@@ -54,6 +54,15 @@ async fn fan_out(
     req: &FetchRequest,
     routed: HashMap<String, Vec<(Slot, pb::FetchPartition)>>,
 ) -> Vec<WorkerAnswer> {
+    if routed.len() == 1 {
+        // One worker: its own long poll is the whole wait.
+        let Some((addr, parts)) = routed.into_iter().next() else {
+            return Vec::new();
+        };
+        let (slots, parts) = parts.into_iter().unzip();
+        let (_, answer) = fetch_from(ctx, req, addr, slots, parts, req.max_wait_ms).await;
+        return vec![answer];
+    }
     let mut waiting: HashMap<String, (Vec<Slot>, Vec<pb::FetchPartition>)> = routed
         .into_iter()
         .map(|(addr, parts)| (addr, parts.into_iter().unzip()))
@@ -112,6 +121,7 @@ pub async fn handle(ctx: &Ctx<'_>, req: FetchRequest) -> FetchResponse {
             ft.topic.0.to_string()
         };
         let topic = snap.topics.get(&name);
+        let authorized = topic.is_none() || ctx.allowed_on_topic(acl::op::READ, &name);
         let mut tr = FetchableTopicResponse::default();
         if ctx.version >= 13 {
             tr.topic_id = ft.topic_id;
@@ -126,7 +136,7 @@ pub async fn handle(ctx: &Ctx<'_>, req: FetchRequest) -> FetchResponse {
             pd.log_start_offset = -1;
             pd.records = Some(Default::default());
             match topic {
-                Some(_) if !ctx.allowed_on_topic(acl::op::READ, &name) => {
+                Some(_) if !authorized => {
                     pd.error_code = ResponseError::TopicAuthorizationFailed.code();
                 }
                 Some(t) if fp.partition >= 0 && fp.partition < t.partitions => parts.push((

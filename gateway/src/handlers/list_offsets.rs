@@ -19,6 +19,7 @@ pub async fn handle(ctx: &Ctx<'_>, req: ListOffsetsRequest) -> ListOffsetsRespon
     for (ti, t) in req.topics.iter().enumerate() {
         let name = t.name.0.to_string();
         let topic = snap.topics.get(&name);
+        let authorized = ctx.allowed_on_topic(acl::op::DESCRIBE, &name);
         let mut tr = ListOffsetsTopicResponse::default();
         tr.name = t.name.clone();
         for (pi, p) in t.partitions.iter().enumerate() {
@@ -28,7 +29,7 @@ pub async fn handle(ctx: &Ctx<'_>, req: ListOffsetsRequest) -> ListOffsetsRespon
             pr.offset = -1;
             pr.leader_epoch = -1;
             match topic {
-                _ if !ctx.allowed_on_topic(acl::op::DESCRIBE, &name) => {
+                _ if !authorized => {
                     pr.error_code = ResponseError::TopicAuthorizationFailed.code();
                 }
                 Some(tp) if p.partition_index >= 0 && p.partition_index < tp.partitions => {
