@@ -5,7 +5,9 @@ use crate::config::DevArgs;
 use crate::process;
 use anyhow::Context;
 use kafscale_controlplane::{assigner, EmbeddedStore, Metadata};
+use kafscale_logworker::metrics::RetryMetrics;
 use kafscale_logworker::objstore::local::LocalDirStore;
+use kafscale_logworker::objstore::with_retries;
 use kafscale_logworker::Worker;
 use std::sync::Arc;
 use tokio::sync::watch;
@@ -25,7 +27,10 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     meta.ensure_offsets_topic(args.groups.offsets_topic_partitions)
         .await
         .context("creating the group coordinator topic")?;
-    let objects = Arc::new(LocalDirStore::open(&args.data_dir.join("objects"))?);
+    let objects = with_retries(
+        Arc::new(LocalDirStore::open(&args.data_dir.join("objects"))?),
+        RetryMetrics::new(&registry)?,
+    );
 
     // Worker, reached only through gRPC.
     let grpc = process::bind(&args.grpc_addr, "gRPC").await?;

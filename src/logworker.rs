@@ -10,11 +10,10 @@ use anyhow::Context;
 use kafscale_controlplane::lease::Lease;
 use kafscale_controlplane::store::etcd::EtcdStore;
 use kafscale_controlplane::{assigner, Metadata, MetadataStore};
-use kafscale_logworker::metrics::S3Metrics;
+use kafscale_logworker::metrics::{RetryMetrics, S3Metrics};
 use kafscale_logworker::objstore::replica::ReplicaReadStore;
-use kafscale_logworker::objstore::retry::{RetryPolicy, RetryingStore};
 use kafscale_logworker::objstore::s3::{S3Config, S3Store};
-use kafscale_logworker::objstore::ObjectStore;
+use kafscale_logworker::objstore::{with_retries, ObjectStore};
 use kafscale_logworker::Worker;
 use std::sync::Arc;
 use std::time::Duration;
@@ -61,10 +60,7 @@ async fn object_store(
         .context("the S3 bucket must honour conditional PUT (If-None-Match) to fence writers; refusing to start")?;
     // Our SDK client makes one attempt per call; transient errors are retried
     // here, with backoff and jitter, for every operation.
-    let primary: Arc<dyn ObjectStore> = Arc::new(RetryingStore::new(
-        Arc::new(primary),
-        RetryPolicy::default(),
-    ));
+    let primary = with_retries(Arc::new(primary), RetryMetrics::new(registry)?);
     let Some(read_bucket) = &a.s3_read_bucket else {
         return Ok(primary);
     };

@@ -168,29 +168,8 @@ pub const ANONYMOUS: &str = "User:ANONYMOUS";
 /// (a produce's batches have offsets, a commit's records are appended).
 /// Requests pipeline everything after that point (durability, long polls),
 /// so Kafka's in-order guarantee per connection holds without giving up
-/// pipelining. Fires at most once, on drop at the latest.
-pub struct Sequenced(std::sync::Mutex<Option<tokio::sync::oneshot::Sender<()>>>);
-
-impl Sequenced {
-    /// Fires `tx` when the request is sequenced.
-    pub fn new(tx: tokio::sync::oneshot::Sender<()>) -> Self {
-        Self(std::sync::Mutex::new(Some(tx)))
-    }
-
-    /// Reports the request sequenced now.
-    pub fn fire(&self) {
-        let tx = self.0.lock().unwrap_or_else(|p| p.into_inner()).take();
-        if let Some(tx) = tx {
-            let _ = tx.send(());
-        }
-    }
-}
-
-impl Drop for Sequenced {
-    fn drop(&mut self) {
-        self.fire();
-    }
-}
+/// pipelining.
+pub use kafscale_proto::sequencing::Sequenced;
 
 /// Decodes a request body of type `R` at `version`, or closes.
 pub fn decode<R: Decodable>(body: &mut Bytes, version: i16) -> Option<R> {

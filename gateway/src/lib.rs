@@ -10,6 +10,8 @@ pub mod conn;
 pub mod dispatch;
 pub mod handlers;
 pub mod router;
+#[cfg(test)]
+mod testing;
 
 pub use config::GatewayConfig;
 pub use conn::serve;

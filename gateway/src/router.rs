@@ -1,13 +1,29 @@
-//! Routing of partition requests to the owning worker over gRPC: split a
-//! request by owner, fan out, merge. Partitions without an owner yet are
-//! waited for briefly (a topic that was just created gets assigned within
-//! milliseconds) and otherwise answered with a retriable error.
+//! Routing of partition requests to the owning workers over gRPC: the one
+//! place where the gateway calls a worker.
+//!
+//! Guarantees:
+//! - Every call goes through [`Router::call`] (one client per worker
+//!   address, typed [`RouteError`]s, never strings).
+//! - [`Router::fan_out`] splits parts by owner, calls each owner once per
+//!   round, and accepts a worker's answer only if it answers exactly the
+//!   partitions it was sent, in order; anything else is
+//!   [`RouteError::Mismatched`] for every part of that call, so a short or
+//!   scrambled answer can never read as success.
+//! - Parts whose owner is moving (no owner yet, or NOT_LEADER_OR_FOLLOWER)
+//!   are retried for up to [`RETRY_FOR`]; failed calls are retried too when
+//!   the [`Retry`] policy says the operation may be repeated safely.
+//! - Partitions without an owner yet are waited for briefly (a topic that
+//!   was just created gets assigned within milliseconds).
 
 use crate::cluster::{ClusterView, Snapshot};
 use dashmap::DashMap;
+use kafka_protocol::error::ResponseError;
+use kafscale_controlplane::metadata::topic_uuid;
 use kafscale_proto::data::v1 as pb;
 use kafscale_proto::data::v1::log_worker_client::LogWorkerClient;
+use kafscale_proto::metadata::v1::Topic;
 use std::collections::HashMap;
+use std::future::Future;
 use std::time::Duration;
 use tonic::transport::{Channel, Endpoint};
 use uuid::Uuid;
@@ -18,55 +34,182 @@ const ROUTE_WAIT: Duration = Duration::from_secs(3);
 /// How long [`Router::fan_out`] retries parts whose owner is moving.
 pub const RETRY_FOR: Duration = Duration::from_secs(5);
 
+/// Pause between retry rounds.
+const RETRY_PAUSE: Duration = Duration::from_millis(25);
+
+/// A client of one worker.
+pub type WorkerClient = LogWorkerClient<Channel>;
+
+/// Errors talking to workers.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum RouteError {
+    /// No live worker owns the partition (after a short wait).
+    #[error("partition has no live owner")]
+    NoOwner,
+    #[error("bad worker address {0}")]
+    BadAddress(String),
+    #[error("worker call failed: {0}")]
+    Call(#[from] tonic::Status),
+    /// The worker ended a streamed answer before its result.
+    #[error("worker closed the stream before answering")]
+    StreamClosed,
+    /// The worker's answer does not match the parts sent (count or order).
+    #[error("worker answered {got} partitions for {sent} sent, or out of order")]
+    Mismatched { sent: usize, got: usize },
+}
+
+impl RouteError {
+    /// The Kafka error for a part its owner did not serve: the client
+    /// refreshes metadata and retries (NOT_LEADER_OR_FOLLOWER).
+    pub fn kafka_code(&self) -> i16 {
+        ResponseError::NotLeaderOrFollower.code()
+    }
+
+    /// The Kafka error for a write (produce) that failed this way: when the
+    /// worker may have applied it, REQUEST_TIMED_OUT (retriable; the outcome
+    /// is unknown, as after a broker timeout), never success.
+    pub fn write_code(&self) -> i16 {
+        match self {
+            RouteError::NoOwner | RouteError::BadAddress(_) => self.kafka_code(),
+            _ => ResponseError::RequestTimedOut.code(),
+        }
+    }
+}
+
+/// Which failures [`Router::fan_out`] retries (moves are always retried).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Retry {
+    /// Only moves: for writes, whose failed call may have been applied.
+    Moves,
+    /// Moves and failed calls: for reads and idempotent operations.
+    MovesAndFailures,
+}
+
+/// A request part or a result that names its partition.
+pub trait Routed {
+    /// The partition reference it carries.
+    fn partition_ref(&self) -> Option<&pb::PartitionRef>;
+
+    /// (topic id, partition) of the reference; (nil, -1) without one.
+    fn key(&self) -> (Uuid, i32) {
+        match self.partition_ref() {
+            Some(r) => (
+                Uuid::from_slice(&r.topic_id).unwrap_or_default(),
+                r.partition,
+            ),
+            None => (Uuid::nil(), -1),
+        }
+    }
+}
+
+impl Routed for pb::PartitionRef {
+    fn partition_ref(&self) -> Option<&pb::PartitionRef> {
+        Some(self)
+    }
+}
+
+macro_rules! routed {
+    ($($t:ty),*) => {$(
+        impl Routed for $t {
+            fn partition_ref(&self) -> Option<&pb::PartitionRef> {
+                self.partition.as_ref()
+            }
+        }
+    )*};
+}
+
+routed!(
+    pb::ProducePartition,
+    pb::ProducePartitionResult,
+    pb::FetchPartition,
+    pb::FetchPartitionResult,
+    pb::ListOffsetsPartition,
+    pb::ListOffsetsPartitionResult,
+    pb::DeleteRecordsPartition,
+    pb::DeleteRecordsPartitionResult,
+    pb::PartitionSize
+);
+
 /// A worker's per-partition answer that can say "I do not own this
 /// partition (any more)".
-pub trait PartitionResult {
+pub trait PartitionResult: Routed {
+    /// The answer's Kafka error code.
+    fn error_code(&self) -> i32;
+
     /// True for NOT_LEADER_OR_FOLLOWER.
-    fn not_owner(&self) -> bool;
+    fn not_owner(&self) -> bool {
+        self.error_code() == i32::from(ResponseError::NotLeaderOrFollower.code())
+    }
 }
 
 macro_rules! partition_result {
     ($($t:ty),*) => {$(
         impl PartitionResult for $t {
-            fn not_owner(&self) -> bool {
+            fn error_code(&self) -> i32 {
                 self.error_code
-                    == i32::from(kafka_protocol::error::ResponseError::NotLeaderOrFollower.code())
             }
         }
     )*};
 }
 
 partition_result!(
+    pb::ProducePartitionResult,
+    pb::FetchPartitionResult,
     pb::ListOffsetsPartitionResult,
     pb::DeleteRecordsPartitionResult,
     pb::PartitionSize
 );
 
-/// The (topic id, partition) a data-plane partition reference points at.
-pub fn key_of(p: &Option<kafscale_proto::data::v1::PartitionRef>) -> (Uuid, i32) {
-    match p {
-        Some(r) => (
-            Uuid::from_slice(&r.topic_id).unwrap_or_default(),
-            r.partition,
-        ),
-        None => (Uuid::nil(), -1),
+/// The data-plane reference of partition `partition` of `topic`.
+pub fn partition_ref(topic: &Topic, partition: i32) -> pb::PartitionRef {
+    pb::PartitionRef {
+        topic_id: topic_uuid(topic).as_bytes().to_vec().into(),
+        topic: topic.name.clone(),
+        partition,
     }
 }
 
-/// Errors talking to workers.
-#[derive(Debug, thiserror::Error)]
-pub enum RouteError {
-    #[error("bad worker address {0}")]
-    BadAddress(String),
-    #[error("worker call failed: {0}")]
-    Call(#[from] tonic::Status),
+/// A streamed worker answer: a "sequenced" message, then the result.
+pub trait Sequencing {
+    /// True for the "sequenced" message.
+    fn is_sequenced(&self) -> bool;
+}
+
+impl Sequencing for pb::ProduceResponse {
+    fn is_sequenced(&self) -> bool {
+        self.sequenced
+    }
+}
+
+impl Sequencing for pb::GroupResponse {
+    fn is_sequenced(&self) -> bool {
+        self.sequenced
+    }
+}
+
+/// Reads a streamed answer: calls `sequenced` when the worker reports the
+/// request sequenced, then returns the result message. A call that fails
+/// before that never reports sequenced: the caller's request then counts as
+/// sequenced only when it is answered, so nothing after it can overtake it.
+pub async fn streamed_answer<M: Sequencing>(
+    stream: Result<tonic::Response<tonic::Streaming<M>>, tonic::Status>,
+    sequenced: impl Fn(),
+) -> Result<M, RouteError> {
+    let mut stream = stream?.into_inner();
+    loop {
+        match stream.message().await? {
+            Some(m) if m.is_sequenced() => sequenced(),
+            Some(m) => return Ok(m),
+            None => return Err(RouteError::StreamClosed),
+        }
+    }
 }
 
 /// Connections to workers, one HTTP/2 channel per worker address.
 #[derive(Clone)]
 pub struct Router {
     view: ClusterView,
-    clients: std::sync::Arc<DashMap<String, LogWorkerClient<Channel>>>,
+    clients: std::sync::Arc<DashMap<String, WorkerClient>>,
 }
 
 impl Router {
@@ -84,7 +227,7 @@ impl Router {
     }
 
     /// A client for the worker at `addr`.
-    pub fn client(&self, addr: &str) -> Result<LogWorkerClient<Channel>, RouteError> {
+    fn client(&self, addr: &str) -> Result<WorkerClient, RouteError> {
         if let Some(c) = self.clients.get(addr) {
             return Ok(c.clone());
         }
@@ -103,6 +246,42 @@ impl Router {
         Ok(c)
     }
 
+    /// Calls the worker at `addr` with `f`: the one call site of the
+    /// data-plane API.
+    pub async fn call<R, F, Fut>(&self, addr: &str, f: F) -> Result<R, RouteError>
+    where
+        F: FnOnce(WorkerClient) -> Fut,
+        Fut: Future<Output = Result<R, RouteError>>,
+    {
+        f(self.client(addr)?).await
+    }
+
+    /// Calls the worker at `addr` with `parts` and checks that the answer
+    /// holds exactly one result per part, for the same partitions in the
+    /// same order ([`RouteError::Mismatched`] otherwise).
+    pub async fn call_parts<P, R, F, Fut>(
+        &self,
+        addr: &str,
+        parts: Vec<P>,
+        f: F,
+    ) -> Result<Vec<R>, RouteError>
+    where
+        P: Routed,
+        R: Routed,
+        F: FnOnce(WorkerClient, Vec<P>) -> Fut,
+        Fut: Future<Output = Result<Vec<R>, RouteError>>,
+    {
+        let keys: Vec<(Uuid, i32)> = parts.iter().map(Routed::key).collect();
+        let results = self.call(addr, |c| f(c, parts)).await?;
+        check_answer(addr, &keys, results)
+    }
+
+    /// The address of the live worker owning `key`, if any.
+    fn owner(s: &Snapshot, key: (Uuid, i32)) -> Option<String> {
+        let a = s.assignments.get(&key)?;
+        s.workers.get(&a.worker_id).map(|w| w.grpc_addr.clone())
+    }
+
     /// Splits `items` by owning worker address; items whose partition has no
     /// live owner (after a short wait) come back in the second list.
     pub async fn split<T>(
@@ -110,25 +289,21 @@ impl Router {
         items: Vec<T>,
         key: impl Fn(&T) -> (Uuid, i32),
     ) -> (HashMap<String, Vec<T>>, Vec<T>) {
-        let owner = |s: &Snapshot, k: (Uuid, i32)| -> Option<String> {
-            let a = s.assignments.get(&k)?;
-            s.workers.get(&a.worker_id).map(|w| w.grpc_addr.clone())
-        };
         let mut snap = self.view.snapshot();
-        if items.iter().any(|i| owner(&snap, key(i)).is_none()) {
+        if items.iter().any(|i| Self::owner(&snap, key(i)).is_none()) {
             let keys: Vec<_> = items.iter().map(&key).collect();
             snap = self
                 .view
                 .wait_for(ROUTE_WAIT, |s| {
                     keys.iter()
-                        .all(|k| owner(s, *k).is_some() || !s.topic_names.contains_key(&k.0))
+                        .all(|k| Self::owner(s, *k).is_some() || !s.topic_names.contains_key(&k.0))
                 })
                 .await;
         }
         let mut routed: HashMap<String, Vec<T>> = HashMap::new();
         let mut unroutable = Vec::new();
         for i in items {
-            match owner(&snap, key(&i)) {
+            match Self::owner(&snap, key(&i)) {
                 Some(addr) => routed.entry(addr).or_default().push(i),
                 None => unroutable.push(i),
             }
@@ -136,43 +311,56 @@ impl Router {
         (routed, unroutable)
     }
 
+    /// The owner of one partition (after a short wait), or
+    /// [`RouteError::NoOwner`].
+    pub async fn owner_of(&self, part: &impl Routed) -> Result<String, RouteError> {
+        let (routed, _) = self.split(vec![part.key()], |k| *k).await;
+        routed.into_keys().next().ok_or(RouteError::NoOwner)
+    }
+
     /// Sends each owning worker its share of `parts` with `call`, all
-    /// workers concurrently, and returns every part's result in input order:
-    /// `None` where the partition has no live owner or the call failed.
-    /// Parts whose owner is moving (no owner, unreachable, or answering
-    /// NOT_LEADER_OR_FOLLOWER) are retried for up to [`RETRY_FOR`], so a
-    /// client sees a retriable error only if the move takes longer.
+    /// workers concurrently, and returns every part's result in input
+    /// order. Within a round, `call` is invoked for every worker before any
+    /// call is awaited. Parts whose owner is moving (no owner, or answering
+    /// NOT_LEADER_OR_FOLLOWER) are retried for up to [`RETRY_FOR`], and so
+    /// are failed calls under [`Retry::MovesAndFailures`], so a client sees
+    /// a retriable error only if the move takes longer.
     pub async fn fan_out<S, P, R, F, Fut>(
         &self,
         parts: Vec<(S, P)>,
-        key: impl Fn(&P) -> (Uuid, i32),
+        retry: Retry,
         call: F,
-    ) -> Vec<(S, Option<R>)>
+    ) -> Vec<(S, Result<R, RouteError>)>
     where
-        P: Clone,
+        P: Routed + Clone,
         R: PartitionResult,
-        F: Fn(LogWorkerClient<Channel>, Vec<P>) -> Fut,
-        Fut: std::future::Future<Output = Result<Vec<R>, tonic::Status>>,
+        F: Fn(WorkerClient, Vec<P>) -> Fut,
+        Fut: Future<Output = Result<Vec<R>, RouteError>>,
     {
         let (slots, parts): (Vec<S>, Vec<P>) = parts.into_iter().unzip();
-        let mut out: Vec<Option<R>> = (0..parts.len()).map(|_| None).collect();
+        let mut out: Vec<Result<R, RouteError>> =
+            (0..parts.len()).map(|_| Err(RouteError::NoOwner)).collect();
         let mut pending: Vec<(usize, P)> = parts.into_iter().enumerate().collect();
         let deadline = tokio::time::Instant::now() + RETRY_FOR;
         loop {
-            let results = self.fan_out_once(pending.clone(), &key, &call).await;
-            let mut retry = Vec::new();
+            let results = self.fan_out_once(pending.clone(), &call).await;
+            let mut again = Vec::new();
             for ((i, r), (_, p)) in results.into_iter().zip(pending) {
-                let moving = r.as_ref().is_none_or(PartitionResult::not_owner);
+                let retriable = match &r {
+                    Ok(r) => r.not_owner(),
+                    Err(RouteError::NoOwner) => true,
+                    Err(_) => retry == Retry::MovesAndFailures,
+                };
                 out[i] = r;
-                if moving {
-                    retry.push((i, p));
+                if retriable {
+                    again.push((i, p));
                 }
             }
-            if retry.is_empty() || tokio::time::Instant::now() >= deadline {
+            if again.is_empty() || tokio::time::Instant::now() >= deadline {
                 break;
             }
-            pending = retry;
-            tokio::time::sleep(Duration::from_millis(25)).await;
+            pending = again;
+            tokio::time::sleep(RETRY_PAUSE).await;
         }
         slots.into_iter().zip(out).collect()
     }
@@ -181,50 +369,147 @@ impl Router {
     async fn fan_out_once<S, P, R, F, Fut>(
         &self,
         parts: Vec<(S, P)>,
-        key: &impl Fn(&P) -> (Uuid, i32),
         call: &F,
-    ) -> Vec<(S, Option<R>)>
+    ) -> Vec<(S, Result<R, RouteError>)>
     where
-        F: Fn(LogWorkerClient<Channel>, Vec<P>) -> Fut,
-        Fut: std::future::Future<Output = Result<Vec<R>, tonic::Status>>,
+        P: Routed,
+        R: Routed,
+        F: Fn(WorkerClient, Vec<P>) -> Fut,
+        Fut: Future<Output = Result<Vec<R>, RouteError>>,
     {
         let indexed: Vec<(usize, (S, P))> = parts.into_iter().enumerate().collect();
         let n = indexed.len();
-        let (routed, unroutable) = self.split(indexed, |(_, (_, p))| key(p)).await;
-        let mut out: Vec<Option<(S, Option<R>)>> = (0..n).map(|_| None).collect();
+        let (routed, unroutable) = self.split(indexed, |(_, (_, p))| p.key()).await;
+        let mut out: Vec<Option<(S, Result<R, RouteError>)>> = (0..n).map(|_| None).collect();
         for (i, (slot, _)) in unroutable {
-            out[i] = Some((slot, None));
+            out[i] = Some((slot, Err(RouteError::NoOwner)));
         }
-        let calls = routed.into_iter().map(|(addr, group)| {
-            let (ids, pairs): (Vec<usize>, Vec<(S, P)>) = group.into_iter().unzip();
-            let (slots, ps): (Vec<S>, Vec<P>) = pairs.into_iter().unzip();
-            let client = self.client(&addr);
-            let fut = client.map(|c| call(c, ps));
-            async move {
-                let result = match fut {
-                    Ok(f) => f.await.map_err(|e| e.to_string()),
-                    Err(e) => Err(e.to_string()),
-                };
-                (ids, slots, result)
-            }
-        });
+        let calls: Vec<_> = routed
+            .into_iter()
+            .map(|(addr, group)| {
+                let (ids, pairs): (Vec<usize>, Vec<(S, P)>) = group.into_iter().unzip();
+                let (slots, ps): (Vec<S>, Vec<P>) = pairs.into_iter().unzip();
+                let keys: Vec<(Uuid, i32)> = ps.iter().map(Routed::key).collect();
+                // Invoked now, for every worker, before anything is awaited.
+                let fut = self.client(&addr).map(|c| call(c, ps));
+                async move {
+                    let result = match fut {
+                        Ok(f) => f.await.and_then(|rs| check_answer(&addr, &keys, rs)),
+                        Err(e) => Err(e),
+                    };
+                    (ids, slots, result)
+                }
+            })
+            .collect();
         for (ids, slots, result) in futures::future::join_all(calls).await {
             match result {
-                Ok(results) if results.len() == ids.len() => {
+                Ok(results) => {
                     for ((i, slot), r) in ids.into_iter().zip(slots).zip(results) {
-                        out[i] = Some((slot, Some(r)));
+                        out[i] = Some((slot, Ok(r)));
                     }
                 }
-                other => {
-                    if let Err(e) = other {
-                        tracing::warn!(error = %e, "worker call failed");
-                    }
+                Err(e) => {
+                    tracing::warn!(error = %e, "worker call failed");
                     for (i, slot) in ids.into_iter().zip(slots) {
-                        out[i] = Some((slot, None));
+                        out[i] = Some((slot, Err(e.clone())));
                     }
                 }
             }
         }
         out.into_iter().flatten().collect()
+    }
+}
+
+/// Checks a worker's answer against the keys of the parts sent.
+fn check_answer<R: Routed>(
+    addr: &str,
+    keys: &[(Uuid, i32)],
+    results: Vec<R>,
+) -> Result<Vec<R>, RouteError> {
+    let matches = results.len() == keys.len()
+        && results
+            .iter()
+            .zip(keys)
+            .all(|(r, k)| r.partition_ref().is_none() || r.key() == *k);
+    if matches {
+        return Ok(results);
+    }
+    tracing::error!(
+        worker = addr,
+        sent = keys.len(),
+        got = results.len(),
+        "worker answer does not match the request"
+    );
+    Err(RouteError::Mismatched {
+        sent: keys.len(),
+        got: results.len(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::{FakeCluster, ShortAnswers};
+
+    fn list_part(topic: &Topic, p: i32) -> pb::ListOffsetsPartition {
+        pb::ListOffsetsPartition {
+            partition: Some(partition_ref(topic, p)),
+            timestamp: -1,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_short_answer_fails_every_part_of_the_call() {
+        let c = FakeCluster::start(ShortAnswers, 3).await;
+        let parts: Vec<_> = (0..3).map(|p| (p, list_part(&c.topic, p))).collect();
+        let results = c
+            .router
+            .fan_out(parts, Retry::Moves, |mut w, partitions| async move {
+                let r = w
+                    .list_offsets(pb::ListOffsetsRequest {
+                        isolation_level: 0,
+                        partitions,
+                    })
+                    .await?;
+                Ok(r.into_inner().partitions)
+            })
+            .await;
+        assert_eq!(results.len(), 3);
+        for (p, r) in results {
+            match r {
+                Err(RouteError::Mismatched { sent: 3, got: 2 }) => {}
+                other => panic!("partition {p}: expected a mismatch, got {other:?}"),
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn call_parts_checks_the_answer_against_the_request() {
+        let c = FakeCluster::start(ShortAnswers, 2).await;
+        let addr = c
+            .router
+            .owner_of(&partition_ref(&c.topic, 0))
+            .await
+            .expect("owner");
+        let parts: Vec<_> = (0..2)
+            .map(|p| pb::FetchPartition {
+                partition: Some(partition_ref(&c.topic, p)),
+                fetch_offset: 0,
+                max_bytes: 1024,
+            })
+            .collect();
+        let r = c
+            .router
+            .call_parts(&addr, parts, |mut w, partitions| async move {
+                let r = w
+                    .fetch(pb::FetchRequest {
+                        partitions,
+                        ..Default::default()
+                    })
+                    .await?;
+                Ok(r.into_inner().partitions)
+            })
+            .await;
+        assert!(matches!(r, Err(RouteError::Mismatched { sent: 2, got: 1 })));
     }
 }

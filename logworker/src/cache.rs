@@ -1,10 +1,20 @@
 //! The tail cache budget: chunks enter when their WAL object becomes durable
 //! and leave oldest-first once the cached bytes exceed `KAFSCALE_CACHE_BYTES`.
 //! A tailing consumer therefore reads from memory, never from storage.
+//!
+//! The cache only accounts bytes; the bytes themselves stay with their
+//! owner (a partition log), which it asks to drop them through [`Evict`].
+//! It knows nothing else of its owners, so it sits below them in the write
+//! path.
 
-use crate::partition::PartitionLog;
 use std::collections::VecDeque;
-use std::sync::{Mutex, Weak};
+use std::sync::{Arc, Mutex, Weak};
+
+/// An owner of cached chunks, asked to drop one when the budget is exceeded.
+pub trait Evict: Send + Sync {
+    /// Drops the cached bytes of the chunk starting at `base_offset`.
+    fn evict(&self, base_offset: i64);
+}
 
 /// Global FIFO accounting of cached chunk bytes.
 #[derive(Debug)]
@@ -16,7 +26,7 @@ pub struct TailCache {
 #[derive(Debug, Default)]
 struct State {
     used: usize,
-    fifo: VecDeque<(Weak<PartitionLog>, i64, usize)>,
+    fifo: VecDeque<(Weak<dyn Evict>, i64, usize)>,
 }
 
 impl TailCache {
@@ -34,13 +44,13 @@ impl TailCache {
     }
 
     /// Accounts a newly cached chunk and evicts the oldest ones over budget.
-    pub fn inserted(&self, log: &std::sync::Arc<PartitionLog>, base_offset: i64, len: usize) {
+    pub fn inserted<E: Evict + 'static>(&self, owner: &Arc<E>, base_offset: i64, len: usize) {
+        let owner: Weak<dyn Evict> = Arc::downgrade(owner) as Weak<dyn Evict>;
         let mut evict = Vec::new();
         {
             let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
             s.used += len;
-            s.fifo
-                .push_back((std::sync::Arc::downgrade(log), base_offset, len));
+            s.fifo.push_back((owner, base_offset, len));
             while s.used > self.budget {
                 let Some((w, base, l)) = s.fifo.pop_front() else {
                     break;
@@ -50,8 +60,8 @@ impl TailCache {
             }
         }
         for (w, base) in evict {
-            if let Some(log) = w.upgrade() {
-                log.evict(base);
+            if let Some(owner) = w.upgrade() {
+                owner.evict(base);
             }
         }
     }

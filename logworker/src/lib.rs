@@ -5,9 +5,11 @@
 
 pub mod batch;
 pub mod cache;
+pub mod completion;
 pub mod groups;
 pub mod metrics;
 pub mod objstore;
+pub mod ownership;
 pub mod partition;
 pub mod producers;
 pub mod reader;

@@ -10,7 +10,6 @@ use prometheus::{
 pub struct Metrics {
     pub wal_flush_bytes: Histogram,
     pub wal_flush_seconds: Histogram,
-    pub storage_errors: IntCounter,
     pub produced_records: IntCounter,
     pub produced_bytes: IntCounter,
     pub fetched_bytes: IntCounter,
@@ -31,10 +30,6 @@ impl Metrics {
                     "Time from flush start to durable WAL object",
                 )
                 .buckets(exponential_buckets(0.0005, 2.0, 16)?),
-            )?,
-            storage_errors: IntCounter::new(
-                "kafscale_wal_put_errors_total",
-                "Failed WAL PUT attempts",
             )?,
             produced_records: IntCounter::new(
                 "kafscale_produced_records_total",
@@ -58,7 +53,6 @@ impl Metrics {
         };
         registry.register(Box::new(m.wal_flush_bytes.clone()))?;
         registry.register(Box::new(m.wal_flush_seconds.clone()))?;
-        registry.register(Box::new(m.storage_errors.clone()))?;
         registry.register(Box::new(m.produced_records.clone()))?;
         registry.register(Box::new(m.produced_bytes.clone()))?;
         registry.register(Box::new(m.fetched_bytes.clone()))?;
@@ -133,6 +127,50 @@ impl S3Metrics {
                     "Reads through the read replica: hit or fallback to the primary",
                 ),
                 &["outcome"],
+            )?,
+        })
+    }
+}
+
+/// Handles to the metrics of the object store's retry wrapper
+/// (`objstore::retry::RetryingStore`), the one place where failed attempts
+/// are seen: every failed attempt is counted, not only the calls that fail
+/// after all retries, so the counters move while storage is failing even
+/// when retries hide it from clients.
+#[derive(Clone, Debug)]
+pub struct RetryMetrics {
+    /// `kafscale_wal_put_errors_total`: failed PUT attempts of WAL and seal
+    /// objects (transient or permanent; a lost conditional create, which is
+    /// fencing and not a storage failure, is not counted).
+    pub put_errors: IntCounter,
+    /// `kafscale_object_store_retries_total{op}`: attempts retried after a
+    /// transient failure, by operation (`put`, `get`, `get_range`, `list`,
+    /// `delete`).
+    pub retries: IntCounterVec,
+}
+
+impl RetryMetrics {
+    /// Creates the metrics and registers them in `registry`.
+    pub fn new(registry: &Registry) -> Result<Self, prometheus::Error> {
+        let m = Self::unregistered()?;
+        registry.register(Box::new(m.put_errors.clone()))?;
+        registry.register(Box::new(m.retries.clone()))?;
+        Ok(m)
+    }
+
+    /// Creates the metrics without registering them (for tests and tools).
+    pub fn unregistered() -> Result<Self, prometheus::Error> {
+        Ok(Self {
+            put_errors: IntCounter::new(
+                "kafscale_wal_put_errors_total",
+                "Failed object-store PUT attempts (WAL and seal objects), each retry counted",
+            )?,
+            retries: IntCounterVec::new(
+                Opts::new(
+                    "kafscale_object_store_retries_total",
+                    "Object store attempts retried after a transient failure, by operation",
+                ),
+                &["op"],
             )?,
         })
     }

@@ -36,7 +36,6 @@ struct Inner {
     high_watermark: i64,
     log_start_offset: i64,
     chunks: BTreeMap<i64, ChunkRef>,
-    stream_registered: bool,
     closed: bool,
 }
 
@@ -82,7 +81,6 @@ impl PartitionLog {
                 high_watermark: end,
                 log_start_offset,
                 chunks,
-                stream_registered: false,
                 closed: false,
             }),
             hwm,
@@ -151,13 +149,6 @@ impl PartitionLog {
         });
     }
 
-    /// Drops the cached bytes of the chunk at `base_offset` (tail-cache eviction).
-    pub fn evict(&self, base_offset: i64) {
-        if let Some(c) = self.lock().chunks.get_mut(&base_offset) {
-            c.cached = None;
-        }
-    }
-
     /// Moves the log start offset forward to `offset` (never back) and
     /// forgets chunks that end below it; returns the log start offset.
     pub fn advance_log_start(&self, offset: i64) -> i64 {
@@ -198,16 +189,6 @@ impl PartitionLog {
         self.hwm.subscribe()
     }
 
-    /// Whether the current WAL stream is registered in this partition's state.
-    pub fn stream_registered(&self) -> bool {
-        self.lock().stream_registered
-    }
-
-    /// Records that the current WAL stream is registered.
-    pub fn mark_stream_registered(&self) {
-        self.lock().stream_registered = true;
-    }
-
     /// Up to `limit` chunks holding offsets ≥ `offset`, below the high watermark, in order.
     pub fn chunks_from(&self, offset: i64, limit: usize) -> Vec<ChunkRef> {
         let g = self.lock();
@@ -231,6 +212,15 @@ impl PartitionLog {
     /// Every chunk, in offset order (for timestamp lookups).
     pub fn all_chunks(&self) -> Vec<ChunkRef> {
         self.lock().chunks.values().cloned().collect()
+    }
+}
+
+impl crate::cache::Evict for PartitionLog {
+    /// Drops the cached bytes of the chunk at `base_offset` (tail-cache eviction).
+    fn evict(&self, base_offset: i64) {
+        if let Some(c) = self.lock().chunks.get_mut(&base_offset) {
+            c.cached = None;
+        }
     }
 }
 

@@ -15,7 +15,7 @@
 //! and may continue at any sequence.
 
 use crate::batch::BatchInfo;
-use crate::wal::writer::Completion;
+use crate::completion::Completion;
 use kafka_protocol::error::ResponseError;
 use std::collections::{HashMap, VecDeque};
 
@@ -121,8 +121,7 @@ impl ProducerStates {
     /// offset and the producer's sequence continues from it. Batches must
     /// come in offset order.
     pub fn restore(&mut self, b: &BatchInfo, base_offset: i64) {
-        let durable = tokio::sync::watch::channel(Some(Ok(()))).1;
-        self.record(b, base_offset, durable);
+        self.record(b, base_offset, crate::completion::durable());
     }
 
     /// Remembers an appended batch.
@@ -169,7 +168,7 @@ mod tests {
         let v = if ok {
             Ok(())
         } else {
-            Err(crate::wal::writer::WalError::Storage("x".into()))
+            Err(crate::completion::WalError::ShuttingDown)
         };
         watch::channel(Some(v)).1
     }

@@ -17,6 +17,17 @@ pub enum ReadError {
     Format(#[from] format::FormatError),
 }
 
+impl ReadError {
+    /// The Kafka error a client sees when a read fails: KAFKA_STORAGE_ERROR,
+    /// also for data that fails its checks (corrupt data is never served).
+    pub fn kafka_code(&self) -> i16 {
+        match self {
+            ReadError::Object(e) => e.kafka_code(),
+            ReadError::Format(_) => kafka_protocol::error::ResponseError::KafkaStorageError.code(),
+        }
+    }
+}
+
 /// The bytes of a chunk, from cache or storage.
 pub async fn chunk_bytes(
     store: &dyn ObjectStore,

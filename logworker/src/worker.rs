@@ -1,29 +1,27 @@
-//! The log worker: owns the partitions assigned to it, appends through the
-//! WAL writer, answers produce only after durability, serves fetches with
-//! long polling on high-watermark notifications.
+//! The log worker's data plane: appends produced batches through the WAL
+//! writer, answers produce only after durability, serves fetches with long
+//! polling on high-watermark notifications, list-offsets, delete-records and
+//! sizes, and passes group requests to the coordinator. Which partitions it
+//! serves is decided in `ownership`.
 
 use crate::batch;
 use crate::cache::TailCache;
+use crate::completion::{wait_durable, Completion};
 use crate::groups::group::GroupConfig;
 use crate::groups::GroupCoordinator;
 use crate::metrics::Metrics;
 use crate::objstore::ObjectStore;
-use crate::partition::{ChunkRef, PartitionId, PartitionLog};
+use crate::partition::{PartitionId, PartitionLog};
 use crate::producers::Verdict;
 use crate::reader;
-use crate::recovery::{recover_chunks, StreamCatalog};
-use crate::seal::seal_stream;
-use crate::wal::split_object_key;
-use crate::wal::writer::{wait_durable, WalConfig, WalError, WalWriter};
+use crate::recovery::StreamCatalog;
+use crate::wal::writer::{WalConfig, WalWriter};
 use dashmap::DashMap;
-use futures::StreamExt;
 use kafka_protocol::error::ResponseError;
-use kafscale_controlplane::metadata::{now_ms, topic_uuid};
-use kafscale_controlplane::offsets_topic::OFFSETS_TOPIC;
+use kafscale_controlplane::metadata::now_ms;
 use kafscale_controlplane::{MetaError, Metadata};
 use kafscale_proto::data::v1 as pb;
-use kafscale_proto::metadata::v1::{StreamRef, Topic, WorkerRegistration};
-use std::collections::{HashMap, HashSet};
+use kafscale_proto::metadata::v1::{Topic, WorkerRegistration};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
@@ -57,58 +55,25 @@ pub enum WorkerError {
     Read(#[from] crate::reader::ReadError),
 }
 
-/// How many of each WAL stream's newest objects holding a partition's data a
-/// new owner reads to rebuild the partition's idempotent producers, as a
-/// multiple of the writes in flight: a batch that was durable but not yet
-/// acknowledged when its writer died is in the stream's last
-/// `max_inflight_puts` objects, so its retry finds it.
-const PRODUCER_SCAN_INFLIGHT_MULTIPLE: usize = 2;
-
-/// The chunks in which a new owner looks for idempotent producers' recent
-/// batches: per stream, those in the newest `objects` objects of that stream
-/// holding the partition's data (in offset order). Bounds the reads of a
-/// partition open to `objects` ranged reads per stream.
-fn recent_chunks(chunks: &[ChunkRef], objects: usize) -> Vec<&ChunkRef> {
-    let mut newest: HashMap<&str, u64> = HashMap::new();
-    for (stream, seq) in chunks.iter().filter_map(|c| split_object_key(&c.object)) {
-        let n = newest.entry(stream).or_insert(seq);
-        *n = (*n).max(seq);
-    }
-    chunks
-        .iter()
-        .filter(|c| {
-            split_object_key(&c.object).is_some_and(|(stream, seq)| {
-                newest
-                    .get(stream)
-                    .is_some_and(|n| seq + objects as u64 > *n)
-            })
-        })
-        .collect()
-}
-
 /// A running log worker.
 pub struct Worker {
-    cfg: WorkerConfig,
-    meta: Metadata,
-    store: Arc<dyn ObjectStore>,
-    wal: Arc<WalWriter>,
-    metrics: Metrics,
-    partitions: DashMap<PartitionId, Arc<PartitionLog>>,
-    topics: DashMap<Uuid, Topic>,
+    pub(crate) cfg: WorkerConfig,
+    pub(crate) meta: Metadata,
+    pub(crate) store: Arc<dyn ObjectStore>,
+    pub(crate) wal: Arc<WalWriter>,
+    pub(crate) metrics: Metrics,
+    pub(crate) partitions: DashMap<PartitionId, Arc<PartitionLog>>,
+    pub(crate) topics: DashMap<Uuid, Topic>,
     /// Partition count by topic name (for checks by name, e.g. commits).
-    topic_partitions: DashMap<String, i32>,
-    catalog: StreamCatalog,
-    groups: Arc<GroupCoordinator>,
+    pub(crate) topic_partitions: DashMap<String, i32>,
+    pub(crate) catalog: StreamCatalog,
+    pub(crate) groups: Arc<GroupCoordinator>,
     /// Partitions whose handover is still draining.
-    handovers: DashMap<PartitionId, ()>,
+    pub(crate) handovers: DashMap<PartitionId, ()>,
     /// Set by `drain`: no partition is opened any more.
-    draining: std::sync::atomic::AtomicBool,
-    ready: watch::Sender<bool>,
+    pub(crate) draining: std::sync::atomic::AtomicBool,
+    pub(crate) ready: watch::Sender<bool>,
 }
-
-/// How long a new owner waits for a live previous owner to close its stream
-/// before sealing it.
-const HANDOVER_WAIT: Duration = Duration::from_secs(10);
 
 fn code(e: ResponseError) -> i32 {
     i32::from(e.code())
@@ -147,7 +112,6 @@ impl Worker {
                 put_deadline: Duration::from_secs(30),
             },
             store.clone(),
-            meta.clone(),
             cache,
             metrics.clone(),
         );
@@ -199,317 +163,8 @@ impl Worker {
         self.ready.subscribe()
     }
 
-    /// Opens newly assigned partitions and drops ones that moved away or were deleted.
-    async fn ownership_loop(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
-        let store = self.meta.store().clone();
-        let (Ok(mut a_watch), Ok(mut t_watch)) = (
-            store.watch(&self.meta.keys().assignments()).await,
-            store.watch(&self.meta.keys().topics()).await,
-        ) else {
-            tracing::error!("cannot watch metadata; worker will not own partitions");
-            return;
-        };
-        loop {
-            match self.sync_ownership().await {
-                Ok(()) => {
-                    self.ready.send_replace(true);
-                }
-                Err(e) => tracing::warn!(error = %e, "ownership sync failed; retrying"),
-            }
-            tokio::select! {
-                _ = a_watch.next() => {}
-                _ = t_watch.next() => {}
-                _ = tokio::time::sleep(Duration::from_secs(2)) => {}
-                _ = shutdown.changed() => return,
-            }
-        }
-    }
-
-    async fn sync_ownership(self: &Arc<Self>) -> Result<(), WorkerError> {
-        let topics = self.meta.list_topics().await?;
-        self.topics.clear();
-        self.topic_partitions.clear();
-        for t in &topics {
-            self.topics.insert(topic_uuid(t), t.clone());
-            self.topic_partitions.insert(t.name.clone(), t.partitions);
-        }
-        let mine: Vec<_> = self
-            .meta
-            .list_assignments()
-            .await?
-            .into_iter()
-            .filter(|(_, a)| a.worker_id == self.cfg.worker_id)
-            .collect();
-        let wanted: HashSet<PartitionId> = mine
-            .iter()
-            .map(|((t, p), _)| PartitionId {
-                topic_id: *t,
-                partition: *p,
-            })
-            .collect();
-        let offsets_topic = self
-            .topics
-            .iter()
-            .find(|t| t.name == OFFSETS_TOPIC)
-            .map(|t| *t.key());
-        let lost: Vec<PartitionId> = self
-            .partitions
-            .iter()
-            .map(|p| *p.key())
-            .filter(|id| !wanted.contains(id))
-            .collect();
-        for id in lost {
-            if Some(id.topic_id) == offsets_topic {
-                self.groups.unload(id.partition);
-            }
-            if let Some((_, log)) = self.partitions.remove(&id) {
-                tokio::spawn(self.clone().hand_over(log));
-            }
-        }
-        if self.draining.load(std::sync::atomic::Ordering::SeqCst) {
-            return Ok(());
-        }
-        let to_open: Vec<(PartitionId, String, i32)> = mine
-            .into_iter()
-            .filter_map(|((topic_id, partition), a)| {
-                let id = PartitionId {
-                    topic_id,
-                    partition,
-                };
-                if self.partitions.contains_key(&id) {
-                    return None;
-                }
-                let topic = self.topics.get(&topic_id).map(|t| t.name.clone())?;
-                Some((id, topic, a.epoch as i32))
-            })
-            .collect();
-        if to_open.is_empty() {
-            return Ok(());
-        }
-        let live: HashMap<String, u64> = self
-            .meta
-            .list_workers()
-            .await?
-            .into_iter()
-            .map(|w| (w.worker_id, w.stream_epoch))
-            .collect();
-        let opening = to_open
-            .into_iter()
-            .map(|(id, topic, epoch)| self.open_partition(id, topic, epoch, &live));
-        let results = futures::future::join_all(opening).await;
-        self.catalog.clear().await;
-        results.into_iter().collect::<Result<Vec<()>, _>>()?;
-        Ok(())
-    }
-
-    /// Planned shutdown: stops taking appends on every partition, waits
-    /// until everything accepted is durable and closes this worker's stream
-    /// for each partition, so new owners take over without sealing.
-    pub async fn drain(self: &Arc<Self>) {
-        self.draining
-            .store(true, std::sync::atomic::Ordering::SeqCst);
-        let ids: Vec<PartitionId> = self.partitions.iter().map(|p| *p.key()).collect();
-        let mut handovers = Vec::new();
-        for id in ids {
-            if let Some((_, log)) = self.partitions.remove(&id) {
-                if log.topic == OFFSETS_TOPIC {
-                    self.groups.unload(id.partition);
-                }
-                handovers.push(self.clone().hand_over(log));
-            }
-        }
-        let n = handovers.len();
-        futures::future::join_all(handovers).await;
-        tracing::info!(partitions = n, "drained: every partition handed over");
-    }
-
-    /// Makes every other stream that may hold the partition's data final
-    /// (closed by its writer at handover, or sealed), then recovers the
-    /// partition's durable log and starts serving it.
-    async fn open_partition(
-        &self,
-        id: PartitionId,
-        topic: String,
-        leader_epoch: i32,
-        live: &HashMap<String, u64>,
-    ) -> Result<(), WorkerError> {
-        while self.handovers.contains_key(&id) {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        let me = (&self.cfg.worker_id, self.wal.stream_epoch());
-        let deadline = tokio::time::Instant::now() + HANDOVER_WAIT;
-        let mut state = self.meta.partition_state(id.topic_id, id.partition).await?;
-        loop {
-            let open: Vec<StreamRef> = state
-                .streams
-                .iter()
-                .filter(|s| !s.closed && (&s.worker_id, s.stream_epoch) != me)
-                .cloned()
-                .collect();
-            let mut waiting = false;
-            for s in open {
-                let writer_alive = live.get(&s.worker_id) == Some(&s.stream_epoch);
-                if writer_alive && tokio::time::Instant::now() < deadline {
-                    waiting = true;
-                    continue;
-                }
-                self.seal(&s).await?;
-                self.mark_closed(id, &s).await?;
-            }
-            if !waiting {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-            state = self.meta.partition_state(id.topic_id, id.partition).await?;
-        }
-        // This incarnation's stream holds data of the partition only if it
-        // was registered for it before (a stream is registered before its
-        // first append): otherwise there is nothing to read back from it,
-        // and listing it (every object this worker wrote) is skipped.
-        let had_own = state
-            .streams
-            .iter()
-            .any(|s| (&s.worker_id, s.stream_epoch) == me);
-        // Register this worker's stream before the partition can take a
-        // single append: a later owner then always finds it listed, and
-        // waits for this worker to close it (or seals it).
-        let own = StreamRef {
-            worker_id: self.cfg.worker_id.clone(),
-            stream_epoch: self.wal.stream_epoch(),
-            closed: false,
-        };
-        let state = self
-            .meta
-            .update_partition_state(id.topic_id, id.partition, |st| {
-                st.streams
-                    .retain(|x| x.worker_id != own.worker_id || x.stream_epoch != own.stream_epoch);
-                st.streams.push(own.clone());
-            })
-            .await?;
-        let to_read: Vec<StreamRef> = state
-            .streams
-            .iter()
-            .filter(|s| had_own || (&s.worker_id, s.stream_epoch) != me)
-            .cloned()
-            .collect();
-        let chunks = recover_chunks(
-            self.store.as_ref(),
-            &self.catalog,
-            &self.cfg.namespace,
-            id,
-            &to_read,
-            state.log_start_offset,
-        )
-        .await?;
-        let is_slot = topic == OFFSETS_TOPIC;
-        let log = Arc::new(PartitionLog::recovered(
-            id,
-            topic,
-            leader_epoch,
-            state.log_start_offset,
-            chunks,
-        ));
-        log.mark_stream_registered();
-        tracing::debug!(topic = %log.topic, partition = id.partition, hwm = log.high_watermark(), "partition opened");
-        if is_slot {
-            self.groups.load(log.clone()).await?;
-        } else {
-            self.restore_producers(&log).await?;
-        }
-        self.partitions.insert(id, log);
-        Ok(())
-    }
-
-    /// Rebuilds the idempotent producers' recent batches from the newest
-    /// chunks of the partition's durable log (see [`recent_chunks`]).
-    async fn restore_producers(&self, log: &PartitionLog) -> Result<(), WorkerError> {
-        let chunks = log.all_chunks();
-        let objects = PRODUCER_SCAN_INFLIGHT_MULTIPLE * self.cfg.max_inflight_puts.max(1);
-        let mut restored = 0usize;
-        for c in recent_chunks(&chunks, objects) {
-            let bytes = reader::chunk_bytes(self.store.as_ref(), &self.metrics, c).await?;
-            let mut states = log.producers();
-            for (base_offset, b) in crate::batch::stored_batches(bytes) {
-                if b.producer_id >= 0 {
-                    states.restore(&b, base_offset);
-                    restored += 1;
-                }
-            }
-        }
-        if restored > 0 {
-            tracing::debug!(topic = %log.topic, partition = log.id.partition, batches = restored, "idempotent producer state restored");
-        }
-        Ok(())
-    }
-
-    /// Seals a stream, retrying transient storage errors.
-    async fn seal(&self, s: &StreamRef) -> Result<(), WorkerError> {
-        let mut backoff = Duration::from_millis(50);
-        let give_up = tokio::time::Instant::now() + Duration::from_secs(30);
-        loop {
-            match seal_stream(
-                self.store.as_ref(),
-                &self.cfg.namespace,
-                s,
-                &self.cfg.worker_id,
-            )
-            .await
-            {
-                Ok(_) => return Ok(()),
-                Err(e) if e.is_retriable() && tokio::time::Instant::now() < give_up => {
-                    tracing::warn!(error = %e, "sealing failed; retrying");
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(1));
-                }
-                Err(e) => return Err(crate::recovery::RecoveryError::from(e).into()),
-            }
-        }
-    }
-
-    async fn mark_closed(&self, id: PartitionId, s: &StreamRef) -> Result<(), WorkerError> {
-        self.meta
-            .update_partition_state(id.topic_id, id.partition, |st| {
-                for x in st.streams.iter_mut() {
-                    if x.worker_id == s.worker_id && x.stream_epoch == s.stream_epoch {
-                        x.closed = true;
-                    }
-                }
-            })
-            .await?;
-        Ok(())
-    }
-
-    /// Hands a partition that moved away over: refuses new appends, waits
-    /// until everything accepted is durable, then closes this worker's
-    /// stream for the partition so the new owner need not seal it.
-    async fn hand_over(self: Arc<Self>, log: Arc<PartitionLog>) {
-        let id = log.id;
-        self.handovers.insert(id, ());
-        let end = log.close();
-        let mut hwm = log.subscribe();
-        let drained = tokio::time::timeout(Duration::from_secs(45), hwm.wait_for(|h| *h >= end))
-            .await
-            .is_ok_and(|r| r.is_ok());
-        if drained && !self.wal.is_fenced() && log.stream_registered() {
-            let own = StreamRef {
-                worker_id: self.cfg.worker_id.clone(),
-                stream_epoch: self.wal.stream_epoch(),
-                closed: false,
-            };
-            match self.mark_closed(id, &own).await {
-                Ok(()) => {
-                    tracing::info!(topic = %log.topic, partition = id.partition, "partition handed over")
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "handover not recorded; the new owner will seal")
-                }
-            }
-        }
-        self.handovers.remove(&id);
-    }
-
     /// The owned log a request names, or the Kafka error code to answer with.
-    fn owned(&self, p: &Option<pb::PartitionRef>) -> Result<Arc<PartitionLog>, i32> {
+    pub(crate) fn owned(&self, p: &Option<pb::PartitionRef>) -> Result<Arc<PartitionLog>, i32> {
         let id = pid(p).ok_or(code(ResponseError::UnknownTopicOrPartition))?;
         self.partitions
             .get(&id)
@@ -583,7 +238,7 @@ impl Worker {
                         r.base_offset = base;
                         waits.push((results.len(), done));
                     }
-                    Err(e) => r.error_code = wal_code(&e),
+                    Err(e) => r.error_code = i32::from(e.kafka_code()),
                 },
             }
             results.push(r);
@@ -611,7 +266,7 @@ impl Worker {
         log: &Arc<PartitionLog>,
         records: &[u8],
         infos: &[batch::BatchInfo],
-    ) -> Result<(i64, Vec<crate::wal::writer::Completion>), i32> {
+    ) -> Result<(i64, Vec<Completion>), i32> {
         let mut states = log.producers();
         let mut first = None;
         let mut dones = Vec::with_capacity(infos.len());
@@ -628,7 +283,7 @@ impl Worker {
                     let (base, done) = self
                         .wal
                         .append(log, bytes, std::slice::from_ref(&one))
-                        .map_err(|e| wal_code(&e))?;
+                        .map_err(|e| i32::from(e.kafka_code()))?;
                     self.count_produced(std::slice::from_ref(info), info.size);
                     if info.producer_id >= 0 {
                         states.record(info, base, done.clone());
@@ -731,7 +386,7 @@ impl Worker {
                     }
                     Err(e) => {
                         tracing::error!(error = %e, topic = %log.topic, "fetch read failed");
-                        r.error_code = code(ResponseError::KafkaStorageError);
+                        r.error_code = i32::from(e.kafka_code());
                         errors = true;
                     }
                 }
@@ -784,6 +439,7 @@ impl Worker {
                         match stored {
                             Ok(st) => r.low_watermark = log.advance_log_start(st.log_start_offset),
                             Err(e) => {
+                                // The metadata store is unavailable: retriable.
                                 tracing::warn!(error = %e, "log start offset not stored");
                                 r.error_code = code(ResponseError::KafkaStorageError);
                             }
@@ -856,7 +512,7 @@ impl Worker {
                 Ok(None) => {}
                 Err(e) => {
                     tracing::error!(error = %e, "list offsets read failed");
-                    r.error_code = code(ResponseError::KafkaStorageError);
+                    r.error_code = i32::from(e.kafka_code());
                 }
             }
             out.push(r);
@@ -869,7 +525,7 @@ impl Worker {
 pub struct PendingProduce {
     acks: i32,
     results: Vec<pb::ProducePartitionResult>,
-    waits: Vec<(usize, crate::wal::writer::Completion)>,
+    waits: Vec<(usize, Completion)>,
 }
 
 impl PendingProduce {
@@ -880,7 +536,7 @@ impl PendingProduce {
         if self.acks != 0 {
             for (i, done) in self.waits {
                 if let Err(e) = wait_durable(done).await {
-                    self.results[i].error_code = wal_code(&e);
+                    self.results[i].error_code = i32::from(e.kafka_code());
                     self.results[i].error_message = e.to_string();
                     self.results[i].base_offset = -1;
                 }
@@ -890,58 +546,5 @@ impl PendingProduce {
             partitions: self.results,
             sequenced: false,
         }
-    }
-}
-
-fn wal_code(e: &WalError) -> i32 {
-    match e {
-        WalError::Fenced | WalError::ShuttingDown | WalError::NotOwner => {
-            code(ResponseError::NotLeaderOrFollower)
-        }
-        WalError::Storage(_) => code(ResponseError::KafkaStorageError),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::wal::format::ChunkEntry;
-
-    fn chunk(object: &str, base: i64) -> ChunkRef {
-        ChunkRef {
-            object: Arc::from(object),
-            entry: ChunkEntry {
-                base_offset: base,
-                last_offset: base,
-                ..Default::default()
-            },
-            cached: None,
-        }
-    }
-
-    #[test]
-    fn recent_chunks_are_the_newest_objects_of_each_stream() {
-        let mut chunks = Vec::new();
-        // Stream a: objects 1..=10; stream b: objects 3 and 40.
-        for (i, seq) in (1..=10).enumerate() {
-            chunks.push(chunk(
-                &format!("ns/wal/a/00000000000000000001/{seq:020}"),
-                i as i64,
-            ));
-        }
-        chunks.push(chunk(
-            "ns/wal/b/00000000000000000002/00000000000000000003",
-            10,
-        ));
-        chunks.push(chunk(
-            "ns/wal/b/00000000000000000002/00000000000000000040",
-            11,
-        ));
-        let picked: Vec<i64> = recent_chunks(&chunks, 3)
-            .iter()
-            .map(|c| c.entry.base_offset)
-            .collect();
-        // a: objects 8, 9, 10; b: object 40 (3 is 37 objects older).
-        assert_eq!(picked, vec![7, 8, 9, 11]);
     }
 }

@@ -23,3 +23,39 @@ pub mod groups {
         tonic::include_proto!("kafscale.groups.v1");
     }
 }
+
+/// The "sequenced" signal of the data plane's two-message streams
+/// (`LogWorker.Produce`, `LogWorker.Group`): a request's place in the order
+/// of its client connection is fixed (a produce's batches have offsets, a
+/// commit's records are appended), so the connection's next request may
+/// start. The gateway holds one per request; the worker holds one per
+/// streamed call and reports it back as the stream's first message.
+pub mod sequencing {
+    use std::sync::Mutex;
+    use tokio::sync::oneshot;
+
+    /// Fires at most once: when told, or on drop at the latest (a request
+    /// that ends without saying so no longer holds its connection up).
+    pub struct Sequenced(Mutex<Option<oneshot::Sender<()>>>);
+
+    impl Sequenced {
+        /// Fires `tx` when the request is sequenced.
+        pub fn new(tx: oneshot::Sender<()>) -> Self {
+            Self(Mutex::new(Some(tx)))
+        }
+
+        /// Reports the request sequenced now (no effect after the first time).
+        pub fn fire(&self) {
+            let tx = self.0.lock().unwrap_or_else(|p| p.into_inner()).take();
+            if let Some(tx) = tx {
+                let _ = tx.send(());
+            }
+        }
+    }
+
+    impl Drop for Sequenced {
+        fn drop(&mut self) {
+            self.fire();
+        }
+    }
+}

@@ -1,13 +1,13 @@
 //! DeleteRecords: advances partitions' log start offsets on their owners.
 
 use crate::dispatch::Ctx;
+use crate::router::{partition_ref, Retry};
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::delete_records_response::{
     DeleteRecordsPartitionResult, DeleteRecordsTopicResult,
 };
 use kafka_protocol::messages::{DeleteRecordsRequest, DeleteRecordsResponse};
 use kafscale_controlplane::acl;
-use kafscale_controlplane::metadata::topic_uuid;
 use kafscale_proto::data::v1 as pb;
 
 /// Answers a DeleteRecords request.
@@ -32,11 +32,7 @@ pub async fn handle(ctx: &Ctx<'_>, req: DeleteRecordsRequest) -> DeleteRecordsRe
                     parts.push((
                         (ti, pi),
                         pb::DeleteRecordsPartition {
-                            partition: Some(pb::PartitionRef {
-                                topic_id: topic_uuid(tp).as_bytes().to_vec().into(),
-                                topic: t.name.to_string(),
-                                partition: p.partition_index,
-                            }),
+                            partition: Some(partition_ref(tp, p.partition_index)),
                             offset: p.offset,
                         },
                     ));
@@ -51,22 +47,24 @@ pub async fn handle(ctx: &Ctx<'_>, req: DeleteRecordsRequest) -> DeleteRecordsRe
         .router
         .fan_out(
             parts,
-            |p| crate::router::key_of(&p.partition),
+            // Advancing the log start again to the same offset is harmless.
+            Retry::MovesAndFailures,
             |mut c, partitions| async move {
-                c.delete_records(pb::DeleteRecordsRequest { partitions })
-                    .await
-                    .map(|r| r.into_inner().partitions)
+                let r = c
+                    .delete_records(pb::DeleteRecordsRequest { partitions })
+                    .await?;
+                Ok(r.into_inner().partitions)
             },
         )
         .await;
     for ((ti, pi), r) in results {
         let pr = &mut resp.topics[ti].partitions[pi];
         match r {
-            Some(r) => {
+            Ok(r) => {
                 pr.error_code = r.error_code as i16;
                 pr.low_watermark = r.low_watermark;
             }
-            None => pr.error_code = ResponseError::NotLeaderOrFollower.code(),
+            Err(e) => pr.error_code = e.kafka_code(),
         }
     }
     resp

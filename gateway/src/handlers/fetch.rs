@@ -3,6 +3,7 @@
 //! the workers' data together reaches `min_bytes` (see [`fan_out`]).
 
 use crate::dispatch::Ctx;
+use crate::router::{partition_ref, RouteError, Routed};
 use futures::future::join_all;
 use futures::stream::{FuturesUnordered, StreamExt};
 use kafka_protocol::error::ResponseError;
@@ -10,12 +11,11 @@ use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, Partition
 use kafka_protocol::messages::{FetchRequest, FetchResponse, TopicName};
 use kafka_protocol::protocol::StrBytes;
 use kafscale_controlplane::acl;
-use kafscale_controlplane::metadata::topic_uuid;
 use kafscale_proto::data::v1 as pb;
 use std::collections::HashMap;
 
 type Slot = (usize, usize);
-type WorkerAnswer = (Vec<Slot>, Result<pb::FetchResponse, String>);
+type WorkerAnswer = (Vec<Slot>, Result<Vec<pb::FetchPartitionResult>, RouteError>);
 
 /// One worker's part of a fetch, waiting up to `max_wait_ms` for `min_bytes`.
 async fn fetch_from(
@@ -26,21 +26,21 @@ async fn fetch_from(
     partitions: Vec<pb::FetchPartition>,
     max_wait_ms: i32,
 ) -> (String, WorkerAnswer) {
-    let r = pb::FetchRequest {
-        max_wait_ms,
-        min_bytes: req.min_bytes,
-        max_bytes: req.max_bytes,
-        isolation_level: i32::from(req.isolation_level),
-        partitions,
-    };
-    let result = match ctx.router.client(&addr) {
-        Ok(mut c) => c
-            .fetch(r)
-            .await
-            .map(|r| r.into_inner())
-            .map_err(|e| e.to_string()),
-        Err(e) => Err(e.to_string()),
-    };
+    let (min_bytes, max_bytes) = (req.min_bytes, req.max_bytes);
+    let isolation_level = i32::from(req.isolation_level);
+    let result = ctx
+        .router
+        .call_parts(&addr, partitions, |mut c, partitions| async move {
+            let r = pb::FetchRequest {
+                max_wait_ms,
+                min_bytes,
+                max_bytes,
+                isolation_level,
+                partitions,
+            };
+            Ok(c.fetch(r).await?.into_inner().partitions)
+        })
+        .await;
     (addr, (slots, result))
 }
 
@@ -86,11 +86,7 @@ async fn fan_out(
     while let Some((addr, answer)) = polls.next().await {
         waiting.remove(&addr);
         if let Ok(r) = &answer.1 {
-            bytes += r
-                .partitions
-                .iter()
-                .map(|p| p.records.len() as i64)
-                .sum::<i64>();
+            bytes += r.iter().map(|p| p.records.len() as i64).sum::<i64>();
         }
         answers.push(answer);
         if bytes >= enough {
@@ -142,11 +138,7 @@ pub async fn handle(ctx: &Ctx<'_>, req: FetchRequest) -> FetchResponse {
                 Some(t) if fp.partition >= 0 && fp.partition < t.partitions => parts.push((
                     (ti, pi),
                     pb::FetchPartition {
-                        partition: Some(pb::PartitionRef {
-                            topic_id: topic_uuid(t).as_bytes().to_vec().into(),
-                            topic: name.clone(),
-                            partition: fp.partition,
-                        }),
+                        partition: Some(partition_ref(t, fp.partition)),
                         fetch_offset: fp.fetch_offset,
                         max_bytes: fp.partition_max_bytes,
                     },
@@ -163,18 +155,15 @@ pub async fn handle(ctx: &Ctx<'_>, req: FetchRequest) -> FetchResponse {
         }
         resp.responses.push(tr);
     }
-    let (routed, unroutable) = ctx
-        .router
-        .split(parts, |(_, p)| crate::router::key_of(&p.partition))
-        .await;
+    let (routed, unroutable) = ctx.router.split(parts, |(_, p)| p.key()).await;
     for ((ti, pi), _) in unroutable {
-        resp.responses[ti].partitions[pi].error_code = ResponseError::NotLeaderOrFollower.code();
+        resp.responses[ti].partitions[pi].error_code = RouteError::NoOwner.kafka_code();
     }
     let results = fan_out(ctx, &req, routed).await;
     for (slots, result) in results {
         match result {
             Ok(r) => {
-                for (slot, res) in slots.into_iter().zip(r.partitions) {
+                for (slot, res) in slots.into_iter().zip(r) {
                     let pd = &mut resp.responses[slot.0].partitions[slot.1];
                     pd.error_code = res.error_code as i16;
                     pd.high_watermark = res.high_watermark;
@@ -188,8 +177,7 @@ pub async fn handle(ctx: &Ctx<'_>, req: FetchRequest) -> FetchResponse {
             Err(e) => {
                 tracing::warn!(error = %e, "fetch forward failed");
                 for slot in slots {
-                    resp.responses[slot.0].partitions[slot.1].error_code =
-                        ResponseError::NotLeaderOrFollower.code();
+                    resp.responses[slot.0].partitions[slot.1].error_code = e.kafka_code();
                 }
             }
         }

@@ -7,13 +7,13 @@
 //! the coordinator again.
 
 use crate::dispatch::Ctx;
+use crate::router::{partition_ref, streamed_answer, RouteError, Routed};
 use bytes::{Bytes, BytesMut};
 use futures::future::join_all;
 use kafka_protocol::error::ResponseError as E;
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 use kafscale_controlplane::acl;
-use kafscale_controlplane::metadata::topic_uuid;
 use kafscale_controlplane::offsets_topic::{slot_of, OFFSETS_TOPIC};
 use kafscale_proto::data::v1 as pb;
 use std::time::Duration;
@@ -39,31 +39,20 @@ fn s(v: impl Into<String>) -> StrBytes {
 fn slot_ref(ctx: &Ctx<'_>, group: &str) -> Option<pb::PartitionRef> {
     let snap = ctx.view.snapshot();
     let t = snap.topics.get(OFFSETS_TOPIC)?;
-    Some(pb::PartitionRef {
-        topic_id: topic_uuid(t).as_bytes().to_vec().into(),
-        topic: OFFSETS_TOPIC.into(),
-        partition: slot_of(group, t.partitions),
-    })
+    Some(partition_ref(t, slot_of(group, t.partitions)))
 }
 
+/// Calls the coordinator worker at `addr`.
 async fn call(
     ctx: &Ctx<'_>,
     addr: &str,
     req: pb::GroupRequest,
-) -> Result<pb::GroupResponse, String> {
-    let mut client = ctx.router.client(addr).map_err(|e| e.to_string())?;
-    let mut stream = client
-        .group(req)
+) -> Result<pb::GroupResponse, RouteError> {
+    ctx.router
+        .call(addr, |mut c| async move {
+            streamed_answer(c.group(req).await, || ctx.sequenced.fire()).await
+        })
         .await
-        .map_err(|e| e.to_string())?
-        .into_inner();
-    loop {
-        match stream.message().await.map_err(|e| e.to_string())? {
-            Some(m) if m.sequenced => ctx.sequenced.fire(),
-            Some(m) => return Ok(m),
-            None => return Err("worker closed the group stream".to_string()),
-        }
-    }
 }
 
 fn decode_body<Resp: Decodable>(body: Bytes, v: i16) -> Result<Resp, ForwardError> {
@@ -123,13 +112,7 @@ pub async fn forward<Req: Encodable, Resp: Decodable>(
         let Some(slot) = slot_ref(ctx, group) else {
             return Err(ForwardError::Code(E::CoordinatorNotAvailable.code()));
         };
-        let (routed, _) = ctx
-            .router
-            .split(vec![slot.clone()], |p| {
-                crate::router::key_of(&Some(p.clone()))
-            })
-            .await;
-        if let Some(addr) = routed.into_keys().next() {
+        if let Ok(addr) = ctx.router.owner_of(&slot).await {
             match call(ctx, &addr, request(ctx, key, body.clone(), Some(slot))).await {
                 Ok(r) if !r.not_coordinator => return decode_body(r.body, ctx.version),
                 Ok(_) => {}
@@ -473,20 +456,11 @@ pub async fn list_groups(
     let slots: Vec<pb::PartitionRef> = {
         let snap = ctx.view.snapshot();
         match snap.topics.get(OFFSETS_TOPIC) {
-            Some(t) => (0..t.partitions)
-                .map(|p| pb::PartitionRef {
-                    topic_id: topic_uuid(t).as_bytes().to_vec().into(),
-                    topic: OFFSETS_TOPIC.into(),
-                    partition: p,
-                })
-                .collect(),
+            Some(t) => (0..t.partitions).map(|p| partition_ref(t, p)).collect(),
             None => Vec::new(),
         }
     };
-    let (routed, unroutable) = ctx
-        .router
-        .split(slots, |p| crate::router::key_of(&Some(p.clone())))
-        .await;
+    let (routed, unroutable) = ctx.router.split(slots, Routed::key).await;
     if !unroutable.is_empty() {
         resp.error_code = E::CoordinatorNotAvailable.code();
         return Ok(resp);

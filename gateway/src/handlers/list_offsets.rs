@@ -2,6 +2,7 @@
 //! answered by the owning worker.
 
 use crate::dispatch::Ctx;
+use crate::router::{partition_ref, Retry};
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::list_offsets_response::{
     ListOffsetsPartitionResponse, ListOffsetsTopicResponse,
@@ -44,11 +45,7 @@ pub async fn handle(ctx: &Ctx<'_>, req: ListOffsetsRequest) -> ListOffsetsRespon
                     parts.push((
                         (ti, pi),
                         pb::ListOffsetsPartition {
-                            partition: Some(pb::PartitionRef {
-                                topic_id: id.as_bytes().to_vec().into(),
-                                topic: name.clone(),
-                                partition: p.partition_index,
-                            }),
+                            partition: Some(partition_ref(tp, p.partition_index)),
                             timestamp: p.timestamp,
                         },
                     ));
@@ -64,26 +61,27 @@ pub async fn handle(ctx: &Ctx<'_>, req: ListOffsetsRequest) -> ListOffsetsRespon
         .router
         .fan_out(
             parts,
-            |p| crate::router::key_of(&p.partition),
+            Retry::MovesAndFailures,
             |mut c, partitions| async move {
-                c.list_offsets(pb::ListOffsetsRequest {
-                    isolation_level,
-                    partitions,
-                })
-                .await
-                .map(|r| r.into_inner().partitions)
+                let r = c
+                    .list_offsets(pb::ListOffsetsRequest {
+                        isolation_level,
+                        partitions,
+                    })
+                    .await?;
+                Ok(r.into_inner().partitions)
             },
         )
         .await;
     for ((ti, pi), r) in results {
         let pr = &mut resp.topics[ti].partitions[pi];
         match r {
-            Some(r) => {
+            Ok(r) => {
                 pr.error_code = r.error_code as i16;
                 pr.offset = r.offset;
                 pr.timestamp = r.timestamp;
             }
-            None => pr.error_code = ResponseError::NotLeaderOrFollower.code(),
+            Err(e) => pr.error_code = e.kafka_code(),
         }
     }
     resp

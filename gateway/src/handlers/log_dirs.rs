@@ -4,6 +4,7 @@
 //! no-op, any other directory does not exist.
 
 use crate::dispatch::Ctx;
+use crate::router::{partition_ref, Retry};
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::alter_replica_log_dirs_response::{
     AlterReplicaLogDirPartitionResult, AlterReplicaLogDirTopicResult,
@@ -14,7 +15,6 @@ use kafka_protocol::messages::describe_log_dirs_response::{
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::StrBytes;
 use kafscale_controlplane::acl;
-use kafscale_controlplane::metadata::topic_uuid;
 use kafscale_proto::data::v1 as pb;
 
 /// The name of the single log directory.
@@ -53,23 +53,19 @@ pub async fn describe(ctx: &Ctx<'_>, req: DescribeLogDirsRequest) -> DescribeLog
             continue;
         };
         for &p in ps.iter().filter(|&&p| p >= 0 && p < t.partitions) {
-            let r = pb::PartitionRef {
-                topic_id: topic_uuid(t).as_bytes().to_vec().into(),
-                topic: name.clone(),
-                partition: p,
-            };
-            parts.push(((name.clone(), p), r));
+            parts.push(((name.clone(), p), partition_ref(t, p)));
         }
     }
     let sizes = ctx
         .router
         .fan_out(
             parts,
-            |p| crate::router::key_of(&Some(p.clone())),
+            Retry::MovesAndFailures,
             |mut c, partitions| async move {
-                c.partition_sizes(pb::PartitionSizesRequest { partitions })
-                    .await
-                    .map(|r| r.into_inner().partitions)
+                let r = c
+                    .partition_sizes(pb::PartitionSizesRequest { partitions })
+                    .await?;
+                Ok(r.into_inner().partitions)
             },
         )
         .await;
@@ -81,7 +77,7 @@ pub async fn describe(ctx: &Ctx<'_>, req: DescribeLogDirsRequest) -> DescribeLog
         dir.usable_bytes = -1;
     }
     for ((name, p), size) in sizes {
-        let Some(size) = size.filter(|s| s.error_code == 0) else {
+        let Some(size) = size.ok().filter(|s| s.error_code == 0) else {
             continue;
         };
         if dir.topics.last().map(|t| t.name.as_str()) != Some(name.as_str()) {

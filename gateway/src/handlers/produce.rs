@@ -1,25 +1,29 @@
 //! Produce: resolves topics, splits partitions by owning worker, forwards
 //! the client's record bytes untouched, merges the answers in request order.
 //! NOT_LEADER_OR_FOLLOWER from a worker (ownership just moved) is retried
-//! internally for a short while; nothing was appended in that case.
+//! internally for a short while (nothing was appended in that case); a call
+//! that failed or answered something other than what was sent is answered
+//! with a retriable error, never with success.
 
 use super::topics;
 use crate::dispatch::Ctx;
+use crate::router::{partition_ref, streamed_answer, Retry, RouteError};
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
 use kafka_protocol::protocol::StrBytes;
 use kafscale_controlplane::acl;
-use kafscale_controlplane::metadata::topic_uuid;
 use kafscale_controlplane::offsets_topic::is_internal;
 use kafscale_proto::data::v1 as pb;
-use std::time::Duration;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+/// (topic index, partition index) of a part in the request.
+type Slot = (usize, usize);
 
 /// Answers a Produce request (the caller drops the answer for acks=0).
 pub async fn handle(ctx: &Ctx<'_>, req: ProduceRequest) -> ProduceResponse {
     let mut resp = ProduceResponse::default();
-    // (topic index, partition index, request part)
-    let mut pending: Vec<((usize, usize), pb::ProducePartition)> = Vec::new();
+    let mut pending: Vec<(Slot, pb::ProducePartition)> = Vec::new();
     for (ti, td) in req.topic_data.into_iter().enumerate() {
         let name = td.name.0.to_string();
         let mut known = ctx.view.snapshot().topics.get(&name).cloned();
@@ -49,11 +53,7 @@ pub async fn handle(ctx: &Ctx<'_>, req: ProduceRequest) -> ProduceResponse {
                     pending.push((
                         (ti, pi),
                         pb::ProducePartition {
-                            partition: Some(pb::PartitionRef {
-                                topic_id: topic_uuid(t).as_bytes().to_vec().into(),
-                                topic: name.clone(),
-                                partition: pd.index,
-                            }),
+                            partition: Some(partition_ref(t, pd.index)),
                             records: pd.records.unwrap_or_default(),
                         },
                     ));
@@ -70,130 +70,145 @@ pub async fn handle(ctx: &Ctx<'_>, req: ProduceRequest) -> ProduceResponse {
         }
         resp.responses.push(tr);
     }
-    let deadline = tokio::time::Instant::now() + crate::router::RETRY_FOR;
-    loop {
-        let retry = send(
-            ctx,
-            req.acks,
-            req.timeout_ms,
-            ctx.version,
-            pending,
-            &mut resp,
-        )
-        .await;
-        if retry.is_empty() || tokio::time::Instant::now() >= deadline {
-            for ((ti, pi), _) in retry {
-                resp.responses[ti].partition_responses[pi].error_code =
-                    ResponseError::NotLeaderOrFollower.code();
+    let results = send(ctx, req.acks, req.timeout_ms, pending).await;
+    for ((ti, pi), result) in results {
+        let pr = &mut resp.responses[ti].partition_responses[pi];
+        match result {
+            Ok(res) => {
+                pr.error_code = res.error_code as i16;
+                pr.base_offset = res.base_offset;
+                pr.log_append_time_ms = res.log_append_time_ms;
+                if ctx.version >= 5 {
+                    pr.log_start_offset = res.log_start_offset;
+                }
+                if ctx.version >= 8 && !res.error_message.is_empty() {
+                    pr.error_message = Some(StrBytes::from_string(res.error_message));
+                }
             }
-            break;
+            // The worker may or may not have appended: a retriable error,
+            // never success.
+            Err(e) => pr.error_code = e.write_code(),
         }
-        pending = retry;
-        tokio::time::sleep(Duration::from_millis(25)).await;
     }
     resp
 }
 
-/// Sends one round; returns the parts to retry.
+/// Sends every part to its owner (moves retried, failed calls not: they may
+/// have appended). The connection's next request may start once every
+/// worker of the first round has assigned offsets.
 async fn send(
     ctx: &Ctx<'_>,
     acks: i16,
     timeout_ms: i32,
-    version: i16,
-    pending: Vec<((usize, usize), pb::ProducePartition)>,
-    resp: &mut ProduceResponse,
-) -> Vec<((usize, usize), pb::ProducePartition)> {
-    let (routed, unroutable) = ctx
-        .router
-        .split(pending, |(_, p)| crate::router::key_of(&p.partition))
-        .await;
-    let mut retry = unroutable;
-    // The request is sequenced once every worker has assigned offsets.
-    let unsequenced = std::sync::atomic::AtomicUsize::new(routed.len());
+    pending: Vec<(Slot, pb::ProducePartition)>,
+) -> Vec<(Slot, Result<pb::ProducePartitionResult, RouteError>)> {
+    if pending.is_empty() {
+        ctx.sequenced.fire();
+        return Vec::new();
+    }
+    // Calls started but not yet sequenced. `fan_out` starts every call of a
+    // round before awaiting any, so this reaches zero only once all of the
+    // round's workers have sequenced.
+    let unsequenced = AtomicUsize::new(0);
     let sequenced_one = || {
-        if unsequenced.fetch_sub(1, std::sync::atomic::Ordering::SeqCst) == 1 {
+        if unsequenced.fetch_sub(1, Ordering::SeqCst) == 1 {
             ctx.sequenced.fire();
         }
     };
-    if routed.is_empty() {
-        ctx.sequenced.fire();
-    }
-    let calls = routed.into_iter().map(|(addr, parts)| async move {
-        let (slots, partitions): (Vec<_>, Vec<_>) = parts.into_iter().unzip();
-        let req = pb::ProduceRequest {
-            acks: i32::from(acks),
-            timeout_ms,
-            partitions: partitions.clone(),
-        };
-        let result = produce_on(ctx, &addr, req, &sequenced_one).await;
-        (slots, partitions, result)
-    });
-    for (slots, partitions, result) in futures::future::join_all(calls).await {
-        match result {
-            Ok(r) => {
-                for ((slot, part), res) in slots.into_iter().zip(partitions).zip(r.partitions) {
-                    if res.error_code == i32::from(ResponseError::NotLeaderOrFollower.code()) {
-                        retry.push((slot, part));
-                        continue;
-                    }
-                    let pr = &mut resp.responses[slot.0].partition_responses[slot.1];
-                    pr.error_code = res.error_code as i16;
-                    pr.base_offset = res.base_offset;
-                    pr.log_append_time_ms = res.log_append_time_ms;
-                    if version >= 5 {
-                        pr.log_start_offset = res.log_start_offset;
-                    }
-                    if version >= 8 && !res.error_message.is_empty() {
-                        pr.error_message = Some(StrBytes::from_string(res.error_message));
-                    }
-                }
+    ctx.router
+        .fan_out(pending, Retry::Moves, |mut c, partitions| {
+            unsequenced.fetch_add(1, Ordering::SeqCst);
+            let req = pb::ProduceRequest {
+                acks: i32::from(acks),
+                timeout_ms,
+                partitions,
+            };
+            let sequenced = &sequenced_one;
+            async move {
+                let answer = streamed_answer(c.produce(req).await, sequenced).await?;
+                Ok(answer.partitions)
             }
-            Err(e) => {
-                // The worker may or may not have appended: report a retriable
-                // error, never success.
-                tracing::warn!(error = %e, "produce forward failed");
-                for slot in slots {
-                    resp.responses[slot.0].partition_responses[slot.1].error_code =
-                        ResponseError::RequestTimedOut.code();
-                }
-            }
-        }
-    }
-    retry
+        })
+        .await
 }
 
-/// One worker call: reports the sequencing message through `sequenced`
-/// (also when the call fails), then returns the results.
-async fn produce_on(
-    ctx: &Ctx<'_>,
-    addr: &str,
-    req: pb::ProduceRequest,
-    sequenced: &impl Fn(),
-) -> Result<pb::ProduceResponse, String> {
-    let mut fired = false;
-    let result = async {
-        let mut stream = ctx
-            .router
-            .client(addr)
-            .map_err(|e| e.to_string())?
-            .produce(req)
+#[cfg(test)]
+mod tests {
+    use crate::config::GatewayConfig;
+    use crate::dispatch::{Dispatcher, Outcome, Sequenced};
+    use crate::testing::{FakeCluster, ShortAnswers};
+    use bytes::{Bytes, BytesMut};
+    use kafka_protocol::error::ResponseError;
+    use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+    use kafka_protocol::messages::{
+        ApiKey, ProduceRequest, ProduceResponse, RequestHeader, ResponseHeader, TopicName,
+    };
+    use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
+
+    const VERSION: i16 = 9;
+
+    fn produce_frame(partitions: i32) -> Bytes {
+        let mut topic = TopicProduceData::default();
+        topic.name = TopicName(StrBytes::from_static_str("t"));
+        for p in 0..partitions {
+            let mut pd = PartitionProduceData::default();
+            pd.index = p;
+            pd.records = Some(Bytes::from_static(b"forwarded untouched"));
+            topic.partition_data.push(pd);
+        }
+        let mut req = ProduceRequest::default();
+        req.acks = -1;
+        req.timeout_ms = 5_000;
+        req.topic_data.push(topic);
+        let mut header = RequestHeader::default();
+        header.request_api_key = ApiKey::Produce as i16;
+        header.request_api_version = VERSION;
+        header.correlation_id = 1;
+        let mut out = BytesMut::new();
+        header
+            .encode(&mut out, ApiKey::Produce.request_header_version(VERSION))
+            .expect("header");
+        req.encode(&mut out, VERSION).expect("body");
+        out.freeze()
+    }
+
+    /// Regression: a worker answer holding fewer partitions than were sent
+    /// used to leave the missing ones at error 0 (success) with offset -1.
+    #[tokio::test]
+    async fn a_short_worker_answer_is_a_retriable_error_for_every_partition() {
+        let c = FakeCluster::start(ShortAnswers, 2).await;
+        let cfg = GatewayConfig {
+            node_id: 0,
+            advertised_host: "127.0.0.1".into(),
+            advertised_port: 9092,
+            auto_create_topics: false,
+            auto_create_partitions: 1,
+            default_max_message_bytes: 1 << 20,
+            max_frame_bytes: 1 << 20,
+            max_pipelined: 4,
+            authorizer: None,
+        };
+        let d = Dispatcher::new(cfg, c.router.clone());
+        let (tx, _rx) = tokio::sync::oneshot::channel();
+        let Outcome::Respond(mut bytes) = d
+            .dispatch(produce_frame(2), "127.0.0.1", Sequenced::new(tx))
             .await
-            .map_err(|e| e.to_string())?
-            .into_inner();
-        loop {
-            match stream.message().await.map_err(|e| e.to_string())? {
-                Some(m) if m.sequenced => {
-                    fired = true;
-                    sequenced();
-                }
-                Some(m) => return Ok(m),
-                None => return Err("worker closed the produce stream".to_string()),
-            }
+        else {
+            panic!("produce with acks=all must be answered");
+        };
+        ResponseHeader::decode(&mut bytes, ApiKey::Produce.response_header_version(VERSION))
+            .expect("response header");
+        let resp = ProduceResponse::decode(&mut bytes, VERSION).expect("produce response");
+        let parts = &resp.responses[0].partition_responses;
+        assert_eq!(parts.len(), 2);
+        for p in parts {
+            assert_eq!(
+                p.error_code,
+                ResponseError::RequestTimedOut.code(),
+                "partition {} must get a retriable error, not success",
+                p.index
+            );
+            assert_eq!(p.base_offset, -1);
         }
     }
-    .await;
-    if !fired {
-        sequenced();
-    }
-    result
 }

@@ -7,7 +7,7 @@ use super::group::{codes::*, Committed, GroupState, JoinArgs, JoinOutcome, JoinR
 use super::group::{SyncOutcome, SyncResult};
 use super::records::{self, KeyValue};
 use super::{GroupCoordinator, GroupLogError, Slot};
-use crate::wal::writer::{wait_durable, Completion, WalError};
+use crate::completion::{wait_durable, Completion};
 use bytes::{Bytes, BytesMut};
 use kafka_protocol::error::ResponseError as E;
 use kafka_protocol::messages::*;
@@ -29,28 +29,8 @@ type TopicOffsets = Vec<(String, Vec<(i32, Option<Committed>)>)>;
 
 /// Reports that a request's place in the order of its connection is fixed
 /// (for OffsetCommit: its records are appended), so the gateway may send the
-/// connection's next request. Fires at most once, on drop at the latest.
-pub struct Sequenced(Option<tokio::sync::oneshot::Sender<()>>);
-
-impl Sequenced {
-    /// Fires `tx` when the request is sequenced.
-    pub fn new(tx: tokio::sync::oneshot::Sender<()>) -> Self {
-        Self(Some(tx))
-    }
-
-    /// Reports the request sequenced now.
-    pub fn fire(&mut self) {
-        if let Some(tx) = self.0.take() {
-            let _ = tx.send(());
-        }
-    }
-}
-
-impl Drop for Sequenced {
-    fn drop(&mut self) {
-        self.fire();
-    }
-}
+/// connection's next request.
+pub use kafscale_proto::sequencing::Sequenced;
 
 /// Who sent a request.
 pub struct Client {
@@ -80,18 +60,11 @@ fn encode<R: Encodable>(r: &R, v: i16) -> Bytes {
     }
 }
 
-fn store_code(e: &GroupLogError) -> i16 {
-    match e {
-        GroupLogError::Wal(WalError::Fenced | WalError::ShuttingDown) => NOT_COORDINATOR,
-        _ => COORDINATOR_NOT_AVAILABLE,
-    }
-}
-
 async fn durable(p: Result<(i64, Completion), GroupLogError>) -> Result<i64, i16> {
-    let (base, c) = p.map_err(|e| store_code(&e))?;
+    let (base, c) = p.map_err(|e| e.kafka_code())?;
     wait_durable(c)
         .await
-        .map_err(|e| store_code(&GroupLogError::Wal(e)))?;
+        .map_err(|e| GroupLogError::Wal(e).kafka_code())?;
     Ok(base)
 }
 
@@ -102,7 +75,7 @@ impl GroupCoordinator {
         &self,
         req: pb::GroupRequest,
         exists: PartitionExists<'_>,
-        mut sequenced: Sequenced,
+        sequenced: Sequenced,
     ) -> pb::GroupResponse {
         let v = req.api_version as i16;
         let mut body = req.body.clone();
@@ -159,9 +132,7 @@ impl GroupCoordinator {
             },
             ApiKey::OffsetCommit => match decode::<OffsetCommitRequest>(&mut body, v) {
                 Some(r) => encode(
-                    &self
-                        .offset_commit(&slot, r, v, exists, &mut sequenced)
-                        .await,
+                    &self.offset_commit(&slot, r, v, exists, &sequenced).await,
                     v,
                 ),
                 None => Bytes::new(),
@@ -415,7 +386,7 @@ impl GroupCoordinator {
         r: OffsetCommitRequest,
         v: i16,
         exists: PartitionExists<'_>,
-        sequenced: &mut Sequenced,
+        sequenced: &Sequenced,
     ) -> OffsetCommitResponse {
         let group_id = r.group_id.to_string();
         let instance = r.group_instance_id.as_ref().map(|i| i.to_string());

@@ -14,7 +14,6 @@
 
 use bytes::Bytes;
 use indexmap::IndexMap;
-use kafka_protocol::error::ResponseError;
 use std::collections::{BTreeMap, HashMap};
 use tokio::sync::oneshot;
 use tokio::time::{Duration, Instant};
@@ -1014,11 +1013,6 @@ impl Group {
         }
         Some(out)
     }
-}
-
-/// Error code for a partition a coordinator cannot serve.
-pub fn not_coordinator() -> i16 {
-    ResponseError::NotCoordinator.code()
 }
 
 #[cfg(test)]

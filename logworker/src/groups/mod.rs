@@ -12,13 +12,15 @@ pub mod api;
 pub mod group;
 pub mod records;
 
+use crate::completion::{wait_durable, Completion, WalError};
 use crate::metrics::Metrics;
 use crate::objstore::ObjectStore;
 use crate::partition::PartitionLog;
 use crate::reader;
-use crate::wal::writer::{wait_durable, Completion, WalError, WalWriter};
+use crate::wal::writer::WalWriter;
 use dashmap::DashMap;
 use group::{Committed, Group, GroupConfig, RestoredMember};
+use kafka_protocol::error::ResponseError;
 use kafscale_controlplane::metadata::now_ms;
 use records::{KeyValue, Replayed};
 use std::sync::{Arc, Mutex};
@@ -34,7 +36,36 @@ pub enum GroupLogError {
     #[error(transparent)]
     Wal(#[from] WalError),
     #[error("reading the coordinator log: {0}")]
-    Read(String),
+    Read(#[from] reader::ReadError),
+}
+
+impl GroupLogError {
+    /// The Kafka error a group API answers with when its log write or read
+    /// fails: the partition-level code of the failure, in coordinator terms
+    /// ([`coordinator_code`]); an encoding failure of our own records reads
+    /// as a storage failure.
+    pub fn kafka_code(&self) -> i16 {
+        coordinator_code(match self {
+            GroupLogError::Wal(e) => e.kafka_code(),
+            GroupLogError::Read(e) => e.kafka_code(),
+            GroupLogError::Records(_) => ResponseError::KafkaStorageError.code(),
+        })
+    }
+}
+
+/// Translates a partition-level error code of the coordinator topic into
+/// what group APIs say for it, the one place this happens: the slot moved
+/// (NOT_LEADER_OR_FOLLOWER) is NOT_COORDINATOR, which makes the client look
+/// the coordinator up again; any other failure is COORDINATOR_NOT_AVAILABLE
+/// (retriable, same coordinator).
+pub fn coordinator_code(partition_code: i16) -> i16 {
+    if partition_code == ResponseError::NotLeaderOrFollower.code() {
+        ResponseError::NotCoordinator.code()
+    } else if partition_code == 0 {
+        partition_code
+    } else {
+        ResponseError::CoordinatorNotAvailable.code()
+    }
 }
 
 /// The groups of one coordinator slot, backed by its partition's log.
@@ -103,8 +134,7 @@ impl GroupCoordinator {
                 8 << 20,
                 true,
             )
-            .await
-            .map_err(|e| GroupLogError::Read(e.to_string()))?;
+            .await?;
             if data.is_empty() {
                 break;
             }
@@ -150,7 +180,7 @@ impl GroupCoordinator {
     pub fn unload(&self, partition: i32) {
         if let Some((_, slot)) = self.slots.remove(&partition) {
             for g in slot.groups.iter() {
-                lock(g.value()).abandon(group::not_coordinator());
+                lock(g.value()).abandon(group::codes::NOT_COORDINATOR);
             }
             tracing::info!(slot = partition, "coordinator slot unloaded");
         }
@@ -324,5 +354,31 @@ fn apply_replayed(slot: &Slot, log_offset: i64, r: Replayed, now: Instant) {
             );
             g.log_offset = log_offset;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn group_apis_answer_moves_as_not_coordinator_and_failures_as_unavailable() {
+        let moved = [WalError::NotOwner, WalError::Fenced, WalError::ShuttingDown];
+        for e in moved {
+            assert_eq!(
+                GroupLogError::Wal(e).kafka_code(),
+                ResponseError::NotCoordinator.code()
+            );
+        }
+        let failed =
+            GroupLogError::Wal(WalError::Storage(crate::objstore::ObjectError::Transient {
+                key: "k".into(),
+                reason: "503".into(),
+            }));
+        assert_eq!(
+            failed.kafka_code(),
+            ResponseError::CoordinatorNotAvailable.code()
+        );
+        assert_eq!(coordinator_code(0), 0);
     }
 }

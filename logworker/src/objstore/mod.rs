@@ -16,9 +16,25 @@ pub mod s3;
 use async_trait::async_trait;
 use bytes::Bytes;
 use std::ops::Range;
+use std::sync::Arc;
+
+/// Wraps a store in the worker's one retry policy (transient failures
+/// retried with jittered backoff for up to 30 s, every failed attempt
+/// counted). Every process composes its stores through this, whatever the
+/// backend: `kafscale dev`'s local directory as much as S3.
+pub fn with_retries(
+    inner: Arc<dyn ObjectStore>,
+    metrics: crate::metrics::RetryMetrics,
+) -> Arc<dyn ObjectStore> {
+    Arc::new(retry::RetryingStore::new(
+        inner,
+        retry::RetryPolicy::default(),
+        metrics,
+    ))
+}
 
 /// Errors of object stores.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ObjectError {
     /// The key already exists (conditional create lost: HTTP 412).
     #[error("object already exists: {0}")]
@@ -40,6 +56,13 @@ impl ObjectError {
     /// Whether retrying the same call may succeed.
     pub fn is_retriable(&self) -> bool {
         matches!(self, ObjectError::Transient { .. })
+    }
+
+    /// The Kafka error a client sees when a request fails on this error:
+    /// KAFKA_STORAGE_ERROR (retriable) for every kind, since none of them is
+    /// the client's fault.
+    pub fn kafka_code(&self) -> i16 {
+        kafka_protocol::error::ResponseError::KafkaStorageError.code()
     }
 
     /// A short, stable name of the error kind, used as a metrics label.

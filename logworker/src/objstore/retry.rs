@@ -11,8 +11,13 @@
 //!   read back and the call succeeds only if it holds exactly `body`. An
 //!   `AlreadyExists` on the first attempt is returned as is (another writer
 //!   owns the key: this is how zombie WAL writers are fenced).
+//! - Every failed attempt is counted in [`RetryMetrics`].
+//!
+//! This is the worker's only retry policy for storage: the WAL writer,
+//! sealing, recovery and reads call the store once and rely on it.
 
 use super::{ObjectError, ObjectMeta, ObjectStore};
+use crate::metrics::RetryMetrics;
 use async_trait::async_trait;
 use bytes::Bytes;
 use rand::Rng;
@@ -80,15 +85,20 @@ impl Backoff {
 pub struct RetryingStore {
     inner: Arc<dyn ObjectStore>,
     policy: RetryPolicy,
+    metrics: RetryMetrics,
 }
 
 impl RetryingStore {
-    /// Wraps `inner`, retrying under `policy`.
-    pub fn new(inner: Arc<dyn ObjectStore>, policy: RetryPolicy) -> Self {
-        Self { inner, policy }
+    /// Wraps `inner`, retrying under `policy`, counting into `metrics`.
+    pub fn new(inner: Arc<dyn ObjectStore>, policy: RetryPolicy, metrics: RetryMetrics) -> Self {
+        Self {
+            inner,
+            policy,
+            metrics,
+        }
     }
 
-    async fn retry<T, F, Fut>(&self, key: &str, mut call: F) -> Result<T, ObjectError>
+    async fn retry<T, F, Fut>(&self, op: &str, key: &str, mut call: F) -> Result<T, ObjectError>
     where
         F: FnMut() -> Fut + Send,
         Fut: Future<Output = Result<T, ObjectError>> + Send,
@@ -102,6 +112,7 @@ impl RetryingStore {
                         return Err(e);
                     }
                     attempt += 1;
+                    self.metrics.retries.with_label_values(&[op]).inc();
                     tracing::debug!(key, attempt, error = %e, "retrying object store call");
                 }
                 other => return other,
@@ -127,32 +138,41 @@ impl ObjectStore for RetryingStore {
                     };
                 }
                 Err(e) if e.is_retriable() => {
+                    self.metrics.put_errors.inc();
                     ambiguous = true;
                     if !backoff.wait().await {
                         return Err(e);
                     }
-                    tracing::debug!(key, error = %e, "retrying conditional create");
+                    self.metrics.retries.with_label_values(&["put"]).inc();
+                    tracing::warn!(key, error = %e, "PUT failed; retrying");
                 }
-                other => return other,
+                Err(e @ ObjectError::AlreadyExists(_)) => return Err(e),
+                Err(e) => {
+                    self.metrics.put_errors.inc();
+                    return Err(e);
+                }
+                Ok(()) => return Ok(()),
             }
         }
     }
 
     async fn get(&self, key: &str) -> Result<Bytes, ObjectError> {
-        self.retry(key, || self.inner.get(key)).await
+        self.retry("get", key, || self.inner.get(key)).await
     }
 
     async fn get_range(&self, key: &str, range: Range<u64>) -> Result<Bytes, ObjectError> {
-        self.retry(key, || self.inner.get_range(key, range.clone()))
-            .await
+        self.retry("get_range", key, || {
+            self.inner.get_range(key, range.clone())
+        })
+        .await
     }
 
     async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>, ObjectError> {
-        self.retry(prefix, || self.inner.list(prefix)).await
+        self.retry("list", prefix, || self.inner.list(prefix)).await
     }
 
     async fn delete(&self, key: &str) -> Result<(), ObjectError> {
-        self.retry(key, || self.inner.delete(key)).await
+        self.retry("delete", key, || self.inner.delete(key)).await
     }
 }
 
@@ -224,6 +244,10 @@ mod tests {
         }
     }
 
+    fn metrics() -> RetryMetrics {
+        RetryMetrics::unregistered().unwrap()
+    }
+
     fn policy(deadline_ms: u64) -> RetryPolicy {
         RetryPolicy {
             deadline: Duration::from_millis(deadline_ms),
@@ -242,7 +266,7 @@ mod tests {
             .await
             .unwrap();
         flaky.failures.store(3, Ordering::SeqCst);
-        let s = RetryingStore::new(flaky.clone(), policy(5_000));
+        let s = RetryingStore::new(flaky.clone(), policy(5_000), metrics());
         assert_eq!(&s.get("ns/a").await.unwrap()[..], b"abc");
         assert_eq!(flaky.calls.load(Ordering::SeqCst), 4);
         // Non-transient errors are not retried.
@@ -255,7 +279,7 @@ mod tests {
     async fn gives_up_at_the_deadline() {
         let dir = tempfile::tempdir().unwrap();
         let flaky = Flaky::new(dir.path(), u32::MAX, false);
-        let s = RetryingStore::new(flaky.clone(), policy(200));
+        let s = RetryingStore::new(flaky.clone(), policy(200), metrics());
         let started = std::time::Instant::now();
         let r = s.list("ns/").await;
         assert!(matches!(r, Err(ObjectError::Transient { .. })));
@@ -267,10 +291,14 @@ mod tests {
     async fn lost_put_response_is_resolved_by_reading_back() {
         let dir = tempfile::tempdir().unwrap();
         let flaky = Flaky::new(dir.path(), 1, true);
-        let s = RetryingStore::new(flaky.clone(), policy(5_000));
+        let m = metrics();
+        let s = RetryingStore::new(flaky.clone(), policy(5_000), m.clone());
         s.put_if_absent("ns/w/1", Bytes::from_static(b"mine"))
             .await
             .unwrap();
+        // The failed attempt is counted although the call succeeded.
+        assert_eq!(m.put_errors.get(), 1);
+        assert_eq!(m.retries.with_label_values(&["put"]).get(), 1);
         // Someone else's object behind a lost response is still a conflict.
         flaky
             .inner
@@ -285,5 +313,7 @@ mod tests {
         let r = s.put_if_absent("ns/w/1", Bytes::from_static(b"mine")).await;
         assert!(matches!(r, Err(ObjectError::AlreadyExists(_))));
         assert_eq!(flaky.calls.load(Ordering::SeqCst), 1);
+        // Losing a conditional create is fencing, not a storage failure.
+        assert_eq!(m.put_errors.get(), 2);
     }
 }

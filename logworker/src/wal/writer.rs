@@ -12,36 +12,28 @@
 //!   its offsets become a gap and are never reissued. A conditional-create
 //!   conflict means another owner sealed this stream: the writer is fenced
 //!   and accepts nothing more.
+//! - Retrying a failed PUT is the object store's job (its retry wrapper, the
+//!   one retry policy of the worker); the writer only bounds how long one
+//!   flush may take (`put_deadline`) before its appends fail.
+//!
+//! A partition's stream is registered in its partition state when the
+//! partition is opened (before its first append), never here: the write
+//! path touches no metadata.
 
 use super::format::{self, ChunkInput};
 use crate::batch::{append_patched, BatchInfo};
 use crate::cache::TailCache;
+use crate::completion::{self, Completion, CompletionSender, WalError};
 use crate::metrics::Metrics;
 use crate::objstore::{ObjectError, ObjectStore};
 use crate::partition::{ChunkRef, PartitionId, PartitionLog};
 use bytes::{Bytes, BytesMut};
 use indexmap::IndexMap;
-use kafscale_controlplane::Metadata;
-use kafscale_proto::metadata::v1::StreamRef;
-use rand::Rng;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 use tokio::sync::{mpsc, watch, Notify};
 use tokio::time::Instant;
-
-/// Why an append was not made durable.
-#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
-pub enum WalError {
-    #[error("storage write failed: {0}")]
-    Storage(String),
-    #[error("WAL stream fenced by a newer owner")]
-    Fenced,
-    #[error("worker is shutting down")]
-    ShuttingDown,
-    #[error("partition is being handed over to a new owner")]
-    NotOwner,
-}
 
 /// Writer settings.
 #[derive(Debug, Clone)]
@@ -52,19 +44,9 @@ pub struct WalConfig {
     pub flush_bytes: usize,
     pub flush_interval: Duration,
     pub max_inflight: usize,
-    /// How long one PUT is retried before the flush fails.
+    /// How long one flush's PUT (with the store's retries) may take before
+    /// the flush fails.
     pub put_deadline: Duration,
-}
-
-/// Resolution of one flush, shared by every append in it.
-pub type Completion = watch::Receiver<Option<Result<(), WalError>>>;
-
-/// Waits until appended data is durable, or reports why it never will be.
-pub async fn wait_durable(mut c: Completion) -> Result<(), WalError> {
-    match c.wait_for(|v| v.is_some()).await {
-        Ok(v) => v.clone().unwrap_or(Err(WalError::ShuttingDown)),
-        Err(_) => Err(WalError::ShuttingDown),
-    }
 }
 
 struct Pending {
@@ -80,7 +62,7 @@ struct Buffer {
     chunks: IndexMap<PartitionId, Pending>,
     bytes: usize,
     first_at: Option<Instant>,
-    done: watch::Sender<Option<Result<(), WalError>>>,
+    done: CompletionSender,
 }
 
 impl Buffer {
@@ -89,7 +71,7 @@ impl Buffer {
             chunks: IndexMap::new(),
             bytes: 0,
             first_at: None,
-            done: watch::channel(None).0,
+            done: completion::pending().0,
         }
     }
 }
@@ -101,7 +83,7 @@ struct InFlight {
     body: Bytes,
     entries: Vec<format::ChunkEntry>,
     logs: Vec<Arc<PartitionLog>>,
-    done: watch::Sender<Option<Result<(), WalError>>>,
+    done: CompletionSender,
     put: tokio::task::JoinHandle<Result<(), ObjectError>>,
     started: Instant,
 }
@@ -110,7 +92,6 @@ struct InFlight {
 pub struct WalWriter {
     cfg: WalConfig,
     store: Arc<dyn ObjectStore>,
-    meta: Metadata,
     cache: Arc<TailCache>,
     metrics: Metrics,
     buffer: Mutex<Buffer>,
@@ -124,14 +105,12 @@ impl WalWriter {
     pub fn new(
         cfg: WalConfig,
         store: Arc<dyn ObjectStore>,
-        meta: Metadata,
         cache: Arc<TailCache>,
         metrics: Metrics,
     ) -> Arc<Self> {
         Arc::new(Self {
             cfg,
             store,
-            meta,
             cache,
             metrics,
             buffer: Mutex::new(Buffer::new()),
@@ -215,10 +194,8 @@ impl WalWriter {
             let taken = std::mem::replace(&mut *self.lock(), Buffer::new());
             if !taken.chunks.is_empty() {
                 seq += 1;
-                if let Some(f) = self.start_flush(seq, taken).await {
-                    if tx.send(f).await.is_err() {
-                        break;
-                    }
+                if tx.send(self.start_flush(seq, taken)).await.is_err() {
+                    break;
                 }
             }
             if stopping {
@@ -259,36 +236,8 @@ impl WalWriter {
         }
     }
 
-    /// Registers new partitions in this stream, encodes the object and starts its PUT.
-    async fn start_flush(&self, seq: u64, taken: Buffer) -> Option<InFlight> {
-        let stream = StreamRef {
-            worker_id: self.cfg.worker_id.clone(),
-            stream_epoch: self.cfg.stream_epoch,
-            closed: false,
-        };
-        for p in taken.chunks.values() {
-            if p.log.stream_registered() {
-                continue;
-            }
-            let s = stream.clone();
-            let res = self
-                .meta
-                .update_partition_state(p.log.id.topic_id, p.log.id.partition, move |st| {
-                    // A stream closed at an earlier handover reopens.
-                    st.streams
-                        .retain(|x| x.worker_id != s.worker_id || x.stream_epoch != s.stream_epoch);
-                    st.streams.push(s.clone());
-                })
-                .await;
-            match res {
-                Ok(_) => p.log.mark_stream_registered(),
-                Err(e) => {
-                    tracing::error!(error = %e, "cannot register WAL stream; failing flush");
-                    self.fail(taken, WalError::Storage(e.to_string()));
-                    return None;
-                }
-            }
-        }
+    /// Encodes the buffer as one object and starts its PUT.
+    fn start_flush(&self, seq: u64, taken: Buffer) -> InFlight {
         let mut inputs = Vec::with_capacity(taken.chunks.len());
         let mut logs = Vec::with_capacity(taken.chunks.len());
         for (id, p) in taken.chunks {
@@ -310,14 +259,13 @@ impl WalWriter {
             self.cfg.stream_epoch,
             seq,
         ));
-        let put = tokio::spawn(put_with_retry(
+        let put = tokio::spawn(put_within(
             self.store.clone(),
             key.clone(),
             body.clone(),
             self.cfg.put_deadline,
-            self.metrics.clone(),
         ));
-        Some(InFlight {
+        InFlight {
             seq,
             key,
             body,
@@ -326,15 +274,7 @@ impl WalWriter {
             done: taken.done,
             put,
             started: Instant::now(),
-        })
-    }
-
-    /// Resolves a buffer that never reached storage.
-    fn fail(&self, taken: Buffer, err: WalError) {
-        for p in taken.chunks.values() {
-            p.log.skip_failed(p.last_offset + 1);
         }
-        taken.done.send_replace(Some(Err(err)));
     }
 
     /// Commits in-flight objects strictly in sequence order.
@@ -376,7 +316,7 @@ impl WalWriter {
                         WalError::Fenced
                     } else {
                         tracing::error!(key = %f.key, seq = f.seq, error = %e, "WAL flush failed");
-                        WalError::Storage(e.to_string())
+                        WalError::Storage(e)
                     };
                     for (entry, log) in f.entries.iter().zip(&f.logs) {
                         log.skip_failed(entry.last_offset + 1);
@@ -388,37 +328,20 @@ impl WalWriter {
     }
 }
 
-/// Creates `key`, retrying transient errors with jittered exponential backoff
-/// until `deadline` has passed.
-async fn put_with_retry(
+/// Creates `key` through the (retrying) store, giving up once `deadline`
+/// has passed: the flush then fails and its appends are answered with a
+/// retriable error, never acknowledged.
+async fn put_within(
     store: Arc<dyn ObjectStore>,
     key: Arc<str>,
     body: Bytes,
     deadline: Duration,
-    metrics: Metrics,
 ) -> Result<(), ObjectError> {
-    let give_up = Instant::now() + deadline;
-    let mut backoff = Duration::from_millis(10);
-    let mut attempt = 0u32;
-    loop {
-        attempt += 1;
-        let r = store.put_if_absent(&key, body.clone()).await;
-        match r {
-            // A retried create that finds its own bytes already there succeeded earlier.
-            Err(ObjectError::AlreadyExists(_)) if attempt > 1 => {
-                return match store.get(&key).await {
-                    Ok(existing) if existing == body => Ok(()),
-                    _ => Err(ObjectError::AlreadyExists(key.to_string())),
-                };
-            }
-            Err(e) if e.is_retriable() && Instant::now() < give_up => {
-                metrics.storage_errors.inc();
-                tracing::warn!(key = %key, attempt, error = %e, "WAL PUT failed; retrying");
-                let jitter = rand::rng().random_range(0..=backoff.as_millis() as u64 / 2);
-                tokio::time::sleep(backoff + Duration::from_millis(jitter)).await;
-                backoff = (backoff * 2).min(Duration::from_secs(1));
-            }
-            other => return other,
-        }
+    match tokio::time::timeout(deadline, store.put_if_absent(&key, body)).await {
+        Ok(r) => r,
+        Err(_) => Err(ObjectError::Transient {
+            key: key.to_string(),
+            reason: format!("no durable PUT within {deadline:?}"),
+        }),
     }
 }
