@@ -182,6 +182,24 @@ pub fn decode<R: Decodable>(body: &mut Bytes, version: i16) -> Option<R> {
     }
 }
 
+/// A response body encoded elsewhere (by a coordinator, at the request's
+/// version), behind a response header of `header_version`.
+pub fn encode_raw(correlation_id: i32, header_version: i16, body: &Bytes) -> Outcome {
+    let mut header = ResponseHeader::default();
+    header.correlation_id = correlation_id;
+    let mut out = BytesMut::with_capacity(16 + body.len());
+    match header.encode(&mut out, header_version) {
+        Ok(()) => {
+            out.extend_from_slice(body);
+            Outcome::Respond(out.freeze())
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "response header encoding failed");
+            Outcome::Close
+        }
+    }
+}
+
 /// Encodes a response with its header.
 pub fn encode<R: Encodable + HeaderVersion>(
     correlation_id: i32,

@@ -95,6 +95,14 @@ fn group_operation(key: ApiKey) -> i32 {
     }
 }
 
+/// An answer to the client: the coordinator's encoded response, passed on
+/// as it came, or one the gateway built or changed.
+pub enum Reply<R> {
+    /// The coordinator's response body, encoded at the request's version.
+    Raw(Bytes),
+    Typed(R),
+}
+
 /// Forwards a request about `group` to its coordinator and decodes the
 /// answer; GROUP_AUTHORIZATION_FAILED when the principal may not use the group.
 pub async fn forward<Req: Encodable, Resp: Decodable>(
@@ -103,10 +111,24 @@ pub async fn forward<Req: Encodable, Resp: Decodable>(
     group: &str,
     req: &Req,
 ) -> Result<Resp, ForwardError> {
+    let body = encode_req(req, ctx.version)?;
+    decode_body(forward_body(ctx, key, group, body).await?, ctx.version)
+}
+
+/// Forwards the client's own request body about `group` to its coordinator
+/// and returns the coordinator's response body: for the membership APIs the
+/// gateway neither changes nor reads, so nothing is decoded or encoded again
+/// on the way. An empty answer (the worker could not decode it) is
+/// [`ForwardError::Malformed`].
+async fn forward_body(
+    ctx: &Ctx<'_>,
+    key: ApiKey,
+    group: &str,
+    body: Bytes,
+) -> Result<Bytes, ForwardError> {
     if !ctx.allowed_on_group(group_operation(key), group) {
         return Err(ForwardError::Code(E::GroupAuthorizationFailed.code()));
     }
-    let body = encode_req(req, ctx.version)?;
     let deadline = Instant::now() + FORWARD_WAIT;
     loop {
         let Some(slot) = slot_ref(ctx, group) else {
@@ -114,7 +136,10 @@ pub async fn forward<Req: Encodable, Resp: Decodable>(
         };
         if let Ok(addr) = ctx.router.owner_of(&slot).await {
             match call(ctx, &addr, request(ctx, key, body.clone(), Some(slot))).await {
-                Ok(r) if !r.not_coordinator => return decode_body(r.body, ctx.version),
+                Ok(r) if r.body.is_empty() && !r.not_coordinator => {
+                    return Err(ForwardError::Malformed)
+                }
+                Ok(r) if !r.not_coordinator => return Ok(r.body),
                 Ok(_) => {}
                 Err(e) => tracing::debug!(error = %e, "coordinator call failed; retrying"),
             }
@@ -126,12 +151,14 @@ pub async fn forward<Req: Encodable, Resp: Decodable>(
     }
 }
 
-/// JoinGroup.
+/// JoinGroup (`raw`: the client's request body).
 pub async fn join_group(
     ctx: &Ctx<'_>,
     req: JoinGroupRequest,
-) -> Result<JoinGroupResponse, ForwardError> {
-    match forward(ctx, ApiKey::JoinGroup, &req.group_id, &req).await {
+    raw: Bytes,
+) -> Result<Reply<JoinGroupResponse>, ForwardError> {
+    match forward_body(ctx, ApiKey::JoinGroup, &req.group_id, raw).await {
+        Ok(body) => Ok(Reply::Raw(body)),
         Err(ForwardError::Code(code)) => {
             let mut r = JoinGroupResponse::default();
             r.error_code = code;
@@ -140,43 +167,77 @@ pub async fn join_group(
             if ctx.version < 7 {
                 r.protocol_name = Some(s(""));
             }
-            Ok(r)
+            Ok(Reply::Typed(r))
         }
-        other => other,
+        Err(e) => Err(e),
     }
 }
 
-/// SyncGroup.
+/// Forwards a membership request whose error answer is the default
+/// response with only its error code set.
+async fn forward_membership<R: Default>(
+    ctx: &Ctx<'_>,
+    key: ApiKey,
+    group: &str,
+    raw: Bytes,
+    with_error: impl FnOnce(R, i16) -> R,
+) -> Result<Reply<R>, ForwardError> {
+    match forward_body(ctx, key, group, raw).await {
+        Ok(body) => Ok(Reply::Raw(body)),
+        Err(ForwardError::Code(code)) => Ok(Reply::Typed(with_error(R::default(), code))),
+        Err(e) => Err(e),
+    }
+}
+
+/// SyncGroup (`raw`: the client's request body).
 pub async fn sync_group(
     ctx: &Ctx<'_>,
     req: SyncGroupRequest,
-) -> Result<SyncGroupResponse, ForwardError> {
-    match forward(ctx, ApiKey::SyncGroup, &req.group_id, &req).await {
-        Err(ForwardError::Code(code)) => Ok(SyncGroupResponse::default().with_error_code(code)),
-        other => other,
-    }
+    raw: Bytes,
+) -> Result<Reply<SyncGroupResponse>, ForwardError> {
+    let key = ApiKey::SyncGroup;
+    forward_membership(
+        ctx,
+        key,
+        &req.group_id,
+        raw,
+        SyncGroupResponse::with_error_code,
+    )
+    .await
 }
 
-/// Heartbeat.
+/// Heartbeat (`raw`: the client's request body).
 pub async fn heartbeat(
     ctx: &Ctx<'_>,
     req: HeartbeatRequest,
-) -> Result<HeartbeatResponse, ForwardError> {
-    match forward(ctx, ApiKey::Heartbeat, &req.group_id, &req).await {
-        Err(ForwardError::Code(code)) => Ok(HeartbeatResponse::default().with_error_code(code)),
-        other => other,
-    }
+    raw: Bytes,
+) -> Result<Reply<HeartbeatResponse>, ForwardError> {
+    let key = ApiKey::Heartbeat;
+    forward_membership(
+        ctx,
+        key,
+        &req.group_id,
+        raw,
+        HeartbeatResponse::with_error_code,
+    )
+    .await
 }
 
-/// LeaveGroup.
+/// LeaveGroup (`raw`: the client's request body).
 pub async fn leave_group(
     ctx: &Ctx<'_>,
     req: LeaveGroupRequest,
-) -> Result<LeaveGroupResponse, ForwardError> {
-    match forward(ctx, ApiKey::LeaveGroup, &req.group_id, &req).await {
-        Err(ForwardError::Code(code)) => Ok(LeaveGroupResponse::default().with_error_code(code)),
-        other => other,
-    }
+    raw: Bytes,
+) -> Result<Reply<LeaveGroupResponse>, ForwardError> {
+    let key = ApiKey::LeaveGroup;
+    forward_membership(
+        ctx,
+        key,
+        &req.group_id,
+        raw,
+        LeaveGroupResponse::with_error_code,
+    )
+    .await
 }
 
 /// OffsetCommit. Topics the principal may not READ are not committed and

@@ -19,7 +19,7 @@ pub mod produce;
 pub mod replicas;
 pub mod topics;
 
-use crate::dispatch::{decode, encode, Ctx, Outcome};
+use crate::dispatch::{decode, encode, encode_raw, Ctx, Outcome};
 use bytes::Bytes;
 use kafka_protocol::messages::*;
 
@@ -135,22 +135,35 @@ pub async fn handle(ctx: &Ctx<'_>, key: ApiKey, cid: i32, body: &mut Bytes) -> O
             Some(r) => encode(cid, v, &find_coordinator::handle(ctx, r)),
             None => Outcome::Close,
         },
-        ApiKey::JoinGroup => match decode::<JoinGroupRequest>(body, v) {
-            Some(r) => forwarded(cid, v, groups::join_group(ctx, r).await),
-            None => Outcome::Close,
-        },
-        ApiKey::SyncGroup => match decode::<SyncGroupRequest>(body, v) {
-            Some(r) => forwarded(cid, v, groups::sync_group(ctx, r).await),
-            None => Outcome::Close,
-        },
-        ApiKey::Heartbeat => match decode::<HeartbeatRequest>(body, v) {
-            Some(r) => forwarded(cid, v, groups::heartbeat(ctx, r).await),
-            None => Outcome::Close,
-        },
-        ApiKey::LeaveGroup => match decode::<LeaveGroupRequest>(body, v) {
-            Some(r) => forwarded(cid, v, groups::leave_group(ctx, r).await),
-            None => Outcome::Close,
-        },
+        // Membership APIs pass the client's bytes through (see `groups::Reply`).
+        ApiKey::JoinGroup => {
+            let raw = body.clone();
+            match decode::<JoinGroupRequest>(body, v) {
+                Some(r) => passed_on(cid, v, groups::join_group(ctx, r, raw).await),
+                None => Outcome::Close,
+            }
+        }
+        ApiKey::SyncGroup => {
+            let raw = body.clone();
+            match decode::<SyncGroupRequest>(body, v) {
+                Some(r) => passed_on(cid, v, groups::sync_group(ctx, r, raw).await),
+                None => Outcome::Close,
+            }
+        }
+        ApiKey::Heartbeat => {
+            let raw = body.clone();
+            match decode::<HeartbeatRequest>(body, v) {
+                Some(r) => passed_on(cid, v, groups::heartbeat(ctx, r, raw).await),
+                None => Outcome::Close,
+            }
+        }
+        ApiKey::LeaveGroup => {
+            let raw = body.clone();
+            match decode::<LeaveGroupRequest>(body, v) {
+                Some(r) => passed_on(cid, v, groups::leave_group(ctx, r, raw).await),
+                None => Outcome::Close,
+            }
+        }
         ApiKey::OffsetCommit => match decode::<OffsetCommitRequest>(body, v) {
             Some(r) => forwarded(cid, v, groups::offset_commit(ctx, r).await),
             None => Outcome::Close,
@@ -176,6 +189,20 @@ pub async fn handle(ctx: &Ctx<'_>, key: ApiKey, cid: i32, body: &mut Bytes) -> O
             None => Outcome::Close,
         },
         _ => Outcome::Close,
+    }
+}
+
+/// Answers with a coordinator's response as it came, or an encoded one;
+/// closes if there is none.
+fn passed_on<R: kafka_protocol::protocol::Encodable + kafka_protocol::protocol::HeaderVersion>(
+    cid: i32,
+    v: i16,
+    resp: Result<groups::Reply<R>, groups::ForwardError>,
+) -> Outcome {
+    match resp {
+        Ok(groups::Reply::Raw(body)) => encode_raw(cid, R::header_version(v), &body),
+        Ok(groups::Reply::Typed(r)) => encode(cid, v, &r),
+        Err(_) => Outcome::Close,
     }
 }
 
