@@ -156,6 +156,28 @@ fn verify_acked(bootstrap: &str, topic: &str, partitions: i32, acks: &Acks) {
 /// small machine they are run one at a time.
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
+/// A cluster of `workers` and `gateways` with a topic of `partitions`
+/// partitions (named after `prefix`) and `producers` producers loading it
+/// through the first gateway.
+async fn loaded_cluster(
+    workers: usize,
+    gateways: usize,
+    prefix: &str,
+    partitions: i32,
+    producers: u64,
+) -> (Cluster, String, Load) {
+    let c = Cluster::start(ClusterOptions {
+        workers,
+        gateways,
+        ..Default::default()
+    })
+    .await;
+    let topic = unique_name(prefix);
+    create_topic(&c.bootstrap(0), &topic, partitions, &[]).await;
+    let load = Load::start(c.bootstrap(0), &topic, producers);
+    (c, topic, load)
+}
+
 async fn sleep_ms(ms: u64) {
     tokio::time::sleep(Duration::from_millis(ms)).await;
 }
@@ -163,15 +185,7 @@ async fn sleep_ms(ms: u64) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn acked_records_survive_kill9_of_workers_and_gateways() {
     let _serial = SERIAL.lock().await;
-    let mut c = Cluster::start(ClusterOptions {
-        workers: 3,
-        gateways: 2,
-        ..Default::default()
-    })
-    .await;
-    let topic = unique_name("chaos");
-    create_topic(&c.bootstrap(0), &topic, 6, &[]).await;
-    let load = Load::start(c.bootstrap(0), &topic, 2);
+    let (mut c, topic, load) = loaded_cluster(3, 2, "chaos", 6, 2).await;
     sleep_ms(2000).await;
     // Kill -9 a worker per cycle (restarting it at once with a new stream
     // epoch, or only after its lease lapsed so its partitions move), and a
@@ -208,15 +222,7 @@ async fn acked_records_survive_kill9_of_workers_and_gateways() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn stopped_worker_is_fenced_after_its_partitions_move_and_exits() {
     let _serial = SERIAL.lock().await;
-    let mut c = Cluster::start(ClusterOptions {
-        workers: 2,
-        gateways: 1,
-        ..Default::default()
-    })
-    .await;
-    let topic = unique_name("zombie");
-    create_topic(&c.bootstrap(0), &topic, 4, &[]).await;
-    let load = Load::start(c.bootstrap(0), &topic, 1);
+    let (mut c, topic, load) = loaded_cluster(2, 1, "zombie", 4, 1).await;
     sleep_ms(2000).await;
     let z = c.owner(&topic, 0).await.expect("partition 0 has an owner");
     c.workers[z].signal("STOP");
@@ -249,15 +255,7 @@ async fn stopped_worker_is_fenced_after_its_partitions_move_and_exits() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sigterm_hands_partitions_over_without_client_errors() {
     let _serial = SERIAL.lock().await;
-    let mut c = Cluster::start(ClusterOptions {
-        workers: 3,
-        gateways: 1,
-        ..Default::default()
-    })
-    .await;
-    let topic = unique_name("planned");
-    create_topic(&c.bootstrap(0), &topic, 6, &[]).await;
-    let load = Load::start(c.bootstrap(0), &topic, 1);
+    let (mut c, topic, load) = loaded_cluster(3, 1, "planned", 6, 1).await;
     sleep_ms(2000).await;
     c.workers[0].signal("TERM");
     let status = c.workers[0]
@@ -289,15 +287,7 @@ async fn sigterm_hands_partitions_over_without_client_errors() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn added_gateway_and_worker_take_part_while_clients_run() {
     let _serial = SERIAL.lock().await;
-    let mut c = Cluster::start(ClusterOptions {
-        workers: 1,
-        gateways: 1,
-        ..Default::default()
-    })
-    .await;
-    let topic = unique_name("grow");
-    create_topic(&c.bootstrap(0), &topic, 6, &[]).await;
-    let load = Load::start(c.bootstrap(0), &topic, 1);
+    let (mut c, topic, load) = loaded_cluster(1, 1, "grow", 6, 1).await;
     sleep_ms(1500).await;
     let g = c.add_gateway().await;
     let w = c.add_worker().await;

@@ -205,6 +205,21 @@ pub async fn streamed_answer<M: Sequencing>(
     }
 }
 
+/// The per-worker call of [`Router::fan_out`] for a unary data-plane RPC
+/// whose request carries the parts as `partitions` (plus the given fields)
+/// and whose answer lists one result per part as `partitions`.
+#[macro_export]
+macro_rules! unary_parts {
+    ($method:ident, $request:ident { $($field:ident: $value:expr),* $(,)? }) => {
+        |mut c: $crate::router::WorkerClient, partitions| async move {
+            let r = c
+                .$method(kafscale_proto::data::v1::$request { partitions, $($field: $value),* })
+                .await?;
+            Ok(r.into_inner().partitions)
+        }
+    };
+}
+
 /// Connections to workers, one HTTP/2 channel per worker address.
 #[derive(Clone)]
 pub struct Router {
@@ -462,18 +477,8 @@ mod tests {
     async fn a_short_answer_fails_every_part_of_the_call() {
         let c = FakeCluster::start(ShortAnswers, 3).await;
         let parts: Vec<_> = (0..3).map(|p| (p, list_part(&c.topic, p))).collect();
-        let results = c
-            .router
-            .fan_out(parts, Retry::Moves, |mut w, partitions| async move {
-                let r = w
-                    .list_offsets(pb::ListOffsetsRequest {
-                        isolation_level: 0,
-                        partitions,
-                    })
-                    .await?;
-                Ok(r.into_inner().partitions)
-            })
-            .await;
+        let call = crate::unary_parts!(list_offsets, ListOffsetsRequest { isolation_level: 0 });
+        let results = c.router.fan_out(parts, Retry::Moves, call).await;
         assert_eq!(results.len(), 3);
         for (p, r) in results {
             match r {
@@ -491,25 +496,9 @@ mod tests {
             .owner_of(&partition_ref(&c.topic, 0))
             .await
             .expect("owner");
-        let parts: Vec<_> = (0..2)
-            .map(|p| pb::FetchPartition {
-                partition: Some(partition_ref(&c.topic, p)),
-                fetch_offset: 0,
-                max_bytes: 1024,
-            })
-            .collect();
-        let r = c
-            .router
-            .call_parts(&addr, parts, |mut w, partitions| async move {
-                let r = w
-                    .fetch(pb::FetchRequest {
-                        partitions,
-                        ..Default::default()
-                    })
-                    .await?;
-                Ok(r.into_inner().partitions)
-            })
-            .await;
+        let parts: Vec<_> = (0..2).map(|p| list_part(&c.topic, p)).collect();
+        let call = crate::unary_parts!(list_offsets, ListOffsetsRequest { isolation_level: 0 });
+        let r = c.router.call_parts(&addr, parts, call).await;
         assert!(matches!(r, Err(RouteError::Mismatched { sent: 2, got: 1 })));
     }
 }

@@ -4,7 +4,7 @@
 //! it is how the gateway's handling of bad worker answers is tested.
 
 use crate::cluster::ClusterView;
-use crate::router::Router;
+use crate::router::{Routed, Router};
 use futures::stream::{self, BoxStream, StreamExt};
 use kafscale_controlplane::metadata::topic_uuid;
 use kafscale_controlplane::{EmbeddedStore, Metadata};
@@ -18,9 +18,17 @@ use tonic::{Request, Response, Status};
 /// A worker whose every answer leaves out the last partition it was sent.
 pub struct ShortAnswers;
 
-fn short<T>(mut v: Vec<T>) -> Vec<T> {
-    v.pop();
-    v
+/// One result per part built by `result`, then the last one dropped.
+fn short_answer<P: Routed, R>(
+    parts: Vec<P>,
+    result: impl Fn(Option<pb::PartitionRef>) -> R,
+) -> Vec<R> {
+    let mut out: Vec<R> = parts
+        .iter()
+        .map(|p| result(p.partition_ref().cloned()))
+        .collect();
+    out.pop();
+    out
 }
 
 #[tonic::async_trait]
@@ -32,24 +40,20 @@ impl LogWorker for ShortAnswers {
         &self,
         req: Request<pb::ProduceRequest>,
     ) -> Result<Response<Self::ProduceStream>, Status> {
-        let results = req
-            .into_inner()
-            .partitions
-            .into_iter()
-            .enumerate()
-            .map(|(i, p)| pb::ProducePartitionResult {
-                partition: p.partition,
-                base_offset: i as i64 * 10,
+        let results = short_answer(req.into_inner().partitions, |partition| {
+            pb::ProducePartitionResult {
+                partition,
+                base_offset: 10,
                 ..Default::default()
-            })
-            .collect();
+            }
+        });
         let messages = vec![
             Ok(pb::ProduceResponse {
                 partitions: Vec::new(),
                 sequenced: true,
             }),
             Ok(pb::ProduceResponse {
-                partitions: short(results),
+                partitions: results,
                 sequenced: false,
             }),
         ];
@@ -58,40 +62,23 @@ impl LogWorker for ShortAnswers {
 
     async fn fetch(
         &self,
-        req: Request<pb::FetchRequest>,
+        _: Request<pb::FetchRequest>,
     ) -> Result<Response<pb::FetchResponse>, Status> {
-        let partitions = req
-            .into_inner()
-            .partitions
-            .into_iter()
-            .map(|p| pb::FetchPartitionResult {
-                partition: p.partition,
-                high_watermark: 5,
-                ..Default::default()
-            })
-            .collect();
-        Ok(Response::new(pb::FetchResponse {
-            partitions: short(partitions),
-        }))
+        Err(Status::unimplemented("not faked"))
     }
 
     async fn list_offsets(
         &self,
         req: Request<pb::ListOffsetsRequest>,
     ) -> Result<Response<pb::ListOffsetsResponse>, Status> {
-        let partitions = req
-            .into_inner()
-            .partitions
-            .into_iter()
-            .map(|p| pb::ListOffsetsPartitionResult {
-                partition: p.partition,
+        let partitions = short_answer(req.into_inner().partitions, |partition| {
+            pb::ListOffsetsPartitionResult {
+                partition,
                 offset: 7,
                 ..Default::default()
-            })
-            .collect();
-        Ok(Response::new(pb::ListOffsetsResponse {
-            partitions: short(partitions),
-        }))
+            }
+        });
+        Ok(Response::new(pb::ListOffsetsResponse { partitions }))
     }
 
     async fn delete_records(

@@ -52,11 +52,16 @@ fn main() -> ExitCode {
 
 /// Runs the test and emits the reports; returns whether the run passed.
 fn run_and_report(cli: &Cli) -> anyhow::Result<bool> {
-    let report: Box<dyn RunReport> = match cli.mode {
-        Mode::Rebalance => Box::new(rebalance::run(cli)?),
-        Mode::Commit => Box::new(commit::run(cli)?),
-        Mode::Produce | Mode::Consume | Mode::Both => Box::new(run::run(cli)?),
-    };
+    match cli.mode {
+        Mode::Rebalance => emit(cli, &rebalance::run(cli)?),
+        Mode::Commit => emit(cli, &commit::run(cli)?),
+        Mode::Produce | Mode::Consume | Mode::Both => emit(cli, &run::run(cli)?),
+    }
+}
+
+/// Prints the text report and writes the JSON one where asked; returns
+/// whether the run passed.
+fn emit(cli: &Cli, report: &impl RunReport) -> anyhow::Result<bool> {
     let text = report.text();
     match cli.json.as_deref() {
         Some(path) if path == Path::new("-") => {
@@ -71,5 +76,5 @@ fn run_and_report(cli: &Cli) -> anyhow::Result<bool> {
         }
         None => print!("{text}"),
     }
-    Ok(report.passed())
+    Ok(report.verdict().ok)
 }

@@ -126,38 +126,85 @@ impl DurationSummary {
 }
 
 /// Appends the closing `result: OK` / `result: FAILED: ...` line.
-pub fn write_result(out: &mut String, ok: bool, failures: &[String]) {
+pub fn write_result(out: &mut String, verdict: &Verdict) {
     use std::fmt::Write as _;
-    if ok {
+    if verdict.ok {
         let _ = writeln!(out, "result: OK");
     } else {
-        let _ = writeln!(out, "result: FAILED: {}", failures.join("; "));
+        let _ = writeln!(out, "result: FAILED: {}", verdict.failures.join("; "));
     }
+}
+
+/// The head every mode's report starts with (flattened into its JSON).
+#[derive(Debug, Clone, Serialize)]
+pub struct Envelope {
+    /// Tool name.
+    pub tool: &'static str,
+    /// Tool version.
+    pub version: &'static str,
+    /// Run identifier embedded in every payload (hex).
+    pub run_id: String,
+}
+
+impl Envelope {
+    /// The head of run `run_id`.
+    pub fn new(run_id: u64) -> Self {
+        Self {
+            tool: "kafscale-loadtest",
+            version: env!("CARGO_PKG_VERSION"),
+            run_id: format!("{run_id:016x}"),
+        }
+    }
+}
+
+/// The tail every mode's report ends with (flattened into its JSON).
+#[derive(Debug, Clone, Serialize)]
+pub struct Verdict {
+    /// Reasons the run counts as failed; empty on success.
+    pub failures: Vec<String>,
+    /// `true` when `failures` is empty.
+    pub ok: bool,
+}
+
+impl Verdict {
+    /// Passed iff there are no failures.
+    pub fn new(failures: Vec<String>) -> Self {
+        Self {
+            ok: failures.is_empty(),
+            failures,
+        }
+    }
+}
+
+/// Implements [`RunReport`] for a report with `to_text` and a `verdict`.
+#[macro_export]
+macro_rules! run_report {
+    ($t:ty) => {
+        impl $crate::report::RunReport for $t {
+            fn text(&self) -> String {
+                self.to_text()
+            }
+
+            fn verdict(&self) -> &$crate::report::Verdict {
+                &self.verdict
+            }
+        }
+    };
 }
 
 /// What `main` needs from the report of any mode.
-pub trait RunReport {
+pub trait RunReport: Serialize {
     /// Human-readable multi-line report.
     fn text(&self) -> String;
+    /// Whether the run passed, and why not.
+    fn verdict(&self) -> &Verdict;
     /// Pretty-printed JSON.
-    fn json(&self) -> serde_json::Result<String>;
-    /// Whether the run passed.
-    fn passed(&self) -> bool;
-}
-
-impl RunReport for Report {
-    fn text(&self) -> String {
-        self.to_text()
-    }
-
     fn json(&self) -> serde_json::Result<String> {
-        self.to_json()
-    }
-
-    fn passed(&self) -> bool {
-        self.ok
+        serde_json::to_string_pretty(self)
     }
 }
+
+crate::run_report!(Report);
 
 /// Formats milliseconds with microsecond resolution, e.g. `1.234 ms`.
 pub fn format_ms(ms: f64) -> String {
@@ -297,12 +344,9 @@ pub struct ConsumeReport {
 /// Complete report of one run.
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
-    /// Tool name.
-    pub tool: &'static str,
-    /// Tool version.
-    pub version: &'static str,
-    /// Run identifier embedded in every payload (hex).
-    pub run_id: String,
+    /// Tool, version and run id.
+    #[serde(flatten)]
+    pub run: Envelope,
     /// Unit definition for MB.
     pub mb_definition: &'static str,
     /// How latencies are measured.
@@ -313,10 +357,9 @@ pub struct Report {
     pub produce: Option<ProduceReport>,
     /// Consumer results, when consuming.
     pub consume: Option<ConsumeReport>,
-    /// Reasons the run counts as failed; empty on success.
-    pub failures: Vec<String>,
-    /// `true` when `failures` is empty.
-    pub ok: bool,
+    /// Whether the run passed, and why not.
+    #[serde(flatten)]
+    pub verdict: Verdict,
 }
 
 impl Report {
@@ -329,22 +372,14 @@ impl Report {
     ) -> Self {
         let failures = failures(produce.as_ref(), consume.as_ref());
         Self {
-            tool: "kafscale-loadtest",
-            version: env!("CARGO_PKG_VERSION"),
-            run_id: format!("{run_id:016x}"),
+            run: Envelope::new(run_id),
             mb_definition: MB_DEFINITION,
             latency_definition: LATENCY_DEFINITION,
             config,
             produce,
             consume,
-            ok: failures.is_empty(),
-            failures,
+            verdict: Verdict::new(failures),
         }
-    }
-
-    /// Pretty-printed JSON.
-    pub fn to_json(&self) -> serde_json::Result<String> {
-        serde_json::to_string_pretty(self)
     }
 
     /// Human-readable multi-line report.
@@ -358,7 +393,7 @@ impl Report {
         let _ = writeln!(
             out,
             "kafscale-loadtest {} run {} mode={}",
-            self.version, self.run_id, c.mode
+            self.run.version, self.run.run_id, c.mode
         );
         let _ = writeln!(
             out,
@@ -411,7 +446,7 @@ impl Report {
             let _ = writeln!(out, "  errors      {}", errors_line(&k.errors));
         }
         let _ = writeln!(out, "notes: {}; {}", MB_DEFINITION, LATENCY_DEFINITION);
-        write_result(&mut out, self.ok, &self.failures);
+        write_result(&mut out, &self.verdict);
         out
     }
 }
@@ -566,19 +601,19 @@ mod tests {
     #[test]
     fn ok_and_failed_reports() {
         let ok = Report::new(1, config(), Some(produce(0)), None);
-        assert!(ok.ok);
+        assert!(ok.verdict.ok);
         assert!(ok.to_text().contains("result: OK"));
         assert!(ok.to_text().contains("errors      none"));
 
         let bad = Report::new(1, config(), Some(produce(3)), None);
-        assert!(!bad.ok);
+        assert!(!bad.verdict.ok);
         let text = bad.to_text();
         assert!(text.contains("3 deliveries failed"), "{text}");
         assert!(text.contains("MessageTimedOut=3"), "{text}");
         assert!(text.contains("MB/s"));
 
         let json: serde_json::Value =
-            serde_json::from_str(&bad.to_json().expect("json")).expect("valid json");
+            serde_json::from_str(&bad.json().expect("json")).expect("valid json");
         assert_eq!(json["ok"], false);
         assert_eq!(json["produce"]["records_failed"], 3);
         assert_eq!(json["produce"]["errors"]["MessageTimedOut"], 3);
@@ -602,7 +637,10 @@ mod tests {
             complete: false,
         };
         let r = Report::new(2, config(), Some(produce(0)), Some(consume));
-        assert!(!r.ok);
-        assert_eq!(r.failures, vec!["consumed 9 of 10 records".to_string()]);
+        assert!(!r.verdict.ok);
+        assert_eq!(
+            r.verdict.failures,
+            vec!["consumed 9 of 10 records".to_string()]
+        );
     }
 }

@@ -285,7 +285,7 @@ mod tests {
         let report = run(&cli).expect("run");
         // Visible with `cargo test -- --nocapture`.
         eprintln!("{}", report.to_text());
-        assert!(report.ok, "{}", report.to_text());
+        assert!(report.verdict.ok, "{}", report.to_text());
         let p = report.produce.as_ref().expect("produce");
         assert_eq!(p.records_acked, 3000);
         assert_eq!(p.bytes_acked, 300_000);
@@ -307,7 +307,7 @@ mod tests {
             &["--records", "500", "--rate", "1000", "--group"],
         );
         let report = run(&cli).expect("run");
-        assert!(report.ok, "{}", report.to_text());
+        assert!(report.verdict.ok, "{}", report.to_text());
         let p = report.produce.as_ref().expect("produce");
         assert!(p.elapsed_secs >= 0.45, "elapsed {}", p.elapsed_secs);
         assert!(p.throughput.records_per_sec <= 1150.0, "{:?}", p.throughput);
@@ -326,14 +326,14 @@ mod tests {
         let bootstrap = mock.bootstrap_servers();
         let produced =
             run(&cli(&bootstrap, &["--records", "800", "--mode", "produce"])).expect("produce run");
-        assert!(produced.ok, "{}", produced.to_text());
+        assert!(produced.verdict.ok, "{}", produced.to_text());
         assert!(produced.consume.is_none());
         let consumed = run(&cli(
             &bootstrap,
             &["--records", "800", "--mode", "consume", "--from-beginning"],
         ))
         .expect("consume run");
-        assert!(consumed.ok, "{}", consumed.to_text());
+        assert!(consumed.verdict.ok, "{}", consumed.to_text());
         assert!(consumed.produce.is_none());
         let c = consumed.consume.as_ref().expect("consume");
         assert_eq!(c.records_consumed, 800);
@@ -354,7 +354,7 @@ mod tests {
             &["--records", "20", "--mode", "produce"],
         );
         let report = run(&cli).expect("run");
-        assert!(!report.ok, "{}", report.to_text());
+        assert!(!report.verdict.ok, "{}", report.to_text());
         let p = report.produce.as_ref().expect("produce");
         assert!(p.records_failed > 0, "{}", report.to_text());
         assert!(

@@ -150,28 +150,25 @@ pub struct RetryMetrics {
 }
 
 impl RetryMetrics {
-    /// Creates the metrics and registers them in `registry`.
+    /// Creates the metrics and registers them in `registry` (tests pass a
+    /// registry of their own).
     pub fn new(registry: &Registry) -> Result<Self, prometheus::Error> {
-        let m = Self::unregistered()?;
-        registry.register(Box::new(m.put_errors.clone()))?;
-        registry.register(Box::new(m.retries.clone()))?;
-        Ok(m)
-    }
-
-    /// Creates the metrics without registering them (for tests and tools).
-    pub fn unregistered() -> Result<Self, prometheus::Error> {
+        let put_errors = IntCounter::new(
+            "kafscale_wal_put_errors_total",
+            "Failed object-store PUT attempts (WAL and seal objects), each retry counted",
+        )?;
+        let retries = IntCounterVec::new(
+            Opts::new(
+                "kafscale_object_store_retries_total",
+                "Object store attempts retried after a transient failure, by operation",
+            ),
+            &["op"],
+        )?;
+        registry.register(Box::new(put_errors.clone()))?;
+        registry.register(Box::new(retries.clone()))?;
         Ok(Self {
-            put_errors: IntCounter::new(
-                "kafscale_wal_put_errors_total",
-                "Failed object-store PUT attempts (WAL and seal objects), each retry counted",
-            )?,
-            retries: IntCounterVec::new(
-                Opts::new(
-                    "kafscale_object_store_retries_total",
-                    "Object store attempts retried after a transient failure, by operation",
-                ),
-                &["op"],
-            )?,
+            put_errors,
+            retries,
         })
     }
 }

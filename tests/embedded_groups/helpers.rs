@@ -159,10 +159,7 @@ pub(crate) fn first_records(
         match consumer.poll(Duration::from_millis(100)) {
             None => {}
             Some(Ok(msg)) => {
-                let key = msg
-                    .key()
-                    .map(|k| String::from_utf8_lossy(k).into_owned())
-                    .unwrap_or_default();
+                let key = record_key(&msg);
                 first.entry(msg.partition()).or_insert((msg.offset(), key));
             }
             Some(Err(e)) => panic!("consumer error in group {group}: {e}"),
@@ -287,4 +284,11 @@ impl Drop for KillOnDrop {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
+}
+
+/// A record's key as text (empty without one).
+pub(crate) fn record_key(msg: &impl Message) -> String {
+    msg.key()
+        .map(|k| String::from_utf8_lossy(k).into_owned())
+        .unwrap_or_default()
 }

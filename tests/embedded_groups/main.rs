@@ -44,6 +44,17 @@ const CLOSE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Bound for one piece of blocking client code run by [`blocking`].
 const BLOCKING_TIMEOUT: Duration = Duration::from_secs(120);
 
+/// A server (see [`start_server`]) with a topic of `partitions` partitions:
+/// (server, bootstrap, topic, group name), names unique per `prefix`.
+async fn group_fixture(prefix: &str, partitions: i32) -> (DevServer, String, String, String) {
+    let server = start_server().await;
+    let bootstrap = server.bootstrap();
+    let topic = unique_name(prefix);
+    let group = unique_name(&format!("{prefix}-group"));
+    create_topic(&bootstrap, &topic, partitions, &[]).await;
+    (server, bootstrap, topic, group)
+}
+
 /// A server whose groups rebalance without the initial delay.
 async fn start_server() -> DevServer {
     DevServer::start(DevOptions::default().env("KAFSCALE_GROUP_INITIAL_REBALANCE_DELAY_MS", 0))
@@ -58,11 +69,7 @@ use members::*;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn members_join_and_leave_split_stays_complete_and_nothing_is_lost() {
     const PARTITIONS: i32 = 12;
-    let server = start_server().await;
-    let bootstrap = server.bootstrap();
-    let topic = unique_name("split");
-    let group = unique_name("split-group");
-    create_topic(&bootstrap, &topic, PARTITIONS, &[]).await;
+    let (_server, bootstrap, topic, group) = group_fixture("split", PARTITIONS).await;
 
     let producer = BackgroundProducer::start(&bootstrap, &topic, "rec");
     let log = GroupLog::default();
@@ -229,11 +236,7 @@ async fn members_join_and_leave_split_stays_complete_and_nothing_is_lost() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn committed_offsets_are_where_a_new_member_resumes() {
     const PARTITIONS: i32 = 4;
-    let server = start_server().await;
-    let bootstrap = server.bootstrap();
-    let topic = unique_name("resume");
-    let group = unique_name("resume-group");
-    create_topic(&bootstrap, &topic, PARTITIONS, &[]).await;
+    let (_server, bootstrap, topic, group) = group_fixture("resume", PARTITIONS).await;
     produce_numbered(&bootstrap, &topic, &[0, 1, 2, 3], 0, 40).await;
 
     // A group that never committed (and never existed) has no offsets.
@@ -339,11 +342,7 @@ async fn committed_offsets_are_where_a_new_member_resumes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cooperative_sticky_revokes_only_partitions_that_move() {
     const PARTITIONS: i32 = 12;
-    let server = start_server().await;
-    let bootstrap = server.bootstrap();
-    let topic = unique_name("coop");
-    let group = unique_name("coop-group");
-    create_topic(&bootstrap, &topic, PARTITIONS, &[]).await;
+    let (_server, bootstrap, topic, group) = group_fixture("coop", PARTITIONS).await;
 
     let log = GroupLog::default();
     let start = |name: &str| {
@@ -459,11 +458,7 @@ async fn cooperative_sticky_revokes_only_partitions_that_move() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn static_member_restart_within_session_timeout_causes_no_rebalance() {
     const PARTITIONS: i32 = 12;
-    let server = start_server().await;
-    let bootstrap = server.bootstrap();
-    let topic = unique_name("static");
-    let group = unique_name("static-group");
-    create_topic(&bootstrap, &topic, PARTITIONS, &[]).await;
+    let (_server, bootstrap, topic, group) = group_fixture("static", PARTITIONS).await;
 
     let log = GroupLog::default();
     let start = |name: &str, instance: &str| {
@@ -581,11 +576,7 @@ async fn static_member_restart_within_session_timeout_causes_no_rebalance() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn member_that_stops_heartbeating_expires_after_session_timeout() {
     const PARTITIONS: i32 = 12;
-    let server = start_server().await;
-    let bootstrap = server.bootstrap();
-    let topic = unique_name("expiry");
-    let group = unique_name("expiry-group");
-    create_topic(&bootstrap, &topic, PARTITIONS, &[]).await;
+    let (_server, bootstrap, topic, group) = group_fixture("expiry", PARTITIONS).await;
 
     let kcat_stderr = tempfile::NamedTempFile::new().expect("temp file");
     let session_ms = SESSION_TIMEOUT.as_millis().to_string();
@@ -817,11 +808,7 @@ async fn committed_offsets_survive_server_restarts() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn group_list_describes_state_members_and_assignments() {
     const PARTITIONS: i32 = 6;
-    let server = start_server().await;
-    let bootstrap = server.bootstrap();
-    let topic = unique_name("listed");
-    let group = unique_name("listed-group");
-    create_topic(&bootstrap, &topic, PARTITIONS, &[]).await;
+    let (_server, bootstrap, topic, group) = group_fixture("listed", PARTITIONS).await;
     produce_numbered(
         &bootstrap,
         &topic,

@@ -336,10 +336,7 @@ pub(crate) fn run_member(
         match consumer.poll(Duration::from_millis(100)) {
             None => {}
             Some(Ok(msg)) => {
-                let key = msg
-                    .key()
-                    .map(|k| String::from_utf8_lossy(k).into_owned())
-                    .unwrap_or_default();
+                let key = record_key(&msg);
                 let mut inner = log.lock();
                 let record = inner.members.get_mut(name).expect("member record");
                 record.consumed.push((msg.partition(), msg.offset(), key));

@@ -49,12 +49,7 @@ pub async fn handle(ctx: &Ctx<'_>, req: DeleteRecordsRequest) -> DeleteRecordsRe
             parts,
             // Advancing the log start again to the same offset is harmless.
             Retry::MovesAndFailures,
-            |mut c, partitions| async move {
-                let r = c
-                    .delete_records(pb::DeleteRecordsRequest { partitions })
-                    .await?;
-                Ok(r.into_inner().partitions)
-            },
+            crate::unary_parts!(delete_records, DeleteRecordsRequest {}),
         )
         .await;
     for ((ti, pi), r) in results {

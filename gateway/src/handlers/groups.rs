@@ -173,9 +173,10 @@ pub async fn join_group(
     }
 }
 
-/// Forwards a membership request whose error answer is the default
-/// response with only its error code set.
-async fn forward_membership<R: Default>(
+/// Forwards a membership request (SyncGroup, Heartbeat, LeaveGroup) as the
+/// client's bytes (`raw`); its error answer is the default response with
+/// only its error code set (`with_error`).
+pub async fn membership<R: Default>(
     ctx: &Ctx<'_>,
     key: ApiKey,
     group: &str,
@@ -187,57 +188,6 @@ async fn forward_membership<R: Default>(
         Err(ForwardError::Code(code)) => Ok(Reply::Typed(with_error(R::default(), code))),
         Err(e) => Err(e),
     }
-}
-
-/// SyncGroup (`raw`: the client's request body).
-pub async fn sync_group(
-    ctx: &Ctx<'_>,
-    req: SyncGroupRequest,
-    raw: Bytes,
-) -> Result<Reply<SyncGroupResponse>, ForwardError> {
-    let key = ApiKey::SyncGroup;
-    forward_membership(
-        ctx,
-        key,
-        &req.group_id,
-        raw,
-        SyncGroupResponse::with_error_code,
-    )
-    .await
-}
-
-/// Heartbeat (`raw`: the client's request body).
-pub async fn heartbeat(
-    ctx: &Ctx<'_>,
-    req: HeartbeatRequest,
-    raw: Bytes,
-) -> Result<Reply<HeartbeatResponse>, ForwardError> {
-    let key = ApiKey::Heartbeat;
-    forward_membership(
-        ctx,
-        key,
-        &req.group_id,
-        raw,
-        HeartbeatResponse::with_error_code,
-    )
-    .await
-}
-
-/// LeaveGroup (`raw`: the client's request body).
-pub async fn leave_group(
-    ctx: &Ctx<'_>,
-    req: LeaveGroupRequest,
-    raw: Bytes,
-) -> Result<Reply<LeaveGroupResponse>, ForwardError> {
-    let key = ApiKey::LeaveGroup;
-    forward_membership(
-        ctx,
-        key,
-        &req.group_id,
-        raw,
-        LeaveGroupResponse::with_error_code,
-    )
-    .await
 }
 
 /// OffsetCommit. Topics the principal may not READ are not committed and

@@ -62,15 +62,12 @@ pub async fn handle(ctx: &Ctx<'_>, req: ListOffsetsRequest) -> ListOffsetsRespon
         .fan_out(
             parts,
             Retry::MovesAndFailures,
-            |mut c, partitions| async move {
-                let r = c
-                    .list_offsets(pb::ListOffsetsRequest {
-                        isolation_level,
-                        partitions,
-                    })
-                    .await?;
-                Ok(r.into_inner().partitions)
-            },
+            crate::unary_parts!(
+                list_offsets,
+                ListOffsetsRequest {
+                    isolation_level: isolation_level
+                }
+            ),
         )
         .await;
     for ((ti, pi), r) in results {

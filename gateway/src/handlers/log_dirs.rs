@@ -15,7 +15,6 @@ use kafka_protocol::messages::describe_log_dirs_response::{
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::StrBytes;
 use kafscale_controlplane::acl;
-use kafscale_proto::data::v1 as pb;
 
 /// The name of the single log directory.
 pub const LOG_DIR: &str = "object-store";
@@ -61,12 +60,7 @@ pub async fn describe(ctx: &Ctx<'_>, req: DescribeLogDirsRequest) -> DescribeLog
         .fan_out(
             parts,
             Retry::MovesAndFailures,
-            |mut c, partitions| async move {
-                let r = c
-                    .partition_sizes(pb::PartitionSizesRequest { partitions })
-                    .await?;
-                Ok(r.into_inner().partitions)
-            },
+            crate::unary_parts!(partition_sizes, PartitionSizesRequest {}),
         )
         .await;
     let mut dir = DescribeLogDirsResult::default();

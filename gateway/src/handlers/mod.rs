@@ -26,6 +26,25 @@ use kafka_protocol::messages::*;
 /// Decodes the body for `key`, runs its handler and encodes the response.
 pub async fn handle(ctx: &Ctx<'_>, key: ApiKey, cid: i32, body: &mut Bytes) -> Outcome {
     let v = ctx.version;
+    // A membership request passed through to its group's coordinator; its
+    // error answer is the default response with the error code set.
+    macro_rules! membership {
+        ($req:ty, $resp:ty) => {{
+            let raw = body.clone();
+            match decode::<$req>(body, v) {
+                Some(r) => {
+                    let group = &r.group_id;
+                    let error = <$resp>::with_error_code;
+                    passed_on(
+                        cid,
+                        v,
+                        groups::membership(ctx, key, group, raw, error).await,
+                    )
+                }
+                None => Outcome::Close,
+            }
+        }};
+    }
     match key {
         ApiKey::ApiVersions => match decode::<ApiVersionsRequest>(body, v) {
             Some(_) => encode(cid, v, &api_versions::response()),
@@ -143,27 +162,9 @@ pub async fn handle(ctx: &Ctx<'_>, key: ApiKey, cid: i32, body: &mut Bytes) -> O
                 None => Outcome::Close,
             }
         }
-        ApiKey::SyncGroup => {
-            let raw = body.clone();
-            match decode::<SyncGroupRequest>(body, v) {
-                Some(r) => passed_on(cid, v, groups::sync_group(ctx, r, raw).await),
-                None => Outcome::Close,
-            }
-        }
-        ApiKey::Heartbeat => {
-            let raw = body.clone();
-            match decode::<HeartbeatRequest>(body, v) {
-                Some(r) => passed_on(cid, v, groups::heartbeat(ctx, r, raw).await),
-                None => Outcome::Close,
-            }
-        }
-        ApiKey::LeaveGroup => {
-            let raw = body.clone();
-            match decode::<LeaveGroupRequest>(body, v) {
-                Some(r) => passed_on(cid, v, groups::leave_group(ctx, r, raw).await),
-                None => Outcome::Close,
-            }
-        }
+        ApiKey::SyncGroup => membership!(SyncGroupRequest, SyncGroupResponse),
+        ApiKey::Heartbeat => membership!(HeartbeatRequest, HeartbeatResponse),
+        ApiKey::LeaveGroup => membership!(LeaveGroupRequest, LeaveGroupResponse),
         ApiKey::OffsetCommit => match decode::<OffsetCommitRequest>(body, v) {
             Some(r) => forwarded(cid, v, groups::offset_commit(ctx, r).await),
             None => Outcome::Close,

@@ -402,7 +402,7 @@ mod tests {
     }
 
     fn check(report: &CommitReport, committers: usize) {
-        assert!(report.ok, "{}", report.to_text());
+        assert!(report.verdict.ok, "{}", report.to_text());
         let c = &report.commit;
         assert!(c.commits_ok > 0, "{}", report.to_text());
         assert_eq!(c.commits_failed, 0);

@@ -7,7 +7,7 @@ use std::fmt::Write as _;
 
 use serde::Serialize;
 
-use crate::report::{errors_line, format_ms, LatencySummary, RunReport};
+use crate::report::{errors_line, format_ms, Envelope, LatencySummary, Verdict};
 
 /// What the commit figures mean.
 pub const COMMIT_DEFINITION: &str = "a commit = one OffsetCommit of all of a committer's \
@@ -125,12 +125,9 @@ pub struct OffsetCheck {
 /// Complete report of a commit run.
 #[derive(Debug, Clone, Serialize)]
 pub struct CommitReport {
-    /// Tool name.
-    pub tool: &'static str,
-    /// Tool version.
-    pub version: &'static str,
-    /// Run identifier (hex).
-    pub run_id: String,
+    /// Tool, version and run id.
+    #[serde(flatten)]
+    pub run: Envelope,
     /// Always `commit`.
     pub mode: &'static str,
     /// What the figures mean.
@@ -141,10 +138,9 @@ pub struct CommitReport {
     pub commit: CommitResults,
     /// Final OffsetFetch check.
     pub offset_fetch: OffsetCheck,
-    /// Reasons the run counts as failed; empty on success.
-    pub failures: Vec<String>,
-    /// `true` when `failures` is empty.
-    pub ok: bool,
+    /// Whether the run passed, and why not.
+    #[serde(flatten)]
+    pub verdict: Verdict,
 }
 
 impl CommitReport {
@@ -195,22 +191,14 @@ impl CommitReport {
             ));
         }
         Self {
-            tool: "kafscale-loadtest",
-            version: env!("CARGO_PKG_VERSION"),
-            run_id: format!("{run_id:016x}"),
+            run: Envelope::new(run_id),
             mode: "commit",
             definition: COMMIT_DEFINITION,
             config,
             commit,
             offset_fetch,
-            ok: failures.is_empty(),
-            failures,
+            verdict: Verdict::new(failures),
         }
-    }
-
-    /// Pretty-printed JSON.
-    pub fn to_json(&self) -> serde_json::Result<String> {
-        serde_json::to_string_pretty(self)
     }
 
     /// Human-readable multi-line report.
@@ -239,7 +227,7 @@ impl CommitReport {
         let _ = writeln!(
             out,
             "kafscale-loadtest {} run {} mode=commit",
-            self.version, self.run_id
+            self.run.version, self.run.run_id
         );
         let _ = writeln!(
             out,
@@ -310,21 +298,9 @@ impl CommitReport {
             }
         }
         let _ = writeln!(out, "notes: {COMMIT_DEFINITION}");
-        crate::report::write_result(&mut out, self.ok, &self.failures);
+        crate::report::write_result(&mut out, &self.verdict);
         out
     }
 }
 
-impl RunReport for CommitReport {
-    fn text(&self) -> String {
-        self.to_text()
-    }
-
-    fn json(&self) -> serde_json::Result<String> {
-        self.to_json()
-    }
-
-    fn passed(&self) -> bool {
-        self.ok
-    }
-}
+crate::run_report!(CommitReport);

@@ -311,7 +311,7 @@ mod tests {
 
     fn check(report: &RebalanceReport, repeat: usize) {
         eprintln!("{}", report.to_text());
-        assert!(report.ok, "{}", report.to_text());
+        assert!(report.verdict.ok, "{}", report.to_text());
         assert!(report.initial.is_some());
         assert_eq!(report.repetitions.len(), repeat);
         for r in &report.repetitions {

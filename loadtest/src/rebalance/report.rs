@@ -8,7 +8,7 @@ use std::fmt::Write as _;
 use serde::Serialize;
 
 use super::tracker::RoundTimes;
-use crate::report::{duration_ms, errors_line, format_ms, DurationSummary, RunReport};
+use crate::report::{duration_ms, errors_line, format_ms, DurationSummary, Envelope, Verdict};
 use crate::trickle::TrickleOutcome;
 
 /// What the rebalance figures mean.
@@ -113,12 +113,9 @@ impl From<TrickleOutcome> for TrickleReport {
 /// Complete report of a rebalance run.
 #[derive(Debug, Clone, Serialize)]
 pub struct RebalanceReport {
-    /// Tool name.
-    pub tool: &'static str,
-    /// Tool version.
-    pub version: &'static str,
-    /// Run identifier (hex).
-    pub run_id: String,
+    /// Tool, version and run id.
+    #[serde(flatten)]
+    pub run: Envelope,
     /// Always `rebalance`.
     pub mode: &'static str,
     /// What the figures mean.
@@ -142,10 +139,9 @@ pub struct RebalanceReport {
     pub trickle: TrickleReport,
     /// Member client and rebalance errors by kind (informational).
     pub errors: BTreeMap<String, u64>,
-    /// Reasons the run counts as failed; empty on success.
-    pub failures: Vec<String>,
-    /// `true` when `failures` is empty.
-    pub ok: bool,
+    /// Whether the run passed, and why not.
+    #[serde(flatten)]
+    pub verdict: Verdict,
 }
 
 impl RebalanceReport {
@@ -174,9 +170,7 @@ impl RebalanceReport {
             failures.push(format!("{} background deliveries failed", trickle.failed));
         }
         Self {
-            tool: "kafscale-loadtest",
-            version: env!("CARGO_PKG_VERSION"),
-            run_id: format!("{run_id:016x}"),
+            run: Envelope::new(run_id),
             mode: "rebalance",
             definition: REBALANCE_DEFINITION,
             config,
@@ -188,14 +182,8 @@ impl RebalanceReport {
             leave_settled_ms,
             trickle,
             errors,
-            ok: failures.is_empty(),
-            failures,
+            verdict: Verdict::new(failures),
         }
-    }
-
-    /// Pretty-printed JSON.
-    pub fn to_json(&self) -> serde_json::Result<String> {
-        serde_json::to_string_pretty(self)
     }
 
     /// Human-readable multi-line report.
@@ -207,7 +195,7 @@ impl RebalanceReport {
         let _ = writeln!(
             out,
             "kafscale-loadtest {} run {} mode=rebalance",
-            self.version, self.run_id
+            self.run.version, self.run.run_id
         );
         let _ = writeln!(
             out,
@@ -297,28 +285,17 @@ impl RebalanceReport {
         );
         let _ = writeln!(out, "errors: {}", errors_line(&self.errors));
         let _ = writeln!(out, "notes: {REBALANCE_DEFINITION}");
-        crate::report::write_result(&mut out, self.ok, &self.failures);
+        crate::report::write_result(&mut out, &self.verdict);
         out
     }
 }
 
-impl RunReport for RebalanceReport {
-    fn text(&self) -> String {
-        self.to_text()
-    }
-
-    fn json(&self) -> serde_json::Result<String> {
-        self.to_json()
-    }
-
-    fn passed(&self) -> bool {
-        self.ok
-    }
-}
+crate::run_report!(RebalanceReport);
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::report::RunReport;
 
     fn config() -> RebalanceConfig {
         RebalanceConfig {
@@ -381,7 +358,7 @@ mod tests {
             BTreeMap::new(),
             Vec::new(),
         );
-        assert!(r.ok, "{:?}", r.failures);
+        assert!(r.verdict.ok, "{:?}", r.verdict.failures);
         let j = r.join_settled_ms.as_ref().expect("summary");
         assert_eq!((j.min_ms, j.median_ms, j.max_ms), (120.0, 225.0, 330.0));
         let text = r.to_text();
@@ -390,7 +367,7 @@ mod tests {
         assert!(text.contains("join  settled   min 120.000 ms"), "{text}");
         assert!(text.ends_with("result: OK\n"), "{text}");
         let json: serde_json::Value =
-            serde_json::from_str(&r.to_json().expect("json")).expect("valid");
+            serde_json::from_str(&r.json().expect("json")).expect("valid");
         assert_eq!(json["mode"], "rebalance");
         assert_eq!(json["repetitions"][1]["join"]["settled_ms"], 330.0);
         assert_eq!(json["leave_assigned_ms"]["max_ms"], 70.0);
@@ -413,9 +390,9 @@ mod tests {
             BTreeMap::new(),
             Vec::new(),
         );
-        assert!(!r.ok);
+        assert!(!r.verdict.ok);
         assert_eq!(
-            r.failures,
+            r.verdict.failures,
             vec![
                 "0 of 2 repetitions completed".to_string(),
                 "1 background deliveries failed".to_string()

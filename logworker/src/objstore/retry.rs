@@ -245,7 +245,7 @@ mod tests {
     }
 
     fn metrics() -> RetryMetrics {
-        RetryMetrics::unregistered().unwrap()
+        RetryMetrics::new(&prometheus::Registry::new()).unwrap()
     }
 
     fn policy(deadline_ms: u64) -> RetryPolicy {
