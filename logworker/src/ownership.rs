@@ -225,6 +225,11 @@ impl Worker {
             tokio::time::sleep(Duration::from_millis(50)).await;
             state = self.meta.partition_state(id.topic_id, id.partition).await?;
         }
+        // Every other stream is final for this partition from now on (closed
+        // by its writer after its data was durable, or sealed): recovery
+        // must use listings started from here, not one cached earlier while
+        // a live writer was still adding this partition's last objects.
+        let final_since = std::time::Instant::now();
         // This incarnation's stream holds data of the partition only if it
         // was registered for it before (a stream is registered before its
         // first append): otherwise there is nothing to read back from it,
@@ -262,6 +267,7 @@ impl Worker {
             id,
             &to_read,
             state.log_start_offset,
+            final_since,
         )
         .await?;
         let is_slot = topic == OFFSETS_TOPIC;

@@ -4,6 +4,15 @@
 //! stream's objects are listed and their footers read (each footer once per
 //! worker start, shared by all partitions). An object whose footer does not
 //! verify was torn mid-write, so it was never acknowledged: it is skipped.
+//!
+//! A listing is shared between partitions only if it is recent enough: a
+//! stream whose writer is still alive keeps writing objects for its other
+//! partitions, and a partition's data is complete in a listing only if the
+//! listing started after the stream became final for that partition (its
+//! writer closed it, or it was sealed). So every recovery says since when
+//! the stream is final for it (`not_before`), and older listings are
+//! refreshed (reading only the footers of new objects). A stream that ends
+//! in an end seal can never change, so its listing is always reused.
 
 use crate::objstore::{ObjectMeta, ObjectStore};
 use crate::partition::{ChunkRef, PartitionId};
@@ -12,6 +21,7 @@ use crate::wal::{format, stream_prefix};
 use kafscale_proto::metadata::v1::StreamRef;
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Instant;
 use tokio::sync::Mutex;
 
 /// Errors while recovering.
@@ -74,41 +84,74 @@ pub async fn read_object_index(
     })
 }
 
+/// One listing of a stream.
+struct Listing {
+    /// When the listing started.
+    at: Instant,
+    /// The stream ends in an end seal: it can never change.
+    ended: bool,
+    objects: StreamObjects,
+}
+
 /// Footers of every object of the streams read so far.
 #[derive(Default)]
 pub struct StreamCatalog {
-    streams: Mutex<HashMap<(String, u64), StreamObjects>>,
+    streams: Mutex<HashMap<(String, u64), Listing>>,
 }
 
 impl StreamCatalog {
-    /// The objects of `stream` with their verified footers, in sequence order.
+    /// The objects of `stream` with their verified footers, in sequence
+    /// order, from a listing that started at or after `not_before` (or of a
+    /// stream that ended in an end seal).
     async fn objects(
         &self,
         store: &dyn ObjectStore,
         namespace: &str,
         stream: &StreamRef,
+        not_before: Instant,
     ) -> Result<StreamObjects, RecoveryError> {
         let k = (stream.worker_id.clone(), stream.stream_epoch);
         let mut streams = self.streams.lock().await;
-        if let Some(v) = streams.get(&k) {
-            return Ok(v.clone());
+        let mut known: HashMap<Arc<str>, Vec<format::ChunkEntry>> = HashMap::new();
+        if let Some(l) = streams.get(&k) {
+            if l.ended || l.at >= not_before {
+                return Ok(l.objects.clone());
+            }
+            // Footers never change: only new objects are read.
+            known = l.objects.iter().cloned().collect();
         }
+        let at = Instant::now();
         let prefix = stream_prefix(namespace, &stream.worker_id, stream.stream_epoch);
         let mut out = Vec::new();
+        let mut ended = false;
         for obj in store.list(&prefix).await? {
+            if let Some((key, entries)) = known.remove_entry(obj.key.as_str()) {
+                out.push((key, entries));
+                continue;
+            }
             match read_object_index(store, &obj).await? {
                 ObjectIndex::Data(entries) => out.push((Arc::from(obj.key.as_str()), entries)),
                 ObjectIndex::Seal(SealKind::Hole) => {}
                 // Nothing at or after the end seal belongs to the stream.
-                ObjectIndex::Seal(SealKind::End) => break,
+                ObjectIndex::Seal(SealKind::End) => {
+                    ended = true;
+                    break;
+                }
                 ObjectIndex::Torn(e) => {
                     tracing::warn!(key = %obj.key, error = %e, "skipping unreadable (torn) WAL object")
                 }
             }
         }
-        let v = Arc::new(out);
-        streams.insert(k, v.clone());
-        Ok(v)
+        let objects = Arc::new(out);
+        streams.insert(
+            k,
+            Listing {
+                at,
+                ended,
+                objects: objects.clone(),
+            },
+        );
+        Ok(objects)
     }
 
     /// Forgets cached footers (after recovery finished).
@@ -118,7 +161,9 @@ impl StreamCatalog {
 }
 
 /// The durable chunks of one partition at or above `log_start_offset`, in
-/// offset order, without overlaps.
+/// offset order, without overlaps. `not_before` is when every stream in
+/// `streams` was known to be final for the partition (closed by its writer
+/// or sealed): only listings started since then are used.
 pub async fn recover_chunks(
     store: &dyn ObjectStore,
     catalog: &StreamCatalog,
@@ -126,10 +171,12 @@ pub async fn recover_chunks(
     id: PartitionId,
     streams: &[StreamRef],
     log_start_offset: i64,
+    not_before: Instant,
 ) -> Result<Vec<ChunkRef>, RecoveryError> {
     let mut chunks = Vec::new();
     for s in streams {
-        for (key, entries) in catalog.objects(store, namespace, s).await?.iter() {
+        let objects = catalog.objects(store, namespace, s, not_before).await?;
+        for (key, entries) in objects.iter() {
             for e in entries {
                 if e.topic_id == id.topic_id
                     && e.partition == id.partition
@@ -201,19 +248,94 @@ mod tests {
             stream_epoch: 1,
             closed: false,
         }];
-        let got = recover_chunks(&store, &StreamCatalog::default(), "ns", id, &streams, 0)
-            .await
-            .unwrap();
+        let now = Instant::now();
+        let got = recover_chunks(
+            &store,
+            &StreamCatalog::default(),
+            "ns",
+            id,
+            &streams,
+            0,
+            now,
+        )
+        .await
+        .unwrap();
         assert_eq!(
             got.iter().map(|c| c.entry.base_offset).collect::<Vec<_>>(),
             vec![0, 10]
         );
         let other = PartitionId { partition: 3, ..id };
-        assert!(
-            recover_chunks(&store, &StreamCatalog::default(), "ns", other, &streams, 0)
-                .await
-                .unwrap()
-                .is_empty()
+        assert!(recover_chunks(
+            &store,
+            &StreamCatalog::default(),
+            "ns",
+            other,
+            &streams,
+            0,
+            now
+        )
+        .await
+        .unwrap()
+        .is_empty());
+    }
+
+    /// Regression (found by the scale-out cluster test: one offset acked
+    /// twice): a new worker opening several partitions shared one listing
+    /// of a live writer's stream, taken before that writer's last objects
+    /// for a partition it was still handing over, and so started that
+    /// partition below offsets already acknowledged.
+    #[tokio::test]
+    async fn a_listing_older_than_the_handover_is_not_reused() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalDirStore::open(dir.path()).unwrap();
+        let id = PartitionId {
+            topic_id: Uuid::from_u128(4),
+            partition: 0,
+        };
+        let object = |base: i64| {
+            format::encode(&[ChunkInput {
+                topic_id: id.topic_id,
+                partition: 0,
+                base_offset: base,
+                last_offset: base + 9,
+                max_timestamp: 0,
+                batch_count: 1,
+                data: Bytes::from(vec![1u8; 16]),
+            }])
+            .0
+        };
+        let stream = StreamRef {
+            worker_id: "w".into(),
+            stream_epoch: 1,
+            closed: false,
+        };
+        let streams = std::slice::from_ref(&stream);
+        let catalog = StreamCatalog::default();
+        let key = |seq| object_key("ns", "w", 1, seq);
+        store.put_if_absent(&key(1), object(0)).await.unwrap();
+        // Another partition's open lists the stream while its writer lives.
+        let early = Instant::now();
+        let got = recover_chunks(&store, &catalog, "ns", id, streams, 0, early)
+            .await
+            .unwrap();
+        assert_eq!(got.len(), 1);
+        // The writer makes its last chunk of the partition durable, then
+        // closes the stream for it.
+        store.put_if_absent(&key(2), object(10)).await.unwrap();
+        let closed = Instant::now();
+        let got = recover_chunks(&store, &catalog, "ns", id, streams, 0, closed)
+            .await
+            .unwrap();
+        assert_eq!(
+            got.iter().map(|c| c.entry.base_offset).collect::<Vec<_>>(),
+            vec![0, 10],
+            "the listing taken before the handover must not be reused"
         );
+        // A listing since then is shared (no new list needed for it).
+        store.put_if_absent(&key(3), object(20)).await.unwrap();
+        let got = recover_chunks(&store, &catalog, "ns", id, streams, 0, closed)
+            .await
+            .unwrap();
+        assert_eq!(got.len(), 2);
     }
 }

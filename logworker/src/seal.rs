@@ -135,6 +135,7 @@ mod tests {
             id,
             std::slice::from_ref(&stream),
             0,
+            std::time::Instant::now(),
         )
         .await
         .unwrap();
