@@ -2,7 +2,9 @@
 
 use super::*;
 
-fn base_config(bootstrap: &str, extra: &[(&str, &str)]) -> ClientConfig {
+/// librdkafka settings every test client shares (quick reconnects and
+/// metadata refreshes, IPv4 loopback), then `extra`.
+pub fn client_config(bootstrap: &str, extra: &[(&str, &str)]) -> ClientConfig {
     let mut cfg = ClientConfig::new();
     cfg.set("bootstrap.servers", bootstrap)
         .set("broker.address.family", "v4")
@@ -26,7 +28,7 @@ pub fn producer(bootstrap: &str, extra: &[(&str, &str)]) -> FutureProducer {
         ("linger.ms", "5"),
     ];
     settings.extend_from_slice(extra);
-    base_config(bootstrap, &settings)
+    client_config(bootstrap, &settings)
         .create()
         .expect("create rdkafka producer")
 }
@@ -42,13 +44,13 @@ pub fn consumer(bootstrap: &str, extra: &[(&str, &str)]) -> BaseConsumer {
         ("fetch.wait.max.ms", "100"),
     ];
     settings.extend_from_slice(extra);
-    base_config(bootstrap, &settings)
+    client_config(bootstrap, &settings)
         .create()
         .expect("create rdkafka consumer")
 }
 
 pub fn admin(bootstrap: &str) -> AdminClient<DefaultClientContext> {
-    base_config(bootstrap, &[])
+    client_config(bootstrap, &[])
         .create()
         .expect("create rdkafka admin client")
 }
@@ -73,7 +75,7 @@ pub fn group_member_config(
         ("fetch.wait.max.ms", "100"),
     ];
     settings.extend_from_slice(extra);
-    base_config(bootstrap, &settings)
+    client_config(bootstrap, &settings)
 }
 
 /// Committed offset and metadata of one partition, as OffsetFetch reports it.

@@ -225,6 +225,25 @@ pub struct ClusterOptions {
     pub read_replica: bool,
 }
 
+/// Something between the workers and S3 (a fault-injecting proxy, say), for
+/// [`Cluster::start_with_s3_proxy`]: called once with moto's endpoint, it
+/// returns the S3 endpoint the workers are given.
+#[derive(Clone)]
+pub struct S3Proxy(pub Arc<dyn Fn(&str) -> String + Send + Sync>);
+
+impl S3Proxy {
+    /// Wraps `f` (moto's endpoint → the workers' endpoint).
+    pub fn new(f: impl Fn(&str) -> String + Send + Sync + 'static) -> Self {
+        Self(Arc::new(f))
+    }
+}
+
+impl std::fmt::Debug for S3Proxy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("S3Proxy(..)")
+    }
+}
+
 /// etcd + moto + workers + gateways.
 pub struct Cluster {
     pub etcd: Etcd,
@@ -245,6 +264,17 @@ impl Cluster {
     /// waits until all are ready and every partition of the coordinator topic
     /// is assigned.
     pub async fn start(opts: ClusterOptions) -> Cluster {
+        Self::start_inner(opts, None).await
+    }
+
+    /// Like [`Cluster::start`], with the workers reaching S3 through the
+    /// endpoint `proxy` returns for moto's (the test's own calls through
+    /// [`Cluster::s3`] go straight to moto).
+    pub async fn start_with_s3_proxy(opts: ClusterOptions, proxy: S3Proxy) -> Cluster {
+        Self::start_inner(opts, Some(proxy)).await
+    }
+
+    async fn start_inner(opts: ClusterOptions, s3_proxy: Option<S3Proxy>) -> Cluster {
         let etcd = Etcd::start().await;
         let s3 = MotoServer::start();
         let bucket = "kafscale-data".to_string();
@@ -258,6 +288,10 @@ impl Cluster {
             None
         };
         let s3cfg = s3.config(&bucket);
+        let worker_s3_endpoint = match &s3_proxy {
+            Some(proxy) => (proxy.0)(&s3.endpoint),
+            None => s3cfg.endpoint.clone().unwrap_or_default(),
+        };
         let namespace = format!("it{}", free_port());
         let mut common_env: Vec<(String, String)> = vec![
             ("KAFSCALE_ETCD_ENDPOINTS".into(), etcd.endpoint()),
@@ -269,10 +303,7 @@ impl Cluster {
             let mut v = vec![
                 ("KAFSCALE_S3_BUCKET".into(), bucket.clone()),
                 ("KAFSCALE_S3_REGION".into(), s3cfg.region.clone()),
-                (
-                    "KAFSCALE_S3_ENDPOINT".into(),
-                    s3cfg.endpoint.clone().unwrap_or_default(),
-                ),
+                ("KAFSCALE_S3_ENDPOINT".into(), worker_s3_endpoint),
                 ("KAFSCALE_S3_PATH_STYLE".into(), "true".into()),
                 (
                     "KAFSCALE_S3_ACCESS_KEY".into(),

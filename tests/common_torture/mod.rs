@@ -1,0 +1,379 @@
+//! Load for torture tests: librdkafka producers and consumers that record
+//! everything they do into a [`History`] for the checker.
+//!
+//! - [`spawn_producer`]: acks=all, idempotent or not, a paced stream of
+//!   unique values (`<producer>-<n>`) to partitions chosen round-robin, each
+//!   send recorded before it is enqueued (in enqueue order), then its ack or
+//!   error.
+//! - [`spawn_group_consumer`]: a consumer-group member that reads the topic,
+//!   records its reads, commits the offsets it reached (recorded when the
+//!   commit succeeded) and regularly fetches the group's committed offsets
+//!   back (recorded too): committed offsets must never go backwards.
+//! - [`read_all`]: reads every partition from offset 0 up to its current
+//!   high watermark, recording every record.
+//!
+//! Every wait is bounded. Test crates using it declare `mod common_history;
+//! mod common_torture;`.
+
+#![allow(dead_code)]
+
+use crate::common::client_config;
+use crate::common_history::{History, ProducerLog};
+use futures::stream::{FuturesUnordered, StreamExt as _};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer as _};
+use rdkafka::error::KafkaError;
+use rdkafka::message::Message as _;
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer as _};
+use rdkafka::{Offset, TopicPartitionList};
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// One producer of a torture run.
+#[derive(Clone, Debug)]
+pub struct ProducerSpec {
+    /// Producer id (prefix of its values).
+    pub id: String,
+    /// `bootstrap.servers`.
+    pub bootstrap: String,
+    /// `enable.idempotence`.
+    pub idempotent: bool,
+    /// Records enqueued per second (paced in 10 ms steps).
+    pub rate: u32,
+    /// Most records awaiting their delivery report.
+    pub max_inflight: usize,
+}
+
+/// Runs one producer until `stop`, then waits for every outstanding
+/// delivery report (bounded by `message.timeout.ms`). Returns how many
+/// records it enqueued.
+pub fn spawn_producer(
+    spec: ProducerSpec,
+    topic: String,
+    partitions: i32,
+    history: &History,
+    stop: Arc<AtomicBool>,
+) -> tokio::task::JoinHandle<u64> {
+    let log: ProducerLog = history.producer(&spec.id, spec.idempotent);
+    tokio::spawn(async move {
+        let idempotence = if spec.idempotent { "true" } else { "false" };
+        let p: FutureProducer = client_config(
+            &spec.bootstrap,
+            &[
+                ("acks", "all"),
+                ("enable.idempotence", idempotence),
+                ("message.timeout.ms", "45000"),
+                ("request.timeout.ms", "15000"),
+                ("linger.ms", "5"),
+                ("max.in.flight.requests.per.connection", "5"),
+            ],
+        )
+        .create()
+        .expect("create the torture producer");
+        let per_tick = (spec.rate / 100).max(1);
+        let mut tick = tokio::time::interval(Duration::from_millis(10));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut inflight = FuturesUnordered::new();
+        let mut n: u64 = 0;
+        loop {
+            let stopping = stop.load(Ordering::SeqCst);
+            if stopping && inflight.is_empty() {
+                break;
+            }
+            tokio::select! {
+                _ = tick.tick(), if !stopping => {
+                    for _ in 0..per_tick {
+                        if inflight.len() >= spec.max_inflight {
+                            break;
+                        }
+                        let value = format!("{}-{n:09}", spec.id);
+                        let partition = (n % partitions as u64) as i32;
+                        n += 1;
+                        log.send(Some(partition), &value);
+                        let record = FutureRecord::to(&topic)
+                            .partition(partition)
+                            .key(&value)
+                            .payload(&value);
+                        match p.send_result(record) {
+                            Ok(delivery) => inflight.push(async move { (value, delivery.await) }),
+                            Err((e, _)) => log.error(&value, format!("not enqueued: {e}")),
+                        }
+                    }
+                }
+                Some((value, outcome)) = inflight.next(), if !inflight.is_empty() => {
+                    match outcome {
+                        Ok(Ok(d)) => log.ack(&value, d.partition, d.offset),
+                        Ok(Err((e, _))) => log.error(&value, e),
+                        Err(_) => log.error(&value, "delivery report dropped"),
+                    }
+                }
+            }
+        }
+        let _ = p.flush(Duration::from_secs(5));
+        n
+    })
+}
+
+/// A running set of producers.
+pub struct Producers {
+    stop: Arc<AtomicBool>,
+    tasks: Vec<tokio::task::JoinHandle<u64>>,
+}
+
+impl Producers {
+    /// Starts every producer of `specs` on `topic`.
+    pub fn start(specs: &[ProducerSpec], topic: &str, partitions: i32, history: &History) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let tasks = specs
+            .iter()
+            .map(|s| {
+                spawn_producer(
+                    s.clone(),
+                    topic.to_string(),
+                    partitions,
+                    history,
+                    stop.clone(),
+                )
+            })
+            .collect();
+        Self { stop, tasks }
+    }
+
+    /// Stops enqueueing, waits (bounded) for every delivery report; returns
+    /// the records enqueued.
+    pub async fn finish(self) -> u64 {
+        self.stop.store(true, Ordering::SeqCst);
+        let mut total = 0;
+        for t in self.tasks {
+            total += tokio::time::timeout(Duration::from_secs(90), t)
+                .await
+                .expect("producers finish within 90 s of being stopped")
+                .expect("producer task");
+        }
+        total
+    }
+}
+
+/// A consumer-group member recording reads and commits (see the module docs).
+pub struct GroupConsumer {
+    stop: Arc<AtomicBool>,
+    thread: std::thread::JoinHandle<GroupStats>,
+}
+
+/// What a group consumer did.
+#[derive(Clone, Debug, Default)]
+pub struct GroupStats {
+    pub records: u64,
+    pub commits_ok: u64,
+    pub commits_failed: u64,
+    pub fetches_ok: u64,
+    pub errors: u64,
+}
+
+/// Starts a member of `group` reading `topic` through `bootstrap`.
+pub fn spawn_group_consumer(
+    bootstrap: &str,
+    topic: &str,
+    group: &str,
+    history: &History,
+) -> GroupConsumer {
+    let stop = Arc::new(AtomicBool::new(false));
+    let cfg = client_config(
+        bootstrap,
+        &[
+            ("group.id", group),
+            ("client.id", "torture-group"),
+            ("session.timeout.ms", "6000"),
+            ("heartbeat.interval.ms", "500"),
+            ("enable.auto.commit", "false"),
+            ("auto.offset.reset", "earliest"),
+            ("fetch.wait.max.ms", "100"),
+            ("check.crcs", "true"),
+        ],
+    );
+    let (topic, group, history, stop2) = (
+        topic.to_string(),
+        group.to_string(),
+        history.clone(),
+        stop.clone(),
+    );
+    let thread = std::thread::spawn(move || {
+        let c: BaseConsumer = cfg.create().expect("create the group consumer");
+        c.subscribe(&[&topic]).expect("subscribe");
+        let mut stats = GroupStats::default();
+        let mut next: BTreeMap<i32, i64> = BTreeMap::new();
+        let mut last_commit = Instant::now();
+        let mut last_fetch = Instant::now();
+        let consumer_id = format!("group:{group}");
+        while !stop2.load(Ordering::SeqCst) {
+            match c.poll(Duration::from_millis(100)) {
+                Some(Ok(m)) => {
+                    let value = String::from_utf8_lossy(m.payload().unwrap_or_default());
+                    history.read(&consumer_id, m.partition(), m.offset(), &value);
+                    stats.records += 1;
+                    let e = next.entry(m.partition()).or_default();
+                    *e = (*e).max(m.offset() + 1);
+                }
+                Some(Err(_)) => stats.errors += 1,
+                None => {}
+            }
+            if last_commit.elapsed() >= Duration::from_millis(500) && !next.is_empty() {
+                last_commit = Instant::now();
+                let mut tpl = TopicPartitionList::new();
+                for (&p, &o) in &next {
+                    tpl.add_partition_offset(&topic, p, Offset::Offset(o))
+                        .expect("add partition offset");
+                }
+                match c.commit(&tpl, CommitMode::Sync) {
+                    Ok(()) => {
+                        stats.commits_ok += 1;
+                        for (&p, &o) in &next {
+                            history.commit(&group, p, o);
+                        }
+                    }
+                    Err(_) => stats.commits_failed += 1,
+                }
+            }
+            if last_fetch.elapsed() >= Duration::from_secs(2) {
+                last_fetch = Instant::now();
+                if let Ok(tpl) = c.committed(Duration::from_secs(5)) {
+                    stats.fetches_ok += 1;
+                    for e in tpl.elements() {
+                        if let Offset::Offset(o) = e.offset() {
+                            history.commit(&group, e.partition(), o);
+                        }
+                    }
+                }
+            }
+        }
+        stats
+    });
+    GroupConsumer { stop, thread }
+}
+
+impl GroupConsumer {
+    /// Stops the member and returns what it did.
+    pub fn finish(self) -> GroupStats {
+        self.stop.store(true, Ordering::SeqCst);
+        self.thread.join().expect("group consumer thread")
+    }
+}
+
+/// Reads every partition of `topic` from offset 0 to its high watermark as
+/// of the call, recording each record as read by `consumer_id`. Stops when
+/// every partition reached its high watermark or after `idle` without a
+/// record (a log may end in a gap); panics after `timeout`. Returns the high
+/// watermarks and the partitions that did not reach them.
+pub fn read_all(
+    bootstrap: &str,
+    topic: &str,
+    partitions: i32,
+    consumer_id: &str,
+    history: &History,
+    idle: Duration,
+    timeout: Duration,
+) -> (BTreeMap<i32, i64>, Vec<i32>) {
+    let c: BaseConsumer = client_config(
+        bootstrap,
+        &[
+            ("group.id", "torture-reader"),
+            ("enable.auto.commit", "false"),
+            ("enable.auto.offset.store", "false"),
+            ("auto.offset.reset", "error"),
+            ("check.crcs", "true"),
+            ("fetch.wait.max.ms", "100"),
+        ],
+    )
+    .create()
+    .expect("create the reader");
+    let mut highs = BTreeMap::new();
+    for p in 0..partitions {
+        let (_, high) = c
+            .fetch_watermarks(topic, p, Duration::from_secs(15))
+            .unwrap_or_else(|e| panic!("watermarks of {topic}/{p}: {e}"));
+        highs.insert(p, high);
+    }
+    let mut tpl = TopicPartitionList::new();
+    let mut pending: BTreeMap<i32, i64> = BTreeMap::new();
+    for (&p, &h) in &highs {
+        if h > 0 {
+            tpl.add_partition_offset(topic, p, Offset::Offset(0))
+                .expect("add partition");
+            pending.insert(p, h);
+        }
+    }
+    if pending.is_empty() {
+        return (highs, Vec::new());
+    }
+    c.assign(&tpl).expect("assign");
+    let started = Instant::now();
+    let mut last_record = Instant::now();
+    while !pending.is_empty() && last_record.elapsed() < idle {
+        assert!(
+            started.elapsed() < timeout,
+            "reading {topic} through {bootstrap} took over {timeout:?}; still pending \
+             (partition -> high watermark): {pending:?}"
+        );
+        match c.poll(Duration::from_millis(100)) {
+            Some(Ok(m)) => {
+                last_record = Instant::now();
+                let value = String::from_utf8_lossy(m.payload().unwrap_or_default());
+                history.read(consumer_id, m.partition(), m.offset(), &value);
+                if pending
+                    .get(&m.partition())
+                    .is_some_and(|h| m.offset() + 1 >= *h)
+                {
+                    pending.remove(&m.partition());
+                }
+            }
+            Some(Err(KafkaError::PartitionEOF(p))) => {
+                pending.remove(&p);
+            }
+            Some(Err(e)) => panic!("reader error on {topic} through {bootstrap}: {e}"),
+            None => {}
+        }
+    }
+    (highs, pending.into_keys().collect())
+}
+
+/// Sends one record to every partition with a plain producer (recorded as
+/// producer `id`), so that no partition's log ends in a gap; panics unless
+/// all are acknowledged within `timeout`.
+pub async fn send_sentinels(
+    bootstrap: &str,
+    topic: &str,
+    partitions: i32,
+    id: &str,
+    history: &History,
+    timeout: Duration,
+) {
+    let log = history.producer(id, false);
+    let p: FutureProducer = client_config(
+        bootstrap,
+        &[
+            ("acks", "all"),
+            ("enable.idempotence", "false"),
+            ("message.timeout.ms", "30000"),
+        ],
+    )
+    .create()
+    .expect("create the sentinel producer");
+    for partition in 0..partitions {
+        let value = format!("{id}-{partition}");
+        log.send(Some(partition), &value);
+        let r = p
+            .send(
+                FutureRecord::to(topic)
+                    .partition(partition)
+                    .key(&value)
+                    .payload(&value),
+                timeout,
+            )
+            .await;
+        match r {
+            Ok(d) => log.ack(&value, d.partition, d.offset),
+            Err((e, _)) => panic!("sentinel to {topic}/{partition} failed: {e}"),
+        }
+    }
+}

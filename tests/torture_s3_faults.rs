@@ -1,0 +1,176 @@
+//! Torture: the durability promise under injected S3 faults.
+//!
+//! A distributed cluster (etcd, moto behind the fault-injecting proxy, 3
+//! workers, 2 gateways) takes acks=all load from idempotent and plain
+//! librdkafka producers through both gateways and a consumer group
+//! committing as it reads, while the proxy fails the workers' WAL PUTs
+//! (500 InternalError, 503 SlowDown, connection resets, lost responses of
+//! PUTs that succeeded, slow answers) and some of their reads and listings;
+//! midway a worker is killed with SIGKILL and restarted after its
+//! partitions moved (its stream is sealed, under the same faults). Then
+//! everything is read back from offset 0 through both gateways and the
+//! history checker must find no violation: every acknowledged record at its
+//! acked offset, no offset with two values, no phantom, no duplicate from an
+//! idempotent producer, no committed offset going back. The test also
+//! requires that each kind of PUT fault was really injected.
+
+mod common;
+mod common_cluster;
+mod common_etcd;
+mod common_faults;
+mod common_history;
+mod common_s3;
+mod common_torture;
+
+use common::create_topic;
+use common_cluster::{Cluster, ClusterOptions, S3Proxy, LEASE_TTL_MS};
+use common_faults::{Fault, FaultKind, FaultProxy, Op, Rule};
+use common_history::History;
+use common_torture::{read_all, send_sentinels, spawn_group_consumer, ProducerSpec, Producers};
+use std::time::{Duration, Instant};
+
+const PARTITIONS: i32 = 6;
+
+/// The S3 faults of this run: on WAL objects only (the workers' startup
+/// probe must pass, or a restarted worker refuses to start).
+fn arm_faults(proxy: &FaultProxy) {
+    proxy.set(
+        Op::Put,
+        vec![
+            Rule::new(Fault::InternalError, 0.03).targets("/wal/"),
+            Rule::new(Fault::SlowDown, 0.03).targets("/wal/"),
+            Rule::new(Fault::Reset, 0.02).targets("/wal/"),
+            Rule::new(Fault::LostResponse, 0.04).targets("/wal/"),
+            Rule::new(Fault::Slow(Duration::from_millis(300)), 0.03).targets("/wal/"),
+            Rule::new(Fault::DelayedResponse(Duration::from_millis(300)), 0.02).targets("/wal/"),
+        ],
+    );
+    for op in [Op::Get, Op::GetRange] {
+        proxy.set(
+            op,
+            vec![
+                Rule::new(Fault::InternalError, 0.03).targets("/wal/"),
+                Rule::new(Fault::Reset, 0.02).targets("/wal/"),
+            ],
+        );
+    }
+    proxy.set(Op::List, vec![Rule::new(Fault::SlowDown, 0.05)]);
+}
+
+fn specs(c: &Cluster) -> Vec<ProducerSpec> {
+    (0..4)
+        .map(|i| ProducerSpec {
+            id: format!("p{i}{}", if i % 2 == 0 { "i" } else { "n" }),
+            bootstrap: c.bootstrap(i / 2),
+            idempotent: i % 2 == 0,
+            rate: 300,
+            max_inflight: 64,
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn acked_records_survive_s3_faults_and_a_worker_kill() {
+    let started = Instant::now();
+    let seed: u64 = std::env::var("KAFSCALE_TORTURE_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0x5eed_0016);
+    let proxy = FaultProxy::start(seed);
+    let hook = proxy.clone();
+    let mut c = Cluster::start_with_s3_proxy(
+        ClusterOptions {
+            workers: 3,
+            gateways: 2,
+            ..Default::default()
+        },
+        S3Proxy::new(move |moto| {
+            hook.set_upstream(moto);
+            hook.endpoint()
+        }),
+    )
+    .await;
+    let topic = common::unique_name("torture-s3");
+    create_topic(&c.bootstrap(0), &topic, PARTITIONS, &[]).await;
+    let history = History::new();
+    let producers = Producers::start(&specs(&c), &topic, PARTITIONS, &history);
+    let group = spawn_group_consumer(&c.bootstrap(1), &topic, "torture-group", &history);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    arm_faults(&proxy);
+    eprintln!("[torture] faults armed (seed {seed:#x})");
+    tokio::time::sleep(Duration::from_secs(12)).await;
+    eprintln!("[torture] {} acked; kill -9 worker 1", history.acked());
+    c.workers[1].kill9();
+    tokio::time::sleep(Duration::from_millis(LEASE_TTL_MS + 1500)).await;
+    c.workers[1].start().await;
+    eprintln!("[torture] worker 1 restarted; {} acked", history.acked());
+    tokio::time::sleep(Duration::from_secs(12)).await;
+
+    let enqueued = producers.finish().await;
+    proxy.clear_all();
+    eprintln!("[torture] producers done ({enqueued} enqueued); faults cleared");
+    c.wait_all_assigned(Duration::from_secs(30)).await;
+    send_sentinels(
+        &c.bootstrap(0),
+        &topic,
+        PARTITIONS,
+        "sentinel",
+        &history,
+        Duration::from_secs(30),
+    )
+    .await;
+    // Let the group member catch up to the sentinels, then stop it.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let group_stats = group.finish();
+
+    let mut unfinished = Vec::new();
+    for g in 0..2 {
+        let (highs, stuck) = read_all(
+            &c.bootstrap(g),
+            &topic,
+            PARTITIONS,
+            &format!("reader-gw{g}"),
+            &history,
+            Duration::from_secs(10),
+            Duration::from_secs(90),
+        );
+        eprintln!("[torture] read through gateway {g}: high watermarks {highs:?}");
+        unfinished.extend(stuck.into_iter().map(|p| (g, p)));
+    }
+
+    let report = history.check();
+    let stats = proxy.stats();
+    eprintln!("{report}\n{stats}\ngroup consumer: {group_stats:?}");
+    eprintln!("[torture] total {:?}", started.elapsed());
+    assert!(
+        unfinished.is_empty(),
+        "readers did not reach the high watermark of (gateway, partition) {unfinished:?}"
+    );
+    report.assert_ok();
+    assert!(
+        report.acked > 3000,
+        "too few records acknowledged ({}) for the run to mean anything:\n{report}",
+        report.acked
+    );
+    for kind in [
+        FaultKind::InternalError,
+        FaultKind::SlowDown,
+        FaultKind::Reset,
+        FaultKind::LostResponse,
+        FaultKind::Slow,
+    ] {
+        assert!(
+            stats.faults(Op::Put, kind) > 0,
+            "no {kind} was injected into a PUT:\n{stats}"
+        );
+    }
+    assert!(
+        stats.lost.iter().any(|l| l.status == 200),
+        "no PUT succeeded behind a lost response:\n{stats}"
+    );
+    assert!(
+        group_stats.commits_ok > 0 && group_stats.fetches_ok > 0,
+        "the group consumer never committed or fetched its offsets: {group_stats:?}"
+    );
+}
