@@ -9,7 +9,7 @@ mod common_cluster;
 mod common_etcd;
 mod common_s3;
 
-use common::{consume_all, create_topic, producer, unique_name};
+use common::{consume_all, create_topic, eventually, producer, unique_name};
 use common_cluster::{Cluster, ClusterOptions, LEASE_TTL_MS};
 use futures::stream::{FuturesUnordered, StreamExt};
 use rdkafka::producer::{FutureProducer, FutureRecord};
@@ -227,17 +227,12 @@ async fn stopped_worker_is_fenced_after_its_partitions_move_and_exits() {
     let z = c.owner(&topic, 0).await.expect("partition 0 has an owner");
     c.workers[z].signal("STOP");
     // Its lease lapses and its partitions move to the other worker.
-    let moved = async {
-        loop {
-            if c.owner(&topic, 0).await.is_some_and(|o| o != z) {
-                return;
-            }
-            sleep_ms(200).await;
-        }
-    };
-    tokio::time::timeout(Duration::from_secs(30), moved)
-        .await
-        .expect("partitions of the stopped worker moved");
+    eventually(
+        "the stopped worker's partitions moved",
+        Duration::from_secs(30),
+        async || c.owner(&topic, 0).await.is_some_and(|o| o != z),
+    )
+    .await;
     sleep_ms(2000).await;
     c.workers[z].signal("CONT");
     // It notices the lost lease and stops serving.
@@ -291,17 +286,12 @@ async fn added_gateway_and_worker_take_part_while_clients_run() {
     sleep_ms(1500).await;
     let g = c.add_gateway().await;
     let w = c.add_worker().await;
-    let took_some = async {
-        loop {
-            if c.owned_by(w).await > 0 {
-                return;
-            }
-            sleep_ms(200).await;
-        }
-    };
-    tokio::time::timeout(Duration::from_secs(30), took_some)
-        .await
-        .expect("the added worker was assigned partitions");
+    eventually(
+        "the added worker was assigned partitions",
+        Duration::from_secs(30),
+        async || c.owned_by(w).await > 0,
+    )
+    .await;
     sleep_ms(3000).await;
     let acks = load.finish().await;
     assert!(

@@ -345,6 +345,19 @@ pub async fn wait_for<T>(
     }
 }
 
+/// Polls the async `cond` every 200 ms until it holds; panics naming `what`
+/// if it has not within `timeout`.
+pub async fn eventually(what: &str, timeout: Duration, mut cond: impl AsyncFnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !cond().await {
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting until {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 /// Sends signal `name` (`"STOP"`, `"CONT"`, `"TERM"`, `"KILL"`, ...) to
 /// process `pid` through `sh -c kill` (no libc dependency); panics if that fails.
 pub fn send_signal(pid: u32, name: &str) {

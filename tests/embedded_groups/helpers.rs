@@ -131,6 +131,32 @@ pub(crate) async fn committed(
     }
 }
 
+/// Waits (30 s at most) until `group`'s committed offsets on `topic` are
+/// exactly `expected`; on timeout fails with both and the group's log.
+pub(crate) async fn wait_committed(
+    bootstrap: &str,
+    group: &str,
+    topic: &str,
+    expected: &BTreeMap<i32, Offset>,
+    log: &GroupLog,
+) {
+    let partitions = expected.len() as i32;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let got =
+            offsets_only(&committed(bootstrap, group, topic, partitions, CLIENT_TIMEOUT).await);
+        if &got == expected {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "committed offsets of {group} did not reach {expected:?} within 30 s: {got:?}{}",
+            log.describe()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 pub(crate) fn offsets_only(committed: &BTreeMap<i32, CommittedOffset>) -> BTreeMap<i32, Offset> {
     committed.iter().map(|(p, c)| (*p, c.offset)).collect()
 }

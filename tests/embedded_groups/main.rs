@@ -166,20 +166,7 @@ async fn members_join_and_leave_split_stays_complete_and_nothing_is_lost() {
         .iter()
         .map(|(p, h)| (*p, Offset::Offset(*h)))
         .collect();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let got =
-            offsets_only(&committed(&bootstrap, &group, &topic, PARTITIONS, CLIENT_TIMEOUT).await);
-        if got == expected {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "committed offsets of {group} did not reach the high watermarks within 30 s:\n  committed {got:?}\n  highs     {expected:?}{}",
-            log.describe()
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    wait_committed(&bootstrap, &group, &topic, &expected, &log).await;
 
     for member in [&m1, &m3, &m4] {
         member.close().await;
@@ -925,20 +912,7 @@ async fn group_list_describes_state_members_and_assignments() {
     // offsets expire).
     let all_committed: BTreeMap<i32, Offset> =
         (0..PARTITIONS).map(|p| (p, Offset::Offset(2))).collect();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let got =
-            offsets_only(&committed(&bootstrap, &group, &topic, PARTITIONS, CLIENT_TIMEOUT).await);
-        if got == all_committed {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "committed offsets of {group}: {got:?}, want {all_committed:?}{}",
-            log.describe()
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    wait_committed(&bootstrap, &group, &topic, &all_committed, &log).await;
     for member in &members {
         member.close().await;
     }
