@@ -1,7 +1,14 @@
 //! Registration leases: granted once, refreshed in the background, and
-//! reported lost when the store says the lease is gone (or could not be
-//! refreshed for a whole time-to-live). A process that loses its lease must
-//! stop serving: its registration is gone and its work has moved.
+//! reported lost only when the store answers that the lease is gone. A
+//! process that loses its lease must stop serving: its registration is gone
+//! and its work has moved.
+//!
+//! A store that cannot be reached is not a lost lease. etcd is not on the
+//! write path (DESIGN.md §4): while it is down nothing can move, so the
+//! owners keep serving; if it is only this process that cannot reach it,
+//! the new owners of its partitions seal its WAL streams in S3 and its next
+//! write is refused there, which is the fence that keeps data safe. When the
+//! store answers again, a lease that expired meanwhile is reported lost.
 
 use crate::metadata::MetaError;
 use crate::store::MetadataStore;
@@ -26,23 +33,30 @@ impl Lease {
         let s = store.clone();
         let task = tokio::spawn(async move {
             let period = (ttl / 3).max(Duration::from_millis(100));
-            let mut last_ok = Instant::now();
+            let mut failing_since: Option<Instant> = None;
+            let mut last_warned: Option<Instant> = None;
             loop {
                 tokio::time::sleep(period).await;
                 match s.keep_alive(id).await {
-                    Ok(true) => last_ok = Instant::now(),
+                    Ok(true) => {
+                        if let Some(since) = failing_since.take() {
+                            tracing::info!(lease = id, unreachable_for = ?since.elapsed(), "lease refreshed again");
+                        }
+                        last_warned = None;
+                    }
                     Ok(false) => {
                         tracing::error!(lease = id, "lease expired");
                         tx.send_replace(true);
                         return;
                     }
-                    Err(e) if last_ok.elapsed() >= ttl => {
-                        tracing::error!(lease = id, error = %e, "lease not refreshed for a whole TTL");
-                        tx.send_replace(true);
-                        return;
-                    }
                     Err(e) => {
-                        tracing::warn!(lease = id, error = %e, "lease refresh failed; retrying")
+                        let since = *failing_since.get_or_insert_with(Instant::now);
+                        // Once at the start of an outage, then once per TTL.
+                        if last_warned.is_none_or(|w| w.elapsed() >= ttl) {
+                            last_warned = Some(Instant::now());
+                            tracing::warn!(lease = id, error = %e, unreachable_for = ?since.elapsed(),
+                                "lease refresh failed; serving on and retrying");
+                        }
                     }
                 }
             }

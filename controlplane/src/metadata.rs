@@ -32,6 +32,27 @@ pub enum MetaError {
     Invalid(String),
 }
 
+impl MetaError {
+    /// The Kafka error a client sees when a metadata change fails on this
+    /// error, where the API has no more specific code. An unreachable or
+    /// closed store is REQUEST_TIMED_OUT (retriable: it is what a Kafka
+    /// broker answers when its controller quorum does not respond).
+    pub fn kafka_code(&self) -> i16 {
+        use kafka_protocol::error::ResponseError as E;
+        match self {
+            MetaError::Store(StoreError::Backend(_) | StoreError::Closed) => {
+                E::RequestTimedOut.code()
+            }
+            MetaError::Store(StoreError::LeaseNotFound) | MetaError::Corrupt { .. } => {
+                E::UnknownServerError.code()
+            }
+            MetaError::TopicExists(_) => E::TopicAlreadyExists.code(),
+            MetaError::UnknownTopic(_) => E::UnknownTopicOrPartition.code(),
+            MetaError::Invalid(_) => E::InvalidRequest.code(),
+        }
+    }
+}
+
 /// Milliseconds since the Unix epoch.
 pub fn now_ms() -> i64 {
     SystemTime::now()

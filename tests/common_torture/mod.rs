@@ -158,6 +158,7 @@ impl Producers {
 /// A consumer-group member recording reads and commits (see the module docs).
 pub struct GroupConsumer {
     stop: Arc<AtomicBool>,
+    live: Arc<std::sync::Mutex<GroupStats>>,
     thread: std::thread::JoinHandle<GroupStats>,
 }
 
@@ -192,11 +193,13 @@ pub fn spawn_group_consumer(
             ("check.crcs", "true"),
         ],
     );
-    let (topic, group, history, stop2) = (
+    let live = Arc::new(std::sync::Mutex::new(GroupStats::default()));
+    let (topic, group, history, stop2, live2) = (
         topic.to_string(),
         group.to_string(),
         history.clone(),
         stop.clone(),
+        live.clone(),
     );
     let thread = std::thread::spawn(move || {
         let c: BaseConsumer = cfg.create().expect("create the group consumer");
@@ -246,13 +249,19 @@ pub fn spawn_group_consumer(
                     }
                 }
             }
+            *live2.lock().unwrap_or_else(|p| p.into_inner()) = stats.clone();
         }
         stats
     });
-    GroupConsumer { stop, thread }
+    GroupConsumer { stop, live, thread }
 }
 
 impl GroupConsumer {
+    /// What the member has done so far.
+    pub fn stats(&self) -> GroupStats {
+        self.live.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
     /// Stops the member and returns what it did.
     pub fn finish(self) -> GroupStats {
         self.stop.store(true, Ordering::SeqCst);

@@ -67,7 +67,7 @@ pub async fn describe(ctx: &Ctx<'_>, req: DescribeAclsRequest) -> DescribeAclsRe
     let bindings = match ctx.view.meta().list_acls().await {
         Ok(b) => b,
         Err(e) => {
-            resp.error_code = E::UnknownServerError.code();
+            resp.error_code = e.kafka_code();
             resp.error_message = Some(s(&e.to_string()));
             return resp;
         }
@@ -132,7 +132,7 @@ pub async fn create(ctx: &Ctx<'_>, req: CreateAclsRequest) -> CreateAclsResponse
         let bindings: Vec<AclBinding> = valid.iter().map(|(_, b)| b.clone()).collect();
         if let Err(e) = ctx.view.meta().create_acls(&bindings).await {
             for (i, _) in &valid {
-                results[*i].error_code = E::UnknownServerError.code();
+                results[*i].error_code = e.kafka_code();
                 results[*i].error_message = Some(s(&e.to_string()));
             }
         }
@@ -158,7 +158,7 @@ pub async fn delete(ctx: &Ctx<'_>, req: DeleteAclsRequest) -> DeleteAclsResponse
         let f = acl_filter!(f);
         let checked = match (&refused, &stored, f.validate()) {
             (Some((code, msg)), _, _) => Err((*code, msg.to_string())),
-            (None, Err(e), _) => Err((E::UnknownServerError.code(), e.to_string())),
+            (None, Err(e), _) => Err((e.kafka_code(), e.to_string())),
             (None, Ok(_), Err(msg)) => Err((E::InvalidRequest.code(), msg)),
             (None, Ok(all), Ok(())) => Ok(all),
         };
@@ -188,7 +188,7 @@ pub async fn delete(ctx: &Ctx<'_>, req: DeleteAclsRequest) -> DeleteAclsResponse
         if let Err(e) = ctx.view.meta().delete_acls(&doomed).await {
             for fr in &mut resp.filter_results {
                 if !fr.matching_acls.is_empty() {
-                    fr.error_code = E::UnknownServerError.code();
+                    fr.error_code = e.kafka_code();
                     fr.error_message = Some(s(&e.to_string()));
                     fr.matching_acls.clear();
                 }

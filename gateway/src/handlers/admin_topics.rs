@@ -72,7 +72,7 @@ pub async fn delete_topics(ctx: &Ctx<'_>, req: DeleteTopicsRequest) -> DeleteTop
             Err(e) => {
                 r.error_code = match e {
                     MetaError::Invalid(_) => ResponseError::InvalidTopicException.code(),
-                    _ => ResponseError::UnknownServerError.code(),
+                    _ => e.kafka_code(),
                 };
                 if ctx.version >= 5 {
                     r.error_message = Some(StrBytes::from_string(e.to_string()));
@@ -137,7 +137,7 @@ pub async fn create_partitions(
             r.error_code = match e {
                 MetaError::UnknownTopic(_) => ResponseError::UnknownTopicOrPartition.code(),
                 MetaError::Invalid(_) => ResponseError::InvalidPartitions.code(),
-                _ => ResponseError::UnknownServerError.code(),
+                _ => e.kafka_code(),
             };
             r.error_message = Some(StrBytes::from_string(e.to_string()));
         } else if !req.validate_only {

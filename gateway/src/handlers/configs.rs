@@ -295,12 +295,7 @@ pub async fn incremental_alter(
                 Err(e) => Err(e),
             };
             if let Err(e) = result {
-                error = Some(match e {
-                    MetaError::UnknownTopic(_) => {
-                        (ResponseError::UnknownTopicOrPartition.code(), e.to_string())
-                    }
-                    _ => (ResponseError::UnknownServerError.code(), e.to_string()),
-                });
+                error = Some((e.kafka_code(), e.to_string()));
             }
         }
         if let Some((code, msg)) = error {

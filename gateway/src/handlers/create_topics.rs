@@ -98,7 +98,7 @@ pub async fn handle(ctx: &Ctx<'_>, req: CreateTopicsRequest) -> CreateTopicsResp
                         format!("topic '{name}' already exists"),
                     ));
                 }
-                Err(e) => error = Some((ResponseError::UnknownServerError.code(), e.to_string())),
+                Err(e) => error = Some((e.kafka_code(), e.to_string())),
             }
         }
         match error {

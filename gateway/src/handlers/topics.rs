@@ -36,7 +36,7 @@ pub async fn auto_create(ctx: &Ctx<'_>, name: &str) -> i16 {
         Ok(_) | Err(MetaError::TopicExists(_)) => {}
         Err(e) => {
             tracing::warn!(topic = name, error = %e, "auto-create failed");
-            return ResponseError::UnknownServerError.code();
+            return e.kafka_code();
         }
     }
     wait_assigned(ctx, name, 1).await;

@@ -1,0 +1,183 @@
+//! etcd is not on the write path: with etcd down, owned partitions keep
+//! accepting produces and serving fetches, group members keep heartbeating
+//! and committing; what needs metadata (creating a topic) answers with an
+//! error in bounded time; no process exits; everything works again once etcd
+//! is back, and the history checker finds no violation.
+//!
+//! The outage lasts several lease TTLs, so a process that treated an
+//! unreachable etcd as a lost lease would exit during it.
+
+mod common;
+mod common_cluster;
+mod common_etcd;
+mod common_history;
+mod common_s3;
+mod common_torture;
+
+use common::{create_topic, unique_name};
+use common_cluster::{Cluster, ClusterOptions, LEASE_TTL_MS};
+use common_history::History;
+use common_torture::{read_all, send_sentinels, spawn_group_consumer, ProducerSpec, Producers};
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use std::time::{Duration, Instant};
+
+const PARTITIONS: i32 = 4;
+
+/// Tries to create a topic; returns whether it was created and how long the
+/// answer took.
+async fn try_create_topic(bootstrap: &str, name: &str) -> (Result<(), String>, Duration) {
+    let admin: AdminClient<DefaultClientContext> = common::client_config(bootstrap, &[])
+        .create()
+        .expect("admin client");
+    let started = Instant::now();
+    let opts = AdminOptions::new().request_timeout(Some(Duration::from_secs(20)));
+    let r = admin
+        .create_topics(&[NewTopic::new(name, 2, TopicReplication::Fixed(1))], &opts)
+        .await;
+    let outcome = match r {
+        Ok(results) => match results.into_iter().next() {
+            Some(Ok(_)) => Ok(()),
+            Some(Err((_, code))) => Err(format!("{code:?}")),
+            None => Err("no result".into()),
+        },
+        Err(e) => Err(e.to_string()),
+    };
+    (outcome, started.elapsed())
+}
+
+fn assert_all_running(c: &mut Cluster, when: &str) {
+    for (i, w) in c.workers.iter_mut().enumerate() {
+        assert!(
+            w.try_exit().is_none(),
+            "worker {i} exited {when}:\n{}",
+            w.log_tail(40)
+        );
+    }
+    for (i, g) in c.gateways.iter_mut().enumerate() {
+        assert!(
+            g.try_exit().is_none(),
+            "gateway {i} exited {when}:\n{}",
+            g.log_tail(40)
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn produce_fetch_and_groups_continue_while_etcd_is_down() {
+    let mut c = Cluster::start(ClusterOptions {
+        workers: 2,
+        gateways: 2,
+        ..Default::default()
+    })
+    .await;
+    let topic = unique_name("etcd-outage");
+    create_topic(&c.bootstrap(0), &topic, PARTITIONS, &[]).await;
+    let history = History::new();
+    let specs: Vec<ProducerSpec> = (0..2)
+        .map(|i| ProducerSpec {
+            id: format!("p{i}{}", if i == 0 { "i" } else { "n" }),
+            bootstrap: c.bootstrap(i),
+            idempotent: i == 0,
+            rate: 300,
+            max_inflight: 32,
+        })
+        .collect();
+    let producers = Producers::start(&specs, &topic, PARTITIONS, &history);
+    let group = spawn_group_consumer(&c.bootstrap(1), &topic, "outage-group", &history);
+    tokio::time::sleep(Duration::from_secs(4)).await;
+
+    let before = (history.acked(), group.stats());
+    eprintln!(
+        "[outage] {} acked, group {:?}; stopping etcd",
+        before.0, before.1
+    );
+    c.etcd.kill();
+    let outage = Duration::from_millis(4 * LEASE_TTL_MS);
+    let outage_started = Instant::now();
+
+    // Metadata changes cannot be made: a bounded, clear failure.
+    let (created, took) = try_create_topic(&c.bootstrap(0), &unique_name("during")).await;
+    eprintln!("[outage] CreateTopics during the outage: {created:?} after {took:?}");
+    assert!(
+        created.as_ref().is_err_and(|e| e.contains("RequestTimedOut")),
+        "CreateTopics while etcd was down must fail with the retriable REQUEST_TIMED_OUT: {created:?}"
+    );
+    assert!(
+        took < Duration::from_secs(25),
+        "CreateTopics took {took:?} to fail while etcd was down"
+    );
+
+    tokio::time::sleep(outage.saturating_sub(outage_started.elapsed())).await;
+    let during = (history.acked(), group.stats());
+    eprintln!(
+        "[outage] after {:?} without etcd: {} acked, group {:?}",
+        outage_started.elapsed(),
+        during.0,
+        during.1
+    );
+    assert_all_running(&mut c, "while etcd was down");
+    assert!(
+        during.0 > before.0 + 500,
+        "produces stalled while etcd was down: {} acked before, {} after",
+        before.0,
+        during.0
+    );
+    assert!(
+        during.1.records > before.1.records && during.1.commits_ok > before.1.commits_ok + 2,
+        "the group member stopped reading or committing while etcd was down: {:?} -> {:?}",
+        before.1,
+        during.1
+    );
+
+    c.etcd.restart().await;
+    eprintln!("[outage] etcd is back");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let after_topic = unique_name("after");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (created, _) = try_create_topic(&c.bootstrap(1), &after_topic).await;
+        match created {
+            Ok(()) => break,
+            Err(e) if e.contains("TopicAlreadyExists") => break,
+            Err(e) => {
+                assert!(
+                    Instant::now() < deadline,
+                    "CreateTopics after etcd returned: {e}"
+                );
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let enqueued = producers.finish().await;
+    assert_all_running(&mut c, "after etcd returned");
+    c.wait_all_assigned(Duration::from_secs(30)).await;
+    send_sentinels(
+        &c.bootstrap(0),
+        &topic,
+        PARTITIONS,
+        "sentinel",
+        &history,
+        Duration::from_secs(30),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let group_stats = group.finish();
+    let (_, stuck) = read_all(
+        &c.bootstrap(1),
+        &topic,
+        PARTITIONS,
+        "reader",
+        &history,
+        Duration::from_secs(10),
+        Duration::from_secs(60),
+    );
+    let report = history.check();
+    eprintln!("{report}\n{enqueued} enqueued; group {group_stats:?}");
+    assert!(
+        stuck.is_empty(),
+        "readers stuck below the high watermark on {stuck:?}"
+    );
+    report.assert_ok();
+}
