@@ -26,7 +26,7 @@ use common::create_topic;
 use common_cluster::{Cluster, ClusterOptions, S3Proxy, LEASE_TTL_MS};
 use common_faults::{Fault, FaultKind, FaultProxy, Op, Rule};
 use common_history::History;
-use common_torture::{read_all, send_sentinels, spawn_group_consumer, ProducerSpec, Producers};
+use common_torture::{check_run, spawn_group_consumer, ProducerSpec, Producers};
 use std::time::{Duration, Instant};
 
 const PARTITIONS: i32 = 6;
@@ -110,43 +110,12 @@ async fn acked_records_survive_s3_faults_and_a_worker_kill() {
     let enqueued = producers.finish().await;
     proxy.clear_all();
     eprintln!("[torture] producers done ({enqueued} enqueued); faults cleared");
-    c.wait_all_assigned(Duration::from_secs(30)).await;
-    send_sentinels(
-        &c.bootstrap(0),
-        &topic,
-        PARTITIONS,
-        "sentinel",
-        &history,
-        Duration::from_secs(30),
-    )
-    .await;
-    // Let the group member catch up to the sentinels, then stop it.
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    let group_stats = group.finish();
-
-    let mut unfinished = Vec::new();
-    for g in 0..2 {
-        let (highs, stuck) = read_all(
-            &c.bootstrap(g),
-            &topic,
-            PARTITIONS,
-            &format!("reader-gw{g}"),
-            &history,
-            Duration::from_secs(10),
-            Duration::from_secs(90),
-        );
-        eprintln!("[torture] read through gateway {g}: high watermarks {highs:?}");
-        unfinished.extend(stuck.into_iter().map(|p| (g, p)));
-    }
-
-    let report = history.check();
+    let bootstraps = [c.bootstrap(0), c.bootstrap(1)];
+    let (report, group_stats) =
+        check_run(&c, &bootstraps, &topic, PARTITIONS, &history, group).await;
     let stats = proxy.stats();
     eprintln!("{report}\n{stats}\ngroup consumer: {group_stats:?}");
     eprintln!("[torture] total {:?}", started.elapsed());
-    assert!(
-        unfinished.is_empty(),
-        "readers did not reach the high watermark of (gateway, partition) {unfinished:?}"
-    );
     report.assert_ok();
     assert!(
         report.acked > 3000,

@@ -7,6 +7,7 @@ pub mod batch;
 pub mod cache;
 pub mod completion;
 pub mod groups;
+pub mod inflate;
 pub mod metrics;
 pub mod objstore;
 pub mod ownership;

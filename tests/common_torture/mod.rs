@@ -55,10 +55,12 @@ pub fn spawn_producer(
     history: &History,
     stop: Arc<AtomicBool>,
 ) -> tokio::task::JoinHandle<u64> {
-    let log: ProducerLog = history.producer(&spec.id, spec.idempotent);
+    let mut log: ProducerLog = history.producer(&spec.id, spec.idempotent);
+    let history = history.clone();
     tokio::spawn(async move {
+        let mut generation = 0u32;
         let idempotence = if spec.idempotent { "true" } else { "false" };
-        let p: FutureProducer = client_config(
+        let cfg = client_config(
             &spec.bootstrap,
             &[
                 ("acks", "all"),
@@ -68,9 +70,8 @@ pub fn spawn_producer(
                 ("linger.ms", "5"),
                 ("max.in.flight.requests.per.connection", "5"),
             ],
-        )
-        .create()
-        .expect("create the torture producer");
+        );
+        let mut p: FutureProducer = cfg.create().expect("create the torture producer");
         let per_tick = (spec.rate / 100).max(1);
         let mut tick = tokio::time::interval(Duration::from_millis(10));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -96,18 +97,34 @@ pub fn spawn_producer(
                             .key(&value)
                             .payload(&value);
                         match p.send_result(record) {
-                            Ok(delivery) => inflight.push(async move { (value, delivery.await) }),
+                            Ok(delivery) => {
+                                let l = log.clone();
+                                inflight.push(async move { (value, l, delivery.await) })
+                            }
                             Err((e, _)) => log.error(&value, format!("not enqueued: {e}")),
                         }
                     }
                 }
-                Some((value, outcome)) = inflight.next(), if !inflight.is_empty() => {
+                Some((value, l, outcome)) = inflight.next(), if !inflight.is_empty() => {
                     match outcome {
-                        Ok(Ok(d)) => log.ack(&value, d.partition, d.offset),
-                        Ok(Err((e, _))) => log.error(&value, e),
-                        Err(_) => log.error(&value, "delivery report dropped"),
+                        Ok(Ok(d)) => l.ack(&value, d.partition, d.offset),
+                        Ok(Err((e, _))) => l.error(&value, e),
+                        Err(_) => l.error(&value, "delivery report dropped"),
                     }
                 }
+            }
+            // An idempotent producer that hit a fatal error sends nothing
+            // more; an application would replace it, and so do we (its
+            // outstanding records fail and are recorded as failed).
+            if let Some((code, reason)) = p.client().fatal_error() {
+                eprintln!(
+                    "[torture] producer {}: fatal error {code:?}: {reason}; replacing it",
+                    spec.id
+                );
+                // A new instance is a new producer (new id, own send order).
+                generation += 1;
+                log = history.producer(&format!("{}#{generation}", spec.id), spec.idempotent);
+                p = cfg.create().expect("re-create the torture producer");
             }
         }
         let _ = p.flush(Duration::from_secs(5));
@@ -385,4 +402,50 @@ pub async fn send_sentinels(
             Err((e, _)) => panic!("sentinel to {topic}/{partition} failed: {e}"),
         }
     }
+}
+
+/// Ends a torture run once the load has stopped and the faults are cleared:
+/// waits until every partition has an owner, sends a sentinel to each, lets
+/// the group member catch up and stops it, reads every partition back from
+/// offset 0 through each of `bootstraps`, and checks the history. Panics if
+/// a reader could not reach a high watermark.
+pub async fn check_run(
+    cluster: &crate::common_cluster::Cluster,
+    bootstraps: &[String],
+    topic: &str,
+    partitions: i32,
+    history: &History,
+    group: GroupConsumer,
+) -> (crate::common_history::Report, GroupStats) {
+    cluster.wait_all_assigned(Duration::from_secs(60)).await;
+    send_sentinels(
+        &bootstraps[0],
+        topic,
+        partitions,
+        "sentinel",
+        history,
+        Duration::from_secs(30),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let group_stats = group.finish();
+    let mut unfinished = Vec::new();
+    for (g, bootstrap) in bootstraps.iter().enumerate() {
+        let (highs, stuck) = read_all(
+            bootstrap,
+            topic,
+            partitions,
+            &format!("reader-{g}"),
+            history,
+            Duration::from_secs(10),
+            Duration::from_secs(120),
+        );
+        eprintln!("[torture] read through {bootstrap}: high watermarks {highs:?}");
+        unfinished.extend(stuck.into_iter().map(|p| (bootstrap.clone(), p)));
+    }
+    assert!(
+        unfinished.is_empty(),
+        "readers did not reach the high watermark of (gateway, partition) {unfinished:?}"
+    );
+    (history.check(), group_stats)
 }

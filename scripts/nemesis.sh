@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# The long nemesis run (issue 16): tests/nemesis.rs with enough random faults
+# for at least 100 worker failovers (kill -9, SIGSTOP past the lease, SIGTERM
+# drain), plus gateway kills, etcd outages and S3 fault bursts, under
+# continuous acks=all load, then the history checker. The summary line and
+# the checker's report are appended to $REPORT (default
+# ./nemesis-report.txt); docs/reliability.md quotes it.
+#
+#   scripts/nemesis.sh [STEPS] [SEED]      # defaults: 180 steps, seed 0x4e4e0016
+#
+# Needs what scripts/test.sh installs (etcd, moto, protoc).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/kafscale-target}"
+STEPS="${1:-180}"
+SEED="${2:-0x4e4e0016}"
+REPORT="${REPORT:-$PWD/nemesis-report.txt}"
+echo "nemesis: $STEPS steps, seed $SEED, report in $REPORT"
+KAFSCALE_NEMESIS_STEPS="$STEPS" KAFSCALE_NEMESIS_SEED="$SEED" KAFSCALE_NEMESIS_REPORT="$REPORT" \
+  cargo test --test nemesis -- --nocapture --test-threads 1
