@@ -11,6 +11,10 @@ mod process;
 
 use clap::{Parser, Subcommand};
 
+/// Wire decoders may reserve memory by lying counts: see the allocator's docs.
+#[global_allocator]
+static ALLOC: kafscale_gateway::alloc::LazyLargeAlloc = kafscale_gateway::alloc::LazyLargeAlloc;
+
 /// Kafka-compatible message transport whose data lives in object storage.
 #[derive(Parser, Debug)]
 #[command(name = "kafscale", version, about)]

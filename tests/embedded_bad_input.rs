@@ -292,3 +292,39 @@ async fn record_over_max_message_bytes_is_rejected_with_message_too_large() {
         .await;
     f.assert_healthy("oversized record").await;
 }
+
+/// Array counts that lie (2^31 topics in a few bytes) made the protocol
+/// crate reserve hundreds of GiB up front, which aborted the whole process
+/// (found by tests/fuzz_decoders.rs). Now the request fails to decode, its
+/// connection closes, and everyone else carries on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lying_array_counts_close_the_connection_not_the_server() {
+    let mut f = Fixture::new().await;
+    for (key, version, header_version, body) in [
+        // Metadata v0: topics array of i32::MAX entries.
+        (ApiKey::Metadata, 0, 1, &[0x7f, 0xff, 0xff, 0xff, 0x00][..]),
+        // CreateTopics v5 (flexible): compact array of 2^32 - 2 entries.
+        (
+            ApiKey::CreateTopics,
+            5,
+            2,
+            &[0xff, 0xff, 0xff, 0xff, 0x0f, 0x00][..],
+        ),
+        // Produce v9: compact topic array, huge.
+        (
+            ApiKey::Produce,
+            9,
+            2,
+            &[0x00, 0x00, 0x7f, 0xff, 0xff, 0xff, 0xff, 0x0f][..],
+        ),
+    ] {
+        let mut conn = f.raw().await;
+        let mut frame = encode_header(key as i16, version, header_version, 9);
+        frame.extend_from_slice(body);
+        conn.send_frame(&frame).await;
+        conn.expect_closed(&format!("{key:?} v{version} with a lying array count"))
+            .await;
+        f.assert_healthy(&format!("{key:?} v{version} with a lying array count"))
+            .await;
+    }
+}

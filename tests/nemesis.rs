@@ -36,7 +36,7 @@ mod common_torture;
 
 use common::create_topic;
 use common_cluster::{Cluster, ClusterOptions, S3Proxy, LEASE_TTL_MS};
-use common_faults::{Fault, FaultProxy, Op, Rule};
+use common_faults::FaultProxy;
 use common_history::History;
 use common_torture::{check_run, spawn_group_consumer, ProducerSpec, Producers};
 use rand::rngs::StdRng;
@@ -104,31 +104,6 @@ fn ms(rng: &mut StdRng, lo: u64, hi: u64) -> Duration {
     Duration::from_millis(rng.random_range(lo..=hi))
 }
 
-/// The S3 faults of a burst: on WAL objects only (the workers' startup probe
-/// must pass, or a restarted worker refuses to start).
-fn arm_s3_faults(proxy: &FaultProxy) {
-    proxy.set(
-        Op::Put,
-        vec![
-            Rule::new(Fault::InternalError, 0.05).targets("/wal/"),
-            Rule::new(Fault::SlowDown, 0.05).targets("/wal/"),
-            Rule::new(Fault::Reset, 0.03).targets("/wal/"),
-            Rule::new(Fault::LostResponse, 0.05).targets("/wal/"),
-            Rule::new(Fault::Slow(Duration::from_millis(400)), 0.05).targets("/wal/"),
-        ],
-    );
-    for op in [Op::Get, Op::GetRange] {
-        proxy.set(
-            op,
-            vec![
-                Rule::new(Fault::InternalError, 0.05).targets("/wal/"),
-                Rule::new(Fault::Reset, 0.03).targets("/wal/"),
-            ],
-        );
-    }
-    proxy.set(Op::List, vec![Rule::new(Fault::SlowDown, 0.1)]);
-}
-
 /// Injects `kind` and recovers from it; returns a line describing it.
 async fn inject(kind: Kind, c: &mut Cluster, proxy: &FaultProxy, rng: &mut StdRng) -> String {
     let w = rng.random_range(0..c.workers.len());
@@ -189,7 +164,7 @@ async fn inject(kind: Kind, c: &mut Cluster, proxy: &FaultProxy, rng: &mut StdRn
             format!("etcd down for {down:?}")
         }
         Kind::S3 => {
-            arm_s3_faults(proxy);
+            common_faults::arm_wal_faults(proxy, 0.05);
             let burst = ms(rng, 3000, 8000);
             tokio::time::sleep(burst).await;
             proxy.clear_all();

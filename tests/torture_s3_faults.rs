@@ -24,38 +24,12 @@ mod common_torture;
 
 use common::create_topic;
 use common_cluster::{Cluster, ClusterOptions, S3Proxy, LEASE_TTL_MS};
-use common_faults::{Fault, FaultKind, FaultProxy, Op, Rule};
+use common_faults::{FaultKind, FaultProxy, Op};
 use common_history::History;
 use common_torture::{check_run, spawn_group_consumer, ProducerSpec, Producers};
 use std::time::{Duration, Instant};
 
 const PARTITIONS: i32 = 6;
-
-/// The S3 faults of this run: on WAL objects only (the workers' startup
-/// probe must pass, or a restarted worker refuses to start).
-fn arm_faults(proxy: &FaultProxy) {
-    proxy.set(
-        Op::Put,
-        vec![
-            Rule::new(Fault::InternalError, 0.03).targets("/wal/"),
-            Rule::new(Fault::SlowDown, 0.03).targets("/wal/"),
-            Rule::new(Fault::Reset, 0.02).targets("/wal/"),
-            Rule::new(Fault::LostResponse, 0.04).targets("/wal/"),
-            Rule::new(Fault::Slow(Duration::from_millis(300)), 0.03).targets("/wal/"),
-            Rule::new(Fault::DelayedResponse(Duration::from_millis(300)), 0.02).targets("/wal/"),
-        ],
-    );
-    for op in [Op::Get, Op::GetRange] {
-        proxy.set(
-            op,
-            vec![
-                Rule::new(Fault::InternalError, 0.03).targets("/wal/"),
-                Rule::new(Fault::Reset, 0.02).targets("/wal/"),
-            ],
-        );
-    }
-    proxy.set(Op::List, vec![Rule::new(Fault::SlowDown, 0.05)]);
-}
 
 fn specs(c: &Cluster) -> Vec<ProducerSpec> {
     (0..4)
@@ -97,7 +71,7 @@ async fn acked_records_survive_s3_faults_and_a_worker_kill() {
     let group = spawn_group_consumer(&c.bootstrap(1), &topic, "torture-group", &history);
     tokio::time::sleep(Duration::from_secs(2)).await;
 
-    arm_faults(&proxy);
+    common_faults::arm_wal_faults(&proxy, 0.03);
     eprintln!("[torture] faults armed (seed {seed:#x})");
     tokio::time::sleep(Duration::from_secs(12)).await;
     eprintln!("[torture] {} acked; kill -9 worker 1", history.acked());

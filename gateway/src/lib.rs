@@ -4,6 +4,7 @@
 //! Where a produce is parsed: `conn` (framing) → `dispatch` (header, version)
 //! → `handlers::produce` → `router` (gRPC to the owning worker).
 
+pub mod alloc;
 pub mod cluster;
 pub mod config;
 pub mod conn;

@@ -1101,3 +1101,36 @@ async fn error_reply(
     .await;
     sent.is_ok()
 }
+
+/// The S3 faults torture runs inject, at base rate `r`: on WAL objects only
+/// (a restarted worker's startup probe must pass, or it refuses to start),
+/// PUTs fail with 500, 503 SlowDown, resets, lost responses of PUTs that
+/// succeeded, slow and delayed answers; GETs with 500s and resets; listings
+/// with SlowDown.
+pub fn arm_wal_faults(proxy: &FaultProxy, r: f64) {
+    let wal = |fault, rate: f64| Rule::new(fault, rate).targets("/wal/");
+    proxy.set(
+        Op::Put,
+        vec![
+            wal(Fault::InternalError, r),
+            wal(Fault::SlowDown, r),
+            wal(Fault::Reset, r * 2.0 / 3.0),
+            wal(Fault::LostResponse, r * 4.0 / 3.0),
+            wal(Fault::Slow(Duration::from_millis(300)), r),
+            wal(
+                Fault::DelayedResponse(Duration::from_millis(300)),
+                r * 2.0 / 3.0,
+            ),
+        ],
+    );
+    for op in [Op::Get, Op::GetRange] {
+        proxy.set(
+            op,
+            vec![
+                wal(Fault::InternalError, r),
+                wal(Fault::Reset, r * 2.0 / 3.0),
+            ],
+        );
+    }
+    proxy.set(Op::List, vec![Rule::new(Fault::SlowDown, r * 5.0 / 3.0)]);
+}
