@@ -8,13 +8,23 @@
 #
 #   scripts/nemesis.sh [STEPS] [SEED]      # defaults: 180 steps, seed 0x4e4e0016
 #
-# Needs what scripts/test.sh installs (etcd, moto, protoc).
+# The test and server binaries are copied first, so rebuilding while it runs
+# changes nothing. Needs what scripts/test.sh installs (etcd, moto, protoc).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/kafscale-target}"
 STEPS="${1:-180}"
 SEED="${2:-0x4e4e0016}"
 REPORT="${REPORT:-$PWD/nemesis-report.txt}"
-echo "nemesis: $STEPS steps, seed $SEED, report in $REPORT"
-KAFSCALE_NEMESIS_STEPS="$STEPS" KAFSCALE_NEMESIS_SEED="$SEED" KAFSCALE_NEMESIS_REPORT="$REPORT" \
-  cargo test --test nemesis -- --nocapture --test-threads 1
+test_bin=$(cargo test --no-run --message-format=json --test nemesis 2>/dev/null \
+  | python3 -c 'import json,sys
+for l in sys.stdin:
+    m = json.loads(l)
+    if m.get("reason") == "compiler-artifact" and m.get("executable") and m["target"]["name"] == "nemesis":
+        print(m["executable"])')
+copy=$(mktemp -d /tmp/kafscale-nemesis.XXXXXX)
+cp "$test_bin" "$copy/nemesis"
+cp "$CARGO_TARGET_DIR/debug/kafscale" "$copy/kafscale"
+echo "nemesis: $STEPS steps, seed $SEED, binaries in $copy, report in $REPORT"
+KAFSCALE_TEST_BIN="$copy/kafscale" KAFSCALE_NEMESIS_STEPS="$STEPS" KAFSCALE_NEMESIS_SEED="$SEED" \
+  KAFSCALE_NEMESIS_REPORT="$REPORT" "$copy/nemesis" --nocapture --test-threads 1

@@ -85,6 +85,34 @@ pub struct KafkaArgs {
     /// Largest accepted Kafka request frame.
     #[arg(long, env = "KAFSCALE_MAX_FRAME_BYTES", default_value_t = 104_857_600)]
     pub max_frame_bytes: usize,
+    /// Request bytes one client connection may hold in memory (read, not yet
+    /// answered); past it the gateway stops reading that socket. At least
+    /// the max frame size.
+    #[arg(
+        long,
+        env = "KAFSCALE_MAX_CONNECTION_BYTES",
+        default_value_t = 104_857_600
+    )]
+    pub max_connection_bytes: usize,
+    /// Request bytes all client connections together may hold in memory;
+    /// past it the gateway stops reading from sockets. At least the max
+    /// frame size.
+    #[arg(
+        long,
+        env = "KAFSCALE_MAX_GATEWAY_BYTES",
+        default_value_t = 536_870_912
+    )]
+    pub max_gateway_bytes: usize,
+    /// Open client connections per gateway; more are closed on accept.
+    #[arg(long, env = "KAFSCALE_MAX_CONNECTIONS", default_value_t = 10_000)]
+    pub max_connections: usize,
+    /// Open client connections per source address; more are closed on accept.
+    #[arg(long, env = "KAFSCALE_MAX_CONNECTIONS_PER_IP", default_value_t = 1_000)]
+    pub max_connections_per_ip: usize,
+    /// A client that has sent a frame's length must send the whole frame
+    /// within this time, or it is disconnected.
+    #[arg(long, env = "KAFSCALE_FRAME_READ_TIMEOUT_MS", default_value_t = 60_000)]
+    pub frame_read_timeout_ms: u64,
     /// Authorization: `none` allows every request, `acl` enforces the ACLs in the metadata store.
     #[arg(long, env = "KAFSCALE_AUTHORIZER", value_enum, default_value = "none")]
     pub authorizer: Authorizer,

@@ -88,6 +88,15 @@ pub async fn spawn_gateway(
     shutdown: watch::Receiver<bool>,
 ) -> anyhow::Result<JoinHandle<()>> {
     let port = listener.local_addr()?.port();
+    anyhow::ensure!(
+        kafka.max_connection_bytes >= kafka.max_frame_bytes
+            && kafka.max_gateway_bytes >= kafka.max_frame_bytes,
+        "KAFSCALE_MAX_CONNECTION_BYTES ({}) and KAFSCALE_MAX_GATEWAY_BYTES ({}) must be at least \
+         KAFSCALE_MAX_FRAME_BYTES ({}), or a frame of the maximum size could never be read",
+        kafka.max_connection_bytes,
+        kafka.max_gateway_bytes,
+        kafka.max_frame_bytes
+    );
     let view = ClusterView::start(meta).await?;
     let dispatcher = Arc::new(Dispatcher::new(
         GatewayConfig {
@@ -99,6 +108,13 @@ pub async fn spawn_gateway(
             max_frame_bytes: kafka.max_frame_bytes,
             default_max_message_bytes: max_message_bytes,
             max_pipelined: 64,
+            limits: kafscale_gateway::config::Limits {
+                connection_bytes: kafka.max_connection_bytes,
+                gateway_bytes: kafka.max_gateway_bytes,
+                max_connections: kafka.max_connections,
+                max_connections_per_ip: kafka.max_connections_per_ip,
+                frame_read_timeout: Duration::from_millis(kafka.frame_read_timeout_ms),
+            },
             authorizer: kafka.authorizer_config(),
         },
         Router::new(view),

@@ -15,7 +15,42 @@ pub struct GatewayConfig {
     pub max_frame_bytes: usize,
     /// Requests of one connection processed concurrently (answered in order).
     pub max_pipelined: usize,
+    /// Memory and connection bounds (see [`Limits`]).
+    pub limits: Limits,
     /// ACL authorization; `None` allows everything and refuses the ACL APIs
     /// with SECURITY_DISABLED, as a Kafka broker without an authorizer does.
     pub authorizer: Option<kafscale_controlplane::acl::AuthorizerConfig>,
+}
+
+/// Bounds on what clients can make a gateway hold. Request bytes are
+/// counted from the moment a frame's length is read until its response has
+/// been written; past a budget the gateway stops reading from the socket
+/// (backpressure), so memory never grows beyond the budgets.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Request bytes one connection may hold (at least `max_frame_bytes`).
+    pub connection_bytes: usize,
+    /// Request bytes all connections together may hold (at least
+    /// `max_frame_bytes`).
+    pub gateway_bytes: usize,
+    /// Open client connections, in all.
+    pub max_connections: usize,
+    /// Open client connections from one source address.
+    pub max_connections_per_ip: usize,
+    /// Longest time a frame's bytes may take to arrive once its length is
+    /// read (a client that stalls mid-request is disconnected).
+    pub frame_read_timeout: std::time::Duration,
+}
+
+impl Limits {
+    /// Generous bounds for tests.
+    pub fn unbounded_for_tests(max_frame_bytes: usize) -> Self {
+        Self {
+            connection_bytes: max_frame_bytes,
+            gateway_bytes: max_frame_bytes * 64,
+            max_connections: 100_000,
+            max_connections_per_ip: 100_000,
+            frame_read_timeout: std::time::Duration::from_secs(60),
+        }
+    }
 }

@@ -2,13 +2,62 @@
 //! (up to `max_pipelined` requests in progress) but answered strictly in
 //! request order. A frame that cannot be served closes the connection; other
 //! connections are unaffected.
+//!
+//! Memory is bounded ([`crate::config::Limits`]): before a frame's bytes are
+//! read, its length is taken from the connection's and the gateway's byte
+//! budgets, and given back once its response is written; when a budget is
+//! spent the connection waits without reading (TCP backpressure). A frame
+//! must arrive within the read timeout once its length is known. Connections
+//! beyond the per-gateway and per-address limits are closed on accept.
 
 use crate::dispatch::{Dispatcher, Outcome, Sequenced};
 use bytes::BytesMut;
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufWriter};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
+
+/// Open connections per source address.
+#[derive(Default)]
+struct PerAddress(Mutex<HashMap<IpAddr, usize>>);
+
+/// One counted connection; uncounted when dropped.
+struct Admitted {
+    table: Arc<PerAddress>,
+    ip: IpAddr,
+}
+
+impl PerAddress {
+    fn admit(self: &Arc<Self>, ip: IpAddr, max: usize) -> Option<Admitted> {
+        let mut t = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let n = t.entry(ip).or_default();
+        if *n >= max {
+            return None;
+        }
+        *n += 1;
+        Some(Admitted {
+            table: self.clone(),
+            ip,
+        })
+    }
+}
+
+impl Drop for Admitted {
+    fn drop(&mut self) {
+        let mut t = self.table.0.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = t.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                t.remove(&self.ip);
+            }
+        }
+    }
+}
+
+/// The budget a frame holds until its response is written.
+type Held = (OwnedSemaphorePermit, OwnedSemaphorePermit);
 
 /// Accepts Kafka connections until `shutdown`, then drains: every
 /// connection stops reading new requests, answers the ones in progress and
@@ -18,16 +67,31 @@ pub async fn serve(
     dispatcher: Arc<Dispatcher>,
     mut shutdown: watch::Receiver<bool>,
 ) {
+    let limits = dispatcher.config().limits.clone();
+    let gateway_budget = Arc::new(Semaphore::new(
+        limits.gateway_bytes.min(Semaphore::MAX_PERMITS),
+    ));
+    let per_address = Arc::new(PerAddress::default());
     let mut connections = tokio::task::JoinSet::new();
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
+                    if connections.len() >= limits.max_connections {
+                        tracing::warn!(%peer, max = limits.max_connections, "refusing connection: gateway connection limit");
+                        continue;
+                    }
+                    let Some(admitted) = per_address.admit(peer.ip(), limits.max_connections_per_ip) else {
+                        tracing::warn!(%peer, max = limits.max_connections_per_ip, "refusing connection: per-address connection limit");
+                        continue;
+                    };
                     let _ = stream.set_nodelay(true);
                     let d = dispatcher.clone();
                     let stop = shutdown.clone();
+                    let budget = gateway_budget.clone();
                     connections.spawn(async move {
-                        if let Err(e) = handle(stream, d, format!("/{}", peer.ip()), stop).await {
+                        let _admitted = admitted;
+                        if let Err(e) = handle(stream, d, format!("/{}", peer.ip()), budget, stop).await {
                             tracing::debug!(%peer, error = %e, "connection closed");
                         }
                     });
@@ -50,15 +114,21 @@ async fn handle(
     stream: TcpStream,
     d: Arc<Dispatcher>,
     host: String,
+    gateway_budget: Arc<Semaphore>,
     mut shutdown: watch::Receiver<bool>,
 ) -> std::io::Result<()> {
     let host: Arc<str> = host.into();
+    let limits = d.config().limits.clone();
+    let connection_budget = Arc::new(Semaphore::new(
+        limits.connection_bytes.min(Semaphore::MAX_PERMITS),
+    ));
     let (mut rd, wr) = stream.into_split();
     let (tx, mut rx) =
-        mpsc::channel::<tokio::task::JoinHandle<Outcome>>(d.config().max_pipelined.max(1));
+        mpsc::channel::<(tokio::task::JoinHandle<Outcome>, Held)>(d.config().max_pipelined.max(1));
     let writer = tokio::spawn(async move {
         let mut wr = BufWriter::new(wr);
-        while let Some(h) = rx.recv().await {
+        // The frame's budget is given back once its response is written.
+        while let Some((h, _held)) = rx.recv().await {
             // Never hold written responses while waiting for a slow one.
             if !h.is_finished() {
                 wr.flush().await?;
@@ -95,9 +165,23 @@ async fn handle(
             tracing::warn!(len, max, "rejecting frame: size out of bounds");
             break;
         }
+        // Take the frame's bytes from both budgets before reading them; with
+        // a budget spent, this connection waits without reading.
+        let held = tokio::select! {
+            held = take(&connection_budget, &gateway_budget, len) => match held {
+                Some(h) => h,
+                None => break,
+            },
+            _ = shutdown.wait_for(|s| *s) => break,
+        };
         let mut buf = BytesMut::zeroed(len);
-        if rd.read_exact(&mut buf).await.is_err() {
-            break;
+        match tokio::time::timeout(limits.frame_read_timeout, rd.read_exact(&mut buf)).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(_)) => break,
+            Err(_) => {
+                tracing::warn!(len, timeout = ?limits.frame_read_timeout, "closing connection: frame not received in time");
+                break;
+            }
         }
         let (d2, host) = (d.clone(), host.clone());
         let (seq_tx, seq_rx) = tokio::sync::oneshot::channel();
@@ -105,7 +189,7 @@ async fn handle(
             d2.dispatch(buf.freeze(), &host, Sequenced::new(seq_tx))
                 .await
         });
-        if tx.send(task).await.is_err() {
+        if tx.send((task, held)).await.is_err() {
             break;
         }
         // Kafka answers and applies a connection's requests in order: the
@@ -114,4 +198,14 @@ async fn handle(
     }
     drop(tx);
     writer.await.unwrap_or(Ok(()))
+}
+
+/// `len` permits from the connection's budget, then from the gateway's
+/// (each taken whole, so no two connections can hold parts of a budget and
+/// wait for each other); `None` if a budget is closed or too small.
+async fn take(connection: &Arc<Semaphore>, gateway: &Arc<Semaphore>, len: usize) -> Option<Held> {
+    let n = u32::try_from(len).ok()?;
+    let c = connection.clone().acquire_many_owned(n).await.ok()?;
+    let g = gateway.clone().acquire_many_owned(n).await.ok()?;
+    Some((c, g))
 }

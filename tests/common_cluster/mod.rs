@@ -86,7 +86,11 @@ impl Proc {
             .append(true)
             .open(&self.log_path)
             .expect("open log");
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_kafscale"));
+        // KAFSCALE_TEST_BIN: a copy of the binary, so that a long run
+        // (scripts/nemesis.sh) is not affected by rebuilds while it runs.
+        let bin = std::env::var("KAFSCALE_TEST_BIN")
+            .unwrap_or_else(|_| env!("CARGO_BIN_EXE_kafscale").to_string());
+        let mut cmd = Command::new(bin);
         cmd.arg(self.sub);
         for (key, _) in std::env::vars_os() {
             if key.to_string_lossy().starts_with("KAFSCALE_") {

@@ -186,6 +186,7 @@ mod tests {
             default_max_message_bytes: 1 << 20,
             max_frame_bytes: 1 << 20,
             max_pipelined: 4,
+            limits: crate::config::Limits::unbounded_for_tests(1 << 20),
             authorizer: None,
         };
         let d = Dispatcher::new(cfg, c.router.clone());
