@@ -243,7 +243,7 @@ async fn no_acked_record_is_lost_under_a_random_nemesis() {
         "nemesis seed {seed:#x}: {steps} faults in {:?} ({failovers} worker failovers) {counts:?}; \
          S3 faults injected {}, lost PUT responses {}; records sent {}, acknowledged {}, \
          failed {}, lost {}, wrong offset {}, idempotent duplicates {}, phantoms {}, \
-         violations {}; group commits ok {} / failed {}",
+         violations {}; sends failed as out of sequence {}; group commits ok {} / failed {}",
         started.elapsed(),
         s3.total_faults(),
         s3.lost.len(),
@@ -255,6 +255,12 @@ async fn no_acked_record_is_lost_under_a_random_nemesis() {
         report.idempotent_duplicates,
         report.phantoms,
         report.violations.len(),
+        report
+            .error_kinds
+            .iter()
+            .filter(|(e, _)| e.contains("OutOfOrderSequence") || e.contains("Fatal"))
+            .map(|(_, n)| n)
+            .sum::<u64>(),
         group_stats.commits_ok,
         group_stats.commits_failed,
     );

@@ -152,8 +152,19 @@ macro_rules! partition_result {
     )*};
 }
 
+impl PartitionResult for pb::ProducePartitionResult {
+    fn error_code(&self) -> i32 {
+        self.error_code
+    }
+
+    /// A part that was appended and then not made durable is not retried
+    /// here: the client retries it, in its own order (data.proto).
+    fn not_owner(&self) -> bool {
+        !self.appended && self.error_code == i32::from(ResponseError::NotLeaderOrFollower.code())
+    }
+}
+
 partition_result!(
-    pb::ProducePartitionResult,
     pb::FetchPartitionResult,
     pb::ListOffsetsPartitionResult,
     pb::DeleteRecordsPartitionResult,
@@ -465,6 +476,29 @@ fn check_answer<R: Routed>(
 mod tests {
     use super::*;
     use crate::testing::{FakeCluster, ShortAnswers};
+
+    /// Regression (nemesis: idempotent producers failed with "sequence
+    /// desynchronization"): a produce part that was appended and then not
+    /// made durable must reach the client, which retries in order; retried
+    /// here it could land behind the connection's later requests.
+    #[test]
+    fn an_appended_produce_part_is_not_retried_here() {
+        let not_leader = i32::from(ResponseError::NotLeaderOrFollower.code());
+        let refused = pb::ProducePartitionResult {
+            error_code: not_leader,
+            ..Default::default()
+        };
+        assert!(
+            refused.not_owner(),
+            "refused before offsets: retried at the owner"
+        );
+        let appended = pb::ProducePartitionResult {
+            error_code: not_leader,
+            appended: true,
+            ..Default::default()
+        };
+        assert!(!appended.not_owner(), "appended, then failed: answered");
+    }
 
     fn list_part(topic: &Topic, p: i32) -> pb::ListOffsetsPartition {
         pb::ListOffsetsPartition {

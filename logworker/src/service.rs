@@ -34,13 +34,16 @@ impl LogWorker for LogWorkerService {
     ) -> Result<Response<Self::ProduceStream>, Status> {
         // Offsets are assigned before the first message goes out.
         let pending = self.worker.produce_append(req.into_inner());
-        let sequenced = pb::ProduceResponse {
+        // No "sequenced" message when a part is to be retried elsewhere: the
+        // connection's next request waits for that retry (see data.proto).
+        let sequenced = (!pending.refused_as_not_owner()).then_some(pb::ProduceResponse {
             partitions: Vec::new(),
             sequenced: true,
-        };
-        let stream = futures::stream::once(async move { Ok(sequenced) }).chain(
-            futures::stream::once(async move { Ok(pending.finish().await) }),
-        );
+        });
+        let stream =
+            futures::stream::iter(sequenced.map(Ok)).chain(futures::stream::once(async move {
+                Ok(pending.finish().await)
+            }));
         Ok(Response::new(Box::pin(stream)))
     }
 

@@ -227,6 +227,7 @@ impl Worker {
                     match self.append_idempotent(&log, &part.records, &infos) {
                         Ok((base, dones)) => {
                             r.base_offset = base;
+                            r.appended = true;
                             waits.extend(dones.into_iter().map(|d| (results.len(), d)));
                         }
                         Err(code) => r.error_code = code,
@@ -236,6 +237,7 @@ impl Worker {
                     Ok((base, done)) => {
                         self.count_produced(&infos, part.records.len());
                         r.base_offset = base;
+                        r.appended = true;
                         waits.push((results.len(), done));
                     }
                     Err(e) => r.error_code = i32::from(e.kafka_code()),
@@ -529,6 +531,15 @@ pub struct PendingProduce {
 }
 
 impl PendingProduce {
+    /// Whether some partition was refused because this worker does not own
+    /// it (the gateway retries those parts at their owner).
+    pub fn refused_as_not_owner(&self) -> bool {
+        let not_owner = i32::from(ResponseError::NotLeaderOrFollower.code());
+        self.results
+            .iter()
+            .any(|r| !r.appended && r.error_code == not_owner)
+    }
+
     /// The results, once every appended batch is durable (acks ≠ 0) or at
     /// once (acks = 0). A batch that could not be made durable reports a
     /// retriable error, never an offset.
