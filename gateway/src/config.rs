@@ -44,6 +44,7 @@ pub struct Limits {
 
 impl Limits {
     /// Generous bounds for tests.
+    #[cfg(test)]
     pub fn unbounded_for_tests(max_frame_bytes: usize) -> Self {
         Self {
             connection_bytes: max_frame_bytes,

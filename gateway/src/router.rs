@@ -157,10 +157,10 @@ impl PartitionResult for pb::ProducePartitionResult {
         self.error_code
     }
 
-    /// A part that was appended and then not made durable is not retried
-    /// here: the client retries it, in its own order (data.proto).
+    /// Only parts refused before offsets: one appended and then not made
+    /// durable is answered, and the client retries it in its own order.
     fn not_owner(&self) -> bool {
-        !self.appended && self.error_code == i32::from(ResponseError::NotLeaderOrFollower.code())
+        self.refused_as_not_owner()
     }
 }
 

@@ -534,10 +534,7 @@ impl PendingProduce {
     /// Whether some partition was refused because this worker does not own
     /// it (the gateway retries those parts at their owner).
     pub fn refused_as_not_owner(&self) -> bool {
-        let not_owner = i32::from(ResponseError::NotLeaderOrFollower.code());
-        self.results
-            .iter()
-            .any(|r| !r.appended && r.error_code == not_owner)
+        self.results.iter().any(|r| r.refused_as_not_owner())
     }
 
     /// The results, once every appended batch is durable (acks ≠ 0) or at

@@ -17,6 +17,19 @@ pub mod data {
     }
 }
 
+impl data::v1::ProducePartitionResult {
+    /// Kafka's NOT_LEADER_OR_FOLLOWER error code.
+    pub const NOT_LEADER_OR_FOLLOWER: i32 = 6;
+
+    /// The part was refused before it got offsets because the worker does
+    /// not own the partition: the gateway retries it at the owner. A part
+    /// that was appended and then failed is answered to the client instead,
+    /// which retries it in its own order (see `LogWorker.Produce`).
+    pub fn refused_as_not_owner(&self) -> bool {
+        !self.appended && self.error_code == Self::NOT_LEADER_OR_FOLLOWER
+    }
+}
+
 /// Records of the group coordinator's log (`__consumer_offsets`).
 pub mod groups {
     pub mod v1 {
