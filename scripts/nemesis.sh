@@ -26,5 +26,5 @@ copy=$(mktemp -d /tmp/kafscale-nemesis.XXXXXX)
 cp "$test_bin" "$copy/nemesis"
 cp "$CARGO_TARGET_DIR/debug/kafscale" "$copy/kafscale"
 echo "nemesis: $STEPS steps, seed $SEED, binaries in $copy, report in $REPORT"
-KAFSCALE_TEST_BIN="$copy/kafscale" KAFSCALE_NEMESIS_STEPS="$STEPS" KAFSCALE_NEMESIS_SEED="$SEED" \
+KAFSCALE_TEST_KEEP_LOGS=1 KAFSCALE_TEST_BIN="$copy/kafscale" KAFSCALE_NEMESIS_STEPS="$STEPS" KAFSCALE_NEMESIS_SEED="$SEED" \
   KAFSCALE_NEMESIS_REPORT="$REPORT" "$copy/nemesis" --nocapture --test-threads 1

@@ -113,6 +113,25 @@ pub struct KafkaArgs {
     /// within this time, or it is disconnected.
     #[arg(long, env = "KAFSCALE_FRAME_READ_TIMEOUT_MS", default_value_t = 60_000)]
     pub frame_read_timeout_ms: u64,
+    /// Writing one response must finish within this time, or the client
+    /// (which is not reading its answers) is disconnected.
+    #[arg(
+        long,
+        env = "KAFSCALE_RESPONSE_WRITE_TIMEOUT_MS",
+        default_value_t = 60_000
+    )]
+    pub response_write_timeout_ms: u64,
+    /// A connection with nothing sent and nothing to answer for this long is
+    /// closed (Kafka's `connections.max.idle.ms`).
+    #[arg(
+        long,
+        env = "KAFSCALE_CONNECTIONS_MAX_IDLE_MS",
+        default_value_t = 600_000
+    )]
+    pub connections_max_idle_ms: u64,
+    /// Largest fetch response (Kafka's broker `fetch.max.bytes`).
+    #[arg(long, env = "KAFSCALE_FETCH_MAX_BYTES", default_value_t = 57_671_680)]
+    pub fetch_max_bytes: usize,
     /// Authorization: `none` allows every request, `acl` enforces the ACLs in the metadata store.
     #[arg(long, env = "KAFSCALE_AUTHORIZER", value_enum, default_value = "none")]
     pub authorizer: Authorizer,

@@ -35,16 +35,19 @@ enum Command {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    let open_files = kafscale_gateway::rlimit::raise_open_file_limit();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
     match cli.command {
         Command::Dev(args) => {
             init_tracing(&args.log_level);
+            log_open_files(open_files);
             runtime.block_on(dev::run(*args))
         }
         Command::Gateway(args) => {
             init_tracing(&args.log_level);
+            log_open_files(open_files);
             runtime.block_on(gateway::run(*args))
         }
         Command::Logworker(args) => {
@@ -52,6 +55,10 @@ fn main() -> anyhow::Result<()> {
             runtime.block_on(logworker::run(*args))
         }
     }
+}
+
+fn log_open_files(limit: Option<u64>) {
+    tracing::info!(open_files = ?limit, "open-file limit (bounds client connections)");
 }
 
 fn init_tracing(level: &str) {

@@ -22,13 +22,15 @@ pub struct GatewayConfig {
     pub authorizer: Option<kafscale_controlplane::acl::AuthorizerConfig>,
 }
 
-/// Bounds on what clients can make a gateway hold. Request bytes are
-/// counted from the moment a frame's length is read until its response has
-/// been written; past a budget the gateway stops reading from the socket
+/// Bounds on what clients can make a gateway hold (see [`crate::budget`]).
+/// Request bytes are counted from the moment a frame's length is read until
+/// its response has been written, fetch responses from before they are
+/// produced; past a budget the gateway stops reading from the socket
 /// (backpressure), so memory never grows beyond the budgets.
 #[derive(Debug, Clone)]
 pub struct Limits {
-    /// Request bytes one connection may hold (at least `max_frame_bytes`).
+    /// Request and fetch-response bytes one connection may hold (at least
+    /// `max_frame_bytes`).
     pub connection_bytes: usize,
     /// Request bytes all connections together may hold (at least
     /// `max_frame_bytes`).
@@ -40,6 +42,15 @@ pub struct Limits {
     /// Longest time a frame's bytes may take to arrive once its length is
     /// read (a client that stalls mid-request is disconnected).
     pub frame_read_timeout: std::time::Duration,
+    /// Longest time writing one response may take (a client that does not
+    /// read its answers is disconnected).
+    pub response_write_timeout: std::time::Duration,
+    /// A connection with nothing received and nothing to answer for this
+    /// long is closed (Kafka's `connections.max.idle.ms`).
+    pub idle_timeout: std::time::Duration,
+    /// Largest fetch response (Kafka's broker `fetch.max.bytes`); a fetch
+    /// asking for more is answered with at most this.
+    pub fetch_max_bytes: usize,
 }
 
 impl Limits {
@@ -52,6 +63,9 @@ impl Limits {
             max_connections: 100_000,
             max_connections_per_ip: 100_000,
             frame_read_timeout: std::time::Duration::from_secs(60),
+            response_write_timeout: std::time::Duration::from_secs(60),
+            idle_timeout: std::time::Duration::from_secs(600),
+            fetch_max_bytes: 57_671_680,
         }
     }
 }

@@ -10,14 +10,16 @@
 //! must arrive within the read timeout once its length is known. Connections
 //! beyond the per-gateway and per-address limits are closed on accept.
 
+use crate::budget::{Budgets, RequestBudget};
 use crate::dispatch::{Dispatcher, Outcome, Sequenced};
 use bytes::BytesMut;
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufWriter};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{mpsc, watch, Semaphore};
 
 /// Open connections per source address.
 #[derive(Default)]
@@ -56,9 +58,6 @@ impl Drop for Admitted {
     }
 }
 
-/// The budget a frame holds until its response is written.
-type Held = (OwnedSemaphorePermit, OwnedSemaphorePermit);
-
 /// Accepts Kafka connections until `shutdown`, then drains: every
 /// connection stops reading new requests, answers the ones in progress and
 /// closes; returns once all connections are closed.
@@ -68,9 +67,7 @@ pub async fn serve(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let limits = dispatcher.config().limits.clone();
-    let gateway_budget = Arc::new(Semaphore::new(
-        limits.gateway_bytes.min(Semaphore::MAX_PERMITS),
-    ));
+    let gateway_budget = Budgets::gateway(limits.gateway_bytes);
     let per_address = Arc::new(PerAddress::default());
     let mut connections = tokio::task::JoinSet::new();
     loop {
@@ -119,36 +116,40 @@ async fn handle(
 ) -> std::io::Result<()> {
     let host: Arc<str> = host.into();
     let limits = d.config().limits.clone();
-    let connection_budget = Arc::new(Semaphore::new(
-        limits.connection_bytes.min(Semaphore::MAX_PERMITS),
-    ));
+    let budgets = Budgets::connection(limits.connection_bytes, gateway_budget);
     let (mut rd, wr) = stream.into_split();
-    let (tx, mut rx) =
-        mpsc::channel::<(tokio::task::JoinHandle<Outcome>, Held)>(d.config().max_pipelined.max(1));
+    let (tx, mut rx) = mpsc::channel::<(tokio::task::JoinHandle<Outcome>, Arc<RequestBudget>)>(
+        d.config().max_pipelined.max(1),
+    );
+    let write_timeout = limits.response_write_timeout;
     let writer = tokio::spawn(async move {
         let mut wr = BufWriter::new(wr);
-        // The frame's budget is given back once its response is written.
-        while let Some((h, _held)) = rx.recv().await {
+        // The request's budget is given back once its response is written.
+        while let Some((h, _budget)) = rx.recv().await {
             // Never hold written responses while waiting for a slow one.
             if !h.is_finished() {
-                wr.flush().await?;
+                within(write_timeout, wr.flush()).await?;
             }
             match h.await {
                 Ok(Outcome::Respond(body)) => {
-                    wr.write_all(&(body.len() as u32).to_be_bytes()).await?;
-                    wr.write_all(&body).await?;
+                    let len = (body.len() as u32).to_be_bytes();
+                    within(write_timeout, async {
+                        wr.write_all(&len).await?;
+                        wr.write_all(&body).await
+                    })
+                    .await?;
                 }
                 Ok(Outcome::Silent) => {}
                 Ok(Outcome::Close) | Err(_) => {
-                    wr.flush().await?;
+                    within(write_timeout, wr.flush()).await?;
                     return wr.into_inner().shutdown().await;
                 }
             }
             if rx.is_empty() {
-                wr.flush().await?;
+                within(write_timeout, wr.flush()).await?;
             }
         }
-        wr.flush().await
+        within(write_timeout, wr.flush()).await
     });
     let max = d.config().max_frame_bytes;
     loop {
@@ -159,6 +160,13 @@ async fn handle(
             },
             // Draining: no new requests; those in progress are answered.
             _ = shutdown.wait_for(|s| *s) => break,
+            // The writer gave up (a client that does not read its answers).
+            _ = tx.closed() => break,
+            // Idle: nothing received and nothing left to answer.
+            _ = idle(&tx, limits.idle_timeout) => {
+                tracing::debug!(timeout = ?limits.idle_timeout, "closing idle connection");
+                break;
+            }
         };
         let len = len as usize;
         if len > max || len < 8 {
@@ -168,7 +176,7 @@ async fn handle(
         // Take the frame's bytes from both budgets before reading them; with
         // a budget spent, this connection waits without reading.
         let held = tokio::select! {
-            held = take(&connection_budget, &gateway_budget, len) => match held {
+            held = budgets.take_frame(len) => match held {
                 Some(h) => h,
                 None => break,
             },
@@ -185,11 +193,20 @@ async fn handle(
         }
         let (d2, host) = (d.clone(), host.clone());
         let (seq_tx, seq_rx) = tokio::sync::oneshot::channel();
+        // A fetch's answer can be far larger than its request: its room is
+        // reserved here, in request order (see Budgets::take_response).
+        let response = if buf[..2] == FETCH_KEY {
+            Some(budgets.take_response(limits.fetch_max_bytes).await)
+        } else {
+            None
+        };
+        let budget = Arc::new(RequestBudget::new(held, response));
+        let b2 = budget.clone();
         let task = tokio::spawn(async move {
-            d2.dispatch(buf.freeze(), &host, Sequenced::new(seq_tx))
+            d2.dispatch(buf.freeze(), &host, Sequenced::new(seq_tx), &b2)
                 .await
         });
-        if tx.send((task, held)).await.is_err() {
+        if tx.send((task, budget)).await.is_err() {
             break;
         }
         // Kafka answers and applies a connection's requests in order: the
@@ -200,12 +217,31 @@ async fn handle(
     writer.await.unwrap_or(Ok(()))
 }
 
-/// `len` permits from the connection's budget, then from the gateway's
-/// (each taken whole, so no two connections can hold parts of a budget and
-/// wait for each other); `None` if a budget is closed or too small.
-async fn take(connection: &Arc<Semaphore>, gateway: &Arc<Semaphore>, len: usize) -> Option<Held> {
-    let n = u32::try_from(len).ok()?;
-    let c = connection.clone().acquire_many_owned(n).await.ok()?;
-    let g = gateway.clone().acquire_many_owned(n).await.ok()?;
-    Some((c, g))
+/// The API key of Fetch, as the first two bytes of a request frame.
+const FETCH_KEY: [u8; 2] = 1i16.to_be_bytes();
+
+/// `io` within `timeout`, or a `TimedOut` error: a client that does not read
+/// its answers is disconnected, and everything its requests held is freed.
+async fn within<T>(
+    timeout: Duration,
+    io: impl std::future::Future<Output = std::io::Result<T>>,
+) -> std::io::Result<T> {
+    tokio::time::timeout(timeout, io).await.unwrap_or_else(|_| {
+        tracing::warn!(
+            ?timeout,
+            "closing connection: the client does not read its responses"
+        );
+        Err(std::io::ErrorKind::TimedOut.into())
+    })
+}
+
+/// Completes once the connection has had nothing to answer for `timeout`
+/// (checked every `timeout`; a request in progress restarts the wait).
+async fn idle<T>(tx: &mpsc::Sender<T>, timeout: Duration) {
+    loop {
+        tokio::time::sleep(timeout).await;
+        if tx.capacity() == tx.max_capacity() {
+            return;
+        }
+    }
 }

@@ -87,6 +87,8 @@ pub struct Ctx<'a> {
     pub client_host: &'a str,
     /// Fired once the request's order is fixed (see [`Sequenced`]).
     pub sequenced: &'a Sequenced,
+    /// The request's share of the memory budgets (responses reserve here).
+    pub budget: &'a RequestBudget,
     /// This gateway's producer-id block.
     pub producer_ids: &'a handlers::init_producer_id::ProducerIds,
     /// The authenticated principal ("User:ANONYMOUS" on a plaintext listener).
@@ -169,6 +171,7 @@ pub const ANONYMOUS: &str = "User:ANONYMOUS";
 /// Requests pipeline everything after that point (durability, long polls),
 /// so Kafka's in-order guarantee per connection holds without giving up
 /// pipelining.
+pub use crate::budget::RequestBudget;
 pub use kafscale_proto::sequencing::Sequenced;
 
 /// Decodes a request body of type `R` at `version`, or closes.
@@ -243,6 +246,7 @@ impl Dispatcher {
         mut frame: Bytes,
         client_host: &str,
         sequenced: Sequenced,
+        budget: &RequestBudget,
     ) -> Outcome {
         if frame.len() < 8 {
             return Outcome::Close;
@@ -282,6 +286,7 @@ impl Dispatcher {
             client_id,
             client_host,
             sequenced: &sequenced,
+            budget,
             producer_ids: &self.producer_ids,
             principal: ANONYMOUS,
         };

@@ -5,11 +5,13 @@
 //! → `handlers::produce` → `router` (gRPC to the owning worker).
 
 pub mod alloc;
+pub mod budget;
 pub mod cluster;
 pub mod config;
 pub mod conn;
 pub mod dispatch;
 pub mod handlers;
+pub mod rlimit;
 pub mod router;
 #[cfg(test)]
 mod testing;

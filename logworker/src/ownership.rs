@@ -74,20 +74,28 @@ impl Worker {
         };
         loop {
             match self.sync_ownership().await {
-                Ok(()) => {
+                // Ready once every partition assigned so far is open.
+                Ok(()) if self.opening.is_empty() => {
                     self.ready.send_replace(true);
                 }
+                Ok(()) => {}
                 Err(e) => tracing::warn!(error = %e, "ownership sync failed; retrying"),
             }
             tokio::select! {
                 _ = a_watch.next() => {}
                 _ = t_watch.next() => {}
+                _ = self.opened.notified() => {}
                 _ = tokio::time::sleep(Duration::from_secs(2)) => {}
                 _ = shutdown.changed() => return,
             }
         }
     }
 
+    /// Hands over the partitions that moved away and starts opening the
+    /// newly assigned ones, each in its own task: an open may wait for a
+    /// previous owner's handover (up to [`HANDOVER_WAIT`]), and that owner
+    /// may in turn wait for one of ours, so handovers must never queue
+    /// behind opens.
     async fn sync_ownership(self: &Arc<Self>) -> Result<(), WorkerError> {
         let topics = self.meta.list_topics().await?;
         self.topics.clear();
@@ -139,7 +147,7 @@ impl Worker {
                     topic_id,
                     partition,
                 };
-                if self.partitions.contains_key(&id) {
+                if self.partitions.contains_key(&id) || self.opening.contains_key(&id) {
                     return None;
                 }
                 let topic = self.topics.get(&topic_id).map(|t| t.name.clone())?;
@@ -149,19 +157,29 @@ impl Worker {
         if to_open.is_empty() {
             return Ok(());
         }
-        let live: HashMap<String, u64> = self
-            .meta
-            .list_workers()
-            .await?
-            .into_iter()
-            .map(|w| (w.worker_id, w.stream_epoch))
-            .collect();
-        let opening = to_open
-            .into_iter()
-            .map(|(id, topic, epoch)| self.open_partition(id, topic, epoch, &live));
-        let results = futures::future::join_all(opening).await;
-        self.catalog.clear().await;
-        results.into_iter().collect::<Result<Vec<()>, _>>()?;
+        let live: Arc<HashMap<String, u64>> = Arc::new(
+            self.meta
+                .list_workers()
+                .await?
+                .into_iter()
+                .map(|w| (w.worker_id, w.stream_epoch))
+                .collect(),
+        );
+        for (id, topic, epoch) in to_open {
+            self.opening.insert(id, ());
+            let (me, live) = (self.clone(), live.clone());
+            tokio::spawn(async move {
+                if let Err(e) = me.open_partition(id, topic, epoch, &live).await {
+                    tracing::warn!(partition = id.partition, error = %e, "partition open failed; retrying");
+                }
+                me.opening.remove(&id);
+                if me.opening.is_empty() {
+                    // Listings are shared only by opens running together.
+                    me.catalog.clear().await;
+                }
+                me.opened.notify_one();
+            });
+        }
         Ok(())
     }
 
@@ -171,18 +189,32 @@ impl Worker {
     pub async fn drain(self: &Arc<Self>) {
         self.draining
             .store(true, std::sync::atomic::Ordering::SeqCst);
-        let ids: Vec<PartitionId> = self.partitions.iter().map(|p| *p.key()).collect();
-        let mut handovers = Vec::new();
-        for id in ids {
-            if let Some((_, log)) = self.partitions.remove(&id) {
-                if log.topic == OFFSETS_TOPIC {
-                    self.groups.unload(id.partition);
+        // Opens still in progress when draining began may insert their
+        // partition after a pass: pass again until none is left.
+        let deadline = tokio::time::Instant::now() + HANDOVER_WAIT + Duration::from_secs(5);
+        let mut n = 0;
+        loop {
+            let ids: Vec<PartitionId> = self.partitions.iter().map(|p| *p.key()).collect();
+            let mut handovers = Vec::new();
+            for id in ids {
+                if let Some((_, log)) = self.partitions.remove(&id) {
+                    if log.topic == OFFSETS_TOPIC {
+                        self.groups.unload(id.partition);
+                    }
+                    handovers.push(self.clone().hand_over(log));
                 }
-                handovers.push(self.clone().hand_over(log));
             }
+            n += handovers.len();
+            futures::future::join_all(handovers).await;
+            let settled = self.opening.is_empty() && self.partitions.is_empty();
+            if settled || tokio::time::Instant::now() >= deadline {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        let n = handovers.len();
-        futures::future::join_all(handovers).await;
+        while !self.handovers.is_empty() && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
         tracing::info!(partitions = n, "drained: every partition handed over");
     }
 
@@ -190,7 +222,7 @@ impl Worker {
     /// (closed by its writer at handover, or sealed), then recovers the
     /// partition's durable log and starts serving it.
     async fn open_partition(
-        &self,
+        self: &Arc<Self>,
         id: PartitionId,
         topic: String,
         leader_epoch: i32,
@@ -279,6 +311,11 @@ impl Worker {
             chunks,
         ));
         tracing::debug!(topic = %log.topic, partition = id.partition, hwm = log.high_watermark(), "partition opened");
+        if self.draining.load(std::sync::atomic::Ordering::SeqCst) {
+            // Drained while opening: nothing was appended; close our stream.
+            self.clone().hand_over(log).await;
+            return Ok(());
+        }
         if is_slot {
             self.groups.load(log.clone()).await?;
         } else {

@@ -70,6 +70,10 @@ pub struct Worker {
     pub(crate) groups: Arc<GroupCoordinator>,
     /// Partitions whose handover is still draining.
     pub(crate) handovers: DashMap<PartitionId, ()>,
+    /// Partitions being opened (each in its own task).
+    pub(crate) opening: DashMap<PartitionId, ()>,
+    /// Wakes the ownership loop when an open finishes.
+    pub(crate) opened: tokio::sync::Notify,
     /// Set by `drain`: no partition is opened any more.
     pub(crate) draining: std::sync::atomic::AtomicBool,
     pub(crate) ready: watch::Sender<bool>,
@@ -133,6 +137,8 @@ impl Worker {
             catalog: StreamCatalog::default(),
             groups: groups.clone(),
             handovers: DashMap::new(),
+            opening: DashMap::new(),
+            opened: tokio::sync::Notify::new(),
             draining: std::sync::atomic::AtomicBool::new(false),
             ready: watch::channel(false).0,
         });

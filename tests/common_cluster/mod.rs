@@ -329,10 +329,15 @@ impl Cluster {
             v
         };
         common_env.extend(opts.env.iter().cloned());
-        let dir = tempfile::Builder::new()
+        let mut dir = tempfile::Builder::new()
             .prefix("kafscale-cluster-")
             .tempdir()
             .expect("temp dir");
+        if std::env::var_os("KAFSCALE_TEST_KEEP_LOGS").is_some() {
+            // Long runs (scripts/nemesis.sh) keep every process log.
+            dir.disable_cleanup(true);
+            eprintln!("cluster logs kept in {}", dir.path().display());
+        }
         let mut cluster = Cluster {
             etcd,
             s3,

@@ -17,16 +17,30 @@ use std::collections::HashMap;
 type Slot = (usize, usize);
 type WorkerAnswer = (Vec<Slot>, Result<Vec<pb::FetchPartitionResult>, RouteError>);
 
+/// What a fetch may answer: the request's `max_bytes` within the broker's
+/// `fetch.max.bytes` and what the memory budgets grant, shared out evenly
+/// between the workers asked (each still answers at least one batch).
+fn worker_max_bytes(ctx: &Ctx<'_>, req: &FetchRequest, workers: usize) -> i32 {
+    let cap = ctx.cfg.limits.fetch_max_bytes;
+    let want = usize::try_from(req.max_bytes)
+        .ok()
+        .filter(|b| *b > 0)
+        .map_or(cap, |b| b.min(cap));
+    let granted = ctx.budget.response_bytes(want);
+    i32::try_from((granted / workers.max(1)).max(1)).unwrap_or(i32::MAX)
+}
+
 /// One worker's part of a fetch, waiting up to `max_wait_ms` for `min_bytes`.
 async fn fetch_from(
     ctx: &Ctx<'_>,
     req: &FetchRequest,
+    max_bytes: i32,
     addr: String,
     slots: Vec<Slot>,
     partitions: Vec<pb::FetchPartition>,
     max_wait_ms: i32,
 ) -> (String, WorkerAnswer) {
-    let (min_bytes, max_bytes) = (req.min_bytes, req.max_bytes);
+    let min_bytes = req.min_bytes;
     let isolation_level = i32::from(req.isolation_level);
     let result = ctx
         .router
@@ -54,13 +68,15 @@ async fn fan_out(
     req: &FetchRequest,
     routed: HashMap<String, Vec<(Slot, pb::FetchPartition)>>,
 ) -> Vec<WorkerAnswer> {
+    let max_bytes = worker_max_bytes(ctx, req, routed.len());
     if routed.len() == 1 {
         // One worker: its own long poll is the whole wait.
         let Some((addr, parts)) = routed.into_iter().next() else {
             return Vec::new();
         };
         let (slots, parts) = parts.into_iter().unzip();
-        let (_, answer) = fetch_from(ctx, req, addr, slots, parts, req.max_wait_ms).await;
+        let (_, answer) =
+            fetch_from(ctx, req, max_bytes, addr, slots, parts, req.max_wait_ms).await;
         return vec![answer];
     }
     let mut waiting: HashMap<String, (Vec<Slot>, Vec<pb::FetchPartition>)> = routed
@@ -73,6 +89,7 @@ async fn fan_out(
             fetch_from(
                 ctx,
                 req,
+                max_bytes,
                 addr.clone(),
                 slots.clone(),
                 parts.clone(),
@@ -96,7 +113,7 @@ async fn fan_out(
     drop(polls);
     let now = waiting
         .into_iter()
-        .map(|(addr, (slots, parts))| fetch_from(ctx, req, addr, slots, parts, 0));
+        .map(|(addr, (slots, parts))| fetch_from(ctx, req, max_bytes, addr, slots, parts, 0));
     answers.extend(join_all(now).await.into_iter().map(|(_, a)| a));
     answers
 }
@@ -160,6 +177,14 @@ pub async fn handle(ctx: &Ctx<'_>, req: FetchRequest) -> FetchResponse {
         resp.responses[ti].partitions[pi].error_code = RouteError::NoOwner.kafka_code();
     }
     let results = fan_out(ctx, &req, routed).await;
+    // Until it is written, the response holds only the room it uses.
+    let answered: usize = results
+        .iter()
+        .filter_map(|(_, r)| r.as_ref().ok())
+        .flatten()
+        .map(|p| p.records.len())
+        .sum();
+    ctx.budget.response_bytes(answered.max(1));
     for (slots, result) in results {
         match result {
             Ok(r) => {

@@ -134,6 +134,7 @@ async fn send(
 
 #[cfg(test)]
 mod tests {
+    use crate::budget::RequestBudget;
     use crate::config::GatewayConfig;
     use crate::dispatch::{Dispatcher, Outcome, Sequenced};
     use crate::testing::{FakeCluster, ShortAnswers};
@@ -192,7 +193,12 @@ mod tests {
         let d = Dispatcher::new(cfg, c.router.clone());
         let (tx, _rx) = tokio::sync::oneshot::channel();
         let Outcome::Respond(mut bytes) = d
-            .dispatch(produce_frame(2), "127.0.0.1", Sequenced::new(tx))
+            .dispatch(
+                produce_frame(2),
+                "127.0.0.1",
+                Sequenced::new(tx),
+                &RequestBudget::unlimited(),
+            )
             .await
         else {
             panic!("produce with acks=all must be answered");
