@@ -3,6 +3,7 @@
 //! (a test checks each subcommand's table against its `--help`).
 
 use clap::Args;
+use kafscale_controlplane::log_policy::LogDefaults;
 use kafscale_logworker::groups::group::GroupConfig;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -22,6 +23,45 @@ pub struct WalArgs {
     /// Bytes of recent log data kept in memory.
     #[arg(long, env = "KAFSCALE_CACHE_BYTES", default_value_t = 256 * 1024 * 1024)]
     pub cache_bytes: usize,
+    #[command(flatten)]
+    pub log: LogArgs,
+}
+
+/// Segments and retention: broker defaults of the topic configs of the same
+/// meaning (dev and logworker).
+#[derive(Args, Debug, Clone)]
+pub struct LogArgs {
+    /// Default `segment.bytes`: a segment is cut once this much waits in the WAL.
+    #[arg(long, env = "KAFSCALE_LOG_SEGMENT_BYTES", default_value_t = LogDefaults::SEGMENT_BYTES)]
+    pub log_segment_bytes: i64,
+    /// Default `segment.ms`: a segment is cut once its oldest record is this old.
+    #[arg(long, env = "KAFSCALE_LOG_SEGMENT_MS", default_value_t = LogDefaults::SEGMENT_MS)]
+    pub log_segment_ms: i64,
+    /// Default `retention.ms` (-1: keep forever).
+    #[arg(long, env = "KAFSCALE_LOG_RETENTION_MS", default_value_t = LogDefaults::RETENTION_MS, allow_hyphen_values = true)]
+    pub log_retention_ms: i64,
+    /// Default `retention.bytes` per partition (-1: no limit).
+    #[arg(long, env = "KAFSCALE_LOG_RETENTION_BYTES", default_value_t = LogDefaults::RETENTION_BYTES, allow_hyphen_values = true)]
+    pub log_retention_bytes: i64,
+    /// How often an owner looks for compaction and retention work.
+    #[arg(
+        long,
+        env = "KAFSCALE_COMPACTION_INTERVAL_MS",
+        default_value_t = 10_000
+    )]
+    pub compaction_interval_ms: u64,
+}
+
+impl LogArgs {
+    /// The broker-wide defaults.
+    pub fn defaults(&self) -> LogDefaults {
+        LogDefaults {
+            segment_bytes: self.log_segment_bytes,
+            segment_ms: self.log_segment_ms,
+            retention_ms: self.log_retention_ms,
+            retention_bytes: self.log_retention_bytes,
+        }
+    }
 }
 
 /// Group coordinator settings (dev and logworker).

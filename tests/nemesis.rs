@@ -140,13 +140,25 @@ async fn inject(kind: Kind, c: &mut Cluster, proxy: &FaultProxy, rng: &mut StdRn
                     c.workers[w].log_tail(40)
                 )
             });
+            // A new owner may have fenced it just before (exit 4): that is
+            // the worker's documented reaction, not a failed drain.
+            let log = c.workers[w].log();
+            let this_run = log
+                .rsplit("starting `kafscale logworker` run")
+                .next()
+                .unwrap_or("");
+            let fenced = exit.code() == Some(4) && this_run.contains("WAL stream fenced");
             assert!(
-                exit.success(),
+                exit.success() || fenced,
                 "worker {w} drained with {exit}:\n{}",
                 c.workers[w].log_tail(40)
             );
             c.workers[w].start().await;
-            format!("SIGTERM worker {w} (drained), restarted")
+            if fenced {
+                format!("SIGTERM worker {w} (already fenced, exit 4), restarted")
+            } else {
+                format!("SIGTERM worker {w} (drained), restarted")
+            }
         }
         Kind::Gateway => {
             let g = rng.random_range(0..c.gateways.len());

@@ -10,6 +10,7 @@ pub mod acl;
 pub mod assigner;
 pub mod keys;
 pub mod lease;
+pub mod log_policy;
 pub mod metadata;
 pub mod offsets_topic;
 pub mod store;

@@ -30,6 +30,10 @@ pub enum MetaError {
     UnknownTopic(String),
     #[error("{0}")]
     Invalid(String),
+    /// A conditional change refused because the caller no longer owns what
+    /// it changes (a newer owner's epoch is recorded).
+    #[error("fenced: {0}")]
+    Fenced(String),
 }
 
 impl MetaError {
@@ -49,6 +53,7 @@ impl MetaError {
             MetaError::TopicExists(_) => E::TopicAlreadyExists.code(),
             MetaError::UnknownTopic(_) => E::UnknownTopicOrPartition.code(),
             MetaError::Invalid(_) => E::InvalidRequest.code(),
+            MetaError::Fenced(_) => E::NotLeaderOrFollower.code(),
         }
     }
 }
@@ -268,6 +273,24 @@ impl Metadata {
     where
         F: FnMut(&mut PartitionState),
     {
+        self.try_update_partition_state(topic_id, partition, |s| {
+            update(s);
+            Ok(())
+        })
+        .await
+    }
+
+    /// Applies `update` to a partition's state with CAS; `update` may refuse
+    /// the change (the state is then left as it is).
+    pub async fn try_update_partition_state<F>(
+        &self,
+        topic_id: Uuid,
+        partition: i32,
+        mut update: F,
+    ) -> Result<PartitionState, MetaError>
+    where
+        F: FnMut(&mut PartitionState) -> Result<(), MetaError>,
+    {
         self.update_msg(
             &self.keys.partition(topic_id, partition),
             |cur: Option<PartitionState>| {
@@ -276,7 +299,7 @@ impl Metadata {
                     partition,
                     ..Default::default()
                 });
-                update(&mut s);
+                update(&mut s)?;
                 Ok(s)
             },
         )

@@ -16,6 +16,7 @@ pub mod producers;
 pub mod reader;
 pub mod recovery;
 pub mod seal;
+pub mod segment;
 pub mod service;
 pub mod wal;
 pub mod worker;

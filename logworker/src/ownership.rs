@@ -22,6 +22,7 @@ use crate::worker::{Worker, WorkerError};
 use futures::StreamExt;
 use kafscale_controlplane::metadata::topic_uuid;
 use kafscale_controlplane::offsets_topic::OFFSETS_TOPIC;
+use kafscale_controlplane::MetaError;
 use kafscale_proto::metadata::v1::StreamRef;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -34,6 +35,10 @@ use tokio::sync::watch;
 /// acknowledged when its writer died is in the stream's last
 /// `max_inflight_puts` objects, so its retry finds it.
 const PRODUCER_SCAN_INFLIGHT_MULTIPLE: usize = 2;
+
+/// How many of the newest segment blocks a new owner reads for idempotent
+/// producers' recent batches (they may have been compacted already).
+const SEGMENT_BLOCKS_SCANNED: usize = 2;
 
 /// The chunks in which a new owner looks for idempotent producers' recent
 /// batches: per stream, those in the newest `objects` objects of that stream
@@ -157,19 +162,11 @@ impl Worker {
         if to_open.is_empty() {
             return Ok(());
         }
-        let live: Arc<HashMap<String, u64>> = Arc::new(
-            self.meta
-                .list_workers()
-                .await?
-                .into_iter()
-                .map(|w| (w.worker_id, w.stream_epoch))
-                .collect(),
-        );
         for (id, topic, epoch) in to_open {
             self.opening.insert(id, ());
-            let (me, live) = (self.clone(), live.clone());
+            let me = self.clone();
             tokio::spawn(async move {
-                if let Err(e) = me.open_partition(id, topic, epoch, &live).await {
+                if let Err(e) = me.open_partition(id, topic, epoch).await {
                     tracing::warn!(partition = id.partition, error = %e, "partition open failed; retrying");
                 }
                 me.opening.remove(&id);
@@ -226,7 +223,6 @@ impl Worker {
         id: PartitionId,
         topic: String,
         leader_epoch: i32,
-        live: &HashMap<String, u64>,
     ) -> Result<(), WorkerError> {
         while self.handovers.contains_key(&id) {
             tokio::time::sleep(Duration::from_millis(20)).await;
@@ -235,6 +231,11 @@ impl Worker {
         let deadline = tokio::time::Instant::now() + HANDOVER_WAIT;
         let mut state = self.meta.partition_state(id.topic_id, id.partition).await?;
         loop {
+            // Read after the state: a writer registers before it lists its
+            // stream for a partition, so every listed stream whose writer is
+            // alive is seen alive here (an older snapshot would get a
+            // just-restarted writer sealed).
+            let live = self.live_streams().await?;
             let open: Vec<StreamRef> = state
                 .streams
                 .iter()
@@ -278,12 +279,22 @@ impl Worker {
             stream_epoch: self.wal.stream_epoch(),
             closed: false,
         };
+        let epoch = u64::try_from(leader_epoch).unwrap_or(0);
         let state = self
             .meta
-            .update_partition_state(id.topic_id, id.partition, |st| {
+            .try_update_partition_state(id.topic_id, id.partition, |st| {
+                // A newer owner opened it already: this assignment is stale.
+                if st.owner_epoch > epoch {
+                    return Err(MetaError::Fenced(format!(
+                        "opened at epoch {} already, this assignment is {epoch}",
+                        st.owner_epoch
+                    )));
+                }
+                st.owner_epoch = epoch;
                 st.streams
                     .retain(|x| x.worker_id != own.worker_id || x.stream_epoch != own.stream_epoch);
                 st.streams.push(own.clone());
+                Ok(())
             })
             .await?;
         let to_read: Vec<StreamRef> = state
@@ -292,22 +303,34 @@ impl Worker {
             .filter(|s| had_own || (&s.worker_id, s.stream_epoch) != me)
             .cloned()
             .collect();
-        let chunks = recover_chunks(
+        // Segments below the compacted offset, WAL chunks from there on.
+        let mut chunks = crate::segment::recover_blocks(
             self.store.as_ref(),
-            &self.catalog,
             &self.cfg.namespace,
             id,
-            &to_read,
             state.log_start_offset,
-            final_since,
+            state.compacted_offset,
         )
         .await?;
+        chunks.extend(
+            recover_chunks(
+                self.store.as_ref(),
+                &self.catalog,
+                &self.cfg.namespace,
+                id,
+                &to_read,
+                state.log_start_offset.max(state.compacted_offset),
+                final_since,
+            )
+            .await?,
+        );
         let is_slot = topic == OFFSETS_TOPIC;
         let log = Arc::new(PartitionLog::recovered(
             id,
             topic,
             leader_epoch,
             state.log_start_offset,
+            state.compacted_offset,
             chunks,
         ));
         tracing::debug!(topic = %log.topic, partition = id.partition, hwm = log.high_watermark(), "partition opened");
@@ -325,13 +348,42 @@ impl Worker {
         Ok(())
     }
 
+    /// The current stream epoch of every registered worker.
+    async fn live_streams(&self) -> Result<HashMap<String, u64>, WorkerError> {
+        Ok(self
+            .meta
+            .list_workers()
+            .await?
+            .into_iter()
+            .map(|w| (w.worker_id, w.stream_epoch))
+            .collect())
+    }
+
     /// Rebuilds the idempotent producers' recent batches from the newest
     /// chunks of the partition's durable log (see [`recent_chunks`]).
     async fn restore_producers(&self, log: &PartitionLog) -> Result<(), WorkerError> {
         let chunks = log.all_chunks();
         let objects = PRODUCER_SCAN_INFLIGHT_MULTIPLE * self.cfg.max_inflight_puts.max(1);
         let mut restored = 0usize;
-        for c in recent_chunks(&chunks, objects) {
+        // The newest batches may already be compacted: the last segment
+        // blocks count too.
+        let compacted = log.compacted_offset();
+        let in_segments: Vec<&ChunkRef> = chunks
+            .iter()
+            .filter(|c| c.entry.base_offset < compacted)
+            .collect();
+        let newest_blocks =
+            &in_segments[in_segments.len().saturating_sub(SEGMENT_BLOCKS_SCANNED)..];
+        let wal: Vec<ChunkRef> = chunks
+            .iter()
+            .filter(|c| c.entry.base_offset >= compacted)
+            .cloned()
+            .collect();
+        for c in newest_blocks
+            .iter()
+            .copied()
+            .chain(recent_chunks(&wal, objects))
+        {
             let bytes = reader::chunk_bytes(self.store.as_ref(), &self.metrics, c).await?;
             let mut states = log.producers();
             for (base_offset, b) in crate::batch::stored_batches(bytes) {

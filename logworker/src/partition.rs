@@ -35,8 +35,22 @@ struct Inner {
     next_offset: i64,
     high_watermark: i64,
     log_start_offset: i64,
+    /// Offsets below it are in segments (their blocks are the chunks there).
+    compacted_offset: i64,
     chunks: BTreeMap<i64, ChunkRef>,
     closed: bool,
+}
+
+/// One published segment of the partition, as the log's index knows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SegmentSpan {
+    pub key: Arc<str>,
+    /// First offset the segment covers (its key's base offset).
+    pub base_offset: i64,
+    /// One past the last offset it covers (the next segment's base).
+    pub end_offset: i64,
+    pub bytes: u64,
+    pub max_timestamp: i64,
 }
 
 /// The log of one owned partition.
@@ -54,19 +68,22 @@ pub struct PartitionLog {
 }
 
 impl PartitionLog {
-    /// A log recovered from durable chunks (sorted by base offset, disjoint).
+    /// A log recovered from durable chunks (sorted by base offset, disjoint):
+    /// segment blocks below `compacted_offset`, WAL chunks from there on.
     pub fn recovered(
         id: PartitionId,
         topic: String,
         leader_epoch: i32,
         log_start_offset: i64,
+        compacted_offset: i64,
         chunks: Vec<ChunkRef>,
     ) -> Self {
         let end = chunks
             .last()
             .map(|c| c.entry.last_offset + 1)
             .unwrap_or(0)
-            .max(log_start_offset);
+            .max(log_start_offset)
+            .max(compacted_offset);
         let chunks = chunks
             .into_iter()
             .map(|c| (c.entry.base_offset, c))
@@ -80,6 +97,7 @@ impl PartitionLog {
                 next_offset: end,
                 high_watermark: end,
                 log_start_offset,
+                compacted_offset,
                 chunks,
                 closed: false,
             }),
@@ -209,6 +227,67 @@ impl PartitionLog {
             .collect()
     }
 
+    /// Offsets below it are in published segments.
+    pub fn compacted_offset(&self) -> i64 {
+        self.lock().compacted_offset
+    }
+
+    /// The WAL chunks not yet in a segment, in offset order.
+    pub fn uncompacted_chunks(&self) -> Vec<ChunkRef> {
+        let g = self.lock();
+        g.chunks
+            .range(g.compacted_offset..)
+            .map(|(_, c)| c.clone())
+            .collect()
+    }
+
+    /// Replaces the WAL chunks of `[start, end)` by the blocks of the
+    /// segment just published and moves the compacted offset to `end`.
+    /// Readers holding the old chunks keep reading the WAL objects, which
+    /// garbage collection deletes only later.
+    pub fn install_segment(&self, start: i64, end: i64, blocks: Vec<ChunkRef>) {
+        let mut g = self.lock();
+        if start != g.compacted_offset || end <= start {
+            return;
+        }
+        let stale: Vec<i64> = g.chunks.range(start..end).map(|(b, _)| *b).collect();
+        for b in stale {
+            g.chunks.remove(&b);
+        }
+        let floor = g.log_start_offset;
+        for b in blocks.into_iter().filter(|b| b.entry.last_offset >= floor) {
+            g.chunks.insert(b.entry.base_offset, b);
+        }
+        g.compacted_offset = end;
+    }
+
+    /// The published segments that still hold retained offsets, oldest
+    /// first (from the blocks in the index).
+    pub fn segments(&self) -> Vec<SegmentSpan> {
+        let g = self.lock();
+        let mut out: Vec<SegmentSpan> = Vec::new();
+        for c in g.chunks.range(..g.compacted_offset).map(|(_, c)| c) {
+            match out.last_mut() {
+                Some(s) if s.key == c.object => {
+                    s.bytes += u64::from(c.entry.length);
+                    s.max_timestamp = s.max_timestamp.max(c.entry.max_timestamp);
+                }
+                _ => out.push(SegmentSpan {
+                    key: c.object.clone(),
+                    base_offset: crate::segment::base_of_key(&c.object)
+                        .unwrap_or(c.entry.base_offset),
+                    end_offset: g.compacted_offset,
+                    bytes: u64::from(c.entry.length),
+                    max_timestamp: c.entry.max_timestamp,
+                }),
+            }
+        }
+        for i in 1..out.len() {
+            out[i - 1].end_offset = out[i].base_offset;
+        }
+        out
+    }
+
     /// Every chunk, in offset order (for timestamp lookups).
     pub fn all_chunks(&self) -> Vec<ChunkRef> {
         self.lock().chunks.values().cloned().collect()
@@ -252,7 +331,7 @@ mod tests {
             topic_id: Uuid::nil(),
             partition: 0,
         };
-        let log = PartitionLog::recovered(id, "t".into(), 1, 0, vec![chunk(0, 4), chunk(5, 9)]);
+        let log = PartitionLog::recovered(id, "t".into(), 1, 0, 0, vec![chunk(0, 4), chunk(5, 9)]);
         assert_eq!(log.high_watermark(), 10);
         assert_eq!(log.reserve(3), Some(10));
         assert_eq!(log.reserve(2), Some(13));

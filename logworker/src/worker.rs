@@ -40,6 +40,10 @@ pub struct WorkerConfig {
     pub default_max_message_bytes: usize,
     /// Group coordinator settings.
     pub groups: GroupConfig,
+    /// How often owned partitions are checked for compaction and retention.
+    pub compaction_interval: Duration,
+    /// Broker-wide segment and retention defaults.
+    pub log_defaults: kafscale_controlplane::log_policy::LogDefaults,
 }
 
 /// Errors starting a worker.
@@ -53,6 +57,8 @@ pub enum WorkerError {
     Groups(#[from] crate::groups::GroupLogError),
     #[error(transparent)]
     Read(#[from] crate::reader::ReadError),
+    #[error(transparent)]
+    Segment(#[from] crate::segment::SegmentError),
 }
 
 /// A running log worker.
@@ -154,6 +160,7 @@ impl Worker {
         .await?;
         let flusher = tokio::spawn(wal.run(shutdown.clone()));
         tokio::spawn(groups.run_timers(shutdown.clone()));
+        tokio::spawn(worker.clone().compaction_loop(shutdown.clone()));
         tokio::spawn(worker.clone().ownership_loop(shutdown));
         Ok((worker, flusher))
     }

@@ -13,6 +13,7 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::protocol::StrBytes;
 use kafscale_controlplane::acl;
+use kafscale_controlplane::log_policy::LogDefaults;
 use kafscale_controlplane::MetaError;
 
 /// Kafka's resource type codes.
@@ -43,8 +44,8 @@ fn known(ctx: &Ctx<'_>) -> Vec<(&'static str, String, i8)> {
         ("min.insync.replicas", "1".into(), INT),
         ("retention.bytes", "-1".into(), LONG),
         ("retention.ms", "604800000".into(), LONG),
-        ("segment.bytes", "1073741824".into(), INT),
-        ("segment.ms", "604800000".into(), LONG),
+        ("segment.bytes", LogDefaults::SEGMENT_BYTES.to_string(), INT),
+        ("segment.ms", LogDefaults::SEGMENT_MS.to_string(), LONG),
     ]
 }
 

@@ -1,0 +1,307 @@
+//! Compaction and retention, run in the background by each partition's
+//! owner, one partition at a time (memory: one segment).
+//!
+//! Compaction cuts the oldest WAL chunks of a partition into a segment once
+//! `segment.bytes` of them wait or the oldest is `segment.ms` old, creates
+//! the segment with the conditional create, then publishes it with one
+//! compare-and-swap on the partition state that requires this owner's epoch
+//! and the compacted offset it started from: a fenced or zombie owner can
+//! never publish a segment or move the compacted offset. The same swap
+//! drops from the partition's stream list every stream that holds none of
+//! its uncompacted data. Produce acknowledgements never wait for any of it.
+//!
+//! Retention (`cleanup.policy` with `delete`) deletes whole segments, oldest
+//! first, whose newest record is older than `retention.ms` or while the log
+//! is larger than `retention.bytes`: it moves the log start offset with the
+//! same epoch-checked swap first, then deletes the segments below it.
+
+use crate::objstore::ObjectError;
+use crate::partition::{ChunkRef, PartitionLog};
+use crate::reader;
+use crate::segment::{format, read_index, segment_key, SegmentError};
+use crate::wal::{split_object_key, stream_prefix};
+use crate::worker::Worker;
+use bytes::BytesMut;
+use kafscale_controlplane::log_policy::LogPolicy;
+use kafscale_controlplane::metadata::now_ms;
+use kafscale_controlplane::MetaError;
+use std::collections::HashSet;
+use std::sync::Arc;
+use tokio::sync::watch;
+
+/// Blocks (the unit of the offset index and of a cold read) hold whole
+/// batches up to about this many bytes.
+pub const BLOCK_BYTES: usize = 1 << 20;
+
+/// Errors of a compaction or retention step (the step is retried next round).
+#[derive(Debug, thiserror::Error)]
+pub enum CompactionError {
+    #[error(transparent)]
+    Object(#[from] ObjectError),
+    #[error(transparent)]
+    Read(#[from] reader::ReadError),
+    #[error(transparent)]
+    Segment(#[from] SegmentError),
+    #[error(transparent)]
+    Meta(#[from] MetaError),
+    #[error("segment {0} exists and does not start the uncompacted log")]
+    Conflict(String),
+}
+
+impl Worker {
+    /// Every `KAFSCALE_COMPACTION_INTERVAL_MS`: compacts and applies
+    /// retention to each owned partition in turn.
+    pub(crate) async fn compaction_loop(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(self.cfg.compaction_interval) => {}
+                _ = shutdown.changed() => return,
+            }
+            let logs: Vec<Arc<PartitionLog>> =
+                self.partitions.iter().map(|p| p.value().clone()).collect();
+            for log in logs {
+                if *shutdown.borrow() {
+                    return;
+                }
+                let policy = self.log_policy(&log);
+                // Cut every segment that is due, then apply retention.
+                loop {
+                    match self.compact_once(&log, &policy).await {
+                        Ok(true) => continue,
+                        Ok(false) => {}
+                        Err(e) => {
+                            tracing::warn!(topic = %log.topic, partition = log.id.partition, error = %e, "compaction failed; retrying next round")
+                        }
+                    }
+                    break;
+                }
+                if policy.delete {
+                    if let Err(e) = self.apply_retention(&log, &policy).await {
+                        tracing::warn!(topic = %log.topic, partition = log.id.partition, error = %e, "retention failed; retrying next round");
+                    }
+                }
+            }
+        }
+    }
+
+    /// The partition's topic settings over the broker defaults.
+    pub(crate) fn log_policy(&self, log: &PartitionLog) -> LogPolicy {
+        let empty = std::collections::HashMap::new();
+        let topic = self.topics.get(&log.id.topic_id);
+        let configs = topic.as_ref().map(|t| &t.configs).unwrap_or(&empty);
+        LogPolicy::of(configs, &self.cfg.log_defaults)
+    }
+
+    /// Cuts one segment if one is due; returns whether it did.
+    pub(crate) async fn compact_once(
+        &self,
+        log: &PartitionLog,
+        policy: &LogPolicy,
+    ) -> Result<bool, CompactionError> {
+        let waiting = log.uncompacted_chunks();
+        let Some(first) = waiting.first() else {
+            return Ok(false);
+        };
+        let total: u64 = waiting.iter().map(|c| u64::from(c.entry.length)).sum();
+        let old = now_ms().saturating_sub(first.entry.max_timestamp) >= policy.segment_ms;
+        if total < policy.segment_bytes && !old {
+            return Ok(false);
+        }
+        let mut take: Vec<&ChunkRef> = Vec::new();
+        let mut bytes = 0u64;
+        for c in &waiting {
+            let len = u64::from(c.entry.length);
+            if !take.is_empty() && bytes + len > policy.segment_bytes {
+                break;
+            }
+            bytes += len;
+            take.push(c);
+        }
+        let start = log.compacted_offset();
+        let end = take.last().map_or(start, |c| c.entry.last_offset + 1);
+        let blocks = self.blocks_of(&take).await?;
+        let (body, index) = format::encode(log.id.topic_id, log.id.partition, start, end, &blocks);
+        let key = segment_key(&self.cfg.namespace, log.id, start);
+        let index = match self.store.put_if_absent(&key, body).await {
+            Ok(()) => index,
+            // An earlier owner cut this segment and could not publish it:
+            // its data is the log's (only durable chunks are compacted), so
+            // it is published as it is.
+            Err(ObjectError::AlreadyExists(_)) => {
+                let size = self
+                    .store
+                    .list(&key)
+                    .await?
+                    .into_iter()
+                    .find(|o| o.key == key)
+                    .map(|o| o.size)
+                    .ok_or_else(|| CompactionError::Conflict(key.clone()))?;
+                let existing = read_index(self.store.as_ref(), &key, size).await?;
+                if existing.base_offset != start || existing.end_offset <= start {
+                    return Err(CompactionError::Conflict(key));
+                }
+                tracing::info!(%key, "adopting a segment an earlier owner did not publish");
+                existing
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let end = index.end_offset;
+        self.publish(log, start, end).await?;
+        let key: Arc<str> = Arc::from(key.as_str());
+        log.install_segment(
+            start,
+            end,
+            index
+                .blocks
+                .into_iter()
+                .map(|entry| ChunkRef {
+                    object: key.clone(),
+                    entry,
+                    cached: None,
+                })
+                .collect(),
+        );
+        tracing::info!(topic = %log.topic, partition = log.id.partition, start, end, bytes, "segment published");
+        Ok(true)
+    }
+
+    /// The chunks' bytes regrouped into blocks of whole batches.
+    async fn blocks_of(
+        &self,
+        chunks: &[&ChunkRef],
+    ) -> Result<Vec<format::BlockInput>, CompactionError> {
+        let mut blocks: Vec<(format::BlockInput, BytesMut)> = Vec::new();
+        for c in chunks {
+            let data = reader::chunk_bytes(self.store.as_ref(), &self.metrics, c).await?;
+            match blocks.last_mut() {
+                Some((b, buf)) if buf.len() + data.len() <= BLOCK_BYTES => {
+                    buf.extend_from_slice(&data);
+                    b.last_offset = c.entry.last_offset;
+                    b.max_timestamp = b.max_timestamp.max(c.entry.max_timestamp);
+                    b.batch_count += c.entry.batch_count;
+                }
+                _ => blocks.push((
+                    format::BlockInput {
+                        base_offset: c.entry.base_offset,
+                        last_offset: c.entry.last_offset,
+                        max_timestamp: c.entry.max_timestamp,
+                        batch_count: c.entry.batch_count,
+                        data: bytes::Bytes::new(),
+                    },
+                    BytesMut::from(&data[..]),
+                )),
+            }
+        }
+        Ok(blocks
+            .into_iter()
+            .map(|(mut b, buf)| {
+                b.data = buf.freeze();
+                b
+            })
+            .collect())
+    }
+
+    /// Moves the compacted offset from `start` to `end` if this owner still
+    /// owns the partition, and drops the streams that hold none of its
+    /// uncompacted data any more.
+    async fn publish(
+        &self,
+        log: &PartitionLog,
+        start: i64,
+        end: i64,
+    ) -> Result<(), CompactionError> {
+        let ns = &self.cfg.namespace;
+        let mine = stream_prefix(ns, &self.cfg.worker_id, self.wal.stream_epoch());
+        let still_needed: HashSet<String> = log
+            .uncompacted_chunks()
+            .iter()
+            .filter(|c| c.entry.base_offset >= end)
+            .filter_map(|c| split_object_key(&c.object).map(|(s, _)| s.to_string()))
+            .collect();
+        let epoch = owner_epoch(log);
+        self.meta
+            .try_update_partition_state(log.id.topic_id, log.id.partition, |st| {
+                if st.owner_epoch != epoch {
+                    return Err(MetaError::Fenced(format!(
+                        "partition owned at epoch {}, not {epoch}",
+                        st.owner_epoch
+                    )));
+                }
+                if st.compacted_offset != start {
+                    return Err(MetaError::Fenced(format!(
+                        "compacted offset is {}, not {start}",
+                        st.compacted_offset
+                    )));
+                }
+                st.compacted_offset = end;
+                st.streams.retain(|s| {
+                    let prefix = stream_prefix(ns, &s.worker_id, s.stream_epoch);
+                    prefix == mine || still_needed.contains(&prefix)
+                });
+                Ok(())
+            })
+            .await?;
+        Ok(())
+    }
+
+    /// Deletes the oldest segments that retention no longer keeps.
+    pub(crate) async fn apply_retention(
+        &self,
+        log: &PartitionLog,
+        policy: &LogPolicy,
+    ) -> Result<(), CompactionError> {
+        let segments = log.segments();
+        let now = now_ms();
+        let mut size = u64::try_from(log.stored_bytes()).unwrap_or(0);
+        let mut new_start = None;
+        for s in &segments {
+            let expired = policy
+                .retention_ms
+                .is_some_and(|ms| s.max_timestamp < now.saturating_sub(ms));
+            // Kafka's rule: delete while the log without it is still at
+            // least retention.bytes.
+            let too_big = policy
+                .retention_bytes
+                .is_some_and(|max| size.saturating_sub(s.bytes) >= max);
+            if !(expired || too_big) {
+                break;
+            }
+            size = size.saturating_sub(s.bytes);
+            new_start = Some(s.end_offset);
+        }
+        let Some(new_start) = new_start.filter(|s| *s > log.log_start_offset()) else {
+            return Ok(());
+        };
+        let epoch = owner_epoch(log);
+        let st = self
+            .meta
+            .try_update_partition_state(log.id.topic_id, log.id.partition, |st| {
+                if st.owner_epoch != epoch {
+                    return Err(MetaError::Fenced(format!(
+                        "partition owned at epoch {}, not {epoch}",
+                        st.owner_epoch
+                    )));
+                }
+                st.log_start_offset = st.log_start_offset.max(new_start);
+                Ok(())
+            })
+            .await?;
+        log.advance_log_start(st.log_start_offset);
+        for s in segments
+            .iter()
+            .filter(|s| s.end_offset <= st.log_start_offset)
+        {
+            // What is left behind (a crash here) is collected later.
+            if let Err(e) = self.store.delete(&s.key).await {
+                tracing::warn!(key = %s.key, error = %e, "segment below the log start not deleted");
+            }
+        }
+        tracing::info!(topic = %log.topic, partition = log.id.partition, log_start_offset = st.log_start_offset, "retention advanced the log start");
+        Ok(())
+    }
+}
+
+/// The epoch recorded in the partition state by the owner that opened it.
+pub fn owner_epoch(log: &PartitionLog) -> u64 {
+    u64::try_from(log.leader_epoch).unwrap_or(0)
+}
