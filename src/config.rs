@@ -17,8 +17,8 @@ pub struct WalArgs {
     /// Flush the WAL buffer when it holds this many bytes.
     #[arg(long, env = "KAFSCALE_WAL_FLUSH_BYTES", default_value_t = 8 * 1024 * 1024)]
     pub wal_flush_bytes: usize,
-    /// WAL object writes in flight at once.
-    #[arg(long, env = "KAFSCALE_WAL_MAX_INFLIGHT", default_value_t = 4)]
+    /// WAL object writes in flight at once (1 to 64).
+    #[arg(long, env = "KAFSCALE_WAL_MAX_INFLIGHT", default_value_t = 4, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=64))]
     pub wal_max_inflight: usize,
     /// Bytes of recent log data kept in memory.
     #[arg(long, env = "KAFSCALE_CACHE_BYTES", default_value_t = 256 * 1024 * 1024)]

@@ -57,6 +57,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         assigner::moves_counter(&registry),
         shutdown.clone(),
     ));
+    tokio::spawn(worker.run_gc(shutdown.clone()));
 
     let kafka = process::bind(&args.kafka.kafka_addr, "Kafka").await?;
     let gateway = process::spawn_gateway(

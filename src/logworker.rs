@@ -145,6 +145,10 @@ pub async fn run(args: LogworkerArgs) -> anyhow::Result<()> {
         worker_id.clone(),
         lease.id(),
         assigner::moves_counter(&registry),
+        Some({
+            let w = worker.clone();
+            Box::new(move |stop| Box::pin(w.run_gc(stop)))
+        }),
         lease.lost(),
         shutdown.clone(),
     ));

@@ -15,6 +15,15 @@ use std::time::Duration;
 
 /// Segment objects of every partition under the data directory.
 fn segment_objects(data_dir: &Path) -> Vec<std::path::PathBuf> {
+    objects_under(data_dir, "seg")
+}
+
+/// WAL objects (data and seals) under the data directory.
+fn wal_objects(data_dir: &Path) -> Vec<std::path::PathBuf> {
+    objects_under(data_dir, "wal")
+}
+
+fn objects_under(data_dir: &Path, kind: &str) -> Vec<std::path::PathBuf> {
     fn walk(dir: &Path, out: &mut Vec<std::path::PathBuf>) {
         for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
             let p = e.path();
@@ -31,7 +40,7 @@ fn segment_objects(data_dir: &Path) -> Vec<std::path::PathBuf> {
         .flatten()
         .flatten()
     {
-        walk(&ns.path().join("seg"), &mut out);
+        walk(&ns.path().join(kind), &mut out);
     }
     out.sort();
     out
@@ -96,17 +105,35 @@ async fn wal_data_is_cut_into_segments_and_read_back_byte_for_byte_after_a_kill_
         &server.bootstrap(),
         &topic,
         1,
-        &[("segment.bytes", "16384"), ("retention.ms", "-1")],
+        &[
+            ("segment.bytes", "16384"),
+            ("segment.ms", "2000"),
+            ("retention.ms", "-1"),
+        ],
     )
     .await;
     produce(&server, &topic, 0, 600, SIZE).await;
     let dir = server.data_dir().to_path_buf();
+    let wal_before = wal_objects(&dir).len();
     eventually(
         "segments are written",
         Duration::from_secs(30),
         async || segment_objects(&dir).len() >= 4,
     )
     .await;
+    // Once everything is in segments (segment.ms), garbage collection
+    // deletes the WAL objects, all but each stream's newest.
+    eventually(
+        "WAL objects are collected",
+        Duration::from_secs(60),
+        async || wal_objects(&dir).len() <= 2,
+    )
+    .await;
+    eprintln!(
+        "[lifecycle] WAL objects {wal_before} -> {}, {} segments",
+        wal_objects(&dir).len(),
+        segment_objects(&dir).len()
+    );
     let check = |records: &[common::Consumed]| {
         assert_eq!(records.len(), 600, "every record read back");
         for (i, r) in records.iter().enumerate() {

@@ -17,6 +17,10 @@
 //! - `s3`: a burst of S3 faults on WAL objects (500, 503 SlowDown, resets,
 //!   lost responses of PUTs that succeeded, slow answers).
 //!
+//! Compaction into segments (256 KiB or 4 s) and garbage collection run the
+//! whole time, so faults hit them mid-way and the final reads come mostly
+//! from segments.
+//!
 //! The first six steps cover every kind once (in seeded order); later steps
 //! are drawn at random. Afterwards everything is read back through both
 //! gateways and the history checker must find no violation.
@@ -197,6 +201,9 @@ async fn no_acked_record_is_lost_under_a_random_nemesis() {
         ClusterOptions {
             workers: 3,
             gateways: 2,
+            // Compaction and garbage collection run all along (they delete
+            // data, so they must face the same faults).
+            env: vec![("KAFSCALE_COMPACTION_INTERVAL_MS".into(), "1000".into())],
             ..Default::default()
         },
         S3Proxy::new(move |moto| {
@@ -206,7 +213,13 @@ async fn no_acked_record_is_lost_under_a_random_nemesis() {
     )
     .await;
     let topic = common::unique_name("nemesis");
-    create_topic(&c.bootstrap(0), &topic, PARTITIONS, &[]).await;
+    create_topic(
+        &c.bootstrap(0),
+        &topic,
+        PARTITIONS,
+        &[("segment.bytes", "262144"), ("segment.ms", "4000")],
+    )
+    .await;
     let history = History::new();
     let specs: Vec<ProducerSpec> = (0..4)
         .map(|i| ProducerSpec {

@@ -163,15 +163,21 @@ pub fn moves_counter(registry: &prometheus::Registry) -> prometheus::IntCounter 
     c
 }
 
+/// A task that runs only on the elected leader (besides assigning), until
+/// its stop signal.
+pub type LeaderTask =
+    Box<dyn Fn(watch::Receiver<bool>) -> futures::future::BoxFuture<'static, ()> + Send + Sync>;
+
 /// Runs the assigner while this process is the elected leader: campaigns
-/// for the leader key under `lease`, assigns while it holds it, and campaigns
-/// again when the key disappears (the leader's lease lapsed). Returns on
-/// shutdown or when `lease` is lost.
+/// for the leader key under `lease`, assigns (and runs `also`) while it
+/// holds it, and campaigns again when the key disappears (the leader's lease
+/// lapsed). Returns on shutdown or when `lease` is lost.
 pub async fn run_elected(
     meta: Metadata,
     candidate: String,
     lease: i64,
     moves: prometheus::IntCounter,
+    also: Option<LeaderTask>,
     mut lease_lost: watch::Receiver<bool>,
     mut shutdown: watch::Receiver<bool>,
 ) {
@@ -196,6 +202,7 @@ pub async fn run_elected(
             Ok(true) => {
                 tracing::info!(candidate = %candidate, "elected assigner leader");
                 let (stop_tx, stop) = watch::channel(false);
+                let also = also.as_ref().map(|f| tokio::spawn(f(stop.clone())));
                 let assigning = tokio::spawn(run(meta.clone(), moves.clone(), stop));
                 tokio::select! {
                     _ = shutdown.changed() => {}
@@ -203,6 +210,9 @@ pub async fn run_elected(
                 }
                 stop_tx.send_replace(true);
                 let _ = assigning.await;
+                if let Some(a) = also {
+                    let _ = a.await;
+                }
                 return;
             }
             Ok(false) => {}

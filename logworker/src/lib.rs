@@ -6,6 +6,7 @@
 pub mod batch;
 pub mod cache;
 pub mod completion;
+pub mod gc;
 pub mod groups;
 pub mod inflate;
 pub mod metrics;

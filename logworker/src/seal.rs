@@ -9,6 +9,12 @@
 //! (its next PUT in sequence finds a seal and fences it), and the objects
 //! below the end seal are exactly the stream's data; objects after the end
 //! seal (PUTs that were in flight beyond it) are never part of the stream.
+//!
+//! Holes are sealed only within [`HOLE_WINDOW`] sequence numbers below the
+//! highest object: the writer starts a PUT only once the PUT that many
+//! sequence numbers below it has finished (its in-flight limit is far
+//! smaller), so an older hole can never be written again; there, holes are
+//! objects that garbage collection deleted after compaction.
 
 use crate::objstore::{ObjectError, ObjectStore};
 use crate::wal::format::{decode_seal, encode_seal, SealKind};
@@ -18,6 +24,10 @@ use std::collections::BTreeSet;
 
 /// Objects this small may be seals; larger ones are WAL data.
 const SEAL_MAX_SIZE: u64 = 512;
+
+/// How far below the highest object holes are sealed (more than the
+/// writer's largest in-flight window, `KAFSCALE_WAL_MAX_INFLIGHT` + 2).
+pub const HOLE_WINDOW: u64 = 128;
 
 /// Seals `stream`; returns the sequence number of its end seal (an existing
 /// end seal if the stream was sealed before).
@@ -47,7 +57,8 @@ pub async fn seal_stream(
             seqs.insert(seq);
         }
         let end = seqs.last().map_or(1, |m| m + 1);
-        for hole in (1..end).filter(|s| !seqs.contains(s)) {
+        let lowest = end.saturating_sub(HOLE_WINDOW).max(1);
+        for hole in (lowest..end).filter(|s| !seqs.contains(s)) {
             match store
                 .put_if_absent(&key(hole), encode_seal(SealKind::Hole, sealer))
                 .await

@@ -165,6 +165,22 @@ impl Worker {
         Ok((worker, flusher))
     }
 
+    /// The garbage collector of this worker's namespace, running a round
+    /// every [`crate::gc::interval`] until `stop`. Exactly one process of a
+    /// cluster may run it at a time.
+    pub fn run_gc(
+        &self,
+        stop: watch::Receiver<bool>,
+    ) -> impl std::future::Future<Output = ()> + Send + 'static {
+        crate::gc::Collector::new(
+            self.store.clone(),
+            self.meta.clone(),
+            &self.cfg.namespace,
+            &self.cfg.worker_id,
+        )
+        .run(crate::gc::interval(self.cfg.compaction_interval), stop)
+    }
+
     /// True once a new owner sealed this worker's stream: it can acknowledge
     /// nothing more and must be restarted (with a fresh stream epoch).
     pub fn is_fenced(&self) -> bool {
