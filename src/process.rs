@@ -54,6 +54,7 @@ pub fn worker_config(
         cache_bytes: wal.cache_bytes,
         default_max_message_bytes: max_message_bytes,
         groups: groups.config(),
+        segment_cache_bytes: wal.segment_cache_bytes,
         compaction_interval: Duration::from_millis(wal.log.compaction_interval_ms.max(1)),
         log_defaults: wal.log.defaults(),
     }

@@ -6,8 +6,8 @@
 mod common;
 
 use common::{
-    consume_ranges, consumer, create_topic, eventually, producer, unique_name, watermarks,
-    DevOptions, DevServer,
+    consume_ranges, consumer, create_topic, eventually, http_get, producer, unique_name,
+    watermarks, DevOptions, DevServer,
 };
 use rdkafka::producer::FutureRecord;
 use std::path::Path;
@@ -80,6 +80,38 @@ async fn produce_round(server: &DevServer, topic: &str, from: usize, n: usize, s
     }
 }
 
+/// Offsets `[0, end)` of partition 0, fetched at most 4 KiB at a time.
+fn read_in_small_fetches(bootstrap: &str, topic: &str, end: i64) -> Vec<common::Consumed> {
+    use rdkafka::consumer::Consumer;
+    use rdkafka::message::Message;
+    let c = consumer(bootstrap, &[("max.partition.fetch.bytes", "4096")]);
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    tpl.add_partition_offset(topic, 0, rdkafka::Offset::Offset(0))
+        .expect("add partition");
+    c.assign(&tpl).expect("assign");
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let mut out = Vec::new();
+    while (out.len() as i64) < end {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "small fetches timed out at {}",
+            out.len()
+        );
+        let Some(m) = c.poll(Duration::from_millis(100)) else {
+            continue;
+        };
+        let m = m.unwrap_or_else(|e| panic!("consumer error: {e}"));
+        out.push(common::Consumed {
+            partition: 0,
+            offset: m.offset(),
+            key: m.key().map(<[u8]>::to_vec),
+            value: m.payload().map(<[u8]>::to_vec),
+            headers: Vec::new(),
+        });
+    }
+    out
+}
+
 fn expected_value(i: i64, size: usize) -> Vec<u8> {
     format!("v{i:08}-{}", "x".repeat(size)).into_bytes()
 }
@@ -145,6 +177,13 @@ async fn wal_data_is_cut_into_segments_and_read_back_byte_for_byte_after_a_kill_
             );
         }
     };
+    // A consumer catching up in small fetches reads segment blocks that
+    // were loaded ahead and cached.
+    let (b, t) = (server.bootstrap(), topic.clone());
+    let small = tokio::task::spawn_blocking(move || read_in_small_fetches(&b, &t, 600))
+        .await
+        .expect("consumer");
+    check(&small);
     let (b, t) = (server.bootstrap(), topic.clone());
     let records = tokio::task::spawn_blocking(move || {
         consume_ranges(&b, &t, &[(0, 0, 600)], Duration::from_secs(60))
@@ -154,6 +193,31 @@ async fn wal_data_is_cut_into_segments_and_read_back_byte_for_byte_after_a_kill_
     .remove(&0)
     .unwrap_or_default();
     check(&records);
+    let (_, metrics) = http_get(server.http_addr(), "/metrics")
+        .await
+        .expect("metrics");
+    let reads = |source: &str| -> f64 {
+        metrics
+            .lines()
+            .find(|l| {
+                l.starts_with(&format!(
+                    "kafscale_chunk_reads_total{{source=\"{source}\"}}"
+                ))
+            })
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0.0)
+    };
+    eprintln!(
+        "[lifecycle] chunk reads: storage {}, read-ahead {}, block cache {}",
+        reads("storage"),
+        reads("read_ahead"),
+        reads("block_cache")
+    );
+    assert!(
+        reads("read_ahead") > 0.0,
+        "no block was read ahead:\n{metrics}"
+    );
 
     // Recovery reads the segments (and what is left of the WAL).
     server.kill9();

@@ -26,6 +26,7 @@ use kafka_protocol::records::{
 };
 use kafscale_gateway::alloc::{LazyLargeAlloc, LAZY_THRESHOLD};
 use kafscale_gateway::dispatch::SUPPORTED;
+use kafscale_logworker::segment::format as segment_format;
 use kafscale_logworker::{batch, groups, inflate, wal::format};
 use proptest::prelude::*;
 use std::alloc::{GlobalAlloc, Layout};
@@ -225,6 +226,19 @@ fn codec() -> impl Strategy<Value = Compression> {
         Just(Compression::Lz4),
         Just(Compression::Zstd),
     ]
+}
+
+/// How many of `entries` (chunks or blocks) verify against `object`'s bytes.
+fn verify_entries(object: &[u8], entries: &[format::ChunkEntry]) -> usize {
+    entries
+        .iter()
+        .filter(|e| {
+            let start = e.position as usize;
+            object
+                .get(start..start + e.length as usize)
+                .is_some_and(|data| format::verify_chunk(e, data).is_ok())
+        })
+        .count()
 }
 
 fn values() -> impl Strategy<Value = Vec<Vec<u8>>> {
@@ -442,24 +456,49 @@ proptest! {
         if damages.is_empty() {
             let decoded = format::decode_footer(&object).expect("a valid object decodes");
             prop_assert_eq!(decoded.len(), entries.len());
-            for e in &decoded {
-                let start = e.position as usize;
-                format::verify_chunk(e, &object[start..start + e.length as usize])
-                    .expect("a valid chunk verifies");
-            }
+            prop_assert_eq!(verify_entries(&object, &decoded), decoded.len(), "valid chunks verify");
         }
         let bad = apply(object.to_vec(), &damages);
         check_alloc("wal footer", bad.len(), bound(bad.len()), || {
             if let Ok(entries) = format::decode_footer(&bad) {
-                for e in entries {
-                    let start = e.position as usize;
-                    if let Some(data) = bad.get(start..start + e.length as usize) {
-                        let _ = format::verify_chunk(&e, data);
-                    }
-                }
+                verify_entries(&bad, &entries);
             }
             let tail = &bad[bad.len().saturating_sub(16)..];
             let _ = format::decode_trailer(tail, bad.len() as u64);
+        });
+    }
+
+    /// Segments: footer, trailer, blocks; damaged segments fail cleanly.
+    #[test]
+    fn segment_objects(
+        blocks in prop::collection::vec(values(), 0..4),
+        damages in prop::collection::vec(damage(), 0..3),
+    ) {
+        let inputs: Vec<segment_format::BlockInput> = blocks
+            .iter()
+            .enumerate()
+            .map(|(i, vals)| segment_format::BlockInput {
+                base_offset: 100 * i as i64,
+                last_offset: 100 * i as i64 + vals.len() as i64 - 1,
+                max_timestamp: 1,
+                batch_count: 1,
+                data: Bytes::from(record_batch(vals, Compression::None, -1)),
+            })
+            .collect();
+        let end = 100 * inputs.len() as i64 + 1;
+        let (object, index) = segment_format::encode(uuid::Uuid::from_u128(3), 2, 0, end, &inputs);
+        if damages.is_empty() {
+            let decoded = segment_format::decode(&object).expect("a valid segment decodes");
+            prop_assert_eq!(&decoded, &index);
+            prop_assert_eq!(verify_entries(&object, &decoded.blocks), decoded.blocks.len(), "valid blocks verify");
+        }
+        let bad = apply(object.to_vec(), &damages);
+        check_alloc("segment footer", bad.len(), bound(bad.len()), || {
+            if let Ok(index) = segment_format::decode(&bad) {
+                verify_entries(&bad, &index.blocks);
+            }
+            let tail = &bad[bad.len().saturating_sub(16)..];
+            let _ = segment_format::decode_trailer(tail, bad.len() as u64);
         });
     }
 

@@ -384,7 +384,7 @@ impl Worker {
             .copied()
             .chain(recent_chunks(&wal, objects))
         {
-            let bytes = reader::chunk_bytes(self.store.as_ref(), &self.metrics, c).await?;
+            let bytes = reader::chunk_bytes(&self.source, c).await?;
             let mut states = log.producers();
             for (base_offset, b) in crate::batch::stored_batches(bytes) {
                 if b.producer_id >= 0 {

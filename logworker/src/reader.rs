@@ -1,12 +1,29 @@
 //! Reading record batches back: from the tail cache when the chunk is
-//! cached, otherwise by ranged GET from the WAL object (checksum verified).
+//! cached, from the segment block cache, otherwise by ranged GET from the
+//! WAL object or segment (checksum verified). Reading a segment block loads
+//! the partition's next block ahead.
 
 use crate::batch;
 use crate::metrics::Metrics;
 use crate::objstore::{ObjectError, ObjectStore};
 use crate::partition::{ChunkRef, PartitionLog};
+use crate::segment::blocks::BlockCache;
 use crate::wal::format;
 use bytes::{Bytes, BytesMut};
+use std::sync::Arc;
+
+/// Where log bytes are read from (cheap to clone).
+#[derive(Clone)]
+pub struct Source {
+    pub store: Arc<dyn ObjectStore>,
+    pub metrics: Metrics,
+    pub blocks: Arc<BlockCache>,
+}
+
+/// Whether a chunk is a segment block (rather than a WAL chunk).
+fn is_segment_block(c: &ChunkRef) -> bool {
+    c.object.contains("/seg/")
+}
 
 /// Errors while reading.
 #[derive(Debug, thiserror::Error)]
@@ -28,17 +45,35 @@ impl ReadError {
     }
 }
 
-/// The bytes of a chunk, from cache or storage.
-pub async fn chunk_bytes(
-    store: &dyn ObjectStore,
-    metrics: &Metrics,
-    c: &ChunkRef,
-) -> Result<Bytes, ReadError> {
+/// The bytes of a chunk, from a cache or storage.
+pub async fn chunk_bytes(src: &Source, c: &ChunkRef) -> Result<Bytes, ReadError> {
     if let Some(b) = &c.cached {
-        metrics.cache_reads.with_label_values(&["cache"]).inc();
+        src.metrics.cache_reads.with_label_values(&["cache"]).inc();
         return Ok(b.clone());
     }
-    metrics.cache_reads.with_label_values(&["storage"]).inc();
+    let block = is_segment_block(c);
+    if block {
+        if let Some(b) = src.blocks.get(&c.object, c.entry.position) {
+            src.metrics
+                .cache_reads
+                .with_label_values(&["block_cache"])
+                .inc();
+            return Ok(b);
+        }
+    }
+    src.metrics
+        .cache_reads
+        .with_label_values(&["storage"])
+        .inc();
+    let data = fetch(src.store.as_ref(), c).await?;
+    if block {
+        src.blocks.insert(&c.object, c.entry.position, data.clone());
+    }
+    Ok(data)
+}
+
+/// A chunk's bytes from storage, verified.
+async fn fetch(store: &dyn ObjectStore, c: &ChunkRef) -> Result<Bytes, ReadError> {
     let start = c.entry.position;
     let data = store
         .get_range(&c.object, start..start + u64::from(c.entry.length))
@@ -47,12 +82,38 @@ pub async fn chunk_bytes(
     Ok(data)
 }
 
+/// Loads the partition's segment block after `offset` into the block cache
+/// in the background (read-ahead for sequential readers).
+fn read_ahead(src: &Source, log: &PartitionLog, offset: i64) {
+    let Some(next) = log.chunks_from(offset, 1).into_iter().next() else {
+        return;
+    };
+    if next.cached.is_some()
+        || !is_segment_block(&next)
+        || !src.blocks.begin_load(&next.object, next.entry.position)
+    {
+        return;
+    }
+    let src = src.clone();
+    tokio::spawn(async move {
+        match fetch(src.store.as_ref(), &next).await {
+            Ok(data) => {
+                src.metrics
+                    .cache_reads
+                    .with_label_values(&["read_ahead"])
+                    .inc();
+                src.blocks.insert(&next.object, next.entry.position, data);
+            }
+            Err(_) => src.blocks.end_load(&next.object, next.entry.position),
+        }
+    });
+}
+
 /// Whole batches holding offsets ≥ `offset` (and below the high watermark),
 /// at most `max_bytes` unless the very first batch alone is larger and
 /// `allow_oversized_first` is set (KIP-74).
 pub async fn read(
-    store: &dyn ObjectStore,
-    metrics: &Metrics,
+    src: &Source,
     log: &PartitionLog,
     offset: i64,
     max_bytes: usize,
@@ -63,8 +124,10 @@ pub async fn read(
     // one zero-copy slice; bytes are copied only when a read spans chunks.
     let mut pieces: Vec<Bytes> = Vec::new();
     let mut total = 0usize;
+    let mut last_block_end = None;
     'chunks: for c in log.chunks_from(offset, 64) {
-        let data = chunk_bytes(store, metrics, &c).await?;
+        let data = chunk_bytes(src, &c).await?;
+        last_block_end = is_segment_block(&c).then_some(c.entry.last_offset + 1);
         let (mut start, mut end, mut pos) = (None, 0usize, 0usize);
         let mut full = false;
         for b in batch::iter_batches(data.clone()) {
@@ -98,6 +161,9 @@ pub async fn read(
             break 'chunks;
         }
     }
+    if let Some(end) = last_block_end {
+        read_ahead(src, log, end);
+    }
     Ok(match pieces.len() {
         0 => Bytes::new(),
         1 => pieces.swap_remove(0),
@@ -113,8 +179,7 @@ pub async fn read(
 
 /// First (offset, timestamp) whose timestamp is ≥ `target`, scanning in offset order.
 pub async fn offset_for_timestamp(
-    store: &dyn ObjectStore,
-    metrics: &Metrics,
+    src: &Source,
     log: &PartitionLog,
     target: i64,
 ) -> Result<Option<(i64, i64)>, ReadError> {
@@ -123,7 +188,7 @@ pub async fn offset_for_timestamp(
         if c.entry.max_timestamp < target || c.entry.last_offset < start {
             continue;
         }
-        let data = chunk_bytes(store, metrics, &c).await?;
+        let data = chunk_bytes(src, &c).await?;
         for b in batch::iter_batches(data) {
             if batch::max_timestamp(&b) < target || batch::last_offset(&b) < start {
                 continue;
@@ -140,8 +205,7 @@ pub async fn offset_for_timestamp(
 
 /// (offset, timestamp) of the record with the largest timestamp.
 pub async fn max_timestamp_offset(
-    store: &dyn ObjectStore,
-    metrics: &Metrics,
+    src: &Source,
     log: &PartitionLog,
 ) -> Result<Option<(i64, i64)>, ReadError> {
     let Some(best) = log.all_chunks().into_iter().max_by_key(|c| {
@@ -152,7 +216,7 @@ pub async fn max_timestamp_offset(
     }) else {
         return Ok(None);
     };
-    let data = chunk_bytes(store, metrics, &best).await?;
+    let data = chunk_bytes(src, &best).await?;
     let target = best.entry.max_timestamp;
     for b in batch::iter_batches(data) {
         if batch::max_timestamp(&b) == target {

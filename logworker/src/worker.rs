@@ -42,6 +42,8 @@ pub struct WorkerConfig {
     pub groups: GroupConfig,
     /// How often owned partitions are checked for compaction and retention.
     pub compaction_interval: Duration,
+    /// Bytes of segment blocks kept in memory for reads below the tail.
+    pub segment_cache_bytes: usize,
     /// Broker-wide segment and retention defaults.
     pub log_defaults: kafscale_controlplane::log_policy::LogDefaults,
 }
@@ -68,6 +70,8 @@ pub struct Worker {
     pub(crate) store: Arc<dyn ObjectStore>,
     pub(crate) wal: Arc<WalWriter>,
     pub(crate) metrics: Metrics,
+    /// Where log bytes are read from (store, caches).
+    pub(crate) source: reader::Source,
     pub(crate) partitions: DashMap<PartitionId, Arc<PartitionLog>>,
     pub(crate) topics: DashMap<Uuid, Topic>,
     /// Partition count by topic name (for checks by name, e.g. commits).
@@ -125,18 +129,21 @@ impl Worker {
             cache,
             metrics.clone(),
         );
-        let groups = GroupCoordinator::new(
-            cfg.groups.clone(),
-            wal.clone(),
-            store.clone(),
-            metrics.clone(),
-        );
+        let source = reader::Source {
+            store: store.clone(),
+            metrics: metrics.clone(),
+            blocks: Arc::new(crate::segment::blocks::BlockCache::new(
+                cfg.segment_cache_bytes,
+            )),
+        };
+        let groups = GroupCoordinator::new(cfg.groups.clone(), wal.clone(), source.clone());
         let worker = Arc::new(Self {
             cfg: cfg.clone(),
             meta: meta.clone(),
             store,
             wal: wal.clone(),
             metrics,
+            source,
             partitions: DashMap::new(),
             topics: DashMap::new(),
             topic_partitions: DashMap::new(),
@@ -400,16 +407,7 @@ impl Worker {
                 errors = true;
             } else if p.fetch_offset < hwm && total < max_total {
                 let limit = (p.max_bytes.max(0) as usize).min(max_total - total);
-                match reader::read(
-                    self.store.as_ref(),
-                    &self.metrics,
-                    &log,
-                    p.fetch_offset,
-                    limit,
-                    total == 0,
-                )
-                .await
-                {
+                match reader::read(&self.source, &log, p.fetch_offset, limit, total == 0).await {
                     Ok(records) => {
                         total += records.len();
                         self.metrics.fetched_bytes.inc_by(records.len() as u64);
@@ -530,10 +528,8 @@ impl Worker {
                 -1 => Ok(Some((log.high_watermark(), -1))),
                 -2 | -4 => Ok(Some((log.log_start_offset(), -1))),
                 -5 => Ok(None),
-                -3 => reader::max_timestamp_offset(self.store.as_ref(), &self.metrics, &log).await,
-                ts => {
-                    reader::offset_for_timestamp(self.store.as_ref(), &self.metrics, &log, ts).await
-                }
+                -3 => reader::max_timestamp_offset(&self.source, &log).await,
+                ts => reader::offset_for_timestamp(&self.source, &log, ts).await,
             };
             match found {
                 Ok(Some((o, ts))) => {

@@ -23,8 +23,12 @@ use std::time::{Duration, Instant};
 
 /// Lease TTL used by cluster tests: failover within a few seconds.
 pub const LEASE_TTL_MS: u64 = 3000;
-/// How long a process may take to answer `/readyz`.
-pub const READY_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a process may take to answer `/readyz`. A worker is ready once
+/// its assigned partitions are open; an open may wait up to 10 s for each
+/// live previous owner to hand over before sealing its stream, and a
+/// coordinator slot replays its log, which on a loaded 2-core machine took
+/// over 30 s in the long nemesis.
+pub const READY_TIMEOUT: Duration = Duration::from_secs(60);
 
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")

@@ -13,8 +13,6 @@ pub mod group;
 pub mod records;
 
 use crate::completion::{wait_durable, Completion, WalError};
-use crate::metrics::Metrics;
-use crate::objstore::ObjectStore;
 use crate::partition::PartitionLog;
 use crate::reader;
 use crate::wal::writer::WalWriter;
@@ -78,8 +76,7 @@ pub struct Slot {
 pub struct GroupCoordinator {
     cfg: GroupConfig,
     wal: Arc<WalWriter>,
-    store: Arc<dyn ObjectStore>,
-    metrics: Metrics,
+    source: reader::Source,
     slots: DashMap<i32, Arc<Slot>>,
 }
 
@@ -89,17 +86,11 @@ fn lock(g: &Mutex<Group>) -> std::sync::MutexGuard<'_, Group> {
 
 impl GroupCoordinator {
     /// A coordinator that owns no slot yet.
-    pub fn new(
-        cfg: GroupConfig,
-        wal: Arc<WalWriter>,
-        store: Arc<dyn ObjectStore>,
-        metrics: Metrics,
-    ) -> Arc<Self> {
+    pub fn new(cfg: GroupConfig, wal: Arc<WalWriter>, source: reader::Source) -> Arc<Self> {
         Arc::new(Self {
             cfg,
             wal,
-            store,
-            metrics,
+            source,
             slots: DashMap::new(),
         })
     }
@@ -126,15 +117,7 @@ impl GroupCoordinator {
         let mut offset = log.log_start_offset();
         let mut records = 0usize;
         while offset < hwm {
-            let data = reader::read(
-                self.store.as_ref(),
-                &self.metrics,
-                &log,
-                offset,
-                8 << 20,
-                true,
-            )
-            .await?;
+            let data = reader::read(&self.source, &log, offset, 8 << 20, true).await?;
             if data.is_empty() {
                 break;
             }

@@ -172,7 +172,7 @@ impl Worker {
     ) -> Result<Vec<format::BlockInput>, CompactionError> {
         let mut blocks: Vec<(format::BlockInput, BytesMut)> = Vec::new();
         for c in chunks {
-            let data = reader::chunk_bytes(self.store.as_ref(), &self.metrics, c).await?;
+            let data = reader::chunk_bytes(&self.source, c).await?;
             match blocks.last_mut() {
                 Some((b, buf)) if buf.len() + data.len() <= BLOCK_BYTES => {
                     buf.extend_from_slice(&data);

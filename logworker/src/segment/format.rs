@@ -20,7 +20,7 @@
 //! the footer. A segment whose trailer or footer does not verify is never
 //! served.
 
-use crate::wal::format::{ChunkEntry, FormatError};
+use crate::wal::format::{get_trailer, put_trailer, ChunkEntry, FormatError};
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use uuid::Uuid;
 
@@ -97,10 +97,7 @@ pub fn encode(
         out.put_u32(e.batch_count);
         out.put_u32(e.crc);
     }
-    let footer_crc = crc32c::crc32c(&out[footer_pos..]);
-    out.put_u64(footer_pos as u64);
-    out.put_u32(footer_crc);
-    out.put_slice(TRAILER_MAGIC);
+    put_trailer(&mut out, footer_pos, TRAILER_MAGIC);
     let index = SegmentIndex {
         topic_id,
         partition,
@@ -114,20 +111,7 @@ pub fn encode(
 /// The footer position and CRC from a segment's trailer (the last
 /// [`TRAILER_LEN`] bytes of an object of `object_len` bytes).
 pub fn decode_trailer(trailer: &[u8], object_len: u64) -> Result<(u64, u32), FormatError> {
-    let min = (HEADER_MAGIC.len() + HEAD_LEN + TRAILER_LEN) as u64;
-    if trailer.len() != TRAILER_LEN || object_len < min {
-        return Err(FormatError::TooShort(object_len as usize));
-    }
-    if &trailer[TRAILER_LEN - 4..] != TRAILER_MAGIC {
-        return Err(FormatError::BadMagic);
-    }
-    let mut t = trailer;
-    let pos = t.get_u64();
-    let crc = t.get_u32();
-    if pos < HEADER_MAGIC.len() as u64 || pos + (HEAD_LEN + TRAILER_LEN) as u64 > object_len {
-        return Err(FormatError::Malformed("footer position out of range"));
-    }
-    Ok((pos, crc))
+    get_trailer(trailer, object_len, TRAILER_MAGIC, HEAD_LEN)
 }
 
 /// Decodes and verifies a footer read from `footer_pos` (its bytes up to the

@@ -9,6 +9,7 @@
 //! offset is not published (a compaction whose compare-and-swap has not
 //! happened, or failed) and is never read as part of the log.
 
+pub mod blocks;
 pub mod compactor;
 pub mod format;
 

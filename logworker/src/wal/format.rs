@@ -99,11 +99,43 @@ pub fn encode(chunks: &[ChunkInput]) -> (Bytes, Vec<ChunkEntry>) {
         out.put_u32(e.batch_count);
         out.put_u32(e.crc);
     }
+    put_trailer(&mut out, footer_pos, TRAILER_MAGIC);
+    (out.freeze(), entries)
+}
+
+/// Ends an object whose footer starts at `footer_pos` with the trailer WAL
+/// objects and segments share: footer position, footer CRC32C, `magic`.
+pub(crate) fn put_trailer(out: &mut BytesMut, footer_pos: usize, magic: &[u8; 4]) {
     let footer_crc = crc32c::crc32c(&out[footer_pos..]);
     out.put_u64(footer_pos as u64);
     out.put_u32(footer_crc);
-    out.put_slice(TRAILER_MAGIC);
-    (out.freeze(), entries)
+    out.put_slice(magic);
+}
+
+/// Reads a trailer written by [`put_trailer`] at the end of an object of
+/// `object_len` bytes (an 8-byte header, a footer of at least `min_footer`
+/// bytes): (footer position, footer CRC32C).
+pub(crate) fn get_trailer(
+    trailer: &[u8],
+    object_len: u64,
+    magic: &[u8; 4],
+    min_footer: usize,
+) -> Result<(u64, u32), FormatError> {
+    let header = HEADER_MAGIC.len() as u64;
+    let (min_footer, trailer_len) = (min_footer as u64, TRAILER_LEN as u64);
+    if trailer.len() != TRAILER_LEN || object_len < header + min_footer + trailer_len {
+        return Err(FormatError::TooShort(object_len as usize));
+    }
+    if &trailer[TRAILER_LEN - 4..] != magic {
+        return Err(FormatError::BadMagic);
+    }
+    let mut t = trailer;
+    let footer_pos = t.get_u64();
+    let footer_crc = t.get_u32();
+    if footer_pos < header || footer_pos + min_footer > object_len - trailer_len {
+        return Err(FormatError::Malformed("footer position out of range"));
+    }
+    Ok((footer_pos, footer_crc))
 }
 
 /// Decodes and verifies the footer of a whole object.
@@ -126,19 +158,7 @@ pub fn decode_footer(object: &[u8]) -> Result<Vec<ChunkEntry>, FormatError> {
 /// Decodes the 16-byte trailer of an object of `object_len` bytes:
 /// (footer position, footer CRC32C).
 pub fn decode_trailer(trailer: &[u8], object_len: u64) -> Result<(u64, u32), FormatError> {
-    if trailer.len() != TRAILER_LEN || object_len < (HEADER_MAGIC.len() + 4 + TRAILER_LEN) as u64 {
-        return Err(FormatError::TooShort(object_len as usize));
-    }
-    if &trailer[TRAILER_LEN - 4..] != TRAILER_MAGIC {
-        return Err(FormatError::BadMagic);
-    }
-    let mut t = trailer;
-    let footer_pos = t.get_u64();
-    let footer_crc = t.get_u32();
-    if footer_pos < 8 || footer_pos + 4 > object_len - TRAILER_LEN as u64 {
-        return Err(FormatError::Malformed("footer position out of range"));
-    }
-    Ok((footer_pos, footer_crc))
+    get_trailer(trailer, object_len, TRAILER_MAGIC, 4)
 }
 
 /// Decodes and verifies footer bytes (from `footer_pos` up to the trailer).
