@@ -43,7 +43,7 @@ fi
 
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings
-cargo test --workspace --all-targets
+cargo test --workspace --all-targets --features failpoints
 
 # Third-party client suites (librdkafka's and kafka-python's own integration tests) against
 # `kafscale dev`, with the binary the tests above built. Their runner and virtualenv are cached

@@ -163,6 +163,7 @@ impl Collector {
         report.garbage = garbage.len();
         for key in garbage.intersection(&self.garbage_last_round) {
             self.store.delete(key).await?;
+            crate::failpoint::hit("gc-deleted-one");
             self.known.remove(key);
             report.deleted += 1;
         }

@@ -37,6 +37,10 @@ struct Inner {
     log_start_offset: i64,
     /// Offsets below it are in segments (their blocks are the chunks there).
     compacted_offset: i64,
+    /// Since when the oldest uncompacted chunk has been waiting (by this
+    /// process's clock, not by record timestamps: a retried batch carries
+    /// its old timestamp and must not force a tiny segment).
+    uncompacted_since: Option<std::time::Instant>,
     chunks: BTreeMap<i64, ChunkRef>,
     closed: bool,
 }
@@ -84,6 +88,9 @@ impl PartitionLog {
             .unwrap_or(0)
             .max(log_start_offset)
             .max(compacted_offset);
+        let waiting = chunks
+            .iter()
+            .any(|c| c.entry.base_offset >= compacted_offset);
         let chunks = chunks
             .into_iter()
             .map(|c| (c.entry.base_offset, c))
@@ -98,6 +105,7 @@ impl PartitionLog {
                 high_watermark: end,
                 log_start_offset,
                 compacted_offset,
+                uncompacted_since: waiting.then(std::time::Instant::now),
                 chunks,
                 closed: false,
             }),
@@ -143,6 +151,8 @@ impl PartitionLog {
         let end = chunk.entry.last_offset + 1;
         {
             let mut g = self.lock();
+            g.uncompacted_since
+                .get_or_insert_with(std::time::Instant::now);
             g.chunks.insert(chunk.entry.base_offset, chunk);
             g.high_watermark = g.high_watermark.max(end);
         }
@@ -259,6 +269,17 @@ impl PartitionLog {
             g.chunks.insert(b.entry.base_offset, b);
         }
         g.compacted_offset = end;
+        // What is left waits from now on (an upper bound on its age).
+        g.uncompacted_since = g
+            .chunks
+            .range(end..)
+            .next()
+            .map(|_| std::time::Instant::now());
+    }
+
+    /// How long the oldest uncompacted chunk has been waiting.
+    pub fn uncompacted_age(&self) -> Option<std::time::Duration> {
+        self.lock().uncompacted_since.map(|t| t.elapsed())
     }
 
     /// The published segments that still hold retained offsets, oldest

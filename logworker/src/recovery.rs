@@ -129,7 +129,15 @@ impl StreamCatalog {
                 out.push((key, entries));
                 continue;
             }
-            match read_object_index(store, &obj).await? {
+            let index = match read_object_index(store, &obj).await {
+                // Listed, then deleted by garbage collection: every chunk in
+                // it was below its partition's compacted offset or log
+                // start, which cannot move while a partition is being opened
+                // (only its owner moves them), so none of it is needed.
+                Err(RecoveryError::Object(crate::objstore::ObjectError::NotFound(_))) => continue,
+                other => other?,
+            };
+            match index {
                 ObjectIndex::Data(entries) => out.push((Arc::from(obj.key.as_str()), entries)),
                 ObjectIndex::Seal(SealKind::Hole) => {}
                 // Nothing at or after the end seal belongs to the stream.

@@ -142,6 +142,33 @@ impl DevServer {
         );
     }
 
+    /// Sets (or with `None` removes) an environment variable for the next
+    /// start.
+    pub fn set_env(&mut self, key: &str, value: Option<&str>) {
+        self.env.retain(|(k, _)| k != key);
+        if let Some(v) = value {
+            self.env.push((key.to_string(), v.to_string()));
+        }
+    }
+
+    /// Waits up to `timeout` for the process to exit on its own; returns its
+    /// status (it is reaped), or `None` if it is still running.
+    pub async fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let status = self.child.as_mut()?.try_wait().expect("try_wait");
+            if let Some(status) = status {
+                self.child = None;
+                self.note(&format!("exited on its own ({status})"));
+                return Some(status);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// Restarts the server on the same data dir and ports (kill -9 first if
     /// it is still running) and waits until it is ready again.
     pub async fn restart(&mut self) {

@@ -99,11 +99,13 @@ impl Worker {
         policy: &LogPolicy,
     ) -> Result<bool, CompactionError> {
         let waiting = log.uncompacted_chunks();
-        let Some(first) = waiting.first() else {
+        if waiting.is_empty() {
             return Ok(false);
-        };
+        }
         let total: u64 = waiting.iter().map(|c| u64::from(c.entry.length)).sum();
-        let old = now_ms().saturating_sub(first.entry.max_timestamp) >= policy.segment_ms;
+        let old = log.uncompacted_age().is_some_and(|age| {
+            age.as_millis() >= u128::try_from(policy.segment_ms).unwrap_or(u128::MAX)
+        });
         if total < policy.segment_bytes && !old {
             return Ok(false);
         }
@@ -145,8 +147,10 @@ impl Worker {
             }
             Err(e) => return Err(e.into()),
         };
+        crate::failpoint::hit("compaction-segment-written");
         let end = index.end_offset;
         self.publish(log, start, end).await?;
+        crate::failpoint::hit("compaction-published");
         let key: Arc<str> = Arc::from(key.as_str());
         log.install_segment(
             start,
@@ -286,6 +290,7 @@ impl Worker {
                 Ok(())
             })
             .await?;
+        crate::failpoint::hit("retention-log-start-moved");
         log.advance_log_start(st.log_start_offset);
         for s in segments
             .iter()
