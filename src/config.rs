@@ -91,6 +91,15 @@ pub struct GroupArgs {
         default_value_t = 1_800_000
     )]
     pub group_max_session_timeout_ms: u64,
+    /// `offsets.retention.minutes`: committed offsets of a consumer group are
+    /// deleted once it has been empty this long (those of standalone
+    /// consumers this long after their commit). Fractions allowed.
+    #[arg(
+        long,
+        env = "KAFSCALE_OFFSETS_RETENTION_MINUTES",
+        default_value_t = 10080.0
+    )]
+    pub offsets_retention_minutes: f64,
     /// Group coordinator slots (partitions of __consumer_offsets), fixed at first start.
     #[arg(long, env = "KAFSCALE_OFFSETS_TOPIC_PARTITIONS", default_value_t = 50)]
     pub offsets_topic_partitions: i32,
@@ -103,6 +112,8 @@ impl GroupArgs {
             initial_rebalance_delay: Duration::from_millis(self.group_initial_rebalance_delay_ms),
             min_session_timeout: Duration::from_millis(self.group_min_session_timeout_ms),
             max_session_timeout: Duration::from_millis(self.group_max_session_timeout_ms),
+            offsets_retention: Duration::try_from_secs_f64(self.offsets_retention_minutes * 60.0)
+                .unwrap_or(Duration::MAX),
         }
     }
 }

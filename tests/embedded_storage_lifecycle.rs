@@ -292,3 +292,112 @@ async fn retention_deletes_whole_segments_and_advances_the_earliest_offset() {
         );
     }
 }
+
+/// The offset group `group` has committed for partition 0 of `topic`
+/// (`None` if none).
+fn committed(bootstrap: &str, group: &str, topic: &str) -> Option<i64> {
+    use rdkafka::consumer::Consumer;
+    let c = consumer(bootstrap, &[("group.id", group)]);
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    tpl.add_partition(topic, 0);
+    let got = c
+        .committed_offsets(tpl, Duration::from_secs(10))
+        .expect("committed offsets");
+    match got.elements().first().map(|e| e.offset()) {
+        Some(rdkafka::Offset::Offset(o)) => Some(o),
+        _ => None,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn committed_offsets_expire_after_offsets_retention() {
+    use rdkafka::consumer::{CommitMode, Consumer};
+    // 0.05 minutes = 3 s.
+    let mut server =
+        DevServer::start(DevOptions::default().env("KAFSCALE_OFFSETS_RETENTION_MINUTES", 0.05))
+            .await;
+    let topic = unique_name("expiry");
+    create_topic(&server.bootstrap(), &topic, 1, &[]).await;
+    produce(&server, &topic, 0, 10, 10).await;
+    let (standalone, active) = (unique_name("standalone"), unique_name("active"));
+    let b = server.bootstrap();
+    let t = topic.clone();
+    let (s2, a2) = (standalone.clone(), active.clone());
+    // A consumer that keeps its membership while others' offsets expire.
+    let member = tokio::task::spawn_blocking(move || {
+        let commit = |group: &str| {
+            let c = consumer(&b, &[("group.id", group)]);
+            let mut tpl = rdkafka::TopicPartitionList::new();
+            tpl.add_partition_offset(&t, 0, rdkafka::Offset::Offset(7))
+                .expect("offset");
+            c.commit(&tpl, CommitMode::Sync).expect("commit");
+        };
+        commit(&s2);
+        let m = consumer(
+            &b,
+            &[("group.id", a2.as_str()), ("session.timeout.ms", "30000")],
+        );
+        m.subscribe(&[t.as_str()]).expect("subscribe");
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while m.assignment().map(|a| a.count()).unwrap_or(0) == 0 {
+            assert!(std::time::Instant::now() < deadline, "no assignment");
+            let _ = m.poll(Duration::from_millis(100));
+        }
+        let mut tpl = rdkafka::TopicPartitionList::new();
+        tpl.add_partition_offset(&t, 0, rdkafka::Offset::Offset(5))
+            .expect("offset");
+        m.commit(&tpl, CommitMode::Sync).expect("commit");
+        m
+    })
+    .await
+    .expect("consumers");
+    let (b, t) = (server.bootstrap(), topic.clone());
+    let s3 = standalone.clone();
+    eventually(
+        "a standalone consumer's offset expires",
+        Duration::from_secs(30),
+        async || {
+            let (b, t, g) = (b.clone(), t.clone(), s3.clone());
+            tokio::task::spawn_blocking(move || committed(&b, &g, &t).is_none())
+                .await
+                .unwrap_or(false)
+        },
+    )
+    .await;
+    // The group with a member keeps its offset however old.
+    let (b, t, g) = (server.bootstrap(), topic.clone(), active.clone());
+    let kept = tokio::task::spawn_blocking(move || committed(&b, &g, &t))
+        .await
+        .expect("committed");
+    assert_eq!(kept, Some(5), "a group with members keeps its offsets");
+    // Once the group is empty, its offsets expire too.
+    tokio::task::spawn_blocking(move || drop(member))
+        .await
+        .expect("close member");
+    let (b, t, g) = (server.bootstrap(), topic.clone(), active.clone());
+    eventually(
+        "an empty group's offsets expire",
+        Duration::from_secs(30),
+        async || {
+            let (b, t, g) = (b.clone(), t.clone(), g.clone());
+            tokio::task::spawn_blocking(move || committed(&b, &g, &t).is_none())
+                .await
+                .unwrap_or(false)
+        },
+    )
+    .await;
+    // Expiry is durable: tombstones, not just forgetting.
+    server.kill9();
+    server.restart().await;
+    let (b, t) = (server.bootstrap(), topic.clone());
+    let after = tokio::task::spawn_blocking(move || {
+        (committed(&b, &standalone, &t), committed(&b, &active, &t))
+    })
+    .await
+    .expect("committed");
+    assert_eq!(
+        after,
+        (None, None),
+        "expired offsets came back after a restart"
+    );
+}

@@ -44,6 +44,9 @@ pub struct GroupConfig {
     pub min_session_timeout: Duration,
     /// `group.max.session.timeout.ms`.
     pub max_session_timeout: Duration,
+    /// `offsets.retention.minutes`: how long committed offsets outlive an
+    /// empty group (see [`Group::expire_offsets`]).
+    pub offsets_retention: Duration,
 }
 
 impl Default for GroupConfig {
@@ -52,6 +55,7 @@ impl Default for GroupConfig {
             initial_rebalance_delay: Duration::from_millis(3000),
             min_session_timeout: Duration::from_millis(6000),
             max_session_timeout: Duration::from_millis(1_800_000),
+            offsets_retention: Duration::from_secs(7 * 24 * 3600),
         }
     }
 }
@@ -244,6 +248,8 @@ pub struct Group {
     pub log_offset: i64,
     /// Since when the group has had no members and no offsets.
     unused_since: Option<Instant>,
+    /// Since when (wall clock, ms) the group has had no members.
+    empty_since_ms: Option<i64>,
 }
 
 impl Group {
@@ -264,7 +270,46 @@ impl Group {
             initial_join_end: None,
             log_offset: -1,
             unused_since: None,
+            empty_since_ms: None,
         }
+    }
+
+    /// After a replay: an empty group has been empty at least since its
+    /// last commit (the moment it became empty is not persisted).
+    pub fn replayed(&mut self) {
+        if self.members.is_empty() {
+            self.empty_since_ms = self.offsets.values().map(|c| c.commit_timestamp_ms).max();
+        }
+    }
+
+    /// Removes and returns the committed offsets expired at `now_ms` (Kafka's
+    /// rules, KIP-211): every offset of a group with a protocol (a consumer
+    /// group) once it has been empty for `retention`; for a group without
+    /// one (offsets committed by standalone consumers), each offset
+    /// `retention` after its commit. A group with members keeps them all.
+    pub fn expire_offsets(&mut self, retention: Duration, now_ms: i64) -> Vec<(String, i32)> {
+        if !self.members.is_empty() {
+            self.empty_since_ms = None;
+            return Vec::new();
+        }
+        let since = *self.empty_since_ms.get_or_insert(now_ms);
+        let retention = i64::try_from(retention.as_millis()).unwrap_or(i64::MAX);
+        let expired: Vec<(String, i32)> = match self.protocol_type {
+            Some(_) if now_ms.saturating_sub(since) >= retention => {
+                self.offsets.keys().cloned().collect()
+            }
+            Some(_) => Vec::new(),
+            None => self
+                .offsets
+                .iter()
+                .filter(|(_, c)| now_ms.saturating_sub(c.commit_timestamp_ms) >= retention)
+                .map(|(k, _)| k.clone())
+                .collect(),
+        };
+        for k in &expired {
+            self.offsets.remove(k);
+        }
+        expired
     }
 
     /// Restores a group from its persisted form: Stable if it has members.

@@ -154,6 +154,9 @@ impl GroupCoordinator {
             elapsed_ms = started.elapsed().as_millis() as u64,
             "coordinator slot loaded"
         );
+        for g in slot.groups.iter() {
+            lock(g.value()).replayed();
+        }
         self.slots.insert(log.id.partition, slot);
         Ok(())
     }
@@ -233,15 +236,38 @@ impl GroupCoordinator {
         }
     }
 
-    /// Expires sessions and completes due rebalances, every 100 ms, until shutdown.
+    /// Writes tombstones for the group's expired offsets
+    /// (`offsets.retention.minutes`) and forgets them; a group left with
+    /// neither members nor offsets is deleted (Kafka's cleanup does both).
+    fn expire_offsets(&self, slot: &Slot, g: &mut Group) {
+        let expired = g.expire_offsets(self.cfg.offsets_retention, now_ms());
+        if expired.is_empty() {
+            return;
+        }
+        let mut recs: Vec<KeyValue> = expired
+            .iter()
+            .map(|(t, p)| records::offset(&g.id, t, *p, None))
+            .collect();
+        tracing::info!(group = %g.id, offsets = expired.len(), "committed offsets expired");
+        if g.is_unused() {
+            recs.push(records::group_tombstone(&g.id));
+            Self::bury(slot, g);
+        }
+        self.persist_detached(slot, &recs);
+    }
+
+    /// Expires sessions and completes due rebalances, every 100 ms, and
+    /// committed offsets every [`OFFSET_EXPIRY_TICKS`], until shutdown.
     pub async fn run_timers(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
         let mut tick = tokio::time::interval(Duration::from_millis(100));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut ticks: u64 = 0;
         loop {
             tokio::select! {
                 _ = tick.tick() => {}
                 _ = shutdown.changed() => return,
             }
+            ticks += 1;
             let now = Instant::now();
             for slot in self.slots.iter().map(|s| s.clone()).collect::<Vec<_>>() {
                 let groups: Vec<_> = slot.groups.iter().map(|g| g.value().clone()).collect();
@@ -253,6 +279,9 @@ impl GroupCoordinator {
                     if g.tick(&self.cfg, now) {
                         let rec = records::group(&g, None, now_ms());
                         self.persist_detached(&slot, &[rec]);
+                    }
+                    if ticks.is_multiple_of(OFFSET_EXPIRY_TICKS) {
+                        self.expire_offsets(&slot, &mut g);
                     }
                     if g.unused_for(UNUSED_GROUP_RETENTION, now) {
                         Self::bury(&slot, &mut g);
@@ -266,6 +295,9 @@ impl GroupCoordinator {
 /// How long a group without members and offsets stays listed (Kafka's
 /// `offsets.retention.check.interval.ms` cleanup period).
 const UNUSED_GROUP_RETENTION: Duration = Duration::from_secs(600);
+
+/// Offsets expiry runs every this many timer ticks (5 s).
+const OFFSET_EXPIRY_TICKS: u64 = 50;
 
 /// Marks a group removed from its slot.
 const DEAD: i64 = i64::MIN;
