@@ -16,7 +16,15 @@ use std::time::Duration;
 
 /// Produces `n` records in rounds (many WAL flushes); returns their offsets.
 async fn produce(server: &DevServer, topic: &str, n: usize) -> Vec<i64> {
-    let p = producer(&server.bootstrap(), &[("linger.ms", "1")]);
+    // Short timeouts: once the failpoint fires, sends in flight fail fast.
+    let p = producer(
+        &server.bootstrap(),
+        &[
+            ("linger.ms", "1"),
+            ("message.timeout.ms", "5000"),
+            ("request.timeout.ms", "3000"),
+        ],
+    );
     let mut offsets = Vec::with_capacity(n);
     for round in 0..n / 25 {
         let sends: Vec<_> = (0..25)
