@@ -20,7 +20,9 @@
 //! the footer. A segment whose trailer or footer does not verify is never
 //! served.
 
-use crate::wal::format::{get_trailer, put_trailer, ChunkEntry, FormatError};
+use crate::wal::format::{
+    append_chunk, get_trailer, put_trailer, ChunkEntry, ChunkInput, FormatError,
+};
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use uuid::Uuid;
 
@@ -69,18 +71,16 @@ pub fn encode(
     out.put_slice(HEADER_MAGIC);
     let mut entries = Vec::with_capacity(blocks.len());
     for b in blocks {
-        entries.push(ChunkEntry {
+        let chunk = ChunkInput {
             topic_id,
             partition,
             base_offset: b.base_offset,
             last_offset: b.last_offset,
             max_timestamp: b.max_timestamp,
-            position: out.len() as u64,
-            length: b.data.len() as u32,
             batch_count: b.batch_count,
-            crc: crc32c::crc32c(&b.data),
-        });
-        out.put_slice(&b.data);
+            data: b.data.clone(),
+        };
+        entries.push(append_chunk(&mut out, &chunk));
     }
     let footer_pos = out.len();
     out.put_slice(topic_id.as_bytes());

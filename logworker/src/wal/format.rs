@@ -73,18 +73,7 @@ pub fn encode(chunks: &[ChunkInput]) -> (Bytes, Vec<ChunkEntry>) {
     out.put_slice(HEADER_MAGIC);
     let mut entries = Vec::with_capacity(chunks.len());
     for c in chunks {
-        entries.push(ChunkEntry {
-            topic_id: c.topic_id,
-            partition: c.partition,
-            base_offset: c.base_offset,
-            last_offset: c.last_offset,
-            max_timestamp: c.max_timestamp,
-            position: out.len() as u64,
-            length: c.data.len() as u32,
-            batch_count: c.batch_count,
-            crc: crc32c::crc32c(&c.data),
-        });
-        out.put_slice(&c.data);
+        entries.push(append_chunk(&mut out, c));
     }
     let footer_pos = out.len();
     out.put_u32(entries.len() as u32);
@@ -101,6 +90,25 @@ pub fn encode(chunks: &[ChunkInput]) -> (Bytes, Vec<ChunkEntry>) {
     }
     put_trailer(&mut out, footer_pos, TRAILER_MAGIC);
     (out.freeze(), entries)
+}
+
+/// Appends a chunk's bytes to an object being built; returns its entry
+/// (position, length and CRC32C filled in). Shared with segments, whose
+/// blocks are chunks of one partition.
+pub(crate) fn append_chunk(out: &mut BytesMut, c: &ChunkInput) -> ChunkEntry {
+    let entry = ChunkEntry {
+        topic_id: c.topic_id,
+        partition: c.partition,
+        base_offset: c.base_offset,
+        last_offset: c.last_offset,
+        max_timestamp: c.max_timestamp,
+        position: out.len() as u64,
+        length: c.data.len() as u32,
+        batch_count: c.batch_count,
+        crc: crc32c::crc32c(&c.data),
+    };
+    out.put_slice(&c.data);
+    entry
 }
 
 /// Ends an object whose footer starts at `footer_pos` with the trailer WAL
