@@ -482,7 +482,7 @@ proptest! {
                 last_offset: 100 * i as i64 + vals.len() as i64 - 1,
                 max_timestamp: 1,
                 batch_count: 1,
-                data: Bytes::from(record_batch(vals, Compression::None, -1)),
+                data: vec![Bytes::from(record_batch(vals, Compression::None, -1))],
             })
             .collect();
         let end = 100 * inputs.len() as i64 + 1;

@@ -21,10 +21,10 @@ use crate::reader;
 use crate::segment::{format, read_index, segment_key, SegmentError};
 use crate::wal::{split_object_key, stream_prefix};
 use crate::worker::Worker;
-use bytes::BytesMut;
 use kafscale_controlplane::log_policy::LogPolicy;
 use kafscale_controlplane::metadata::now_ms;
 use kafscale_controlplane::MetaError;
+use kafscale_proto::metadata::v1::PartitionState;
 use std::collections::HashSet;
 use std::sync::Arc;
 use tokio::sync::watch;
@@ -174,35 +174,26 @@ impl Worker {
         &self,
         chunks: &[&ChunkRef],
     ) -> Result<Vec<format::BlockInput>, CompactionError> {
-        let mut blocks: Vec<(format::BlockInput, BytesMut)> = Vec::new();
+        let mut blocks: Vec<format::BlockInput> = Vec::new();
         for c in chunks {
             let data = reader::chunk_bytes(&self.source, c).await?;
             match blocks.last_mut() {
-                Some((b, buf)) if buf.len() + data.len() <= BLOCK_BYTES => {
-                    buf.extend_from_slice(&data);
+                Some(b) if b.len() + data.len() <= BLOCK_BYTES => {
+                    b.data.push(data);
                     b.last_offset = c.entry.last_offset;
                     b.max_timestamp = b.max_timestamp.max(c.entry.max_timestamp);
                     b.batch_count += c.entry.batch_count;
                 }
-                _ => blocks.push((
-                    format::BlockInput {
-                        base_offset: c.entry.base_offset,
-                        last_offset: c.entry.last_offset,
-                        max_timestamp: c.entry.max_timestamp,
-                        batch_count: c.entry.batch_count,
-                        data: bytes::Bytes::new(),
-                    },
-                    BytesMut::from(&data[..]),
-                )),
+                _ => blocks.push(format::BlockInput {
+                    base_offset: c.entry.base_offset,
+                    last_offset: c.entry.last_offset,
+                    max_timestamp: c.entry.max_timestamp,
+                    batch_count: c.entry.batch_count,
+                    data: vec![data],
+                }),
             }
         }
-        Ok(blocks
-            .into_iter()
-            .map(|(mut b, buf)| {
-                b.data = buf.freeze();
-                b
-            })
-            .collect())
+        Ok(blocks)
     }
 
     /// Moves the compacted offset from `start` to `end` if this owner still
@@ -225,12 +216,7 @@ impl Worker {
         let epoch = owner_epoch(log);
         self.meta
             .try_update_partition_state(log.id.topic_id, log.id.partition, |st| {
-                if st.owner_epoch != epoch {
-                    return Err(MetaError::Fenced(format!(
-                        "partition owned at epoch {}, not {epoch}",
-                        st.owner_epoch
-                    )));
-                }
+                still_owner(st, epoch)?;
                 if st.compacted_offset != start {
                     return Err(MetaError::Fenced(format!(
                         "compacted offset is {}, not {start}",
@@ -280,12 +266,7 @@ impl Worker {
         let st = self
             .meta
             .try_update_partition_state(log.id.topic_id, log.id.partition, |st| {
-                if st.owner_epoch != epoch {
-                    return Err(MetaError::Fenced(format!(
-                        "partition owned at epoch {}, not {epoch}",
-                        st.owner_epoch
-                    )));
-                }
+                still_owner(st, epoch)?;
                 st.log_start_offset = st.log_start_offset.max(new_start);
                 Ok(())
             })
@@ -304,6 +285,18 @@ impl Worker {
         tracing::info!(topic = %log.topic, partition = log.id.partition, log_start_offset = st.log_start_offset, "retention advanced the log start");
         Ok(())
     }
+}
+
+/// Refuses a change unless the partition was last opened at `epoch` (a
+/// newer owner records its own epoch before its first append).
+fn still_owner(st: &PartitionState, epoch: u64) -> Result<(), MetaError> {
+    if st.owner_epoch == epoch {
+        return Ok(());
+    }
+    Err(MetaError::Fenced(format!(
+        "partition owned at epoch {}, not {epoch}",
+        st.owner_epoch
+    )))
 }
 
 /// The epoch recorded in the partition state by the owner that opened it.

@@ -20,9 +20,7 @@
 //! the footer. A segment whose trailer or footer does not verify is never
 //! served.
 
-use crate::wal::format::{
-    append_chunk, get_trailer, put_trailer, ChunkEntry, ChunkInput, FormatError,
-};
+use crate::wal::format::{get_trailer, put_trailer, ChunkEntry, FormatError};
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use uuid::Uuid;
 
@@ -34,14 +32,28 @@ pub const TRAILER_LEN: usize = 16;
 const HEAD_LEN: usize = 16 + 4 + 8 + 8 + 4;
 const ENTRY_LEN: usize = 8 + 8 + 8 + 8 + 4 + 4 + 4;
 
-/// One block to be written: whole batches of the partition.
+/// One block to be written: whole batches of the partition, in pieces
+/// (the WAL chunks it is made of) that are written back to back, so
+/// compaction copies each byte once, into the segment.
 #[derive(Debug, Clone)]
 pub struct BlockInput {
     pub base_offset: i64,
     pub last_offset: i64,
     pub max_timestamp: i64,
     pub batch_count: u32,
-    pub data: Bytes,
+    pub data: Vec<Bytes>,
+}
+
+impl BlockInput {
+    /// The block's length in bytes.
+    pub fn len(&self) -> usize {
+        self.data.iter().map(Bytes::len).sum()
+    }
+
+    /// Whether the block holds no bytes.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
 }
 
 /// A decoded segment footer.
@@ -64,23 +76,30 @@ pub fn encode(
     end_offset: i64,
     blocks: &[BlockInput],
 ) -> (Bytes, SegmentIndex) {
-    let data_len: usize = blocks.iter().map(|b| b.data.len()).sum();
+    let data_len: usize = blocks.iter().map(BlockInput::len).sum();
     let mut out = BytesMut::with_capacity(
         HEADER_MAGIC.len() + data_len + HEAD_LEN + blocks.len() * ENTRY_LEN + TRAILER_LEN,
     );
     out.put_slice(HEADER_MAGIC);
     let mut entries = Vec::with_capacity(blocks.len());
     for b in blocks {
-        let chunk = ChunkInput {
+        let position = out.len() as u64;
+        let mut crc = 0;
+        for piece in &b.data {
+            crc = crc32c::crc32c_append(crc, piece);
+            out.put_slice(piece);
+        }
+        entries.push(ChunkEntry {
             topic_id,
             partition,
             base_offset: b.base_offset,
             last_offset: b.last_offset,
             max_timestamp: b.max_timestamp,
+            position,
+            length: (out.len() as u64 - position) as u32,
             batch_count: b.batch_count,
-            data: b.data.clone(),
-        };
-        entries.push(append_chunk(&mut out, &chunk));
+            crc,
+        });
     }
     let footer_pos = out.len();
     out.put_slice(topic_id.as_bytes());
@@ -208,7 +227,11 @@ mod tests {
             last_offset: last,
             max_timestamp: base * 10,
             batch_count: 1,
-            data: Bytes::from(vec![fill; 100 + base as usize]),
+            // Two pieces, as compaction joins chunks into a block.
+            data: vec![
+                Bytes::from(vec![fill; 100 + base as usize]),
+                Bytes::from(vec![fill ^ 0xff; 7]),
+            ],
         }
     }
 
@@ -223,7 +246,7 @@ mod tests {
         for (e, b) in decoded.blocks.iter().zip(&blocks) {
             let start = e.position as usize;
             let data = &obj[start..start + e.length as usize];
-            assert_eq!(data, &b.data[..]);
+            assert_eq!(data, &b.data.concat()[..]);
             verify_chunk(e, data).expect("block checksum");
         }
     }

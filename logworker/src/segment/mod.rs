@@ -194,7 +194,7 @@ mod tests {
             last_offset: end - 1,
             max_timestamp: 0,
             batch_count: 1,
-            data: Bytes::from(vec![1u8; 32]),
+            data: vec![Bytes::from(vec![1u8; 32])],
         }];
         let (obj, _) = format::encode(id().topic_id, id().partition, base, end, &blocks);
         store
