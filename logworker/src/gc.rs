@@ -272,6 +272,7 @@ fn stream_ref(prefix: &str) -> Option<StreamRef> {
         worker_id,
         stream_epoch,
         closed: false,
+        first_sequence: 0,
     })
 }
 

@@ -278,6 +278,7 @@ impl Worker {
             worker_id: self.cfg.worker_id.clone(),
             stream_epoch: self.wal.stream_epoch(),
             closed: false,
+            first_sequence: 0,
         };
         let epoch = u64::try_from(leader_epoch).unwrap_or(0);
         let state = self
@@ -291,9 +292,21 @@ impl Worker {
                     )));
                 }
                 st.owner_epoch = epoch;
-                st.streams
-                    .retain(|x| x.worker_id != own.worker_id || x.stream_epoch != own.stream_epoch);
-                st.streams.push(own.clone());
+                // Re-opened by the same incarnation: its stream stays where
+                // it was read from.
+                let mine = |x: &StreamRef| {
+                    x.worker_id == own.worker_id && x.stream_epoch == own.stream_epoch
+                };
+                let first_sequence = st
+                    .streams
+                    .iter()
+                    .find(|x| mine(x))
+                    .map_or(0, |x| x.first_sequence);
+                st.streams.retain(|x| !mine(x));
+                st.streams.push(StreamRef {
+                    first_sequence,
+                    ..own.clone()
+                });
                 Ok(())
             })
             .await?;
@@ -441,6 +454,7 @@ impl Worker {
                 worker_id: self.cfg.worker_id.clone(),
                 stream_epoch: self.wal.stream_epoch(),
                 closed: false,
+                first_sequence: 0,
             };
             match self.mark_closed(id, &own).await {
                 Ok(()) => {

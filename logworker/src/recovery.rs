@@ -13,11 +13,17 @@
 //! the stream is final for it (`not_before`), and older listings are
 //! refreshed (reading only the footers of new objects). A stream that ends
 //! in an end seal can never change, so its listing is always reused.
+//!
+//! Footers are read only from the stream's `first_sequence` on, which the
+//! partition's compactor moves past objects holding none of its
+//! uncompacted data: opening a partition reads the objects of its
+//! uncompacted tail, not every object a long-lived writer ever wrote.
 
 use crate::objstore::{ObjectMeta, ObjectStore};
 use crate::partition::{ChunkRef, PartitionId};
 use crate::wal::format::SealKind;
 use crate::wal::{format, stream_prefix};
+use futures::{StreamExt, TryStreamExt};
 use kafscale_proto::metadata::v1::StreamRef;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -31,8 +37,8 @@ pub enum RecoveryError {
     Object(#[from] crate::objstore::ObjectError),
 }
 
-/// The objects of one stream with their verified footer entries.
-type StreamObjects = Arc<Vec<(Arc<str>, Vec<format::ChunkEntry>)>>;
+/// The data objects of one stream with their verified footer entries.
+type StreamObjects = Vec<(Arc<str>, Arc<Vec<format::ChunkEntry>>)>;
 
 /// What a stream object holds.
 pub enum ObjectIndex {
@@ -84,82 +90,136 @@ pub async fn read_object_index(
     })
 }
 
-/// One listing of a stream.
-struct Listing {
-    /// When the listing started.
-    at: Instant,
-    /// The stream ends in an end seal: it can never change.
-    ended: bool,
-    objects: StreamObjects,
+/// What one stream object holds, as far as recovery cares.
+#[derive(Clone)]
+enum Footer {
+    /// A WAL object's verified chunk entries.
+    Data(Arc<Vec<format::ChunkEntry>>),
+    /// A hole seal, a torn object, or one deleted since it was listed.
+    Nothing,
+    /// An end seal: nothing at or after it belongs to the stream.
+    End,
 }
 
-/// Footers of every object of the streams read so far.
+/// A listed stream object: sequence number, key, size.
+type Listed = (u64, Arc<str>, u64);
+
+/// A stream: worker id and stream epoch.
+type StreamKey = (String, u64);
+
+/// What is known of one stream: its last listing and the footers read.
+#[derive(Default)]
+struct StreamEntry {
+    /// When the last listing started, and its objects (sequence, key,
+    /// size) in sequence order.
+    listing: Option<(Instant, Vec<Listed>)>,
+    /// An end seal was read: the stream can never change.
+    ended: bool,
+    /// Footers never change once written: each is read once.
+    footers: HashMap<u64, Footer>,
+}
+
+/// How many footers of one stream are read at once.
+const FOOTER_READS: usize = 8;
+
+/// Footers of the stream objects read so far. Each stream has its own lock,
+/// so partitions opening at once read different streams in parallel.
 #[derive(Default)]
 pub struct StreamCatalog {
-    streams: Mutex<HashMap<(String, u64), Listing>>,
+    streams: Mutex<HashMap<StreamKey, Arc<Mutex<StreamEntry>>>>,
 }
 
 impl StreamCatalog {
-    /// The objects of `stream` with their verified footers, in sequence
-    /// order, from a listing that started at or after `not_before` (or of a
-    /// stream that ended in an end seal).
+    /// The data objects of `stream` from sequence `from` on, with their
+    /// verified footers, in sequence order, from a listing that started at
+    /// or after `not_before` (or of a stream that ended in an end seal).
     async fn objects(
         &self,
         store: &dyn ObjectStore,
         namespace: &str,
         stream: &StreamRef,
         not_before: Instant,
+        from: u64,
     ) -> Result<StreamObjects, RecoveryError> {
-        let k = (stream.worker_id.clone(), stream.stream_epoch);
-        let mut streams = self.streams.lock().await;
-        let mut known: HashMap<Arc<str>, Vec<format::ChunkEntry>> = HashMap::new();
-        if let Some(l) = streams.get(&k) {
-            if l.ended || l.at >= not_before {
-                return Ok(l.objects.clone());
-            }
-            // Footers never change: only new objects are read.
-            known = l.objects.iter().cloned().collect();
+        let entry = self
+            .streams
+            .lock()
+            .await
+            .entry((stream.worker_id.clone(), stream.stream_epoch))
+            .or_default()
+            .clone();
+        let mut entry = entry.lock().await;
+        let fresh = |e: &StreamEntry| {
+            e.ended || e.listing.as_ref().is_some_and(|(at, _)| *at >= not_before)
+        };
+        if !fresh(&entry) {
+            let at = Instant::now();
+            let prefix = stream_prefix(namespace, &stream.worker_id, stream.stream_epoch);
+            let keys = store
+                .list(&prefix)
+                .await?
+                .into_iter()
+                .filter_map(|o| {
+                    let (_, seq) = crate::wal::split_object_key(&o.key)?;
+                    Some((seq, Arc::from(o.key.as_str()), o.size))
+                })
+                .collect();
+            entry.listing = Some((at, keys));
         }
-        let at = Instant::now();
-        let prefix = stream_prefix(namespace, &stream.worker_id, stream.stream_epoch);
+        let wanted: Vec<Listed> = entry
+            .listing
+            .iter()
+            .flat_map(|(_, keys)| keys.iter())
+            .filter(|(seq, _, _)| *seq >= from && !entry.footers.contains_key(seq))
+            .cloned()
+            .collect();
+        let read: Vec<(u64, Footer)> = futures::stream::iter(wanted)
+            .map(|(seq, key, size)| async move {
+                let meta = ObjectMeta {
+                    key: key.to_string(),
+                    size,
+                };
+                let footer = match read_object_index(store, &meta).await {
+                    Ok(ObjectIndex::Data(entries)) => Footer::Data(Arc::new(entries)),
+                    Ok(ObjectIndex::Seal(SealKind::Hole)) => Footer::Nothing,
+                    Ok(ObjectIndex::Seal(SealKind::End)) => Footer::End,
+                    Ok(ObjectIndex::Torn(e)) => {
+                        tracing::warn!(%key, error = %e, "skipping unreadable (torn) WAL object");
+                        Footer::Nothing
+                    }
+                    // Listed, then deleted by garbage collection: every
+                    // chunk in it was below its partition's compacted offset
+                    // or log start, which cannot move while a partition is
+                    // being opened (only its owner moves them), so none of
+                    // it is needed.
+                    Err(RecoveryError::Object(crate::objstore::ObjectError::NotFound(_))) => {
+                        Footer::Nothing
+                    }
+                    Err(e) => return Err(e),
+                };
+                Ok((seq, footer))
+            })
+            .buffered(FOOTER_READS)
+            .try_collect()
+            .await?;
+        entry.footers.extend(read);
         let mut out = Vec::new();
         let mut ended = false;
-        for obj in store.list(&prefix).await? {
-            if let Some((key, entries)) = known.remove_entry(obj.key.as_str()) {
-                out.push((key, entries));
+        for (seq, key, _) in entry.listing.iter().flat_map(|(_, keys)| keys.iter()) {
+            if *seq < from {
                 continue;
             }
-            let index = match read_object_index(store, &obj).await {
-                // Listed, then deleted by garbage collection: every chunk in
-                // it was below its partition's compacted offset or log
-                // start, which cannot move while a partition is being opened
-                // (only its owner moves them), so none of it is needed.
-                Err(RecoveryError::Object(crate::objstore::ObjectError::NotFound(_))) => continue,
-                other => other?,
-            };
-            match index {
-                ObjectIndex::Data(entries) => out.push((Arc::from(obj.key.as_str()), entries)),
-                ObjectIndex::Seal(SealKind::Hole) => {}
-                // Nothing at or after the end seal belongs to the stream.
-                ObjectIndex::Seal(SealKind::End) => {
+            match entry.footers.get(seq) {
+                Some(Footer::Data(entries)) => out.push((key.clone(), entries.clone())),
+                Some(Footer::End) => {
                     ended = true;
                     break;
                 }
-                ObjectIndex::Torn(e) => {
-                    tracing::warn!(key = %obj.key, error = %e, "skipping unreadable (torn) WAL object")
-                }
+                Some(Footer::Nothing) | None => {}
             }
         }
-        let objects = Arc::new(out);
-        streams.insert(
-            k,
-            Listing {
-                at,
-                ended,
-                objects: objects.clone(),
-            },
-        );
-        Ok(objects)
+        entry.ended |= ended;
+        Ok(out)
     }
 
     /// Forgets cached footers (after recovery finished).
@@ -183,9 +243,11 @@ pub async fn recover_chunks(
 ) -> Result<Vec<ChunkRef>, RecoveryError> {
     let mut chunks = Vec::new();
     for s in streams {
-        let objects = catalog.objects(store, namespace, s, not_before).await?;
+        let objects = catalog
+            .objects(store, namespace, s, not_before, s.first_sequence)
+            .await?;
         for (key, entries) in objects.iter() {
-            for e in entries {
+            for e in entries.iter() {
                 if e.topic_id == id.topic_id
                     && e.partition == id.partition
                     && e.last_offset >= log_start_offset
@@ -255,6 +317,7 @@ mod tests {
             worker_id: "w".into(),
             stream_epoch: 1,
             closed: false,
+            first_sequence: 0,
         }];
         let now = Instant::now();
         let got = recover_chunks(
@@ -287,6 +350,70 @@ mod tests {
         .is_empty());
     }
 
+    #[tokio::test]
+    async fn objects_below_the_first_sequence_are_not_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalDirStore::open(dir.path()).unwrap();
+        let id = PartitionId {
+            topic_id: Uuid::from_u128(5),
+            partition: 0,
+        };
+        let object = |base: i64| {
+            format::encode(&[ChunkInput {
+                topic_id: id.topic_id,
+                partition: 0,
+                base_offset: base,
+                last_offset: base + 9,
+                max_timestamp: 0,
+                batch_count: 1,
+                data: Bytes::from(vec![3u8; 16]),
+            }])
+            .0
+        };
+        for seq in 1..=3u64 {
+            let key = object_key("ns", "w", 1, seq);
+            store
+                .put_if_absent(&key, object((seq as i64 - 1) * 10))
+                .await
+                .unwrap();
+        }
+        let stream = StreamRef {
+            worker_id: "w".into(),
+            stream_epoch: 1,
+            closed: true,
+            first_sequence: 2,
+        };
+        let catalog = StreamCatalog::default();
+        let got = recover_chunks(
+            &store,
+            &catalog,
+            "ns",
+            id,
+            &[stream.clone()],
+            0,
+            Instant::now(),
+        )
+        .await
+        .unwrap();
+        assert_eq!(
+            got.iter().map(|c| c.entry.base_offset).collect::<Vec<_>>(),
+            vec![10, 20]
+        );
+        // Object 1 was not read: a partition that needs the stream from its
+        // start reads it now.
+        let from_start = StreamRef {
+            first_sequence: 0,
+            ..stream
+        };
+        let got = recover_chunks(&store, &catalog, "ns", id, &[from_start], 0, Instant::now())
+            .await
+            .unwrap();
+        assert_eq!(
+            got.iter().map(|c| c.entry.base_offset).collect::<Vec<_>>(),
+            vec![0, 10, 20]
+        );
+    }
+
     /// Regression (found by the scale-out cluster test: one offset acked
     /// twice): a new worker opening several partitions shared one listing
     /// of a live writer's stream, taken before that writer's last objects
@@ -316,6 +443,7 @@ mod tests {
             worker_id: "w".into(),
             stream_epoch: 1,
             closed: false,
+            first_sequence: 0,
         };
         let streams = std::slice::from_ref(&stream);
         let catalog = StreamCatalog::default();

@@ -106,6 +106,7 @@ mod tests {
             worker_id: "w".into(),
             stream_epoch: 3,
             closed: false,
+            first_sequence: 0,
         };
         let id = PartitionId {
             topic_id: Uuid::from_u128(5),

@@ -25,7 +25,7 @@ use kafscale_controlplane::log_policy::LogPolicy;
 use kafscale_controlplane::metadata::now_ms;
 use kafscale_controlplane::MetaError;
 use kafscale_proto::metadata::v1::PartitionState;
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::sync::Arc;
 use tokio::sync::watch;
 
@@ -207,12 +207,22 @@ impl Worker {
     ) -> Result<(), CompactionError> {
         let ns = &self.cfg.namespace;
         let mine = stream_prefix(ns, &self.cfg.worker_id, self.wal.stream_epoch());
-        let still_needed: HashSet<String> = log
-            .uncompacted_chunks()
-            .iter()
-            .filter(|c| c.entry.base_offset >= end)
-            .filter_map(|c| split_object_key(&c.object).map(|(s, _)| s.to_string()))
-            .collect();
+        // Per stream, the first object still holding uncompacted data.
+        let mut still_needed: HashMap<String, u64> = HashMap::new();
+        // Per stream, the last object just compacted.
+        let mut compacted: HashMap<String, u64> = HashMap::new();
+        for c in log.uncompacted_chunks() {
+            let Some((stream, seq)) = split_object_key(&c.object) else {
+                continue;
+            };
+            if c.entry.base_offset >= end {
+                let first = still_needed.entry(stream.to_string()).or_insert(seq);
+                *first = (*first).min(seq);
+            } else {
+                let last = compacted.entry(stream.to_string()).or_insert(seq);
+                *last = (*last).max(seq);
+            }
+        }
         let epoch = owner_epoch(log);
         self.meta
             .try_update_partition_state(log.id.topic_id, log.id.partition, |st| {
@@ -226,8 +236,21 @@ impl Worker {
                 st.compacted_offset = end;
                 st.streams.retain(|s| {
                     let prefix = stream_prefix(ns, &s.worker_id, s.stream_epoch);
-                    prefix == mine || still_needed.contains(&prefix)
+                    prefix == mine || still_needed.contains_key(&prefix)
                 });
+                // Recovery reads a stream from its first object with
+                // uncompacted data; this owner's own stream, when it holds
+                // none, from its last compacted object (sequences only grow,
+                // so later data is in later objects).
+                for s in st.streams.iter_mut() {
+                    let prefix = stream_prefix(ns, &s.worker_id, s.stream_epoch);
+                    let first = still_needed
+                        .get(&prefix)
+                        .or_else(|| compacted.get(&prefix).filter(|_| prefix == mine));
+                    if let Some(&first) = first {
+                        s.first_sequence = s.first_sequence.max(first);
+                    }
+                }
                 Ok(())
             })
             .await?;
