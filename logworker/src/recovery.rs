@@ -389,7 +389,7 @@ mod tests {
             &catalog,
             "ns",
             id,
-            &[stream.clone()],
+            std::slice::from_ref(&stream),
             0,
             Instant::now(),
         )
