@@ -1,13 +1,15 @@
 //! The storage lifecycle in `kafscale dev` (issue 11): WAL chunks are cut
 //! into per-partition segments, reads below the tail come from segments
 //! byte for byte, the log survives a kill -9 from its segments, and
-//! retention deletes whole segments and advances the earliest offset.
+//! retention deletes whole segments and advances the earliest offset,
+//! compacted topics keep the latest value per key, and the coordinator log
+//! is cleaned the same way.
 
 mod common;
 
 use common::{
-    consume_ranges, consumer, create_topic, eventually, http_get, producer, unique_name,
-    watermarks, DevOptions, DevServer,
+    commit_offset, committed_offset, consume_ranges, consumer, create_topic, eventually, http_get,
+    producer, read_to_end, unique_name, watermarks, DevOptions, DevServer,
 };
 use rdkafka::producer::FutureRecord;
 use std::path::Path;
@@ -312,22 +314,6 @@ async fn retention_deletes_whole_segments_and_advances_the_earliest_offset() {
     }
 }
 
-/// The offset group `group` has committed for partition 0 of `topic`
-/// (`None` if none).
-fn committed(bootstrap: &str, group: &str, topic: &str) -> Option<i64> {
-    use rdkafka::consumer::Consumer;
-    let c = consumer(bootstrap, &[("group.id", group)]);
-    let mut tpl = rdkafka::TopicPartitionList::new();
-    tpl.add_partition(topic, 0);
-    let got = c
-        .committed_offsets(tpl, Duration::from_secs(10))
-        .expect("committed offsets");
-    match got.elements().first().map(|e| e.offset()) {
-        Some(rdkafka::Offset::Offset(o)) => Some(o),
-        _ => None,
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn committed_offsets_expire_after_offsets_retention() {
     use rdkafka::consumer::{CommitMode, Consumer};
@@ -344,14 +330,7 @@ async fn committed_offsets_expire_after_offsets_retention() {
     let (s2, a2) = (standalone.clone(), active.clone());
     // A consumer that keeps its membership while others' offsets expire.
     let member = tokio::task::spawn_blocking(move || {
-        let commit = |group: &str| {
-            let c = consumer(&b, &[("group.id", group)]);
-            let mut tpl = rdkafka::TopicPartitionList::new();
-            tpl.add_partition_offset(&t, 0, rdkafka::Offset::Offset(7))
-                .expect("offset");
-            c.commit(&tpl, CommitMode::Sync).expect("commit");
-        };
-        commit(&s2);
+        commit_offset(&b, &s2, &t, 7);
         let m = consumer(
             &b,
             &[("group.id", a2.as_str()), ("session.timeout.ms", "30000")],
@@ -377,7 +356,7 @@ async fn committed_offsets_expire_after_offsets_retention() {
         Duration::from_secs(30),
         async || {
             let (b, t, g) = (b.clone(), t.clone(), s3.clone());
-            tokio::task::spawn_blocking(move || committed(&b, &g, &t).is_none())
+            tokio::task::spawn_blocking(move || committed_offset(&b, &g, &t).is_none())
                 .await
                 .unwrap_or(false)
         },
@@ -385,7 +364,7 @@ async fn committed_offsets_expire_after_offsets_retention() {
     .await;
     // The group with a member keeps its offset however old.
     let (b, t, g) = (server.bootstrap(), topic.clone(), active.clone());
-    let kept = tokio::task::spawn_blocking(move || committed(&b, &g, &t))
+    let kept = tokio::task::spawn_blocking(move || committed_offset(&b, &g, &t))
         .await
         .expect("committed");
     assert_eq!(kept, Some(5), "a group with members keeps its offsets");
@@ -399,7 +378,7 @@ async fn committed_offsets_expire_after_offsets_retention() {
         Duration::from_secs(30),
         async || {
             let (b, t, g) = (b.clone(), t.clone(), g.clone());
-            tokio::task::spawn_blocking(move || committed(&b, &g, &t).is_none())
+            tokio::task::spawn_blocking(move || committed_offset(&b, &g, &t).is_none())
                 .await
                 .unwrap_or(false)
         },
@@ -410,7 +389,10 @@ async fn committed_offsets_expire_after_offsets_retention() {
     server.restart().await;
     let (b, t) = (server.bootstrap(), topic.clone());
     let after = tokio::task::spawn_blocking(move || {
-        (committed(&b, &standalone, &t), committed(&b, &active, &t))
+        (
+            committed_offset(&b, &standalone, &t),
+            committed_offset(&b, &active, &t),
+        )
     })
     .await
     .expect("committed");
@@ -419,4 +401,252 @@ async fn committed_offsets_expire_after_offsets_retention() {
         (None, None),
         "expired offsets came back after a restart"
     );
+}
+
+/// Sends `records` (key, value or tombstone) to partition 0 in order, in
+/// rounds of 50, and returns their offsets.
+async fn produce_keyed(
+    server: &DevServer,
+    topic: &str,
+    records: &[(String, Option<String>)],
+) -> Vec<i64> {
+    let p = producer(&server.bootstrap(), &[("linger.ms", "2")]);
+    let mut offsets = Vec::new();
+    for round in records.chunks(50) {
+        let sends: Vec<_> = round
+            .iter()
+            .map(|(k, v)| {
+                let p = p.clone();
+                async move {
+                    let mut r = FutureRecord::to(topic).partition(0).key(k);
+                    if let Some(v) = v {
+                        r = r.payload(v);
+                    }
+                    p.send(r, Duration::from_secs(30)).await.map(|d| d.offset)
+                }
+            })
+            .collect();
+        for r in futures::future::join_all(sends).await {
+            offsets.push(r.unwrap_or_else(|(e, _)| panic!("produce to {topic}: {e}")));
+        }
+    }
+    offsets
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_compacted_topic_keeps_the_latest_value_per_key_across_a_restart() {
+    use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+    let mut server =
+        DevServer::start(DevOptions::default().env("KAFSCALE_COMPACTION_INTERVAL_MS", 300)).await;
+    let topic = unique_name("compacted");
+    create_topic(
+        &server.bootstrap(),
+        &topic,
+        1,
+        &[
+            ("cleanup.policy", "compact"),
+            ("segment.bytes", "4096"),
+            ("segment.ms", "300"),
+            ("min.cleanable.dirty.ratio", "0.01"),
+            ("delete.retention.ms", "0"),
+        ],
+    )
+    .await;
+    // 20 keys, 30 versions each, then tombstones for k0..k4.
+    let mut records: Vec<(String, Option<String>)> = Vec::new();
+    for round in 0..30 {
+        for k in 0..20 {
+            records.push((
+                format!("k{k}"),
+                Some(format!("k{k}-v{round}-{}", "x".repeat(60))),
+            ));
+        }
+    }
+    for k in 0..5 {
+        records.push((format!("k{k}"), None));
+    }
+    let offsets = produce_keyed(&server, &topic, &records).await;
+    // A record without a key has no place in a compacted topic.
+    let p = producer(&server.bootstrap(), &[]);
+    let keyless = p
+        .send(
+            FutureRecord::<(), _>::to(&topic)
+                .partition(0)
+                .payload("no key"),
+            Duration::from_secs(10),
+        )
+        .await;
+    assert!(
+        matches!(
+            keyless,
+            Err((
+                KafkaError::MessageProduction(RDKafkaErrorCode::InvalidRecord),
+                _
+            ))
+        ),
+        "keyless produce: {keyless:?}"
+    );
+    let latest = |records: &[(String, Option<String>)], offsets: &[i64]| {
+        let mut by_key = std::collections::BTreeMap::new();
+        for (r, o) in records.iter().zip(offsets) {
+            by_key.insert(r.0.clone(), (*o, r.1.clone()));
+        }
+        let mut out: Vec<(i64, String, Option<String>)> =
+            by_key.into_iter().map(|(k, (o, v))| (o, k, v)).collect();
+        out.sort();
+        out
+    };
+    let b = server.bootstrap();
+    let t = topic.clone();
+    let read = move || {
+        let (b, t) = (b.clone(), t.clone());
+        async move {
+            tokio::task::spawn_blocking(move || read_to_end(&b, &t))
+                .await
+                .expect("read")
+        }
+    };
+    // Cleaning leaves the latest value of every key at its offset (the
+    // tombstones stay through their first pass; whether a later pass has
+    // dropped some of them already depends on how the segments were cut).
+    let live = |rs: &[(i64, String, Option<String>)]| -> Vec<(i64, String, Option<String>)> {
+        rs.iter().filter(|r| r.2.is_some()).cloned().collect()
+    };
+    let want = live(&latest(&records, &offsets));
+    let mut last = Vec::new();
+    let cleaned = tokio::time::timeout(Duration::from_secs(60), async {
+        loop {
+            last = read().await;
+            if live(&last) == want && last.len() <= want.len() + 5 {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+    })
+    .await;
+    assert!(
+        cleaned.is_ok(),
+        "not cleaned to the latest value per key; read {} records: {:?}",
+        last.len(),
+        &last[..last.len().min(30)]
+    );
+    // ... and go in a later one, once delete.retention.ms (0) has passed.
+    let more = vec![("k19".to_string(), Some("k19-final".to_string()))];
+    let more_offsets = produce_keyed(&server, &topic, &more).await;
+    records.extend(more);
+    let all_offsets: Vec<i64> = offsets.iter().chain(&more_offsets).copied().collect();
+    let expected: Vec<_> = latest(&records, &all_offsets)
+        .into_iter()
+        .filter(|r| r.2.is_some())
+        .collect();
+    assert_eq!(expected.len(), 15);
+    let cleaned = tokio::time::timeout(Duration::from_secs(60), async {
+        loop {
+            last = read().await;
+            if last == expected {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+    })
+    .await;
+    assert!(
+        cleaned.is_ok(),
+        "tombstones not dropped; read {:?}",
+        &last[..last.len().min(30)]
+    );
+    // Garbage collection deletes the segments the cleaned ones replaced.
+    let dir = server.data_dir().to_path_buf();
+    eventually(
+        "replaced segments are deleted",
+        Duration::from_secs(60),
+        async || segment_objects(&dir).len() <= 2,
+    )
+    .await;
+    // The cleaned log is what a restarted server serves.
+    server.kill9();
+    server.restart().await;
+    assert_eq!(read().await, expected, "after a kill -9 and restart");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_coordinator_slot_loads_only_its_live_offsets_once_cleaned() {
+    use rdkafka::consumer::{CommitMode, Consumer};
+    let mut server = DevServer::start(
+        DevOptions::default()
+            .env("KAFSCALE_COMPACTION_INTERVAL_MS", 300)
+            .env("KAFSCALE_LOG_SEGMENT_MS", 300),
+    )
+    .await;
+    let topic = unique_name("slot");
+    create_topic(&server.bootstrap(), &topic, 1, &[]).await;
+    produce(&server, &topic, 0, 10, 10).await;
+    let group = unique_name("committer");
+    let (b, t, g) = (server.bootstrap(), topic.clone(), group.clone());
+    // 300 commits of the same partition: one live offset.
+    tokio::task::spawn_blocking(move || {
+        let c = consumer(&b, &[("group.id", g.as_str())]);
+        for i in 0..300 {
+            let mut tpl = rdkafka::TopicPartitionList::new();
+            tpl.add_partition_offset(&t, 0, rdkafka::Offset::Offset(i % 10))
+                .expect("offset");
+            c.commit(&tpl, CommitMode::Sync).expect("commit");
+        }
+    })
+    .await
+    .expect("commits");
+    let log = server.log();
+    eventually(
+        "the coordinator slot is cleaned",
+        Duration::from_secs(60),
+        async || {
+            server.log().len() > log.len() && server.log()[log.len()..].contains("log cleaned")
+        },
+    )
+    .await;
+    server.kill9();
+    server.restart().await;
+    let (b, t, g) = (server.bootstrap(), topic.clone(), group.clone());
+    let got = tokio::task::spawn_blocking(move || committed_offset(&b, &g, &t))
+        .await
+        .expect("committed");
+    assert_eq!(got, Some(299 % 10), "the last commit survives cleaning");
+    // The restarted coordinator replayed a handful of records, not 300.
+    let loaded: Vec<usize> = strip_ansi(&server.log())
+        .lines()
+        .filter(|l| l.contains("coordinator slot loaded"))
+        .filter_map(|l| {
+            let at = l.find("records")?;
+            l[at..]
+                .chars()
+                .skip_while(|c| !c.is_ascii_digit())
+                .take_while(char::is_ascii_digit)
+                .collect::<String>()
+                .parse()
+                .ok()
+        })
+        .collect();
+    let after_restart = *loaded.last().expect("a slot was loaded");
+    assert!(
+        after_restart < 20,
+        "a cleaned slot replayed {after_restart} records (loads: {loaded:?})"
+    );
+}
+
+/// `log` without terminal colour sequences (`ESC [ ... m`).
+fn strip_ansi(log: &str) -> String {
+    let mut out = String::with_capacity(log.len());
+    let mut chars = log.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for c in chars.by_ref() {
+                if c == 'm' {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }

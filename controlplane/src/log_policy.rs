@@ -27,6 +27,12 @@ impl LogDefaults {
     pub const RETENTION_MS: i64 = 7 * 24 * 60 * 60 * 1000;
     /// Kafka's: unlimited.
     pub const RETENTION_BYTES: i64 = -1;
+    /// Kafka's `delete.retention.ms`: tombstones stay a day.
+    pub const DELETE_RETENTION_MS: i64 = 24 * 60 * 60 * 1000;
+    /// Kafka's `min.compaction.lag.ms`: records may be cleaned at once.
+    pub const MIN_COMPACTION_LAG_MS: i64 = 0;
+    /// Kafka's `min.cleanable.dirty.ratio`.
+    pub const MIN_CLEANABLE_DIRTY_RATIO: f64 = 0.5;
 }
 
 impl Default for LogDefaults {
@@ -41,7 +47,7 @@ impl Default for LogDefaults {
 }
 
 /// The effective log settings of one topic.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct LogPolicy {
     /// A segment is cut once this many bytes wait to be compacted.
     pub segment_bytes: u64,
@@ -55,6 +61,14 @@ pub struct LogPolicy {
     pub delete: bool,
     /// `cleanup.policy` includes `compact`.
     pub compact: bool,
+    /// Key compaction keeps a tombstone this long (by its batch's newest
+    /// timestamp) once it has been through one cleaning pass.
+    pub delete_retention_ms: i64,
+    /// Key compaction leaves records younger than this alone.
+    pub min_compaction_lag_ms: i64,
+    /// Key compaction runs once this share of the log is dirty (written
+    /// since the last pass).
+    pub min_cleanable_dirty_ratio: f64,
 }
 
 impl LogPolicy {
@@ -81,6 +95,15 @@ impl LogPolicy {
             retention_bytes: non_negative(num("retention.bytes", d.retention_bytes)),
             delete: has("delete"),
             compact: has("compact"),
+            delete_retention_ms: num("delete.retention.ms", LogDefaults::DELETE_RETENTION_MS)
+                .max(0),
+            min_compaction_lag_ms: num("min.compaction.lag.ms", LogDefaults::MIN_COMPACTION_LAG_MS)
+                .max(0),
+            min_cleanable_dirty_ratio: configs
+                .get("min.cleanable.dirty.ratio")
+                .and_then(|v| v.parse::<f64>().ok())
+                .filter(|r| (0.0..=1.0).contains(r))
+                .unwrap_or(LogDefaults::MIN_CLEANABLE_DIRTY_RATIO),
         }
     }
 }
@@ -108,5 +131,7 @@ mod tests {
         assert_eq!(p.retention_bytes, Some(1000));
         assert_eq!(p.segment_bytes, 4096);
         assert!(p.delete && p.compact);
+        assert_eq!(p.delete_retention_ms, LogDefaults::DELETE_RETENTION_MS);
+        assert_eq!(p.min_cleanable_dirty_ratio, 0.5);
     }
 }

@@ -169,6 +169,22 @@ pub fn validate(records: &[u8], max_batch_bytes: usize) -> Result<Vec<BatchInfo>
     Ok(out)
 }
 
+/// Refuses validated batches holding a record without a key (a compacted
+/// topic keeps the latest record per key, so a keyless one has no place).
+pub fn require_keys(records: &[u8], infos: &[BatchInfo]) -> Result<(), BatchError> {
+    for info in infos {
+        let mut b = Bytes::copy_from_slice(&records[info.position..info.position + info.size]);
+        let set = RecordBatchDecoder::decode(&mut b)
+            .map_err(|e| BatchError::Corrupt(format!("records do not decode: {e}")))?;
+        if set.records.iter().any(|r| r.key.is_none()) {
+            return Err(BatchError::Invalid(
+                "compacted topic cannot accept a record without a key".into(),
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// The header fields of one whole batch (at least `HEADER_LEN` bytes) found
 /// at `position`.
 fn header_info(batch: &[u8], position: usize) -> BatchInfo {
@@ -289,8 +305,17 @@ pub(crate) mod tests {
 
     /// Encodes `n` records with the given codec and timestamps starting at `ts`.
     pub fn encode(n: usize, compression: Compression, ts: i64) -> Bytes {
-        let records: Vec<Record> = (0..n)
-            .map(|i| Record {
+        let keys: Vec<Option<Bytes>> = (0..n).map(|i| Some(Bytes::from(format!("k{i}")))).collect();
+        encode_keys(&keys, compression, ts)
+    }
+
+    /// Encodes one record per entry of `keys` (100-byte values) with the
+    /// given codec and timestamps starting at `ts`.
+    pub fn encode_keys(keys: &[Option<Bytes>], compression: Compression, ts: i64) -> Bytes {
+        let records: Vec<Record> = keys
+            .iter()
+            .enumerate()
+            .map(|(i, key)| Record {
                 transactional: false,
                 control: false,
                 partition_leader_epoch: -1,
@@ -300,7 +325,7 @@ pub(crate) mod tests {
                 offset: i as i64,
                 sequence: i as i32,
                 timestamp: ts + i as i64,
-                key: Some(Bytes::from(format!("k{i}"))),
+                key: key.clone(),
                 value: Some(Bytes::from(vec![b'v'; 100])),
                 headers: IndexMap::new(),
                 delete_horizon: false,
@@ -317,6 +342,20 @@ pub(crate) mod tests {
         )
         .expect("encode");
         buf.freeze()
+    }
+
+    #[test]
+    fn keyless_records_are_refused_where_keys_are_required() {
+        let keyed = encode(3, Compression::Lz4, 0);
+        let infos = validate(&keyed, 1 << 20).unwrap();
+        assert!(require_keys(&keyed, &infos).is_ok());
+        let buf = encode_keys(
+            &[Some(Bytes::from_static(b"k")), None],
+            Compression::None,
+            0,
+        );
+        let infos = validate(&buf, 1 << 20).unwrap();
+        assert_eq!(require_keys(&buf, &infos).unwrap_err().code(), 87);
     }
 
     #[test]

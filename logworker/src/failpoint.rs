@@ -7,9 +7,23 @@
 #[inline]
 pub fn hit(name: &str) {
     #[cfg(feature = "failpoints")]
-    if std::env::var("KAFSCALE_FAILPOINT").is_ok_and(|v| v == name) {
-        tracing::error!(failpoint = name, "failpoint hit: aborting");
-        std::process::abort();
+    if let Ok(v) = std::env::var("KAFSCALE_FAILPOINT") {
+        if v == name {
+            tracing::error!(failpoint = name, "failpoint hit: aborting");
+            std::process::abort();
+        }
+        static STOPPED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+        if v.strip_suffix(":stop") == Some(name)
+            && !STOPPED.swap(true, std::sync::atomic::Ordering::SeqCst)
+        {
+            // A zombie in the making: the process stops itself here (once)
+            // and goes on from here when the test sends SIGCONT.
+            tracing::error!(failpoint = name, "failpoint hit: stopping");
+            let _ = std::process::Command::new("kill")
+                .args(["-STOP", &std::process::id().to_string()])
+                .status();
+            tracing::error!(failpoint = name, "failpoint: continued");
+        }
     }
     #[cfg(not(feature = "failpoints"))]
     let _ = name;

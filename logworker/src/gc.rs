@@ -19,7 +19,10 @@
 //!   after the seal); such a stream without an end seal (its writer died
 //!   after handing everything over) is sealed first, which is always safe;
 //! - a segment of a deleted topic, or wholly below its partition's log start
-//!   offset.
+//!   offset;
+//! - a segment the log no longer uses: a plain segment below the cleaned
+//!   offset, a cleaned segment of an older generation than the published
+//!   one or written by an earlier owner (see [`crate::segment::cleaner`]).
 
 use crate::objstore::{ObjectError, ObjectMeta, ObjectStore};
 use crate::recovery::{read_object_index, ObjectIndex, RecoveryError};
@@ -224,19 +227,47 @@ impl MetaView {
             .is_some_and(|st| c.last_offset < st.compacted_offset.max(st.log_start_offset))
     }
 
-    /// Segments of deleted topics, and segments wholly below their
-    /// partition's log start offset (the next segment starts at or below it).
+    /// Segments of deleted topics; segments the partition's log no longer
+    /// uses (plain segments below its cleaned offset, cleaned segments of
+    /// other generations than the published one, except those the current
+    /// owner may still be writing); and published segments wholly below
+    /// the log start offset (the next one starts at or below it).
     fn garbage_segments(&self, ns: &str, segments: &[ObjectMeta]) -> Vec<String> {
         let mut by_partition: BTreeMap<(Uuid, i32), Vec<(i64, &str)>> = BTreeMap::new();
         let mut out = Vec::new();
         for o in segments {
-            match segment::parse_key(ns, &o.key) {
-                Some((id, _)) if !self.topics.contains_key(&id.topic_id) => out.push(o.key.clone()),
-                Some((id, base)) => by_partition
+            let Some(name) = segment::parse_key(ns, &o.key) else {
+                continue;
+            };
+            let id = name.id;
+            if !self.topics.contains_key(&id.topic_id) {
+                out.push(o.key.clone());
+                continue;
+            }
+            let st = self.states.get(&(id.topic_id, id.partition));
+            let published = st.map(published).unwrap_or_default();
+            if published.holds(&name) {
+                by_partition
                     .entry((id.topic_id, id.partition))
                     .or_default()
-                    .push((base, o.key.as_str())),
-                None => {}
+                    .push((name.base_offset, o.key.as_str()));
+                continue;
+            }
+            let unused = match name.generation {
+                // Below the cleaned chain, or not yet published (at or
+                // above the compacted offset: the next compaction adopts it).
+                None => name.base_offset < published.cleaned_offset,
+                Some(g) => {
+                    // An older generation, or a pass of an earlier owner
+                    // (whose swap can never succeed now). The current
+                    // owner's own unpublished passes are its to remove.
+                    let writer_epoch = g >> 32;
+                    g < published.clean_generation
+                        || st.is_some_and(|st| writer_epoch < st.owner_epoch)
+                }
+            };
+            if unused {
+                out.push(o.key.clone());
             }
         }
         for (p, mut segs) in by_partition {
@@ -249,6 +280,16 @@ impl MetaView {
             }
         }
         out
+    }
+}
+
+/// Where a partition's published log lies, from its state.
+pub fn published(st: &PartitionState) -> segment::Published {
+    segment::Published {
+        log_start_offset: st.log_start_offset,
+        cleaned_offset: st.cleaned_offset,
+        clean_generation: st.clean_generation,
+        compacted_offset: st.compacted_offset,
     }
 }
 
@@ -279,6 +320,57 @@ fn stream_ref(prefix: &str) -> Option<StreamRef> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn segments_the_log_no_longer_uses_are_garbage() {
+        let id = crate::partition::PartitionId {
+            topic_id: Uuid::from_u128(3),
+            partition: 0,
+        };
+        let epoch = 7u64;
+        let published_gen = (epoch << 32) | 2;
+        let view = MetaView {
+            topics: HashMap::from([(id.topic_id, 1)]),
+            states: HashMap::from([(
+                (id.topic_id, 0),
+                PartitionState {
+                    log_start_offset: 0,
+                    compacted_offset: 300,
+                    cleaned_offset: 200,
+                    clean_generation: published_gen,
+                    owner_epoch: epoch,
+                    ..Default::default()
+                },
+            )]),
+            live: HashSet::new(),
+            listed: HashSet::new(),
+        };
+        let plain = |base| segment::segment_key("ns", id, base);
+        let cleaned = |base, g| segment::cleaned_key("ns", id, base, g);
+        let objects: Vec<ObjectMeta> = [
+            plain(0),                            // replaced by the cleaned chain
+            plain(100),                          // replaced
+            plain(200),                          // published
+            plain(300),                          // cut, not yet published
+            cleaned(0, published_gen),           // published
+            cleaned(0, published_gen - 1),       // older generation
+            cleaned(0, published_gen + 1),       // the owner's pass in progress
+            cleaned(0, ((epoch - 1) << 32) | 9), // an earlier owner's pass
+        ]
+        .into_iter()
+        .map(|key| ObjectMeta { key, size: 1 })
+        .collect();
+        let mut garbage = view.garbage_segments("ns", &objects);
+        garbage.sort();
+        let mut want = vec![
+            plain(0),
+            plain(100),
+            cleaned(0, published_gen - 1),
+            cleaned(0, ((epoch - 1) << 32) | 9),
+        ];
+        want.sort();
+        assert_eq!(garbage, want);
+    }
 
     #[test]
     fn stream_prefixes_parse_back() {

@@ -77,13 +77,20 @@ impl Worker {
             tracing::error!("cannot watch metadata; worker will not own partitions");
             return;
         };
+        // The partitions assigned when the worker started: it is ready once
+        // none of them is still opening. Later moves do not hold readiness
+        // back (under constant churn some open is always in progress).
+        let mut initial: Option<HashSet<PartitionId>> = None;
         loop {
             match self.sync_ownership().await {
-                // Ready once every partition assigned so far is open.
-                Ok(()) if self.opening.is_empty() => {
-                    self.ready.send_replace(true);
+                Ok(()) => {
+                    let pending = initial
+                        .get_or_insert_with(|| self.opening.iter().map(|e| *e.key()).collect());
+                    pending.retain(|id| self.opening.contains_key(id));
+                    if pending.is_empty() {
+                        self.ready.send_replace(true);
+                    }
                 }
-                Ok(()) => {}
                 Err(e) => tracing::warn!(error = %e, "ownership sync failed; retrying"),
             }
             tokio::select! {
@@ -166,8 +173,12 @@ impl Worker {
             self.opening.insert(id, ());
             let me = self.clone();
             tokio::spawn(async move {
-                if let Err(e) = me.open_partition(id, topic, epoch).await {
+                let started = std::time::Instant::now();
+                if let Err(e) = me.open_partition(id, topic.clone(), epoch).await {
                     tracing::warn!(partition = id.partition, error = %e, "partition open failed; retrying");
+                }
+                if started.elapsed() > Duration::from_secs(5) {
+                    tracing::info!(%topic, partition = id.partition, elapsed_ms = started.elapsed().as_millis() as u64, "slow partition open");
                 }
                 me.opening.remove(&id);
                 if me.opening.is_empty() {
@@ -317,14 +328,10 @@ impl Worker {
             .cloned()
             .collect();
         // Segments below the compacted offset, WAL chunks from there on.
-        let mut chunks = crate::segment::recover_blocks(
-            self.store.as_ref(),
-            &self.cfg.namespace,
-            id,
-            state.log_start_offset,
-            state.compacted_offset,
-        )
-        .await?;
+        let published = crate::gc::published(&state);
+        let mut chunks =
+            crate::segment::recover_blocks(self.store.as_ref(), &self.cfg.namespace, id, published)
+                .await?;
         chunks.extend(
             recover_chunks(
                 self.store.as_ref(),
@@ -342,8 +349,7 @@ impl Worker {
             id,
             topic,
             leader_epoch,
-            state.log_start_offset,
-            state.compacted_offset,
+            published,
             chunks,
         ));
         tracing::debug!(topic = %log.topic, partition = id.partition, hwm = log.high_watermark(), "partition opened");

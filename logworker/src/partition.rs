@@ -37,12 +37,30 @@ struct Inner {
     log_start_offset: i64,
     /// Offsets below it are in segments (their blocks are the chunks there).
     compacted_offset: i64,
+    /// Offsets below it are in cleaned segments (key compaction).
+    cleaned_offset: i64,
+    clean_generation: u64,
     /// Since when the oldest uncompacted chunk has been waiting (by this
     /// process's clock, not by record timestamps: a retried batch carries
     /// its old timestamp and must not force a tiny segment).
     uncompacted_since: Option<std::time::Instant>,
     chunks: BTreeMap<i64, ChunkRef>,
     closed: bool,
+}
+
+impl Inner {
+    /// Drops the index entries starting in `range` and indexes `blocks`
+    /// instead (those still above the log start).
+    fn replace_blocks(&mut self, range: impl std::ops::RangeBounds<i64>, blocks: Vec<ChunkRef>) {
+        let stale: Vec<i64> = self.chunks.range(range).map(|(b, _)| *b).collect();
+        for b in stale {
+            self.chunks.remove(&b);
+        }
+        let floor = self.log_start_offset;
+        for b in blocks.into_iter().filter(|b| b.entry.last_offset >= floor) {
+            self.chunks.insert(b.entry.base_offset, b);
+        }
+    }
 }
 
 /// One published segment of the partition, as the log's index knows it.
@@ -78,10 +96,15 @@ impl PartitionLog {
         id: PartitionId,
         topic: String,
         leader_epoch: i32,
-        log_start_offset: i64,
-        compacted_offset: i64,
+        published: crate::segment::Published,
         chunks: Vec<ChunkRef>,
     ) -> Self {
+        let crate::segment::Published {
+            log_start_offset,
+            cleaned_offset,
+            clean_generation,
+            compacted_offset,
+        } = published;
         let end = chunks
             .last()
             .map(|c| c.entry.last_offset + 1)
@@ -105,6 +128,8 @@ impl PartitionLog {
                 high_watermark: end,
                 log_start_offset,
                 compacted_offset,
+                cleaned_offset,
+                clean_generation,
                 uncompacted_since: waiting.then(std::time::Instant::now),
                 chunks,
                 closed: false,
@@ -260,14 +285,7 @@ impl PartitionLog {
         if start != g.compacted_offset || end <= start {
             return;
         }
-        let stale: Vec<i64> = g.chunks.range(start..end).map(|(b, _)| *b).collect();
-        for b in stale {
-            g.chunks.remove(&b);
-        }
-        let floor = g.log_start_offset;
-        for b in blocks.into_iter().filter(|b| b.entry.last_offset >= floor) {
-            g.chunks.insert(b.entry.base_offset, b);
-        }
+        g.replace_blocks(start..end, blocks);
         g.compacted_offset = end;
         // What is left waits from now on (an upper bound on its age).
         g.uncompacted_since = g
@@ -275,6 +293,32 @@ impl PartitionLog {
             .range(end..)
             .next()
             .map(|_| std::time::Instant::now());
+    }
+
+    /// Where the cleaned segments end, and their generation.
+    pub fn cleaned(&self) -> (i64, u64) {
+        let g = self.lock();
+        (g.cleaned_offset, g.clean_generation)
+    }
+
+    /// Replaces every segment block below `end` by the blocks of the
+    /// cleaned segments of `generation` just published, if the log was
+    /// still cleaned up to `from` (of generation `from_generation`) and
+    /// compacted to at least `end`.
+    pub fn install_cleaned(
+        &self,
+        from: (i64, u64),
+        end: i64,
+        generation: u64,
+        blocks: Vec<ChunkRef>,
+    ) {
+        let mut g = self.lock();
+        if (g.cleaned_offset, g.clean_generation) != from || g.compacted_offset < end {
+            return;
+        }
+        g.replace_blocks(..end, blocks);
+        g.cleaned_offset = end;
+        g.clean_generation = generation;
     }
 
     /// How long the oldest uncompacted chunk has been waiting.
@@ -307,6 +351,15 @@ impl PartitionLog {
             out[i - 1].end_offset = out[i].base_offset;
         }
         out
+    }
+
+    /// The blocks of the published segments, in offset order.
+    pub fn segment_blocks(&self) -> Vec<ChunkRef> {
+        let g = self.lock();
+        g.chunks
+            .range(..g.compacted_offset)
+            .map(|(_, c)| c.clone())
+            .collect()
     }
 
     /// Every chunk, in offset order (for timestamp lookups).
@@ -352,7 +405,13 @@ mod tests {
             topic_id: Uuid::nil(),
             partition: 0,
         };
-        let log = PartitionLog::recovered(id, "t".into(), 1, 0, 0, vec![chunk(0, 4), chunk(5, 9)]);
+        let log = PartitionLog::recovered(
+            id,
+            "t".into(),
+            1,
+            crate::segment::Published::default(),
+            vec![chunk(0, 4), chunk(5, 9)],
+        );
         assert_eq!(log.high_watermark(), 10);
         assert_eq!(log.reserve(3), Some(10));
         assert_eq!(log.reserve(2), Some(13));

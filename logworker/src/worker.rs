@@ -254,7 +254,14 @@ impl Worker {
                 }
             };
             r.log_start_offset = log.log_start_offset();
-            match batch::validate(&part.records, self.max_message_bytes(&log.id)) {
+            let checked =
+                batch::validate(&part.records, self.max_message_bytes(&log.id)).and_then(|infos| {
+                    if self.log_policy(&log).compact {
+                        batch::require_keys(&part.records, &infos)?;
+                    }
+                    Ok(infos)
+                });
+            match checked {
                 Err(e) => {
                     r.error_code = i32::from(e.code());
                     r.error_message = e.to_string();

@@ -112,6 +112,26 @@ pub fn fetch_committed(
     Ok(out)
 }
 
+/// The committed offset of `group` for partition 0 of `topic`, or `None`
+/// when it has none (never committed, or expired).
+pub fn committed_offset(bootstrap: &str, group: &str, topic: &str) -> Option<i64> {
+    let got = fetch_committed(bootstrap, group, topic, 1).expect("committed offsets");
+    match got.get(&0).map(|c| c.offset) {
+        Some(Offset::Offset(o)) => Some(o),
+        _ => None,
+    }
+}
+
+/// Commits `offset` for partition 0 of `topic` as `group`, without joining it.
+pub fn commit_offset(bootstrap: &str, group: &str, topic: &str, offset: i64) {
+    let c = consumer(bootstrap, &[("group.id", group)]);
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(topic, 0, Offset::Offset(offset))
+        .expect("offset");
+    c.commit(&tpl, rdkafka::consumer::CommitMode::Sync)
+        .expect("commit");
+}
+
 /// Creates a topic through CreateTopics and waits until Metadata shows all its
 /// partitions with a leader.
 pub async fn create_topic(bootstrap: &str, name: &str, partitions: i32, configs: &[(&str, &str)]) {
@@ -255,5 +275,36 @@ pub fn assert_strictly_increasing(topic: &str, partition: i32, records: &[Consum
             pair[0].offset,
             pair[1].offset
         );
+    }
+}
+
+/// (offset, key, value as text) of every record of partition 0 of `topic`,
+/// from the earliest offset to the end (gaps allowed: compacted topics).
+pub fn read_to_end(bootstrap: &str, topic: &str) -> Vec<(i64, String, Option<String>)> {
+    use rdkafka::consumer::Consumer;
+    use rdkafka::error::KafkaError;
+    use rdkafka::message::Message;
+    let c = consumer(bootstrap, &[("enable.partition.eof", "true")]);
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    tpl.add_partition_offset(topic, 0, rdkafka::Offset::Beginning)
+        .expect("add partition");
+    c.assign(&tpl).expect("assign");
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let mut out = Vec::new();
+    loop {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "reading {topic} timed out"
+        );
+        match c.poll(Duration::from_millis(100)) {
+            None => continue,
+            Some(Err(KafkaError::PartitionEOF(_))) => return out,
+            Some(Err(e)) => panic!("consumer error reading {topic}: {e}"),
+            Some(Ok(m)) => out.push((
+                m.offset(),
+                String::from_utf8_lossy(m.key().unwrap_or_default()).into_owned(),
+                m.payload().map(|v| String::from_utf8_lossy(v).into_owned()),
+            )),
+        }
     }
 }

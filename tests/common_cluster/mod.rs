@@ -78,6 +78,25 @@ impl Proc {
         }
     }
 
+    /// Sets (or with `None` removes) an env var for the next spawn.
+    pub fn set_env(&mut self, key: &str, value: Option<&str>) {
+        self.env.retain(|(k, _)| k != key);
+        if let Some(v) = value {
+            self.env.push((key.to_string(), v.to_string()));
+        }
+    }
+
+    /// Whether the process is stopped (SIGSTOP), per /proc.
+    pub fn is_stopped(&self) -> bool {
+        self.pid()
+            .and_then(|pid| std::fs::read_to_string(format!("/proc/{pid}/stat")).ok())
+            .and_then(|stat| {
+                let after = stat.rsplit_once(')')?.1;
+                after.split_whitespace().next().map(|s| s == "T")
+            })
+            .unwrap_or(false)
+    }
+
     /// Spawns the process (it must not be running).
     pub fn spawn(&mut self) {
         self.runs += 1;

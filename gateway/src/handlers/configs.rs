@@ -25,6 +25,7 @@ const STRING: i8 = 2;
 const INT: i8 = 3;
 const SHORT: i8 = 4;
 const LONG: i8 = 5;
+const DOUBLE: i8 = 6;
 const LIST: i8 = 7;
 /// Kafka config sources.
 const DYNAMIC_TOPIC_CONFIG: i8 = 1;
@@ -36,11 +37,26 @@ fn known(ctx: &Ctx<'_>) -> Vec<(&'static str, String, i8)> {
     vec![
         ("cleanup.policy", "delete".into(), LIST),
         (
+            "delete.retention.ms",
+            LogDefaults::DELETE_RETENTION_MS.to_string(),
+            LONG,
+        ),
+        (
             "max.message.bytes",
             ctx.cfg.default_max_message_bytes.to_string(),
             INT,
         ),
         ("message.timestamp.type", "CreateTime".into(), STRING),
+        (
+            "min.cleanable.dirty.ratio",
+            LogDefaults::MIN_CLEANABLE_DIRTY_RATIO.to_string(),
+            DOUBLE,
+        ),
+        (
+            "min.compaction.lag.ms",
+            LogDefaults::MIN_COMPACTION_LAG_MS.to_string(),
+            LONG,
+        ),
         ("min.insync.replicas", "1".into(), INT),
         ("retention.bytes", "-1".into(), LONG),
         ("retention.ms", "604800000".into(), LONG),
@@ -52,8 +68,24 @@ fn known(ctx: &Ctx<'_>) -> Vec<(&'static str, String, i8)> {
 /// Checks one topic config; returns the reason it is rejected.
 pub fn validate(key: &str, value: &str) -> Result<(), String> {
     match key {
-        "cleanup.policy" if value == "delete" => Ok(()),
-        "cleanup.policy" => Err("only cleanup.policy=delete is supported".into()),
+        "cleanup.policy" => {
+            let mut policies = value.split(',').map(str::trim);
+            if policies.all(|p| p == "delete" || p == "compact") && !value.trim().is_empty() {
+                Ok(())
+            } else {
+                Err(format!(
+                    "cleanup.policy must be delete, compact or both, not '{value}'"
+                ))
+            }
+        }
+        "delete.retention.ms" | "min.compaction.lag.ms" => match value.parse::<i64>() {
+            Ok(v) if v >= 0 => Ok(()),
+            _ => Err(format!("config '{key}' must be a non-negative long")),
+        },
+        "min.cleanable.dirty.ratio" => match value.parse::<f64>() {
+            Ok(v) if (0.0..=1.0).contains(&v) => Ok(()),
+            _ => Err(format!("config '{key}' must be a double in [0, 1]")),
+        },
         "message.timestamp.type" if value == "CreateTime" => Ok(()),
         "message.timestamp.type" => {
             Err("only message.timestamp.type=CreateTime is supported".into())

@@ -10,6 +10,9 @@
 //! drops from the partition's stream list every stream that holds none of
 //! its uncompacted data. Produce acknowledgements never wait for any of it.
 //!
+//! Key compaction (`cleanup.policy` with `compact`) then cleans the
+//! segments (see [`super::cleaner`]).
+//!
 //! Retention (`cleanup.policy` with `delete`) deletes whole segments, oldest
 //! first, whose newest record is older than `retention.ms` or while the log
 //! is larger than `retention.bytes`: it moves the log start offset with the
@@ -46,6 +49,8 @@ pub enum CompactionError {
     Meta(#[from] MetaError),
     #[error("segment {0} exists and does not start the uncompacted log")]
     Conflict(String),
+    #[error("corrupt stored data: {0}")]
+    Corrupt(String),
 }
 
 impl Worker {
@@ -74,6 +79,11 @@ impl Worker {
                         }
                     }
                     break;
+                }
+                if policy.compact {
+                    if let Err(e) = self.clean_once(&log, &policy).await {
+                        tracing::warn!(topic = %log.topic, partition = log.id.partition, error = %e, "log cleaning failed; retrying next round");
+                    }
                 }
                 if policy.delete {
                     if let Err(e) = self.apply_retention(&log, &policy).await {
@@ -312,7 +322,7 @@ impl Worker {
 
 /// Refuses a change unless the partition was last opened at `epoch` (a
 /// newer owner records its own epoch before its first append).
-fn still_owner(st: &PartitionState, epoch: u64) -> Result<(), MetaError> {
+pub(crate) fn still_owner(st: &PartitionState, epoch: u64) -> Result<(), MetaError> {
     if st.owner_epoch == epoch {
         return Ok(());
     }

@@ -8,8 +8,15 @@
 //! compacted offset in its metadata. A segment at or above the compacted
 //! offset is not published (a compaction whose compare-and-swap has not
 //! happened, or failed) and is never read as part of the log.
+//!
+//! Key compaction ([`cleaner`]) rewrites the log below some offset into
+//! cleaned segments `<base-offset:020>.<generation:020>`; the partition
+//! state names the generation in use and where it ends (`cleaned_offset`).
+//! The log is then the cleaned chain up to `cleaned_offset` and the plain
+//! segments from there to the compacted offset.
 
 pub mod blocks;
+pub mod cleaner;
 pub mod compactor;
 pub mod format;
 
@@ -50,25 +57,78 @@ pub fn segment_key(namespace: &str, id: PartitionId, base_offset: i64) -> String
     format!("{}{base_offset:020}", partition_prefix(namespace, id))
 }
 
-/// The base offset a segment key names.
-pub fn base_of_key(key: &str) -> Option<i64> {
-    key.rsplit('/').next()?.parse().ok()
+/// The key of the partition's cleaned segment of `generation` starting at
+/// `base_offset`.
+pub fn cleaned_key(namespace: &str, id: PartitionId, base_offset: i64, generation: u64) -> String {
+    format!(
+        "{}.{generation:020}",
+        segment_key(namespace, id, base_offset)
+    )
 }
 
-/// (topic id, partition, base offset) of a segment key under `<ns>/seg/`.
-pub fn parse_key(namespace: &str, key: &str) -> Option<(PartitionId, i64)> {
+/// The base offset and (for a cleaned segment) generation a segment key's
+/// last part names.
+fn name_parts(name: &str) -> Option<(i64, Option<u64>)> {
+    match name.split_once('.') {
+        Some((base, generation)) => Some((base.parse().ok()?, Some(generation.parse().ok()?))),
+        None => Some((name.parse().ok()?, None)),
+    }
+}
+
+/// The base offset a segment key names.
+pub fn base_of_key(key: &str) -> Option<i64> {
+    name_parts(key.rsplit('/').next()?).map(|(base, _)| base)
+}
+
+/// A segment key under `<ns>/seg/`, parsed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SegmentName {
+    pub id: PartitionId,
+    pub base_offset: i64,
+    /// The cleaning generation of a cleaned segment; `None` for a segment
+    /// compaction cut from the WAL.
+    pub generation: Option<u64>,
+}
+
+/// Parses a segment key under `<ns>/seg/`.
+pub fn parse_key(namespace: &str, key: &str) -> Option<SegmentName> {
     let rest = key.strip_prefix(namespace)?.strip_prefix("/seg/")?;
     let mut parts = rest.split('/');
     let topic_id = Uuid::parse_str(parts.next()?).ok()?;
     let partition = parts.next()?.parse().ok()?;
-    let base = parts.next()?.parse().ok()?;
-    parts.next().is_none().then_some((
-        PartitionId {
+    let (base_offset, generation) = name_parts(parts.next()?)?;
+    parts.next().is_none().then_some(SegmentName {
+        id: PartitionId {
             topic_id,
             partition,
         },
-        base,
-    ))
+        base_offset,
+        generation,
+    })
+}
+
+/// Where a partition's published segments end, from its state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Published {
+    pub log_start_offset: i64,
+    /// Below it: the cleaned segments of `clean_generation`.
+    pub cleaned_offset: i64,
+    pub clean_generation: u64,
+    /// Below it (from `cleaned_offset`): plain segments.
+    pub compacted_offset: i64,
+}
+
+impl Published {
+    /// Whether the segment `name` is part of the published log (possibly
+    /// wholly below the log start).
+    pub fn holds(&self, name: &SegmentName) -> bool {
+        match name.generation {
+            Some(g) => g == self.clean_generation && name.base_offset < self.cleaned_offset,
+            None => {
+                name.base_offset >= self.cleaned_offset && name.base_offset < self.compacted_offset
+            }
+        }
+    }
 }
 
 /// How many trailing bytes are read first: the whole footer of segments
@@ -105,17 +165,21 @@ pub async fn read_index(
 }
 
 /// The blocks of the partition's published segments holding offsets at or
-/// above `log_start_offset`, as chunks in offset order: one LIST and one
-/// footer read per retained segment. Fails unless the segments below
-/// `compacted_offset` are contiguous and end exactly there (a log with a
-/// hole is never served).
+/// above the log start, as chunks in offset order: one LIST and one footer
+/// read per retained segment. Fails unless the published segments are
+/// contiguous and end exactly at the compacted offset (a log with a hole is
+/// never served).
 pub async fn recover_blocks(
     store: &dyn ObjectStore,
     namespace: &str,
     id: PartitionId,
-    log_start_offset: i64,
-    compacted_offset: i64,
+    at: Published,
 ) -> Result<Vec<ChunkRef>, SegmentError> {
+    let Published {
+        log_start_offset,
+        compacted_offset,
+        ..
+    } = at;
     if compacted_offset <= 0 {
         return Ok(Vec::new());
     }
@@ -123,8 +187,10 @@ pub async fn recover_blocks(
         .list(&partition_prefix(namespace, id))
         .await?
         .into_iter()
-        .filter_map(|o| base_of_key(&o.key).map(|b| (b, o)))
-        .filter(|(b, _)| *b < compacted_offset)
+        .filter_map(|o| {
+            let name = parse_key(namespace, &o.key)?;
+            (name.id == id && at.holds(&name)).then_some((name.base_offset, o))
+        })
         .collect();
     published.sort_by_key(|(b, _)| *b);
     let gap = |offset| SegmentError::Gap {
@@ -189,6 +255,10 @@ mod tests {
     }
 
     async fn put_segment(store: &LocalDirStore, base: i64, end: i64) {
+        put_named(store, &segment_key("ns", id(), base), base, end).await;
+    }
+
+    async fn put_named(store: &LocalDirStore, key: &str, base: i64, end: i64) {
         let blocks = [format::BlockInput {
             base_offset: base,
             last_offset: end - 1,
@@ -197,18 +267,59 @@ mod tests {
             data: vec![Bytes::from(vec![1u8; 32])],
         }];
         let (obj, _) = format::encode(id().topic_id, id().partition, base, end, &blocks);
-        store
-            .put_if_absent(&segment_key("ns", id(), base), obj)
-            .await
-            .expect("put segment");
+        store.put_if_absent(key, obj).await.expect("put segment");
+    }
+
+    #[tokio::test]
+    async fn the_cleaned_chain_of_the_published_generation_comes_first() {
+        let dir = tempfile::tempdir().expect("dir");
+        let store = LocalDirStore::open(dir.path()).expect("store");
+        // Plain segments, the first two replaced by cleaning.
+        put_segment(&store, 0, 10).await;
+        put_segment(&store, 10, 20).await;
+        put_segment(&store, 20, 30).await;
+        // Generation 5 is published; 4 is older, 6 an unfinished pass.
+        for generation in [4, 5, 6] {
+            put_named(&store, &cleaned_key("ns", id(), 0, generation), 0, 20).await;
+        }
+        let at = Published {
+            log_start_offset: 0,
+            cleaned_offset: 20,
+            clean_generation: 5,
+            compacted_offset: 30,
+        };
+        let blocks = recover_blocks(&store, "ns", id(), at).await.expect("chain");
+        assert_eq!(
+            blocks
+                .iter()
+                .map(|b| (b.entry.base_offset, b.object.to_string()))
+                .collect::<Vec<_>>(),
+            vec![
+                (0, cleaned_key("ns", id(), 0, 5)),
+                (20, segment_key("ns", id(), 20))
+            ]
+        );
     }
 
     #[test]
     fn keys_round_trip() {
         let key = segment_key("ns", id(), 42);
         assert_eq!(key, format!("ns/seg/{}/4/{:020}", id().topic_id, 42));
-        assert_eq!(parse_key("ns", &key), Some((id(), 42)));
+        assert_eq!(
+            parse_key("ns", &key),
+            Some(SegmentName {
+                id: id(),
+                base_offset: 42,
+                generation: None
+            })
+        );
         assert_eq!(base_of_key(&key), Some(42));
+        let cleaned = cleaned_key("ns", id(), 42, 7);
+        assert_eq!(
+            parse_key("ns", &cleaned).and_then(|n| n.generation),
+            Some(7)
+        );
+        assert_eq!(base_of_key(&cleaned), Some(42));
         assert_eq!(parse_key("other", &key), None);
     }
 
@@ -220,7 +331,12 @@ mod tests {
         put_segment(&store, 10, 25).await;
         // Not published: at the compacted offset.
         put_segment(&store, 25, 30).await;
-        let blocks = recover_blocks(&store, "ns", id(), 0, 25)
+        let at = |log_start_offset, compacted_offset| Published {
+            log_start_offset,
+            compacted_offset,
+            ..Published::default()
+        };
+        let blocks = recover_blocks(&store, "ns", id(), at(0, 25))
             .await
             .expect("chain");
         assert_eq!(
@@ -231,7 +347,7 @@ mod tests {
             vec![0, 10]
         );
         // Retention moved the log start past the first segment.
-        let blocks = recover_blocks(&store, "ns", id(), 12, 25)
+        let blocks = recover_blocks(&store, "ns", id(), at(12, 25))
             .await
             .expect("chain");
         assert_eq!(
@@ -243,7 +359,7 @@ mod tests {
         );
         // A compacted offset beyond the published chain is a hole.
         assert!(matches!(
-            recover_blocks(&store, "ns", id(), 0, 40).await,
+            recover_blocks(&store, "ns", id(), at(0, 40)).await,
             Err(SegmentError::Gap { offset: 30, .. })
         ));
     }
