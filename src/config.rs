@@ -5,18 +5,30 @@
 use clap::Args;
 use kafscale_controlplane::log_policy::LogDefaults;
 use kafscale_logworker::groups::group::GroupConfig;
+use kafscale_logworker::wal::policy::{FlushProfile, FlushSettings};
 use std::path::PathBuf;
 use std::time::Duration;
 
 /// WAL batching and the tail cache (dev and logworker).
 #[derive(Args, Debug, Clone)]
 pub struct WalArgs {
-    /// Flush the WAL buffer when its oldest byte is this old.
-    #[arg(long, env = "KAFSCALE_WAL_FLUSH_INTERVAL_MS", default_value_t = 50)]
-    pub wal_flush_interval_ms: u64,
-    /// Flush the WAL buffer when it holds this many bytes.
-    #[arg(long, env = "KAFSCALE_WAL_FLUSH_BYTES", default_value_t = 8 * 1024 * 1024)]
-    pub wal_flush_bytes: usize,
+    /// The WAL flush profile whose settings apply where none of the four
+    /// below is set: balanced, cost or latency.
+    #[arg(long, env = "KAFSCALE_WAL_FLUSH_PROFILE", default_value_t = FlushProfile::Balanced)]
+    pub wal_flush_profile: FlushProfile,
+    /// No buffered byte waits longer than this before its flush [default: from the profile].
+    #[arg(long, env = "KAFSCALE_WAL_FLUSH_INTERVAL_MS")]
+    pub wal_flush_interval_ms: Option<u64>,
+    /// A buffer below the size trigger is not flushed before its oldest byte
+    /// waited this long [default: from the profile].
+    #[arg(long, env = "KAFSCALE_WAL_FLUSH_MIN_INTERVAL_MS")]
+    pub wal_flush_min_interval_ms: Option<u64>,
+    /// The WAL object size the flush interval adapts to [default: from the profile].
+    #[arg(long, env = "KAFSCALE_WAL_TARGET_OBJECT_BYTES")]
+    pub wal_target_object_bytes: Option<usize>,
+    /// Flush the WAL buffer at once when it holds this many bytes [default: from the profile].
+    #[arg(long, env = "KAFSCALE_WAL_FLUSH_BYTES")]
+    pub wal_flush_bytes: Option<usize>,
     /// WAL object writes in flight at once (1 to 64).
     #[arg(long, env = "KAFSCALE_WAL_MAX_INFLIGHT", default_value_t = 4, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=64))]
     pub wal_max_inflight: usize,
@@ -28,6 +40,21 @@ pub struct WalArgs {
     pub segment_cache_bytes: usize,
     #[command(flatten)]
     pub log: LogArgs,
+}
+
+impl WalArgs {
+    /// The flush settings: the profile's, each overridden where set.
+    pub fn flush_settings(&self) -> FlushSettings {
+        let p = self.wal_flush_profile.settings();
+        let ms = Duration::from_millis;
+        FlushSettings {
+            flush_bytes: self.wal_flush_bytes.unwrap_or(p.flush_bytes),
+            target_bytes: self.wal_target_object_bytes.unwrap_or(p.target_bytes),
+            min_interval: self.wal_flush_min_interval_ms.map_or(p.min_interval, ms),
+            max_interval: self.wal_flush_interval_ms.map_or(p.max_interval, ms),
+        }
+        .normalized()
+    }
 }
 
 /// Segments and retention: broker defaults of the topic configs of the same

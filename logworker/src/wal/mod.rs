@@ -1,6 +1,7 @@
-//! Write-ahead log: the object format and the group-commit writer.
+//! Write-ahead log: the object format, the flush policy and the group-commit writer.
 
 pub mod format;
+pub mod policy;
 pub mod writer;
 
 /// Key of WAL object `seq` of a worker stream:

@@ -2,8 +2,10 @@
 //! together and written as one WAL object per flush.
 //!
 //! Guarantees:
-//! - A flush happens when the buffer reaches `flush_bytes` or its oldest byte
-//!   is `flush_interval` old (and on shutdown).
+//! - A flush happens when the flush policy says so (`super::policy`: the
+//!   size trigger, the target size, or an interval adapted to the ingest
+//!   rate, never more than `max_interval` after the oldest byte arrived) and
+//!   on shutdown.
 //! - Offsets are assigned under the buffer lock, so buffer order is offset order.
 //! - An append's completion resolves `Ok` only after the object holding it was
 //!   created in the object store; objects commit (advance high watermarks) in
@@ -21,6 +23,7 @@
 //! path touches no metadata.
 
 use super::format::{self, ChunkInput};
+use super::policy::{FlushPolicy, FlushSettings};
 use crate::batch::{append_patched, BatchInfo};
 use crate::cache::TailCache;
 use crate::completion::{self, Completion, CompletionSender, WalError};
@@ -41,8 +44,8 @@ pub struct WalConfig {
     pub namespace: String,
     pub worker_id: String,
     pub stream_epoch: u64,
-    pub flush_bytes: usize,
-    pub flush_interval: Duration,
+    /// When a buffer is flushed.
+    pub flush: FlushSettings,
     pub max_inflight: usize,
     /// How long one flush's PUT (with the store's retries) may take before
     /// the flush fails.
@@ -95,6 +98,7 @@ pub struct WalWriter {
     cache: Arc<TailCache>,
     metrics: Metrics,
     buffer: Mutex<Buffer>,
+    policy: Mutex<FlushPolicy>,
     wake: Notify,
     fenced: AtomicBool,
     closed: AtomicBool,
@@ -109,6 +113,7 @@ impl WalWriter {
         metrics: Metrics,
     ) -> Arc<Self> {
         Arc::new(Self {
+            policy: Mutex::new(FlushPolicy::new(cfg.flush)),
             cfg,
             store,
             cache,
@@ -122,6 +127,10 @@ impl WalWriter {
 
     fn lock(&self) -> MutexGuard<'_, Buffer> {
         self.buffer.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn policy(&self) -> MutexGuard<'_, FlushPolicy> {
+        self.policy.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// The epoch of the stream this writer appends to.
@@ -174,7 +183,10 @@ impl WalWriter {
         let first = buf.first_at.is_none();
         buf.first_at.get_or_insert_with(Instant::now);
         let done = buf.done.subscribe();
-        if first || buf.bytes >= self.cfg.flush_bytes {
+        // A threshold crossed by this append brings the flush forward.
+        let crossed = |limit: usize| buf.bytes >= limit && buf.bytes - added < limit;
+        let (target, hard) = (self.cfg.flush.target_bytes, self.cfg.flush.flush_bytes);
+        if first || crossed(target) || crossed(hard) {
             self.wake.notify_one();
         }
         Ok((base, done))
@@ -193,6 +205,7 @@ impl WalWriter {
             }
             let taken = std::mem::replace(&mut *self.lock(), Buffer::new());
             if !taken.chunks.is_empty() {
+                self.policy().observe_take(taken.bytes, Instant::now());
                 seq += 1;
                 if tx.send(self.start_flush(seq, taken)).await.is_err() {
                     break;
@@ -216,9 +229,9 @@ impl WalWriter {
                 let b = self.lock();
                 (b.bytes, b.first_at)
             };
-            let due = first_at.map(|t| t + self.cfg.flush_interval);
+            let due = first_at.map(|t| self.policy().due(bytes, t));
             match due {
-                Some(d) if bytes >= self.cfg.flush_bytes || Instant::now() >= d => return false,
+                Some(d) if Instant::now() >= d => return false,
                 Some(d) => {
                     tokio::select! {
                         _ = tokio::time::sleep_until(d) => {}
@@ -343,5 +356,141 @@ async fn put_within(
             key: key.to_string(),
             reason: format!("no durable PUT within {deadline:?}"),
         }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::batch::{tests::encode, validate};
+    use crate::objstore::{local::LocalDirStore, ObjectMeta};
+    use crate::segment::Published;
+    use async_trait::async_trait;
+    use kafka_protocol::records::Compression;
+    use std::ops::Range;
+    use uuid::Uuid;
+
+    /// A store whose PUTs wait until the test releases them.
+    struct GatedStore {
+        inner: LocalDirStore,
+        started: Notify,
+        release: tokio::sync::Semaphore,
+    }
+
+    #[async_trait]
+    impl ObjectStore for GatedStore {
+        async fn put_if_absent(&self, key: &str, body: Bytes) -> Result<(), ObjectError> {
+            self.started.notify_one();
+            let permit = self.release.acquire().await;
+            drop(permit);
+            self.inner.put_if_absent(key, body).await
+        }
+        async fn get(&self, key: &str) -> Result<Bytes, ObjectError> {
+            self.inner.get(key).await
+        }
+        async fn get_range(&self, key: &str, range: Range<u64>) -> Result<Bytes, ObjectError> {
+            self.inner.get_range(key, range).await
+        }
+        async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>, ObjectError> {
+            self.inner.list(prefix).await
+        }
+        async fn delete(&self, key: &str) -> Result<(), ObjectError> {
+            self.inner.delete(key).await
+        }
+    }
+
+    fn log() -> Arc<PartitionLog> {
+        let id = PartitionId {
+            topic_id: Uuid::nil(),
+            partition: 0,
+        };
+        Arc::new(PartitionLog::recovered(
+            id,
+            "t".into(),
+            0,
+            Published::default(),
+            Vec::new(),
+        ))
+    }
+
+    /// A writer whose interval is an hour: only a size threshold (or
+    /// shutdown) flushes within a test.
+    fn writer(store: Arc<dyn ObjectStore>, flush_bytes: usize) -> Arc<WalWriter> {
+        let registry = prometheus::Registry::new();
+        let cfg = WalConfig {
+            namespace: "ns".into(),
+            worker_id: "w".into(),
+            stream_epoch: 1,
+            flush: FlushSettings {
+                flush_bytes,
+                target_bytes: flush_bytes,
+                min_interval: Duration::from_secs(3600),
+                max_interval: Duration::from_secs(3600),
+            },
+            max_inflight: 4,
+            put_deadline: Duration::from_secs(3600),
+        };
+        let metrics = Metrics::new(&registry).expect("metrics");
+        WalWriter::new(cfg, store, Arc::new(TailCache::new(1 << 20)), metrics)
+    }
+
+    fn append(w: &WalWriter, log: &Arc<PartitionLog>, n: usize) -> Completion {
+        let records = encode(n, Compression::None, 0);
+        let batches = validate(&records, usize::MAX).expect("valid batch");
+        w.append(log, &records, &batches).expect("append").1
+    }
+
+    const PATIENCE: Duration = Duration::from_secs(60);
+
+    #[tokio::test]
+    async fn the_size_trigger_flushes_without_waiting_for_the_interval() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Arc::new(LocalDirStore::open(dir.path()).expect("store"));
+        let w = writer(store.clone(), 4096);
+        let (_stop, shutdown) = watch::channel(false);
+        tokio::spawn(w.clone().run(shutdown));
+        let log = log();
+        // Below the trigger: nothing is flushed.
+        let small = append(&w, &log, 1);
+        tokio::task::yield_now().await;
+        assert!(small.borrow().is_none());
+        // Crossing it flushes both appends as one object, long before the
+        // hour-long interval.
+        let big = append(&w, &log, 60);
+        let waited = tokio::time::timeout(PATIENCE, completion::wait_durable(big)).await;
+        assert_eq!(waited.expect("flushed by size"), Ok(()));
+        assert_eq!(small.borrow().clone(), Some(Ok(())));
+        assert_eq!(store.list("ns/wal/").await.expect("list").len(), 1);
+        assert_eq!(log.high_watermark(), 61);
+    }
+
+    #[tokio::test]
+    async fn an_append_is_acknowledged_only_once_its_object_exists() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Arc::new(GatedStore {
+            inner: LocalDirStore::open(dir.path()).expect("store"),
+            started: Notify::new(),
+            release: tokio::sync::Semaphore::new(0),
+        });
+        let w = writer(store.clone(), 1);
+        let (_stop, shutdown) = watch::channel(false);
+        tokio::spawn(w.clone().run(shutdown));
+        let log = log();
+        let done = append(&w, &log, 3);
+        tokio::time::timeout(PATIENCE, store.started.notified())
+            .await
+            .expect("the flush started its PUT");
+        // The PUT is in flight, not done: no ack, no visible offsets.
+        for _ in 0..10 {
+            tokio::task::yield_now().await;
+        }
+        assert!(done.borrow().is_none());
+        assert_eq!(log.high_watermark(), 0);
+        assert!(store.inner.list("ns/wal/").await.expect("list").is_empty());
+        store.release.add_permits(1);
+        let waited = tokio::time::timeout(PATIENCE, completion::wait_durable(done)).await;
+        assert_eq!(waited.expect("acknowledged"), Ok(()));
+        assert_eq!(store.inner.list("ns/wal/").await.expect("list").len(), 1);
+        assert_eq!(log.high_watermark(), 3);
     }
 }

@@ -1,0 +1,70 @@
+#!/usr/bin/env bash
+# WAL flush policy benchmark (issue 15), release build, distributed mode on
+# etcd + moto (loadtest/scripts/cluster.sh): WAL objects and all S3 PUTs per
+# GiB ingested, and produce latency, against the per-worker ingest rate, for
+# each flush setting, all in one run.
+#   loadtest/scripts/flush_policy.sh                       # ~20 minutes
+#   WORKERS="1" SETTINGS="fixed50 balanced" RATES="5 0" loadtest/scripts/flush_policy.sh
+# SETTINGS: fixed50 (the policy before profiles: a fixed 50 ms interval and an
+# 8 MiB size trigger), balanced, cost, latency (KAFSCALE_WAL_FLUSH_PROFILE).
+# RATES are MB/s per worker (1 KiB records, so 1,000 records/s per MB/s);
+# 0 is flat out. Each point produces for ${SECS:-15} s (flat out: 300,000
+# records) to its own 12-partition topic, acks=all, linger 5 ms, no
+# compression (the payload is incompressible).
+# Prints one line per point: workers setting rate MB/s-achieved wal/GiB
+# puts/GiB p50 p99 (ms).
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+T=${CARGO_TARGET_DIR:-$HOME/.cache/kafscale-target}
+LT=$T/release/kafscale-loadtest
+export KS_BENCH_DIR=${KS_BENCH_DIR:-/tmp/kafscale-flush}
+GW=127.0.0.1:29092
+WORKERS=${WORKERS:-1 3}
+SETTINGS=${SETTINGS:-fixed50 balanced cost latency}
+RATES=${RATES:-1 5 15 50 0}
+SECS=${SECS:-15}
+cluster=loadtest/scripts/cluster.sh
+
+# Sum over the workers' /metrics of: WAL objects written, S3 PUTs.
+counters() { # workers
+  for i in $(seq 0 $(($1 - 1))); do curl -s "http://127.0.0.1:$((22500 + i))/metrics"; done | awk '
+    /^kafscale_wal_flush_bytes_count/ { wal += $NF }
+    /^kafscale_s3_requests_total/ && /op="put"/ { put += $NF }
+    END { printf "%d %d\n", wal, put }'
+}
+
+settings_env() {
+  case $1 in
+    fixed50) echo KAFSCALE_WAL_FLUSH_INTERVAL_MS=50 KAFSCALE_WAL_FLUSH_MIN_INTERVAL_MS=50 \
+      KAFSCALE_WAL_TARGET_OBJECT_BYTES=8388608 KAFSCALE_WAL_FLUSH_BYTES=8388608 ;;
+    *) echo KAFSCALE_WAL_FLUSH_PROFILE=$1 ;;
+  esac
+}
+
+echo "workers setting MB/s-per-worker MB/s-achieved wal-objects/GiB puts/GiB produce-p50-ms produce-p99-ms"
+for w in $WORKERS; do
+  for s in $SETTINGS; do
+    # shellcheck disable=SC2046
+    env $(settings_env "$s") KAFSCALE_LEASE_TTL_MS=3000 $cluster start "$w" 1 >/dev/null
+    for r in $RATES; do
+      topic="f-$w-$s-$r"
+      if [ "$r" = 0 ]; then args=(--records 300000); else
+        args=(--records $((r * w * 1000 * SECS)) --rate $((r * w * 1000))); fi
+      read -r wal0 put0 < <(counters "$w")
+      json=$("$LT" --bootstrap $GW --topic "$topic" --partitions 12 --record-size 1024 --acks all \
+        --linger-ms 5 --mode produce --quiet "${args[@]}" --json - 2>/dev/null)
+      sleep 1
+      read -r wal1 put1 < <(counters "$w")
+      python3 - "$w" "$s" "$r" "$((wal1 - wal0))" "$((put1 - put0))" "$json" <<'PY'
+import json, sys
+w, s, r, wal, put, doc = sys.argv[1:]
+p = json.loads(doc)["produce"]
+gib = p["bytes_acked"] / 2**30
+lat = p["latency_ms"] or {"p50_ms": 0, "p99_ms": 0}
+print(w, s, r if r != "0" else "flat", round(p["throughput"]["mb_per_sec"], 1),
+      round(int(wal) / gib), round(int(put) / gib), round(lat["p50_ms"], 1), round(lat["p99_ms"], 1))
+PY
+    done
+    $cluster stop
+  done
+done
