@@ -595,13 +595,13 @@ async fn a_coordinator_slot_loads_only_its_live_offsets_once_cleaned() {
     })
     .await
     .expect("commits");
-    let log = server.log();
+    // The slot holds only this group's 300 commit records (offsets 0..300):
+    // it is clean once a pass has reached offset 300. Waiting for any later
+    // "log cleaned" line instead raced with passes that ran during the commits.
     eventually(
-        "the coordinator slot is cleaned",
+        "the coordinator slot is cleaned past the last commit",
         Duration::from_secs(60),
-        async || {
-            server.log().len() > log.len() && server.log()[log.len()..].contains("log cleaned")
-        },
+        async || max_cleaned_offset(&server.log(), "__consumer_offsets") >= 300,
     )
     .await;
     server.kill9();
@@ -631,6 +631,25 @@ async fn a_coordinator_slot_loads_only_its_live_offsets_once_cleaned() {
         after_restart < 20,
         "a cleaned slot replayed {after_restart} records (loads: {loaded:?})"
     );
+}
+
+/// The highest `cleaned_offset` of the "log cleaned" lines for `topic` in
+/// the server log (-1 if none).
+fn max_cleaned_offset(log: &str, topic: &str) -> i64 {
+    strip_ansi(log)
+        .lines()
+        .filter(|l| l.contains("log cleaned") && l.contains(&format!("topic={topic} ")))
+        .filter_map(|l| {
+            let at = l.find("cleaned_offset=")? + "cleaned_offset=".len();
+            l[at..]
+                .chars()
+                .take_while(char::is_ascii_digit)
+                .collect::<String>()
+                .parse()
+                .ok()
+        })
+        .max()
+        .unwrap_or(-1)
 }
 
 /// `log` without terminal colour sequences (`ESC [ ... m`).

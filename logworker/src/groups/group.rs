@@ -45,7 +45,7 @@ pub struct GroupConfig {
     /// `group.max.session.timeout.ms`.
     pub max_session_timeout: Duration,
     /// `offsets.retention.minutes`: how long committed offsets outlive an
-    /// empty group (see [`Group::expire_offsets`]).
+    /// empty group (see [`Group::expired_offsets`]).
     pub offsets_retention: Duration,
 }
 
@@ -282,12 +282,13 @@ impl Group {
         }
     }
 
-    /// Removes and returns the committed offsets expired at `now_ms` (Kafka's
-    /// rules, KIP-211): every offset of a group with a protocol (a consumer
-    /// group) once it has been empty for `retention`; for a group without
-    /// one (offsets committed by standalone consumers), each offset
-    /// `retention` after its commit. A group with members keeps them all.
-    pub fn expire_offsets(&mut self, retention: Duration, now_ms: i64) -> Vec<(String, i32)> {
+    /// The committed offsets expired at `now_ms` (Kafka's rules, KIP-211):
+    /// every offset of a group with a protocol (a consumer group) once it has
+    /// been empty for `retention`; for a group without one (offsets committed
+    /// by standalone consumers), each offset `retention` after its commit. A
+    /// group with members keeps them all. They stay until
+    /// [`Group::forget_offsets`] is called once their tombstones are durable.
+    pub fn expired_offsets(&mut self, retention: Duration, now_ms: i64) -> Vec<(String, i32)> {
         if !self.members.is_empty() {
             self.empty_since_ms = None;
             return Vec::new();
@@ -306,10 +307,30 @@ impl Group {
                 .map(|(k, _)| k.clone())
                 .collect(),
         };
-        for k in &expired {
-            self.offsets.remove(k);
-        }
         expired
+    }
+
+    /// Forgets the offsets in `keys` whose commit record lies below
+    /// `tombstones_at`, the log offset of their durable tombstones; a commit
+    /// made after the tombstones were written is kept.
+    pub fn forget_offsets(&mut self, keys: &[(String, i32)], tombstones_at: i64) {
+        for k in keys {
+            if self
+                .offsets
+                .get(k)
+                .is_some_and(|c| c.log_offset < tombstones_at)
+            {
+                self.offsets.remove(k);
+            }
+        }
+    }
+
+    /// True if the group is Empty, has no members and would have no offsets
+    /// left without `keys`.
+    pub fn unused_without(&self, keys: &[(String, i32)]) -> bool {
+        self.state == GroupState::Empty
+            && self.members.is_empty()
+            && self.offsets.keys().all(|k| keys.contains(k))
     }
 
     /// Restores a group from its persisted form: Stable if it has members.

@@ -237,10 +237,12 @@ impl GroupCoordinator {
     }
 
     /// Writes tombstones for the group's expired offsets
-    /// (`offsets.retention.minutes`) and forgets them; a group left with
-    /// neither members nor offsets is deleted (Kafka's cleanup does both).
-    fn expire_offsets(&self, slot: &Slot, g: &mut Group) {
-        let expired = g.expire_offsets(self.cfg.offsets_retention, now_ms());
+    /// (`offsets.retention.minutes`) and forgets them once the tombstones are
+    /// durable, so an expiry that a reader saw survives a crash; a group left
+    /// with neither members nor offsets is deleted (Kafka's cleanup does
+    /// both). A commit made meanwhile is kept: it lies above the tombstones.
+    fn expire_offsets(&self, slot: &Arc<Slot>, group: &Arc<Mutex<Group>>, g: &mut Group) {
+        let expired = g.expired_offsets(self.cfg.offsets_retention, now_ms());
         if expired.is_empty() {
             return;
         }
@@ -248,12 +250,32 @@ impl GroupCoordinator {
             .iter()
             .map(|(t, p)| records::offset(&g.id, t, *p, None))
             .collect();
-        tracing::info!(group = %g.id, offsets = expired.len(), "committed offsets expired");
-        if g.is_unused() {
+        if g.unused_without(&expired) {
             recs.push(records::group_tombstone(&g.id));
-            Self::bury(slot, g);
         }
-        self.persist_detached(slot, &recs);
+        let (tombstones_at, written) = match self.persist(slot, &recs) {
+            Ok(w) => w,
+            Err(e) => {
+                tracing::warn!(group = %g.id, error = %e, "offset expiry not persisted");
+                return;
+            }
+        };
+        let (slot, group) = (slot.clone(), group.clone());
+        tokio::spawn(async move {
+            if let Err(e) = wait_durable(written).await {
+                tracing::warn!(error = %e, "offset expiry not persisted");
+                return;
+            }
+            let mut g = lock(&group);
+            if g.log_offset == DEAD {
+                return;
+            }
+            g.forget_offsets(&expired, tombstones_at);
+            tracing::info!(group = %g.id, offsets = expired.len(), "committed offsets expired");
+            if g.is_unused() {
+                Self::bury(&slot, &mut g);
+            }
+        });
     }
 
     /// Expires sessions and completes due rebalances, every 100 ms, and
@@ -271,8 +293,8 @@ impl GroupCoordinator {
             let now = Instant::now();
             for slot in self.slots.iter().map(|s| s.clone()).collect::<Vec<_>>() {
                 let groups: Vec<_> = slot.groups.iter().map(|g| g.value().clone()).collect();
-                for g in groups {
-                    let mut g = lock(&g);
+                for group in groups {
+                    let mut g = lock(&group);
                     if g.log_offset == DEAD {
                         continue;
                     }
@@ -281,7 +303,7 @@ impl GroupCoordinator {
                         self.persist_detached(&slot, &[rec]);
                     }
                     if ticks.is_multiple_of(OFFSET_EXPIRY_TICKS) {
-                        self.expire_offsets(&slot, &mut g);
+                        self.expire_offsets(&slot, &group, &mut g);
                     }
                     if g.unused_for(UNUSED_GROUP_RETENTION, now) {
                         Self::bury(&slot, &mut g);
