@@ -2,6 +2,7 @@
 //! worker reached over real loopback gRPC, the assigner and one gateway.
 
 use crate::config::DevArgs;
+use crate::control::ControlState;
 use crate::process;
 use anyhow::Context;
 use kafscale_controlplane::{assigner, EmbeddedStore, Metadata};
@@ -17,7 +18,8 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     let registry = prometheus::Registry::new();
     let (shutdown_tx, shutdown) = watch::channel(false);
     let (ready_tx, ready) = watch::channel(false);
-    process::spawn_http(&args.http_addr, registry.clone(), ready, shutdown.clone()).await?;
+    let control =
+        process::spawn_http(&args.http_addr, registry.clone(), ready, shutdown.clone()).await?;
 
     let store =
         EmbeddedStore::open(&args.data_dir.join("metadata")).context("opening metadata store")?;
@@ -60,7 +62,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     tokio::spawn(worker.run_gc(shutdown.clone()));
 
     let kafka = process::bind(&args.kafka.kafka_addr, "Kafka").await?;
-    let gateway = process::spawn_gateway(
+    let (gateway, listener) = process::spawn_gateway(
         kafka,
         meta.clone(),
         &args.kafka,
@@ -69,6 +71,12 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     )
     .await?;
 
+    control.install(
+        ControlState::new("dev", ready_tx.clone())
+            .with_worker(worker.clone())
+            .with_gateway(listener)
+            .with_identity("dev-0".into(), None),
+    );
     let mut worker_ready = worker.ready();
     let _ = worker_ready.wait_for(|r| *r).await;
     ready_tx.send_replace(true);

@@ -4,6 +4,7 @@
 //! (up to the drain timeout) before the process exits.
 
 use crate::config::GatewayArgs;
+use crate::control::{ControlState, LeaseView};
 use crate::process;
 use kafscale_controlplane::lease::Lease;
 use kafscale_controlplane::metadata::now_ms;
@@ -17,14 +18,14 @@ pub async fn run(args: GatewayArgs) -> anyhow::Result<()> {
     let registry = prometheus::Registry::new();
     let (shutdown_tx, shutdown) = watch::channel(false);
     let (ready_tx, ready) = watch::channel(false);
-    process::spawn_http(&args.http_addr, registry, ready, shutdown.clone()).await?;
+    let control = process::spawn_http(&args.http_addr, registry, ready, shutdown.clone()).await?;
 
     let store = crate::logworker::connect_etcd(&args.etcd).await?;
     let meta = Metadata::new(store.clone(), &args.etcd.namespace);
     let cluster = meta.cluster_info().await?;
     let kafka = process::bind(&args.kafka.kafka_addr, "Kafka").await?;
     let port = kafka.local_addr()?.port();
-    let gateway = process::spawn_gateway(
+    let (gateway, listener) = process::spawn_gateway(
         kafka,
         meta.clone(),
         &args.kafka,
@@ -45,6 +46,17 @@ pub async fn run(args: GatewayArgs) -> anyhow::Result<()> {
         Some(lease.id()),
     )
     .await?;
+    control.install(
+        ControlState::new("gateway", ready_tx.clone())
+            .with_gateway(listener)
+            .with_identity(
+                id.clone(),
+                Some(LeaseView {
+                    id: lease.id(),
+                    lost: lease.lost(),
+                }),
+            ),
+    );
     ready_tx.send_replace(true);
     tracing::info!(cluster_id = %cluster.cluster_id, gateway = %id, kafka = %args.kafka.kafka_addr, "ready");
 

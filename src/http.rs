@@ -1,5 +1,6 @@
 //! The HTTP endpoint: `/metrics` (Prometheus text), `/healthz` (process up),
-//! `/readyz` (200 once clients can produce).
+//! `/readyz` (200 once clients can produce, 503 while drained), and on the
+//! same listener the gRPC control API (HTTP/2, `kafscale.control.v1`).
 
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -19,13 +20,15 @@ pub async fn serve(
     listener: tokio::net::TcpListener,
     registry: Registry,
     ready: watch::Receiver<bool>,
+    control: crate::control::ControlSlot,
     mut shutdown: watch::Receiver<bool>,
 ) -> std::io::Result<()> {
     let app = Router::new()
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
-        .with_state(AppState { registry, ready });
+        .with_state(AppState { registry, ready })
+        .merge(tonic::service::Routes::new(control.service()).into_axum_router());
     axum::serve(listener, app)
         .with_graceful_shutdown(async move {
             let _ = shutdown.changed().await;

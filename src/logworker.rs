@@ -5,6 +5,7 @@
 //! since its partitions have moved and its streams may be sealed.
 
 use crate::config::{LogworkerArgs, S3Args};
+use crate::control::{ControlState, LeaseView};
 use crate::process;
 use anyhow::Context;
 use kafscale_controlplane::lease::Lease;
@@ -105,7 +106,8 @@ pub async fn run(args: LogworkerArgs) -> anyhow::Result<()> {
     let registry = prometheus::Registry::new();
     let (shutdown_tx, shutdown) = watch::channel(false);
     let (ready_tx, ready) = watch::channel(false);
-    process::spawn_http(&args.http_addr, registry.clone(), ready, shutdown.clone()).await?;
+    let control =
+        process::spawn_http(&args.http_addr, registry.clone(), ready, shutdown.clone()).await?;
 
     let store = connect_etcd(&args.etcd).await?;
     let meta = Metadata::new(store.clone(), &args.etcd.namespace);
@@ -140,6 +142,17 @@ pub async fn run(args: LogworkerArgs) -> anyhow::Result<()> {
     )
     .await?;
     let grpc_server = process::spawn_grpc(grpc, worker.clone(), shutdown.clone());
+    control.install(
+        ControlState::new("logworker", ready_tx.clone())
+            .with_worker(worker.clone())
+            .with_identity(
+                worker_id.clone(),
+                Some(LeaseView {
+                    id: lease.id(),
+                    lost: lease.lost(),
+                }),
+            ),
+    );
     tokio::spawn(assigner::run_elected(
         meta.clone(),
         worker_id.clone(),

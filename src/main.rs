@@ -3,6 +3,8 @@
 //! object directory.
 
 mod config;
+mod control;
+mod ctl;
 mod dev;
 mod gateway;
 mod http;
@@ -31,6 +33,8 @@ enum Command {
     Gateway(Box<config::GatewayArgs>),
     /// A log worker (distributed mode: etcd and S3).
     Logworker(Box<config::LogworkerArgs>),
+    /// Talk to a running process's control API (status, drain, undrain, flush).
+    Ctl(ctl::CtlArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -54,6 +58,7 @@ fn main() -> anyhow::Result<()> {
             init_tracing(&args.log_level);
             runtime.block_on(logworker::run(*args))
         }
+        Command::Ctl(args) => runtime.block_on(ctl::run(args)),
     }
 }
 

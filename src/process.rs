@@ -5,6 +5,7 @@ use crate::config::{GroupArgs, KafkaArgs, WalArgs};
 use anyhow::Context;
 use kafscale_controlplane::Metadata;
 use kafscale_gateway::cluster::ClusterView;
+use kafscale_gateway::conn::ListenerControl;
 use kafscale_gateway::dispatch::Dispatcher;
 use kafscale_gateway::router::Router;
 use kafscale_gateway::GatewayConfig;
@@ -23,16 +24,25 @@ pub async fn bind(addr: &str, what: &str) -> anyhow::Result<TcpListener> {
         .with_context(|| format!("binding {what} {addr}"))
 }
 
-/// Serves `/metrics`, `/healthz` and `/readyz` on `addr` until shutdown.
+/// Serves `/metrics`, `/healthz`, `/readyz` and the control API on `addr`
+/// until shutdown. The control API answers UNAVAILABLE until the process
+/// installs its state in the returned slot.
 pub async fn spawn_http(
     addr: &str,
     registry: prometheus::Registry,
     ready: watch::Receiver<bool>,
     shutdown: watch::Receiver<bool>,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<crate::control::ControlSlot> {
     let http = bind(addr, "HTTP").await?;
-    tokio::spawn(crate::http::serve(http, registry, ready, shutdown));
-    Ok(())
+    let slot = crate::control::ControlSlot::default();
+    tokio::spawn(crate::http::serve(
+        http,
+        registry,
+        ready,
+        slot.clone(),
+        shutdown,
+    ));
+    Ok(slot)
 }
 
 /// The worker settings shared by `dev` and `logworker`.
@@ -81,14 +91,15 @@ pub fn spawn_grpc(
 }
 
 /// Starts a gateway on `listener`: watches the cluster in `meta`, routes to
-/// workers, answers Kafka clients until shutdown.
+/// workers, answers Kafka clients until shutdown. Returns its task and the
+/// handle the control API drains it with.
 pub async fn spawn_gateway(
     listener: TcpListener,
     meta: Metadata,
     kafka: &KafkaArgs,
     max_message_bytes: usize,
     shutdown: watch::Receiver<bool>,
-) -> anyhow::Result<JoinHandle<()>> {
+) -> anyhow::Result<(JoinHandle<()>, ListenerControl)> {
     let port = listener.local_addr()?.port();
     anyhow::ensure!(
         kafka.max_connection_bytes >= kafka.max_frame_bytes
@@ -100,6 +111,7 @@ pub async fn spawn_gateway(
         kafka.max_frame_bytes
     );
     let view = ClusterView::start(meta).await?;
+    let control = ListenerControl::new(view.clone());
     let dispatcher = Arc::new(Dispatcher::new(
         GatewayConfig {
             node_id: 0,
@@ -124,9 +136,13 @@ pub async fn spawn_gateway(
         },
         Router::new(view),
     ));
-    Ok(tokio::spawn(kafscale_gateway::serve(
-        listener, dispatcher, shutdown,
-    )))
+    let task = tokio::spawn(kafscale_gateway::serve(
+        listener,
+        dispatcher,
+        control.clone(),
+        shutdown,
+    ));
+    Ok((task, control))
 }
 
 /// Waits for SIGINT or SIGTERM.

@@ -9,7 +9,7 @@ mod common_cluster;
 mod common_etcd;
 mod common_s3;
 
-use common::{consume_all, create_topic, eventually, producer, unique_name};
+use common::{consume_all, create_topic, ctl, eventually, http_get, producer, unique_name};
 use common_cluster::{Cluster, ClusterOptions, LEASE_TTL_MS};
 use futures::stream::{FuturesUnordered, StreamExt};
 use rdkafka::producer::{FutureProducer, FutureRecord};
@@ -152,6 +152,27 @@ fn verify_acked(bootstrap: &str, topic: &str, partitions: i32, acks: &Acks) {
     );
 }
 
+/// Ends a run in which worker 0 handed its partitions over by plan (a
+/// drain): no produce error reached a client, no other worker had to seal
+/// one of its streams, and every acknowledged record of the 6-partition
+/// `topic` is read back at its offset.
+async fn finish_planned_handover(c: &Cluster, topic: &str, load: Load) {
+    let acks = load.finish().await;
+    assert!(
+        acks.failed.is_empty(),
+        "produce errors reached the client: {:?}",
+        &acks.failed[..acks.failed.len().min(5)]
+    );
+    for w in &c.workers[1..] {
+        assert!(
+            !w.log().contains("sealed WAL stream"),
+            "{} had to seal a stream of the drained worker",
+            w.name
+        );
+    }
+    verify_acked(&c.bootstrap(0), topic, 6, &acks);
+}
+
 /// The cluster tests each run etcd, moto and several server processes: on a
 /// small machine they are run one at a time.
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
@@ -263,20 +284,96 @@ async fn sigterm_hands_partitions_over_without_client_errors() {
         "worker did not drain before exiting"
     );
     sleep_ms(3000).await;
-    let acks = load.finish().await;
+    finish_planned_handover(&c, &topic, load).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn control_api_drains_a_worker_and_a_gateway_under_load_without_client_errors() {
+    let _serial = SERIAL.lock().await;
+    let (c, topic, load) = loaded_cluster(3, 2, "ctl", 6, 1).await;
+    sleep_ms(2000).await;
+    let (w0, g1) = (c.workers[0].http_addr(), c.gateways[1].http_addr());
+    let owned = |s: &serde_json::Value| s["partitions"].as_array().map_or(0, Vec::len);
+
+    // Status reports what the metadata says.
+    let status = ctl(w0, &["status", "--json"]).await.json();
+    assert_eq!(status["role"], "logworker");
+    assert_eq!(status["id"], "w0");
+    assert_eq!(status["lease"]["state"], "held");
+    assert_eq!(owned(&status), c.owned_by(0).await);
+    assert!(owned(&status) > 0, "worker 0 owns nothing: {status}");
+
+    // Drain worker 0 under load: every partition and slot moves, no
+    // produce fails, no stream of it needs a seal.
+    let drained = ctl(w0, &["drain", "--json"]).await.json();
     assert!(
-        acks.failed.is_empty(),
-        "produce errors reached the client: {:?}",
-        &acks.failed[..acks.failed.len().min(5)]
+        drained["handed_over"].as_u64().unwrap_or(0) > 0,
+        "{drained}"
     );
-    for w in &c.workers[1..] {
-        assert!(
-            !w.log().contains("sealed WAL stream"),
-            "{} had to seal a stream of the drained worker",
-            w.name
-        );
-    }
-    verify_acked(&c.bootstrap(0), &topic, 6, &acks);
+    let status = ctl(w0, &["status", "--json"]).await.json();
+    assert_eq!(owned(&status), 0, "still owned after a drain: {status}");
+    assert_eq!(
+        status["coordinator_slots"].as_array().map_or(0, Vec::len),
+        0
+    );
+    assert_eq!(status["draining"], true);
+    assert_eq!(c.owned_by(0).await, 0);
+    sleep_ms(1500).await;
+    // While drained it takes nothing; undrained, the assigner gives it work.
+    assert_eq!(c.owned_by(0).await, 0);
+    assert!(ctl(w0, &["undrain"]).await.success);
+    eventually(
+        "the undrained worker is assigned partitions again",
+        Duration::from_secs(30),
+        async || c.owned_by(0).await > 0,
+    )
+    .await;
+
+    // Flush on a worker answers once durable; a gateway has nothing to flush.
+    let flushed = ctl(c.workers[1].http_addr(), &["flush", "--json"])
+        .await
+        .json();
+    assert!(
+        flushed["durable_sequence"].as_u64().unwrap_or(0) > 0,
+        "{flushed}"
+    );
+    let refused = ctl(g1, &["flush"]).await;
+    assert!(
+        !refused.success && refused.stderr.contains("gateway"),
+        "{}",
+        refused.stderr
+    );
+
+    // Drain gateway 1 (the load runs through gateway 0): it refuses new
+    // connections and leaves readiness; undrained, it serves again.
+    let gw = ctl(g1, &["status", "--json"]).await.json();
+    assert_eq!(gw["role"], "gateway");
+    assert_eq!(gw["gateway"]["accepting"], true);
+    assert_eq!(gw["gateway"]["workers"], 3);
+    assert!(ctl(g1, &["drain"]).await.success);
+    assert_eq!(http_get(g1, "/readyz").await.expect("readyz").0, 503);
+    let gw = ctl(g1, &["status", "--json"]).await.json();
+    assert_eq!(gw["gateway"]["accepting"], false);
+    assert_eq!(gw["draining"], true);
+    let closed = async {
+        let mut s = tokio::net::TcpStream::connect(c.kafka_addr(1)).await?;
+        let mut buf = [0u8; 1];
+        tokio::io::AsyncReadExt::read(&mut s, &mut buf).await
+    };
+    let read = tokio::time::timeout(Duration::from_secs(5), closed)
+        .await
+        .expect("a drained gateway left a new connection open");
+    assert!(
+        matches!(read, Ok(0) | Err(_)),
+        "a drained gateway served a connection"
+    );
+    assert!(ctl(g1, &["undrain"]).await.success);
+    assert_eq!(http_get(g1, "/readyz").await.expect("readyz").0, 200);
+    let (_, records) = consume_all(&c.bootstrap(1), &topic, 6, Duration::from_secs(30));
+    assert!(records.values().map(Vec::len).sum::<usize>() > 0);
+
+    sleep_ms(1000).await;
+    finish_planned_handover(&c, &topic, load).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -1,6 +1,8 @@
 //! The partition assigner: keeps every partition owned by exactly one live
 //! worker, moves as few partitions as possible when workers come and go, and
-//! bumps a partition's assignment epoch on every move.
+//! bumps a partition's assignment epoch on every move. A worker whose
+//! registration says it is draining (control API `Drain`) is given nothing,
+//! so its partitions move to the others.
 //!
 //! `plan` is a pure function (tested directly); `run` applies it whenever
 //! topics or workers change.
@@ -98,6 +100,7 @@ pub async fn reconcile_once(meta: &Metadata) -> Result<usize, MetaError> {
         .list_workers()
         .await?
         .into_iter()
+        .filter(|w| !w.draining)
         .map(|w| w.worker_id)
         .collect();
     let current: HashMap<PartitionId, Assignment> =

@@ -8,13 +8,16 @@
 //! budgets, and given back once its response is written; when a budget is
 //! spent the connection waits without reading (TCP backpressure). A frame
 //! must arrive within the read timeout once its length is known. Connections
-//! beyond the per-gateway and per-address limits are closed on accept.
+//! beyond the per-gateway and per-address limits are closed on accept, and
+//! so is every new connection while the listener is drained
+//! ([`ListenerControl`], the control API's Drain).
 
 use crate::budget::{Budgets, RequestBudget};
 use crate::dispatch::{Dispatcher, Outcome, Sequenced};
 use bytes::BytesMut;
 use std::collections::HashMap;
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufWriter};
@@ -58,12 +61,53 @@ impl Drop for Admitted {
     }
 }
 
+/// What the control API sees of, and does to, a gateway's Kafka listener.
+#[derive(Clone)]
+pub struct ListenerControl {
+    accepting: Arc<watch::Sender<bool>>,
+    connections: Arc<AtomicUsize>,
+    view: crate::cluster::ClusterView,
+}
+
+impl ListenerControl {
+    /// A listener that accepts connections, routing with `view`.
+    pub fn new(view: crate::cluster::ClusterView) -> Self {
+        Self {
+            accepting: Arc::new(watch::channel(true).0),
+            connections: Arc::new(AtomicUsize::new(0)),
+            view,
+        }
+    }
+
+    /// Whether new connections are served (false while drained).
+    pub fn accepting(&self) -> bool {
+        *self.accepting.borrow()
+    }
+
+    /// Drained (false): new connections are closed at once; the open ones
+    /// are served until their clients close them.
+    pub fn set_accepting(&self, accepting: bool) {
+        self.accepting.send_replace(accepting);
+    }
+
+    /// Open client connections.
+    pub fn connections(&self) -> usize {
+        self.connections.load(Ordering::SeqCst)
+    }
+
+    /// Workers this gateway knows and routes to.
+    pub fn workers(&self) -> usize {
+        self.view.snapshot().workers.len()
+    }
+}
+
 /// Accepts Kafka connections until `shutdown`, then drains: every
 /// connection stops reading new requests, answers the ones in progress and
 /// closes; returns once all connections are closed.
 pub async fn serve(
     listener: TcpListener,
     dispatcher: Arc<Dispatcher>,
+    control: ListenerControl,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let limits = dispatcher.config().limits.clone();
@@ -74,6 +118,10 @@ pub async fn serve(
         tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
+                    if !control.accepting() {
+                        tracing::debug!(%peer, "refusing connection: gateway drained");
+                        continue;
+                    }
                     if connections.len() >= limits.max_connections {
                         tracing::warn!(%peer, max = limits.max_connections, "refusing connection: gateway connection limit");
                         continue;
@@ -98,6 +146,9 @@ pub async fn serve(
             Some(_) = connections.join_next(), if !connections.is_empty() => {}
             _ = shutdown.changed() => break,
         }
+        control
+            .connections
+            .store(connections.len(), Ordering::SeqCst);
     }
     drop(listener);
     let open = connections.len();

@@ -84,9 +84,12 @@ pub struct Worker {
     pub(crate) opening: DashMap<PartitionId, ()>,
     /// Wakes the ownership loop when an open finishes.
     pub(crate) opened: tokio::sync::Notify,
-    /// Set by `drain`: no partition is opened any more.
+    /// Set by `drain` and by a drain on request: no partition is opened.
     pub(crate) draining: std::sync::atomic::AtomicBool,
     pub(crate) ready: watch::Sender<bool>,
+    /// This worker's registration as last written (under `lease`).
+    pub(crate) registration: std::sync::Mutex<WorkerRegistration>,
+    pub(crate) lease: Option<i64>,
 }
 
 fn code(e: ResponseError) -> i32 {
@@ -136,6 +139,14 @@ impl Worker {
             )),
         };
         let groups = GroupCoordinator::new(cfg.groups.clone(), wal.clone(), source.clone());
+        let registration = WorkerRegistration {
+            worker_id: cfg.worker_id.clone(),
+            grpc_addr: cfg.grpc_advertised_addr.clone(),
+            started_at_ms: now_ms(),
+            stream_epoch,
+            draining: false,
+        };
+        meta.register_worker(&registration, lease).await?;
         let worker = Arc::new(Self {
             cfg: cfg.clone(),
             meta: meta.clone(),
@@ -153,17 +164,9 @@ impl Worker {
             opened: tokio::sync::Notify::new(),
             draining: std::sync::atomic::AtomicBool::new(false),
             ready: watch::channel(false).0,
-        });
-        meta.register_worker(
-            &WorkerRegistration {
-                worker_id: cfg.worker_id.clone(),
-                grpc_addr: cfg.grpc_advertised_addr.clone(),
-                started_at_ms: now_ms(),
-                stream_epoch,
-            },
+            registration: std::sync::Mutex::new(registration),
             lease,
-        )
-        .await?;
+        });
         let flusher = tokio::spawn(wal.run(shutdown.clone()));
         tokio::spawn(groups.run_timers(shutdown.clone()));
         tokio::spawn(worker.clone().compaction_loop(shutdown.clone()));

@@ -30,6 +30,13 @@ impl data::v1::ProducePartitionResult {
     }
 }
 
+/// The control API of every process (`kafscale ctl`, the operator).
+pub mod control {
+    pub mod v1 {
+        tonic::include_proto!("kafscale.control.v1");
+    }
+}
+
 /// Records of the group coordinator's log (`__consumer_offsets`).
 pub mod groups {
     pub mod v1 {

@@ -399,3 +399,35 @@ pub fn send_signal(pid: u32, name: &str) {
         "`kill -{name} {pid}` failed with {status}"
     );
 }
+
+/// What `kafscale ctl` printed and whether it succeeded.
+pub struct CtlOutput {
+    pub success: bool,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl CtlOutput {
+    /// The JSON it printed (for `--json` runs that succeeded).
+    pub fn json(&self) -> serde_json::Value {
+        assert!(self.success, "kafscale ctl failed: {}", self.stderr);
+        serde_json::from_str(&self.stdout)
+            .unwrap_or_else(|e| panic!("kafscale ctl printed no JSON ({e}): {}", self.stdout))
+    }
+}
+
+/// Runs `kafscale ctl ARGS --addr ADDR` (the process's control API).
+pub async fn ctl(addr: SocketAddr, args: &[&str]) -> CtlOutput {
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_kafscale"))
+        .arg("ctl")
+        .args(args)
+        .args(["--addr", &addr.to_string()])
+        .output()
+        .await
+        .expect("run kafscale ctl");
+    CtlOutput {
+        success: out.status.success(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}

@@ -177,6 +177,14 @@ impl GroupCoordinator {
         self.slots.iter().map(|s| *s.key()).collect()
     }
 
+    /// Slots currently loaded, with the number of groups each holds.
+    pub fn slot_group_counts(&self) -> Vec<(i32, usize)> {
+        self.slots
+            .iter()
+            .map(|s| (*s.key(), s.value().groups.len()))
+            .collect()
+    }
+
     fn slot(&self, partition: i32) -> Option<Arc<Slot>> {
         self.slots.get(&partition).map(|s| s.clone())
     }

@@ -4,8 +4,9 @@
 //! Guarantees:
 //! - A flush happens when the flush policy says so (`super::policy`: the
 //!   size trigger, the target size, or an interval adapted to the ingest
-//!   rate, never more than `max_interval` after the oldest byte arrived) and
-//!   on shutdown.
+//!   rate, never more than `max_interval` after the oldest byte arrived),
+//!   when asked ([`WalWriter::flush_now`], the control API's Flush) and on
+//!   shutdown.
 //! - Offsets are assigned under the buffer lock, so buffer order is offset order.
 //! - An append's completion resolves `Ok` only after the object holding it was
 //!   created in the object store; objects commit (advance high watermarks) in
@@ -26,13 +27,13 @@ use super::format::{self, ChunkInput};
 use super::policy::{FlushPolicy, FlushSettings};
 use crate::batch::{append_patched, BatchInfo};
 use crate::cache::TailCache;
-use crate::completion::{self, Completion, CompletionSender, WalError};
+use crate::completion::{self, wait_durable, Completion, CompletionSender, WalError};
 use crate::metrics::Metrics;
 use crate::objstore::{ObjectError, ObjectStore};
 use crate::partition::{ChunkRef, PartitionId, PartitionLog};
 use bytes::{Bytes, BytesMut};
 use indexmap::IndexMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 use tokio::sync::{mpsc, watch, Notify};
@@ -102,6 +103,17 @@ pub struct WalWriter {
     wake: Notify,
     fenced: AtomicBool,
     closed: AtomicBool,
+    /// Set by [`WalWriter::flush_now`]: flush the buffer without waiting.
+    force: AtomicBool,
+    /// Sequence number of the newest object started.
+    started: AtomicU64,
+    /// Objects whose PUT has finished (committed or failed).
+    finished: AtomicU64,
+    /// Sequence number of the newest object committed (objects commit in
+    /// sequence order).
+    committed: AtomicU64,
+    /// The completion of the newest buffer taken for a flush.
+    last_taken: Mutex<Option<Completion>>,
 }
 
 impl WalWriter {
@@ -122,6 +134,11 @@ impl WalWriter {
             wake: Notify::new(),
             fenced: AtomicBool::new(false),
             closed: AtomicBool::new(false),
+            force: AtomicBool::new(false),
+            started: AtomicU64::new(0),
+            finished: AtomicU64::new(0),
+            committed: AtomicU64::new(0),
+            last_taken: Mutex::new(None),
         })
     }
 
@@ -141,6 +158,50 @@ impl WalWriter {
     /// True once a seal fenced this stream: nothing more will be acknowledged.
     pub fn is_fenced(&self) -> bool {
         self.fenced.load(Ordering::SeqCst)
+    }
+
+    /// The tail cache this writer fills.
+    pub fn tail_cache(&self) -> &TailCache {
+        &self.cache
+    }
+
+    /// The stream's state for the control API.
+    pub fn status(&self) -> kafscale_proto::control::v1::WalStatus {
+        let buffered = self.lock().bytes as u64;
+        let started = self.started.load(Ordering::SeqCst);
+        kafscale_proto::control::v1::WalStatus {
+            stream_epoch: self.cfg.stream_epoch,
+            buffered_bytes: buffered,
+            inflight_flushes: started.saturating_sub(self.finished.load(Ordering::SeqCst)) as u32,
+            next_sequence: started + 1,
+            fenced: self.is_fenced(),
+            durable_sequence: self.committed.load(Ordering::SeqCst),
+        }
+    }
+
+    /// Flushes the buffer now, without waiting for the flush policy, and
+    /// returns once everything appended before the call is durable (or its
+    /// flush failed), with the newest committed object's sequence number.
+    pub async fn flush_now(&self) -> Result<u64, WalError> {
+        let waiting = {
+            let buf = self.lock();
+            if buf.chunks.is_empty() {
+                // Nothing buffered: wait for the newest flush in flight
+                // (objects commit in order, so it is the last to finish).
+                self.last_taken
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .clone()
+            } else {
+                self.force.store(true, Ordering::SeqCst);
+                Some(buf.done.subscribe())
+            }
+        };
+        self.wake.notify_one();
+        if let Some(c) = waiting {
+            wait_durable(c).await?;
+        }
+        Ok(self.committed.load(Ordering::SeqCst))
     }
 
     /// Assigns offsets to validated batches and buffers them. Returns the base
@@ -207,6 +268,9 @@ impl WalWriter {
             if !taken.chunks.is_empty() {
                 self.policy().observe_take(taken.bytes, Instant::now());
                 seq += 1;
+                self.started.store(seq, Ordering::SeqCst);
+                *self.last_taken.lock().unwrap_or_else(|p| p.into_inner()) =
+                    Some(taken.done.subscribe());
                 if tx.send(self.start_flush(seq, taken)).await.is_err() {
                     break;
                 }
@@ -229,6 +293,9 @@ impl WalWriter {
                 let b = self.lock();
                 (b.bytes, b.first_at)
             };
+            if self.force.swap(false, Ordering::SeqCst) && bytes > 0 {
+                return false;
+            }
             let due = first_at.map(|t| self.policy().due(bytes, t));
             match due {
                 Some(d) if Instant::now() >= d => return false,
@@ -320,6 +387,8 @@ impl WalWriter {
                             self.cache.inserted(&log, base, len);
                         }
                     }
+                    self.committed.store(f.seq, Ordering::SeqCst);
+                    self.finished.fetch_add(1, Ordering::SeqCst);
                     f.done.send_replace(Some(Ok(())));
                 }
                 Err(e) => {
@@ -334,6 +403,7 @@ impl WalWriter {
                     for (entry, log) in f.entries.iter().zip(&f.logs) {
                         log.skip_failed(entry.last_offset + 1);
                     }
+                    self.finished.fetch_add(1, Ordering::SeqCst);
                     f.done.send_replace(Some(Err(err)));
                 }
             }
@@ -492,5 +562,34 @@ mod tests {
         assert_eq!(waited.expect("acknowledged"), Ok(()));
         assert_eq!(store.inner.list("ns/wal/").await.expect("list").len(), 1);
         assert_eq!(log.high_watermark(), 3);
+    }
+
+    #[tokio::test]
+    async fn flush_now_writes_the_buffer_and_answers_once_it_is_durable() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Arc::new(LocalDirStore::open(dir.path()).expect("store"));
+        let w = writer(store.clone(), 1 << 20);
+        let (_stop, shutdown) = watch::channel(false);
+        tokio::spawn(w.clone().run(shutdown));
+        let log = log();
+        // Nothing written yet: a flush has nothing to wait for.
+        let none = tokio::time::timeout(PATIENCE, w.flush_now()).await;
+        assert_eq!(none.expect("answers at once"), Ok(0));
+        let done = append(&w, &log, 5);
+        assert!(w.status().buffered_bytes > 0);
+        let flushed = tokio::time::timeout(PATIENCE, w.flush_now()).await;
+        assert_eq!(flushed.expect("flushed long before the interval"), Ok(1));
+        assert_eq!(done.borrow().clone(), Some(Ok(())));
+        assert_eq!(log.high_watermark(), 5);
+        let status = w.status();
+        assert_eq!(
+            (
+                status.buffered_bytes,
+                status.inflight_flushes,
+                status.durable_sequence
+            ),
+            (0, 0, 1)
+        );
+        assert_eq!(store.list("ns/wal/").await.expect("list").len(), 1);
     }
 }
