@@ -385,3 +385,18 @@ pub struct GatewayArgs {
     #[arg(long, env = "KAFSCALE_LOG_LEVEL", default_value = "info")]
     pub log_level: String,
 }
+
+/// `kafscale operator` settings.
+#[derive(Args, Debug)]
+pub struct OperatorArgs {
+    /// Namespace whose KafscaleCluster and KafscaleTopic resources are
+    /// reconciled (all namespaces when unset).
+    #[arg(long, env = "KAFSCALE_WATCH_NAMESPACE")]
+    pub watch_namespace: Option<String>,
+    /// HTTP listen address for /metrics, /healthz, /readyz and the control API.
+    #[arg(long, env = "KAFSCALE_HTTP_ADDR", default_value = "0.0.0.0:9093")]
+    pub http_addr: String,
+    /// Log filter (tracing env-filter syntax).
+    #[arg(long, env = "KAFSCALE_LOG_LEVEL", default_value = "info")]
+    pub log_level: String,
+}

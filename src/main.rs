@@ -9,6 +9,7 @@ mod dev;
 mod gateway;
 mod http;
 mod logworker;
+mod operator;
 mod process;
 
 use clap::{Parser, Subcommand};
@@ -35,6 +36,10 @@ enum Command {
     Logworker(Box<config::LogworkerArgs>),
     /// Talk to a running process's control API (status, drain, undrain, flush).
     Ctl(ctl::CtlArgs),
+    /// The Kubernetes operator (KafscaleCluster, KafscaleTopic).
+    Operator(Box<config::OperatorArgs>),
+    /// Print the CustomResourceDefinitions (KafscaleCluster, KafscaleTopic) as YAML.
+    Crd,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -59,6 +64,14 @@ fn main() -> anyhow::Result<()> {
             runtime.block_on(logworker::run(*args))
         }
         Command::Ctl(args) => runtime.block_on(ctl::run(args)),
+        Command::Operator(args) => {
+            init_tracing(&args.log_level);
+            runtime.block_on(operator::run(*args))
+        }
+        Command::Crd => {
+            print!("{}", kafscale_controlplane::operator::crd::crds_yaml()?);
+            Ok(())
+        }
     }
 }
 

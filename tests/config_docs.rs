@@ -79,3 +79,8 @@ fn documented_defaults_match_logworker_help() {
 fn documented_defaults_match_gateway_help() {
     check("gateway");
 }
+
+#[test]
+fn documented_defaults_match_operator_help() {
+    check("operator");
+}

@@ -379,3 +379,42 @@ async fn describe_topic_partitions_pages_through_topics_with_cursors() {
     assert_eq!(seen, want);
     assert_eq!(pages, 3, "5 partitions in pages of 2");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalid_storage_configs_are_refused_with_invalid_config() {
+    use rdkafka::admin::{NewTopic, TopicReplication};
+    let server = DevServer::start(DevOptions::default()).await;
+    let bootstrap = server.bootstrap();
+    let admin = admin(&bootstrap);
+    let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
+    for (key, value) in [
+        ("segment.bytes", "-5"),
+        ("retention.bytes", "-2"),
+        ("retention.ms", "soon"),
+        ("segment.ms", "-7"),
+        ("cleanup.policy", "shred"),
+        ("cleanup.policy", ""),
+        ("delete.retention.ms", "-1"),
+        ("min.compaction.lag.ms", "-3"),
+    ] {
+        let name = unique_name("badcfg");
+        let t = NewTopic::new(&name, 1, TopicReplication::Fixed(1)).set(key, value);
+        let created = admin
+            .create_topics([&t], &opts)
+            .await
+            .expect("CreateTopics");
+        assert!(
+            matches!(&created[0], Err((_, RDKafkaErrorCode::InvalidConfig))),
+            "{key}={value}: {created:?}"
+        );
+        // All topics, not this one by name (which could auto-create it).
+        let md = admin
+            .inner()
+            .fetch_metadata(None, Duration::from_secs(5))
+            .expect("metadata");
+        assert!(
+            md.topics().iter().all(|t| t.name() != name),
+            "{key}={value} created the topic anyway"
+        );
+    }
+}

@@ -65,43 +65,7 @@ fn known(ctx: &Ctx<'_>) -> Vec<(&'static str, String, i8)> {
     ]
 }
 
-/// Checks one topic config; returns the reason it is rejected.
-pub fn validate(key: &str, value: &str) -> Result<(), String> {
-    match key {
-        "cleanup.policy" => {
-            let mut policies = value.split(',').map(str::trim);
-            if policies.all(|p| p == "delete" || p == "compact") && !value.trim().is_empty() {
-                Ok(())
-            } else {
-                Err(format!(
-                    "cleanup.policy must be delete, compact or both, not '{value}'"
-                ))
-            }
-        }
-        "delete.retention.ms" | "min.compaction.lag.ms" => match value.parse::<i64>() {
-            Ok(v) if v >= 0 => Ok(()),
-            _ => Err(format!("config '{key}' must be a non-negative long")),
-        },
-        "min.cleanable.dirty.ratio" => match value.parse::<f64>() {
-            Ok(v) if (0.0..=1.0).contains(&v) => Ok(()),
-            _ => Err(format!("config '{key}' must be a double in [0, 1]")),
-        },
-        "message.timestamp.type" if value == "CreateTime" => Ok(()),
-        "message.timestamp.type" => {
-            Err("only message.timestamp.type=CreateTime is supported".into())
-        }
-        "max.message.bytes" | "min.insync.replicas" | "segment.bytes" => match value.parse::<i32>()
-        {
-            Ok(v) if v >= 0 => Ok(()),
-            _ => Err(format!("config '{key}' must be a non-negative int")),
-        },
-        "retention.bytes" | "retention.ms" | "segment.ms" => match value.parse::<i64>() {
-            Ok(v) if v >= -1 => Ok(()),
-            _ => Err(format!("config '{key}' must be a long ≥ -1")),
-        },
-        _ => Err(format!("unknown topic config '{key}'")),
-    }
-}
+pub use kafscale_controlplane::topic_config::validate;
 
 /// One described config entry.
 fn entry(
