@@ -160,6 +160,10 @@ pub struct KafkaArgs {
     /// Create unknown topics on Metadata/Produce.
     #[arg(long, env = "KAFSCALE_AUTO_CREATE_TOPICS", default_value_t = true, action = clap::ArgAction::Set)]
     pub auto_create_topics: bool,
+    /// Label per-topic gateway metrics with the topic (false: one series for
+    /// all topics, for clusters with very many topics).
+    #[arg(long, env = "KAFSCALE_METRICS_TOPIC_LABELS", default_value_t = true, action = clap::ArgAction::Set)]
+    pub metrics_topic_labels: bool,
     /// Partition count of auto-created topics.
     #[arg(long, env = "KAFSCALE_AUTO_CREATE_PARTITIONS", default_value_t = 1)]
     pub auto_create_partitions: i32,

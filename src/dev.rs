@@ -67,6 +67,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         meta.clone(),
         &args.kafka,
         args.max_message_bytes,
+        &registry,
         shutdown.clone(),
     )
     .await?;

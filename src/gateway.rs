@@ -18,7 +18,8 @@ pub async fn run(args: GatewayArgs) -> anyhow::Result<()> {
     let registry = prometheus::Registry::new();
     let (shutdown_tx, shutdown) = watch::channel(false);
     let (ready_tx, ready) = watch::channel(false);
-    let control = process::spawn_http(&args.http_addr, registry, ready, shutdown.clone()).await?;
+    let control =
+        process::spawn_http(&args.http_addr, registry.clone(), ready, shutdown.clone()).await?;
 
     let store = crate::logworker::connect_etcd(&args.etcd).await?;
     let meta = Metadata::new(store.clone(), &args.etcd.namespace);
@@ -30,6 +31,7 @@ pub async fn run(args: GatewayArgs) -> anyhow::Result<()> {
         meta.clone(),
         &args.kafka,
         args.max_message_bytes,
+        &registry,
         shutdown.clone(),
     )
     .await?;

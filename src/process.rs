@@ -7,6 +7,7 @@ use kafscale_controlplane::Metadata;
 use kafscale_gateway::cluster::ClusterView;
 use kafscale_gateway::conn::ListenerControl;
 use kafscale_gateway::dispatch::Dispatcher;
+use kafscale_gateway::metrics::GatewayMetrics;
 use kafscale_gateway::router::Router;
 use kafscale_gateway::GatewayConfig;
 use kafscale_logworker::service::LogWorkerService;
@@ -98,6 +99,7 @@ pub async fn spawn_gateway(
     meta: Metadata,
     kafka: &KafkaArgs,
     max_message_bytes: usize,
+    registry: &prometheus::Registry,
     shutdown: watch::Receiver<bool>,
 ) -> anyhow::Result<(JoinHandle<()>, ListenerControl)> {
     let port = listener.local_addr()?.port();
@@ -135,6 +137,7 @@ pub async fn spawn_gateway(
             authorizer: kafka.authorizer_config(),
         },
         Router::new(view),
+        GatewayMetrics::new(registry, kafka.metrics_topic_labels)?,
     ));
     let task = tokio::spawn(kafscale_gateway::serve(
         listener,

@@ -291,6 +291,18 @@ async fn a_cluster_becomes_its_workloads_follows_changes_and_reports_readiness()
         json!(etcd.endpoint()),
         "an invalid spec changed the settings"
     );
+
+    // Deleting the cluster deletes everything it owns (through the owner
+    // references, by Kubernetes' garbage collector; the fake does the same).
+    api.delete("demo", &DeleteParams::default())
+        .await
+        .expect("delete");
+    let left: Vec<String> = kube
+        .paths()
+        .into_iter()
+        .filter(|p| p.contains("/namespaces/team-a/"))
+        .collect();
+    assert!(left.is_empty(), "left after deleting the cluster: {left:?}");
 }
 
 async fn reconcile_topic(
@@ -557,6 +569,18 @@ fn yaml_documents(text: &str) -> Vec<Value> {
             serde_yaml::from_str::<Value>(d).unwrap_or_else(|e| panic!("invalid YAML ({e}): {d}"))
         })
         .collect()
+}
+
+#[test]
+fn the_charts_plain_files_parse() {
+    let chart = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/helm/kafscale-operator");
+    let read = |f: &str| std::fs::read_to_string(format!("{chart}/{f}")).expect("chart file");
+    let meta = yaml_documents(&read("Chart.yaml"));
+    assert_eq!(meta[0]["name"], "kafscale-operator");
+    assert_eq!(meta[0]["apiVersion"], "v2");
+    let values = yaml_documents(&read("values.yaml"));
+    assert!(values[0]["image"]["repository"].is_string());
+    assert!(values[0].get("watchNamespace").is_some());
 }
 
 #[test]

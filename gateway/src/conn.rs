@@ -114,22 +114,28 @@ pub async fn serve(
     let gateway_budget = Budgets::gateway(limits.gateway_bytes);
     let per_address = Arc::new(PerAddress::default());
     let mut connections = tokio::task::JoinSet::new();
+    let metrics = dispatcher.metrics().clone();
+    let outcome = |o: &str| metrics.connections_total.with_label_values(&[o]).inc();
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
                     if !control.accepting() {
                         tracing::debug!(%peer, "refusing connection: gateway drained");
+                        outcome("drained");
                         continue;
                     }
                     if connections.len() >= limits.max_connections {
                         tracing::warn!(%peer, max = limits.max_connections, "refusing connection: gateway connection limit");
+                        outcome("gateway_limit");
                         continue;
                     }
                     let Some(admitted) = per_address.admit(peer.ip(), limits.max_connections_per_ip) else {
                         tracing::warn!(%peer, max = limits.max_connections_per_ip, "refusing connection: per-address connection limit");
+                        outcome("address_limit");
                         continue;
                     };
+                    outcome("accepted");
                     let _ = stream.set_nodelay(true);
                     let d = dispatcher.clone();
                     let stop = shutdown.clone();
@@ -149,6 +155,7 @@ pub async fn serve(
         control
             .connections
             .store(connections.len(), Ordering::SeqCst);
+        metrics.connections.set(connections.len() as i64);
     }
     drop(listener);
     let open = connections.len();
@@ -222,6 +229,7 @@ async fn handle(
         let len = len as usize;
         if len > max || len < 8 {
             tracing::warn!(len, max, "rejecting frame: size out of bounds");
+            d.metrics().refused("frame_size");
             break;
         }
         // Take the frame's bytes from both budgets before reading them; with

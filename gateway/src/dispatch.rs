@@ -8,6 +8,7 @@
 use crate::cluster::ClusterView;
 use crate::config::GatewayConfig;
 use crate::handlers;
+use crate::metrics::GatewayMetrics;
 use crate::router::Router;
 use bytes::{Buf, Bytes, BytesMut};
 use kafka_protocol::messages::{ApiKey, RequestHeader, ResponseHeader};
@@ -73,6 +74,7 @@ pub struct Dispatcher {
     cfg: GatewayConfig,
     router: Router,
     producer_ids: handlers::init_producer_id::ProducerIds,
+    metrics: GatewayMetrics,
 }
 
 /// Context handed to every handler.
@@ -93,6 +95,8 @@ pub struct Ctx<'a> {
     pub producer_ids: &'a handlers::init_producer_id::ProducerIds,
     /// The authenticated principal ("User:ANONYMOUS" on a plaintext listener).
     pub principal: &'a str,
+    /// The gateway's metrics (handlers count bytes per topic).
+    pub metrics: &'a GatewayMetrics,
 }
 
 impl Ctx<'_> {
@@ -225,18 +229,24 @@ pub fn encode<R: Encodable + HeaderVersion>(
 }
 
 impl Dispatcher {
-    /// A dispatcher for one gateway.
-    pub fn new(cfg: GatewayConfig, router: Router) -> Self {
+    /// A dispatcher for one gateway, counting into `metrics`.
+    pub fn new(cfg: GatewayConfig, router: Router, metrics: GatewayMetrics) -> Self {
         Self {
             cfg,
             router,
             producer_ids: Default::default(),
+            metrics,
         }
     }
 
     /// The gateway settings.
     pub fn config(&self) -> &GatewayConfig {
         &self.cfg
+    }
+
+    /// The gateway's metrics.
+    pub fn metrics(&self) -> &GatewayMetrics {
+        &self.metrics
     }
 
     /// Handles one request frame from the client at `client_host`;
@@ -256,10 +266,12 @@ impl Dispatcher {
         let correlation_id = i32::from_be_bytes([frame[4], frame[5], frame[6], frame[7]]);
         let Ok(key) = ApiKey::try_from(raw_key) else {
             tracing::warn!(api_key = raw_key, "unknown API key; closing connection");
+            self.metrics.refused("unknown_api");
             return Outcome::Close;
         };
         let Some((lo, hi)) = supported(key) else {
             tracing::warn!(?key, "unsupported API; closing connection");
+            self.metrics.refused("unknown_api");
             return Outcome::Close;
         };
         if version < lo || version > hi {
@@ -267,12 +279,17 @@ impl Dispatcher {
                 return handlers::api_versions::unsupported_version(correlation_id);
             }
             tracing::warn!(?key, version, "unsupported version; closing connection");
+            self.metrics.refused("unsupported_version");
             return Outcome::Close;
         }
         let header = match RequestHeader::decode(&mut frame, key.request_header_version(version)) {
             Ok(h) => h,
-            Err(_) => return Outcome::Close,
+            Err(_) => {
+                self.metrics.refused("malformed");
+                return Outcome::Close;
+            }
         };
+        let started = std::time::Instant::now();
         // Only these change log order; everything else may overlap freely.
         if !matches!(key, ApiKey::Produce | ApiKey::OffsetCommit) {
             sequenced.fire();
@@ -289,8 +306,22 @@ impl Dispatcher {
             budget,
             producer_ids: &self.producer_ids,
             principal: ANONYMOUS,
+            metrics: &self.metrics,
         };
         let outcome = handlers::handle(&ctx, key, header.correlation_id, &mut frame).await;
+        let api = format!("{key:?}");
+        if matches!(outcome, Outcome::Close) {
+            self.metrics.refused("malformed");
+        } else {
+            self.metrics
+                .requests
+                .with_label_values(&[api.as_str(), &version.to_string()])
+                .inc();
+            self.metrics
+                .request_seconds
+                .with_label_values(&[api.as_str()])
+                .observe(started.elapsed().as_secs_f64());
+        }
         if frame.has_remaining() && !matches!(outcome, Outcome::Close) {
             tracing::debug!(?key, left = frame.remaining(), "request had trailing bytes");
         }

@@ -7,10 +7,12 @@
 //! POST (create), PATCH (server-side apply as a deep merge, JSON merge
 //! patch, JSON patch; `/status` patches the same object) and DELETE
 //! (finalizers respected: the object gets a deletionTimestamp and goes once
-//! its finalizers are removed). It assigns uid, resourceVersion, generation
-//! (bumped when `spec` changes) and creationTimestamp. Not implemented:
-//! watches, field ownership and conflicts of server-side apply, garbage
-//! collection by owner references, admission and schema validation.
+//! its finalizers are removed; objects whose owner references name a
+//! removed object go with it, as Kubernetes' garbage collector does in the
+//! background). It assigns uid, resourceVersion, generation (bumped when
+//! `spec` changes) and creationTimestamp. Not implemented: watches, field
+//! ownership and conflicts of server-side apply, admission and schema
+//! validation.
 
 #![allow(dead_code)]
 
@@ -77,6 +79,27 @@ fn merge(doc: &mut Value, patch: &Value) {
 }
 
 impl Store {
+    /// Removes an object and, transitively, every object it owns.
+    fn remove(&mut self, key: &str) {
+        let Some(gone) = self.objects.remove(key) else {
+            return;
+        };
+        let uid = gone["metadata"]["uid"].clone();
+        let owned: Vec<String> = self
+            .objects
+            .iter()
+            .filter(|(_, o)| {
+                o["metadata"]["ownerReferences"]
+                    .as_array()
+                    .is_some_and(|refs| refs.iter().any(|r| r["uid"] == uid))
+            })
+            .map(|(k, _)| k.clone())
+            .collect();
+        for k in owned {
+            self.remove(&k);
+        }
+    }
+
     fn stamp(&mut self, obj: &mut Value, created: bool) {
         self.version += 1;
         let m = &mut obj["metadata"];
@@ -107,7 +130,7 @@ impl Store {
             .as_array()
             .is_some_and(|f| !f.is_empty());
         if obj["metadata"].get("deletionTimestamp").is_some() && !finalizers {
-            self.objects.remove(key);
+            self.remove(key);
         } else {
             self.objects.insert(key.to_string(), obj.clone());
         }
@@ -227,7 +250,7 @@ async fn handle(
                     let written = s.write(&key, Some(&obj.clone()), obj);
                     ok(written)
                 } else {
-                    s.objects.remove(&key);
+                    s.remove(&key);
                     ok(
                         json!({"apiVersion": "v1", "kind": "Status", "status": "Success", "metadata": {}}),
                     )

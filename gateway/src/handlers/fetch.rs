@@ -124,6 +124,8 @@ pub async fn handle(ctx: &Ctx<'_>, req: FetchRequest) -> FetchResponse {
     let snap = ctx.view.snapshot();
     let mut resp = FetchResponse::default();
     let mut parts: Vec<((usize, usize), pb::FetchPartition)> = Vec::new();
+    // Topic names by request index (v13+ names topics by id only).
+    let mut names: Vec<String> = Vec::with_capacity(req.topics.len());
     for (ti, ft) in req.topics.iter().enumerate() {
         let name = if ctx.version >= 13 {
             snap.topic_names
@@ -171,6 +173,7 @@ pub async fn handle(ctx: &Ctx<'_>, req: FetchRequest) -> FetchResponse {
             tr.partitions.push(pd);
         }
         resp.responses.push(tr);
+        names.push(name);
     }
     let (routed, unroutable) = ctx.router.split(parts, |(_, p)| p.key()).await;
     for ((ti, pi), _) in unroutable {
@@ -196,6 +199,8 @@ pub async fn handle(ctx: &Ctx<'_>, req: FetchRequest) -> FetchResponse {
                     if ctx.version >= 5 {
                         pd.log_start_offset = res.log_start_offset;
                     }
+                    let topic = names.get(slot.0).map_or("", String::as_str);
+                    ctx.metrics.fetched(topic, res.records.len());
                     pd.records = Some(res.records);
                 }
             }

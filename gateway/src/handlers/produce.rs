@@ -50,6 +50,8 @@ pub async fn handle(ctx: &Ctx<'_>, req: ProduceRequest) -> ProduceResponse {
                     pr.error_code = ResponseError::InvalidTopicException.code();
                 }
                 Some(t) if pd.index >= 0 && pd.index < t.partitions => {
+                    let size = pd.records.as_ref().map_or(0, |r| r.len());
+                    ctx.metrics.produced(&name, size);
                     pending.push((
                         (ti, pi),
                         pb::ProducePartition {
@@ -190,7 +192,9 @@ mod tests {
             limits: crate::config::Limits::unbounded_for_tests(1 << 20),
             authorizer: None,
         };
-        let d = Dispatcher::new(cfg, c.router.clone());
+        let metrics = crate::metrics::GatewayMetrics::new(&prometheus::Registry::new(), true)
+            .expect("metrics");
+        let d = Dispatcher::new(cfg, c.router.clone(), metrics);
         let (tx, _rx) = tokio::sync::oneshot::channel();
         let Outcome::Respond(mut bytes) = d
             .dispatch(

@@ -1,0 +1,129 @@
+//! Prometheus metrics of a gateway: requests by API and version, their
+//! latency, requests refused by closing the connection, client connections,
+//! and record bytes in and out per topic.
+//!
+//! Cardinality is bounded: API and version come from the served table, the
+//! refusal reasons and connection outcomes are fixed sets, and the topic
+//! label can be turned off (`KAFSCALE_METRICS_TOPIC_LABELS=false`: every
+//! topic counts as `topic=""`).
+
+use prometheus::{
+    exponential_buckets, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry,
+};
+
+/// Handles to the gateway's metrics (cheap to clone).
+#[derive(Clone, Debug)]
+pub struct GatewayMetrics {
+    /// `kafscale_gateway_requests_total{api,version}`: requests served.
+    pub requests: IntCounterVec,
+    /// `kafscale_gateway_request_seconds{api}`: from a request's frame to its
+    /// answer (an acknowledged produce includes waiting for durability, a
+    /// fetch its long poll).
+    pub request_seconds: HistogramVec,
+    /// `kafscale_gateway_refused_requests_total{reason}`: requests answered by
+    /// closing the connection (`unknown_api`, `unsupported_version`,
+    /// `malformed`, `frame_size`).
+    pub refused_requests: IntCounterVec,
+    /// `kafscale_gateway_connections`: open client connections.
+    pub connections: IntGauge,
+    /// `kafscale_gateway_connections_total{outcome}`: accepted connections
+    /// (`accepted`) and those closed on accept (`gateway_limit`,
+    /// `address_limit`, `drained`).
+    pub connections_total: IntCounterVec,
+    /// `kafscale_gateway_produced_bytes_total{topic}`: record-batch bytes of
+    /// produce requests routed to workers.
+    pub produced_bytes: IntCounterVec,
+    /// `kafscale_gateway_fetched_bytes_total{topic}`: record-batch bytes of
+    /// fetch answers.
+    pub fetched_bytes: IntCounterVec,
+    topic_labels: bool,
+}
+
+impl GatewayMetrics {
+    /// Creates the metrics and registers them in `registry`.
+    pub fn new(registry: &Registry, topic_labels: bool) -> Result<Self, prometheus::Error> {
+        let m = Self {
+            requests: IntCounterVec::new(
+                Opts::new("kafscale_gateway_requests_total", "Kafka requests served"),
+                &["api", "version"],
+            )?,
+            request_seconds: HistogramVec::new(
+                HistogramOpts::new(
+                    "kafscale_gateway_request_seconds",
+                    "Time from a Kafka request's frame to its answer",
+                )
+                .buckets(exponential_buckets(0.0005, 2.0, 16)?),
+                &["api"],
+            )?,
+            refused_requests: IntCounterVec::new(
+                Opts::new(
+                    "kafscale_gateway_refused_requests_total",
+                    "Kafka requests answered by closing the connection",
+                ),
+                &["reason"],
+            )?,
+            connections: IntGauge::new(
+                "kafscale_gateway_connections",
+                "Open Kafka client connections",
+            )?,
+            connections_total: IntCounterVec::new(
+                Opts::new(
+                    "kafscale_gateway_connections_total",
+                    "Kafka client connections by outcome of their accept",
+                ),
+                &["outcome"],
+            )?,
+            produced_bytes: IntCounterVec::new(
+                Opts::new(
+                    "kafscale_gateway_produced_bytes_total",
+                    "Record-batch bytes produced, by topic",
+                ),
+                &["topic"],
+            )?,
+            fetched_bytes: IntCounterVec::new(
+                Opts::new(
+                    "kafscale_gateway_fetched_bytes_total",
+                    "Record-batch bytes fetched, by topic",
+                ),
+                &["topic"],
+            )?,
+            topic_labels,
+        };
+        registry.register(Box::new(m.requests.clone()))?;
+        registry.register(Box::new(m.request_seconds.clone()))?;
+        registry.register(Box::new(m.refused_requests.clone()))?;
+        registry.register(Box::new(m.connections.clone()))?;
+        registry.register(Box::new(m.connections_total.clone()))?;
+        registry.register(Box::new(m.produced_bytes.clone()))?;
+        registry.register(Box::new(m.fetched_bytes.clone()))?;
+        Ok(m)
+    }
+
+    /// The topic label value for `topic` (empty when topic labels are off).
+    pub fn topic<'a>(&self, topic: &'a str) -> &'a str {
+        if self.topic_labels {
+            topic
+        } else {
+            ""
+        }
+    }
+
+    /// Counts `bytes` produced to `topic`.
+    pub fn produced(&self, topic: &str, bytes: usize) {
+        self.produced_bytes
+            .with_label_values(&[self.topic(topic)])
+            .inc_by(bytes as u64);
+    }
+
+    /// Counts `bytes` fetched from `topic`.
+    pub fn fetched(&self, topic: &str, bytes: usize) {
+        self.fetched_bytes
+            .with_label_values(&[self.topic(topic)])
+            .inc_by(bytes as u64);
+    }
+
+    /// Counts a request refused by closing the connection.
+    pub fn refused(&self, reason: &str) {
+        self.refused_requests.with_label_values(&[reason]).inc();
+    }
+}

@@ -1,0 +1,135 @@
+//! The gateway's Prometheus metrics move by exactly what the traffic was:
+//! bytes produced and fetched per topic equal the record batches sent and
+//! read back, requests are counted per API and version, a refused request
+//! and a connection are counted.
+
+mod common;
+
+use common::*;
+use kafka_protocol::messages::ApiKey;
+use std::time::Duration;
+
+/// The value of the series `name{labels}` in a Prometheus text scrape (0 if
+/// absent).
+fn value(scrape: &str, name: &str, labels: &str) -> f64 {
+    let series = if labels.is_empty() {
+        name.to_string()
+    } else {
+        format!("{name}{{{labels}}}")
+    };
+    scrape
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix(&series)?
+                .strip_prefix(' ')?
+                .trim()
+                .parse()
+                .ok()
+        })
+        .unwrap_or(0.0)
+}
+
+async fn scrape(server: &DevServer) -> String {
+    let (status, body) = http_get(server.http_addr(), "/metrics")
+        .await
+        .expect("scrape");
+    assert_eq!(status, 200);
+    body
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gateway_counters_move_by_the_traffic() {
+    let server = DevServer::start(DevOptions::default()).await;
+    let topic = unique_name("metered");
+    create_topic(&server.bootstrap(), &topic, 1, &[]).await;
+    let before = scrape(&server).await;
+    let label = format!("topic=\"{topic}\"");
+    assert_eq!(
+        value(&before, "kafscale_gateway_produced_bytes_total", &label),
+        0.0
+    );
+
+    // Three produces of known batches through one raw connection.
+    let mut conn = RawConn::connect(server.kafka_addr()).await;
+    let version = conn.negotiate(ApiKey::Produce, 9).await;
+    let mut sent = 0usize;
+    for i in 0..3u8 {
+        let batch = encode_batch(&[(
+            None,
+            Some(bytes::Bytes::from(vec![i; 100 + usize::from(i)])),
+        )]);
+        sent += batch.len();
+        let resp = conn
+            .request(version, &produce_request(&topic, 0, batch))
+            .await;
+        assert_eq!(only_partition(&resp).error_code, 0, "{resp:?}");
+    }
+    // Read them back.
+    let records = raw_fetch_partition(server.kafka_addr(), &topic, 0, 3).await;
+    assert_eq!(records.len(), 3);
+
+    let after = scrape(&server).await;
+    assert_eq!(
+        value(&after, "kafscale_gateway_produced_bytes_total", &label),
+        sent as f64,
+        "bytes in differ from what was produced"
+    );
+    // The stored batches are the sent ones (offsets patched in place), so a
+    // reader of the whole partition fetched at least as much.
+    assert!(value(&after, "kafscale_gateway_fetched_bytes_total", &label) >= sent as f64);
+    let produces = value(
+        &after,
+        "kafscale_gateway_requests_total",
+        &format!("api=\"Produce\",version=\"{version}\""),
+    ) - value(
+        &before,
+        "kafscale_gateway_requests_total",
+        &format!("api=\"Produce\",version=\"{version}\""),
+    );
+    assert_eq!(produces, 3.0);
+    assert!(
+        value(
+            &after,
+            "kafscale_gateway_request_seconds_count",
+            "api=\"Produce\""
+        ) >= 3.0
+    );
+    assert!(value(&after, "kafscale_gateway_connections", "") >= 1.0);
+    assert!(
+        value(
+            &after,
+            "kafscale_gateway_connections_total",
+            "outcome=\"accepted\""
+        ) >= 2.0
+    );
+    // The worker counted the same bytes.
+    assert_eq!(
+        value(&after, "kafscale_produced_bytes_total", "")
+            - value(&before, "kafscale_produced_bytes_total", ""),
+        sent as f64
+    );
+
+    // A request of an unknown API closes its connection and is counted.
+    let refused_before = value(
+        &after,
+        "kafscale_gateway_refused_requests_total",
+        "reason=\"unknown_api\"",
+    );
+    let mut bad = RawConn::connect(server.kafka_addr()).await;
+    bad.send_frame(&[0x7f, 0x00, 0, 0, 0, 0, 0, 1, 0xff, 0xff])
+        .await;
+    bad.expect_closed("an unknown API key").await;
+    let mut refused = 0.0;
+    for _ in 0..50 {
+        refused = value(
+            &scrape(&server).await,
+            "kafscale_gateway_refused_requests_total",
+            "reason=\"unknown_api\"",
+        );
+        if refused > refused_before {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(refused, refused_before + 1.0);
+}
