@@ -34,7 +34,7 @@ pub struct ControlState {
 
 impl ControlState {
     /// The control state of a process with `role` ("dev", "logworker",
-    /// "gateway"); `ready` is the flag `/readyz` reports.
+    /// "gateway", "operator"); `ready` is the flag `/readyz` reports.
     pub fn new(role: &'static str, ready: watch::Sender<bool>) -> Self {
         Self {
             role,
