@@ -117,9 +117,7 @@ impl Control for ControlService {
         };
         out.role = s.role.to_string();
         out.version = env!("CARGO_PKG_VERSION").to_string();
-        if out.id.is_empty() || s.worker.is_none() {
-            out.id = s.id.clone();
-        }
+        out.id = s.id.clone();
         out.ready = *s.ready.borrow();
         out.started_at_ms = s.started_at_ms;
         out.lease = Some(match &s.lease {

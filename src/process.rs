@@ -113,7 +113,8 @@ pub async fn spawn_gateway(
         kafka.max_frame_bytes
     );
     let view = ClusterView::start(meta).await?;
-    let control = ListenerControl::new(view.clone());
+    let metrics = GatewayMetrics::new(registry, kafka.metrics_topic_labels)?;
+    let control = ListenerControl::new(view.clone(), metrics.connections.clone());
     let dispatcher = Arc::new(Dispatcher::new(
         GatewayConfig {
             node_id: 0,
@@ -137,7 +138,7 @@ pub async fn spawn_gateway(
             authorizer: kafka.authorizer_config(),
         },
         Router::new(view),
-        GatewayMetrics::new(registry, kafka.metrics_topic_labels)?,
+        metrics,
     ));
     let task = tokio::spawn(kafscale_gateway::serve(
         listener,

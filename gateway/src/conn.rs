@@ -17,7 +17,6 @@ use crate::dispatch::{Dispatcher, Outcome, Sequenced};
 use bytes::BytesMut;
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufWriter};
@@ -65,16 +64,18 @@ impl Drop for Admitted {
 #[derive(Clone)]
 pub struct ListenerControl {
     accepting: Arc<watch::Sender<bool>>,
-    connections: Arc<AtomicUsize>,
+    /// The gateway's `kafscale_gateway_connections` gauge, kept by [`serve`].
+    connections: prometheus::IntGauge,
     view: crate::cluster::ClusterView,
 }
 
 impl ListenerControl {
-    /// A listener that accepts connections, routing with `view`.
-    pub fn new(view: crate::cluster::ClusterView) -> Self {
+    /// A listener that accepts connections, routing with `view`; open
+    /// connections are read from the `connections` gauge [`serve`] keeps.
+    pub fn new(view: crate::cluster::ClusterView, connections: prometheus::IntGauge) -> Self {
         Self {
             accepting: Arc::new(watch::channel(true).0),
-            connections: Arc::new(AtomicUsize::new(0)),
+            connections,
             view,
         }
     }
@@ -92,7 +93,7 @@ impl ListenerControl {
 
     /// Open client connections.
     pub fn connections(&self) -> usize {
-        self.connections.load(Ordering::SeqCst)
+        usize::try_from(self.connections.get()).unwrap_or(0)
     }
 
     /// Workers this gateway knows and routes to.
@@ -152,9 +153,6 @@ pub async fn serve(
             Some(_) = connections.join_next(), if !connections.is_empty() => {}
             _ = shutdown.changed() => break,
         }
-        control
-            .connections
-            .store(connections.len(), Ordering::SeqCst);
         metrics.connections.set(connections.len() as i64);
     }
     drop(listener);

@@ -309,18 +309,11 @@ impl Dispatcher {
             metrics: &self.metrics,
         };
         let outcome = handlers::handle(&ctx, key, header.correlation_id, &mut frame).await;
-        let api = format!("{key:?}");
         if matches!(outcome, Outcome::Close) {
             self.metrics.refused("malformed");
         } else {
             self.metrics
-                .requests
-                .with_label_values(&[api.as_str(), &version.to_string()])
-                .inc();
-            self.metrics
-                .request_seconds
-                .with_label_values(&[api.as_str()])
-                .observe(started.elapsed().as_secs_f64());
+                .served(key, version, started.elapsed().as_secs_f64());
         }
         if frame.has_remaining() && !matches!(outcome, Outcome::Close) {
             tracing::debug!(?key, left = frame.remaining(), "request had trailing bytes");

@@ -7,9 +7,21 @@
 //! label can be turned off (`KAFSCALE_METRICS_TOPIC_LABELS=false`: every
 //! topic counts as `topic=""`).
 
+use crate::dispatch::{supported, SUPPORTED};
+use kafka_protocol::messages::ApiKey;
 use prometheus::{
-    exponential_buckets, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry,
+    exponential_buckets, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec,
+    IntGauge, Opts, Registry,
 };
+use std::collections::HashMap;
+
+/// The series one request of an API at a version counts into, resolved
+/// once at start so a request costs no label lookup or allocation.
+#[derive(Clone, Debug)]
+struct RequestSeries {
+    count: IntCounter,
+    seconds: Histogram,
+}
 
 /// Handles to the gateway's metrics (cheap to clone).
 #[derive(Clone, Debug)]
@@ -37,12 +49,14 @@ pub struct GatewayMetrics {
     /// fetch answers.
     pub fetched_bytes: IntCounterVec,
     topic_labels: bool,
+    /// By (API key, version), for every served pair.
+    series: HashMap<(ApiKey, i16), RequestSeries>,
 }
 
 impl GatewayMetrics {
     /// Creates the metrics and registers them in `registry`.
     pub fn new(registry: &Registry, topic_labels: bool) -> Result<Self, prometheus::Error> {
-        let m = Self {
+        let mut m = Self {
             requests: IntCounterVec::new(
                 Opts::new("kafscale_gateway_requests_total", "Kafka requests served"),
                 &["api", "version"],
@@ -88,7 +102,27 @@ impl GatewayMetrics {
                 &["topic"],
             )?,
             topic_labels,
+            series: HashMap::new(),
         };
+        for (key, _, _) in SUPPORTED {
+            let Some((lo, hi)) = supported(*key) else {
+                continue;
+            };
+            let api = format!("{key:?}");
+            let seconds = m.request_seconds.get_metric_with_label_values(&[&api])?;
+            for v in lo..=hi {
+                let count = m
+                    .requests
+                    .get_metric_with_label_values(&[&api, &v.to_string()])?;
+                m.series.insert(
+                    (*key, v),
+                    RequestSeries {
+                        count,
+                        seconds: seconds.clone(),
+                    },
+                );
+            }
+        }
         registry.register(Box::new(m.requests.clone()))?;
         registry.register(Box::new(m.request_seconds.clone()))?;
         registry.register(Box::new(m.refused_requests.clone()))?;
@@ -120,6 +154,14 @@ impl GatewayMetrics {
         self.fetched_bytes
             .with_label_values(&[self.topic(topic)])
             .inc_by(bytes as u64);
+    }
+
+    /// Counts a served request of `key` at `version` that took `seconds`.
+    pub fn served(&self, key: ApiKey, version: i16, seconds: f64) {
+        if let Some(s) = self.series.get(&(key, version)) {
+            s.count.inc();
+            s.seconds.observe(seconds);
+        }
     }
 
     /// Counts a request refused by closing the connection.

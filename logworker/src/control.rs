@@ -68,7 +68,6 @@ impl Worker {
             .collect();
         coordinator_slots.sort_by_key(|s| s.slot);
         pb::StatusResponse {
-            id: self.cfg.worker_id.clone(),
             draining: self.draining.load(Ordering::SeqCst),
             partitions,
             coordinator_slots,

@@ -188,6 +188,8 @@ pub async fn handle(ctx: &Ctx<'_>, req: FetchRequest) -> FetchResponse {
         .map(|p| p.records.len())
         .sum();
     ctx.budget.response_bytes(answered.max(1));
+    // Record bytes by topic index, counted once per topic below.
+    let mut fetched = vec![0usize; names.len()];
     for (slots, result) in results {
         match result {
             Ok(r) => {
@@ -199,8 +201,9 @@ pub async fn handle(ctx: &Ctx<'_>, req: FetchRequest) -> FetchResponse {
                     if ctx.version >= 5 {
                         pd.log_start_offset = res.log_start_offset;
                     }
-                    let topic = names.get(slot.0).map_or("", String::as_str);
-                    ctx.metrics.fetched(topic, res.records.len());
+                    if let Some(n) = fetched.get_mut(slot.0) {
+                        *n += res.records.len();
+                    }
                     pd.records = Some(res.records);
                 }
             }
@@ -210,6 +213,11 @@ pub async fn handle(ctx: &Ctx<'_>, req: FetchRequest) -> FetchResponse {
                     resp.responses[slot.0].partitions[slot.1].error_code = e.kafka_code();
                 }
             }
+        }
+    }
+    for (name, bytes) in names.iter().zip(fetched) {
+        if bytes > 0 {
+            ctx.metrics.fetched(name, bytes);
         }
     }
     resp

@@ -38,6 +38,7 @@ pub async fn handle(ctx: &Ctx<'_>, req: ProduceRequest) -> ProduceResponse {
         }
         let mut tr = TopicProduceResponse::default();
         tr.name = td.name.clone();
+        let mut routed_bytes = 0;
         for (pi, pd) in td.partition_data.into_iter().enumerate() {
             let mut pr = PartitionProduceResponse::default();
             pr.index = pd.index;
@@ -50,8 +51,7 @@ pub async fn handle(ctx: &Ctx<'_>, req: ProduceRequest) -> ProduceResponse {
                     pr.error_code = ResponseError::InvalidTopicException.code();
                 }
                 Some(t) if pd.index >= 0 && pd.index < t.partitions => {
-                    let size = pd.records.as_ref().map_or(0, |r| r.len());
-                    ctx.metrics.produced(&name, size);
+                    routed_bytes += pd.records.as_ref().map_or(0, |r| r.len());
                     pending.push((
                         (ti, pi),
                         pb::ProducePartition {
@@ -69,6 +69,9 @@ pub async fn handle(ctx: &Ctx<'_>, req: ProduceRequest) -> ProduceResponse {
                 }
             }
             tr.partition_responses.push(pr);
+        }
+        if routed_bytes > 0 {
+            ctx.metrics.produced(&name, routed_bytes);
         }
         resp.responses.push(tr);
     }

@@ -264,13 +264,21 @@ impl WalWriter {
             if stopping {
                 self.closed.store(true, Ordering::SeqCst);
             }
-            let taken = std::mem::replace(&mut *self.lock(), Buffer::new());
+            let taken = {
+                let mut buf = self.lock();
+                let taken = std::mem::replace(&mut *buf, Buffer::new());
+                // Under the buffer lock: a flush_now that finds the buffer
+                // empty must find this buffer's completion to wait for.
+                if !taken.chunks.is_empty() {
+                    *self.last_taken.lock().unwrap_or_else(|p| p.into_inner()) =
+                        Some(taken.done.subscribe());
+                }
+                taken
+            };
             if !taken.chunks.is_empty() {
                 self.policy().observe_take(taken.bytes, Instant::now());
                 seq += 1;
                 self.started.store(seq, Ordering::SeqCst);
-                *self.last_taken.lock().unwrap_or_else(|p| p.into_inner()) =
-                    Some(taken.done.subscribe());
                 if tx.send(self.start_flush(seq, taken)).await.is_err() {
                     break;
                 }
