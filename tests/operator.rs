@@ -583,6 +583,81 @@ fn the_charts_plain_files_parse() {
     assert!(values[0].get("watchNamespace").is_some());
 }
 
+/// A chart template as plain YAML: lines that are only a template directive
+/// go (a top-level `else` starts a new document, so both branches parse;
+/// nested branches merge, later keys overwriting), and every
+/// inline `{{ ... }}` becomes a placeholder scalar. What Helm renders is not
+/// checked (Helm is not installable here), but the YAML around the
+/// directives is.
+fn template_skeleton(text: &str) -> String {
+    let mut out = String::new();
+    for line in text.lines() {
+        let t = line.trim();
+        if t.starts_with("{{") && t.ends_with("}}") && t.matches("{{").count() == 1 {
+            // Only a top-level `else` switches between whole documents.
+            let top_level = !line.starts_with(char::is_whitespace);
+            let is_else = t
+                .trim_start_matches("{{")
+                .trim_start_matches('-')
+                .trim_start()
+                .starts_with("else");
+            if top_level && is_else {
+                out.push_str("---\n");
+            }
+            continue;
+        }
+        let mut rest = line;
+        while let Some(start) = rest.find("{{") {
+            out.push_str(&rest[..start]);
+            out.push('x');
+            rest = rest[start..]
+                .find("}}")
+                .map_or("", |end| &rest[start + end + 2..]);
+        }
+        out.push_str(rest);
+        out.push('\n');
+    }
+    out
+}
+
+#[test]
+fn every_chart_template_parses_around_its_directives() {
+    let dir = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/deploy/helm/kafscale-operator/templates"
+    );
+    let mut kinds = Vec::new();
+    for entry in std::fs::read_dir(dir).expect("templates") {
+        let path = entry.expect("entry").path();
+        if path.extension().and_then(|e| e.to_str()) != Some("yaml") {
+            continue;
+        }
+        let text = std::fs::read_to_string(&path).expect("read");
+        for doc in yaml_documents(&template_skeleton(&text)) {
+            assert!(
+                doc["apiVersion"].is_string() && doc["kind"].is_string(),
+                "{path:?}: {doc}"
+            );
+            kinds.push(doc["kind"].as_str().unwrap_or_default().to_string());
+        }
+    }
+    kinds.sort();
+    for kind in [
+        "ClusterRole",
+        "ClusterRoleBinding",
+        "Deployment",
+        "PodMonitor",
+        "Role",
+        "RoleBinding",
+        "ServiceAccount",
+    ] {
+        assert!(
+            kinds.iter().any(|k| k == kind),
+            "no {kind} in the chart: {kinds:?}"
+        );
+    }
+}
+
 #[test]
 fn example_manifests_parse_into_the_resource_types() {
     let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/examples");
