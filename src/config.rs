@@ -29,8 +29,8 @@ pub struct WalArgs {
     /// Flush the WAL buffer at once when it holds this many bytes [default: from the profile].
     #[arg(long, env = "KAFSCALE_WAL_FLUSH_BYTES")]
     pub wal_flush_bytes: Option<usize>,
-    /// WAL object writes in flight at once (1 to 64).
-    #[arg(long, env = "KAFSCALE_WAL_MAX_INFLIGHT", default_value_t = 4, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=64))]
+    /// WAL object writes in flight at once (1 to 16).
+    #[arg(long, env = "KAFSCALE_WAL_MAX_INFLIGHT", default_value_t = 4, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=kafscale_logworker::seal::MAX_INFLIGHT_PUTS as u64))]
     pub wal_max_inflight: usize,
     /// Bytes of recent log data kept in memory.
     #[arg(long, env = "KAFSCALE_CACHE_BYTES", default_value_t = 256 * 1024 * 1024)]
@@ -274,6 +274,8 @@ pub struct DevArgs {
     /// Log filter (tracing env-filter syntax).
     #[arg(long, env = "KAFSCALE_LOG_LEVEL", default_value = "info")]
     pub log_level: String,
+    #[command(flatten)]
+    pub trace: crate::telemetry::TraceArgs,
 }
 
 /// etcd connection and registration leases (gateway and logworker).
@@ -367,6 +369,8 @@ pub struct LogworkerArgs {
     /// Log filter (tracing env-filter syntax).
     #[arg(long, env = "KAFSCALE_LOG_LEVEL", default_value = "info")]
     pub log_level: String,
+    #[command(flatten)]
+    pub trace: crate::telemetry::TraceArgs,
 }
 
 /// Settings of `kafscale gateway`.
@@ -388,6 +392,8 @@ pub struct GatewayArgs {
     /// Log filter (tracing env-filter syntax).
     #[arg(long, env = "KAFSCALE_LOG_LEVEL", default_value = "info")]
     pub log_level: String,
+    #[command(flatten)]
+    pub trace: crate::telemetry::TraceArgs,
 }
 
 /// `kafscale operator` settings.

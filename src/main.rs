@@ -11,6 +11,7 @@ mod http;
 mod logworker;
 mod operator;
 mod process;
+mod telemetry;
 
 use clap::{Parser, Subcommand};
 
@@ -48,24 +49,26 @@ fn main() -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
+    // The trace exporter's gRPC connection lives on the runtime.
+    let _runtime_guard = runtime.enter();
     match cli.command {
         Command::Dev(args) => {
-            init_tracing(&args.log_level);
+            let _telemetry = telemetry::init(&args.log_level, "dev", Some(&args.trace))?;
             log_open_files(open_files);
             runtime.block_on(dev::run(*args))
         }
         Command::Gateway(args) => {
-            init_tracing(&args.log_level);
+            let _telemetry = telemetry::init(&args.log_level, "gateway", Some(&args.trace))?;
             log_open_files(open_files);
             runtime.block_on(gateway::run(*args))
         }
         Command::Logworker(args) => {
-            init_tracing(&args.log_level);
+            let _telemetry = telemetry::init(&args.log_level, "logworker", Some(&args.trace))?;
             runtime.block_on(logworker::run(*args))
         }
         Command::Ctl(args) => runtime.block_on(ctl::run(args)),
         Command::Operator(args) => {
-            init_tracing(&args.log_level);
+            let _telemetry = telemetry::init(&args.log_level, "operator", None)?;
             runtime.block_on(operator::run(*args))
         }
         Command::Crd => {
@@ -77,13 +80,4 @@ fn main() -> anyhow::Result<()> {
 
 fn log_open_files(limit: Option<u64>) {
     tracing::info!(open_files = ?limit, "open-file limit (bounds client connections)");
-}
-
-fn init_tracing(level: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_new(level)
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_target(false)
-        .init();
 }

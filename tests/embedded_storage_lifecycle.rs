@@ -155,19 +155,6 @@ async fn wal_data_is_cut_into_segments_and_read_back_byte_for_byte_after_a_kill_
         async || segment_objects(&dir).len() >= 4,
     )
     .await;
-    // Once everything is in segments (segment.ms), garbage collection
-    // deletes the WAL objects, all but each stream's newest.
-    eventually(
-        "WAL objects are collected",
-        Duration::from_secs(60),
-        async || wal_objects(&dir).len() <= 2,
-    )
-    .await;
-    eprintln!(
-        "[lifecycle] WAL objects {wal_before} -> {}, {} segments",
-        wal_objects(&dir).len(),
-        segment_objects(&dir).len()
-    );
     let check = |records: &[common::Consumed]| {
         assert_eq!(records.len(), 600, "every record read back");
         for (i, r) in records.iter().enumerate() {
@@ -230,6 +217,20 @@ async fn wal_data_is_cut_into_segments_and_read_back_byte_for_byte_after_a_kill_
         tokio::task::block_in_place(|| read(s, &t, 0, 600))
     };
     check(&records);
+    // The stream of the killed process is sealed, and everything in it is
+    // in segments (segment.ms): garbage collection deletes all of it. (A
+    // live stream keeps its newest objects for a sealer.)
+    eventually(
+        "WAL objects are collected",
+        Duration::from_secs(60),
+        async || wal_objects(&dir).len() <= 2,
+    )
+    .await;
+    eprintln!(
+        "[lifecycle] WAL objects {wal_before} -> {}, {} segments",
+        wal_objects(&dir).len(),
+        segment_objects(&dir).len()
+    );
     // The log continues after the recovered end.
     produce(&server, &topic, 600, 10, SIZE).await;
     let probe = consumer(&server.bootstrap(), &[]);

@@ -14,6 +14,8 @@ use bytes::{Buf, Bytes, BytesMut};
 use kafka_protocol::messages::{ApiKey, RequestHeader, ResponseHeader};
 use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion};
 use kafscale_controlplane::acl::{self, Requester};
+use kafscale_proto::trace_context::TRACE_TARGET;
+use tracing::Instrument;
 
 /// What to send back for one request.
 pub enum Outcome {
@@ -166,6 +168,16 @@ impl Ctx<'_> {
     }
 }
 
+/// Names the topics a request touches on its trace span (only computed
+/// when the span is recorded).
+pub fn record_topics<'a>(topics: impl Iterator<Item = &'a str>) {
+    let span = tracing::Span::current();
+    if !span.is_disabled() {
+        let names: Vec<&str> = topics.collect();
+        span.record("kafka.topics", names.join(",").as_str());
+    }
+}
+
 /// The principal of unauthenticated (plaintext) connections, as in Kafka.
 pub const ANONYMOUS: &str = "User:ANONYMOUS";
 
@@ -308,7 +320,21 @@ impl Dispatcher {
             principal: ANONYMOUS,
             metrics: &self.metrics,
         };
-        let outcome = handlers::handle(&ctx, key, header.correlation_id, &mut frame).await;
+        let span = tracing::info_span!(
+            target: TRACE_TARGET,
+            "kafka.request",
+            otel.name = format!("{key:?}"),
+            otel.kind = "server",
+            messaging.system = "kafka",
+            kafka.api_version = version,
+            kafka.client_id = client_id,
+            kafka.principal = ANONYMOUS,
+            kafka.topics = tracing::field::Empty,
+            client.address = client_host,
+        );
+        let outcome = handlers::handle(&ctx, key, header.correlation_id, &mut frame)
+            .instrument(span)
+            .await;
         if matches!(outcome, Outcome::Close) {
             self.metrics.refused("malformed");
         } else {

@@ -25,7 +25,9 @@ use kafscale_proto::metadata::v1::Topic;
 use std::collections::HashMap;
 use std::future::Future;
 use std::time::Duration;
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
+use tracing::Instrument;
 use uuid::Uuid;
 
 /// How long a request waits for a partition to get an owner.
@@ -37,8 +39,11 @@ pub const RETRY_FOR: Duration = Duration::from_secs(5);
 /// Pause between retry rounds.
 const RETRY_PAUSE: Duration = Duration::from_millis(25);
 
-/// A client of one worker.
-pub type WorkerClient = LogWorkerClient<Channel>;
+/// The interceptor that carries the caller's trace context to the worker.
+type TraceInjector = fn(tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status>;
+
+/// A client of one worker; every call carries the current trace context.
+pub type WorkerClient = LogWorkerClient<InterceptedService<Channel, TraceInjector>>;
 
 /// Errors talking to workers.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -265,7 +270,8 @@ impl Router {
             .initial_stream_window_size(Some(16 << 20))
             .initial_connection_window_size(Some(64 << 20))
             .connect_timeout(Duration::from_secs(3));
-        let c = LogWorkerClient::new(ep.connect_lazy())
+        let inject: TraceInjector = kafscale_proto::trace_context::inject_current;
+        let c = LogWorkerClient::with_interceptor(ep.connect_lazy(), inject)
             .max_decoding_message_size(256 << 20)
             .max_encoding_message_size(256 << 20);
         self.clients.insert(addr.to_string(), c.clone());
@@ -279,7 +285,9 @@ impl Router {
         F: FnOnce(WorkerClient) -> Fut,
         Fut: Future<Output = Result<R, RouteError>>,
     {
-        f(self.client(addr)?).await
+        let span = call_span(addr);
+        let fut = span.in_scope(|| self.client(addr).map(f))?;
+        fut.instrument(span).await
     }
 
     /// Calls the worker at `addr` with `parts` and checks that the answer
@@ -417,7 +425,8 @@ impl Router {
                 let (slots, ps): (Vec<S>, Vec<P>) = pairs.into_iter().unzip();
                 let keys: Vec<(Uuid, i32)> = ps.iter().map(Routed::key).collect();
                 // Invoked now, for every worker, before anything is awaited.
-                let fut = self.client(&addr).map(|c| call(c, ps));
+                let span = call_span(&addr);
+                let fut = span.in_scope(|| self.client(&addr).map(|c| call(c, ps)));
                 async move {
                     let result = match fut {
                         Ok(f) => f.await.and_then(|rs| check_answer(&addr, &keys, rs)),
@@ -425,6 +434,7 @@ impl Router {
                     };
                     (ids, slots, result)
                 }
+                .instrument(span)
             })
             .collect();
         for (ids, slots, result) in futures::future::join_all(calls).await {
@@ -444,6 +454,18 @@ impl Router {
         }
         out.into_iter().flatten().collect()
     }
+}
+
+/// The trace span of one call to the worker at `addr`; the call carries
+/// its context to the worker.
+fn call_span(addr: &str) -> tracing::Span {
+    tracing::info_span!(
+        target: kafscale_proto::trace_context::TRACE_TARGET,
+        "worker.call",
+        otel.kind = "client",
+        rpc.system = "grpc",
+        server.address = addr,
+    )
 }
 
 /// Checks a worker's answer against the keys of the parts sent.

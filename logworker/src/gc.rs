@@ -11,9 +11,11 @@
 //!
 //! Garbage:
 //! - a WAL object whose every chunk is below its partition's compacted
-//!   offset or log start offset, or belongs to a deleted topic, unless it is
-//!   its stream's newest object (a new owner sealing the stream must find
-//!   the stream's end, or it would seal below a live writer);
+//!   offset or log start offset, or belongs to a deleted topic, unless its
+//!   stream has no end seal and it is among the stream's newest
+//!   [`HOLE_WINDOW`] objects: a new owner sealing the stream must find the
+//!   stream's end (or it would seal below a live writer), and every missing
+//!   sequence number in that window costs it a hole seal;
 //! - every object of a stream that ends in an end seal and that no partition
 //!   lists and no live worker writes (seals, torn objects, PUTs that landed
 //!   after the seal); such a stream without an end seal (its writer died
@@ -26,7 +28,7 @@
 
 use crate::objstore::{ObjectError, ObjectMeta, ObjectStore};
 use crate::recovery::{read_object_index, ObjectIndex, RecoveryError};
-use crate::seal::seal_stream;
+use crate::seal::{seal_stream, HOLE_WINDOW};
 use crate::segment;
 use crate::wal::format::{ChunkEntry, SealKind};
 use crate::wal::split_object_key;
@@ -150,10 +152,10 @@ impl Collector {
                 }
                 continue;
             }
-            let newest = objects.keys().next_back().copied();
+            let newest = objects.keys().next_back().copied().unwrap_or(0);
             for (seq, o) in objects {
                 let collectable = retired
-                    || (Some(*seq) != newest
+                    || (!in_sealing_window(*seq, newest, ended)
                         && matches!(self.known.get(&o.key), Some(Known::Data(e)) if e.iter().all(|c| view.chunk_is_garbage(c))));
                 if collectable {
                     garbage.insert(o.key.clone());
@@ -174,6 +176,15 @@ impl Collector {
         self.garbage_last_round = garbage;
         Ok(report)
     }
+}
+
+/// Whether object `seq` of a stream whose highest object is `newest` must
+/// stay so that a sealer finds only genuine holes: a stream without an end
+/// seal keeps its newest [`HOLE_WINDOW`] objects, the newest among them
+/// telling a sealer where the stream ends. An ended stream is never sealed
+/// again.
+fn in_sealing_window(seq: u64, newest: u64, ended: bool) -> bool {
+    !ended && seq + HOLE_WINDOW > newest
 }
 
 /// The metadata a round judges by.
@@ -370,6 +381,18 @@ mod tests {
         ];
         want.sort();
         assert_eq!(garbage, want);
+    }
+
+    #[test]
+    fn a_live_stream_keeps_its_sealing_window() {
+        let newest = 100;
+        assert!(in_sealing_window(newest, newest, false));
+        assert!(in_sealing_window(newest + 1 - HOLE_WINDOW, newest, false));
+        assert!(!in_sealing_window(newest - HOLE_WINDOW, newest, false));
+        // A stream that ended in an end seal keeps nothing for a sealer.
+        assert!(!in_sealing_window(newest, newest, true));
+        // Short streams keep everything.
+        assert!(in_sealing_window(1, 3, false));
     }
 
     #[test]

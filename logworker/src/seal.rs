@@ -13,21 +13,32 @@
 //! Holes are sealed only within [`HOLE_WINDOW`] sequence numbers below the
 //! highest object: the writer starts a PUT only once the PUT that many
 //! sequence numbers below it has finished (its in-flight limit is far
-//! smaller), so an older hole can never be written again; there, holes are
-//! objects that garbage collection deleted after compaction.
+//! smaller), so an older hole can never be written again. Garbage
+//! collection deletes nothing within the window of a stream that has no end
+//! seal, so a sealer writes hole seals only for PUTs that never landed.
 
 use crate::objstore::{ObjectError, ObjectStore};
 use crate::wal::format::{decode_seal, encode_seal, SealKind};
 use crate::wal::{object_key, stream_prefix};
+use futures::{StreamExt, TryStreamExt};
 use kafscale_proto::metadata::v1::StreamRef;
 use std::collections::BTreeSet;
 
 /// Objects this small may be seals; larger ones are WAL data.
 const SEAL_MAX_SIZE: u64 = 512;
 
-/// How far below the highest object holes are sealed (more than the
-/// writer's largest in-flight window, `KAFSCALE_WAL_MAX_INFLIGHT` + 2).
-pub const HOLE_WINDOW: u64 = 128;
+/// How far below the highest object holes are sealed: more than the
+/// writer's largest in-flight window, `KAFSCALE_WAL_MAX_INFLIGHT` + 2 with
+/// the setting's maximum of [`MAX_INFLIGHT_PUTS`]. Garbage collection
+/// keeps every object of a stream without an end seal within this window of
+/// its highest object, so a sealer finds holes only where PUTs never landed.
+pub const HOLE_WINDOW: u64 = 24;
+
+/// The largest `KAFSCALE_WAL_MAX_INFLIGHT` a writer accepts.
+pub const MAX_INFLIGHT_PUTS: usize = 16;
+
+/// How many hole seals are written at once.
+const HOLE_SEAL_PUTS: usize = 8;
 
 /// Seals `stream`; returns the sequence number of its end seal (an existing
 /// end seal if the stream was sealed before).
@@ -58,16 +69,20 @@ pub async fn seal_stream(
         }
         let end = seqs.last().map_or(1, |m| m + 1);
         let lowest = end.saturating_sub(HOLE_WINDOW).max(1);
-        for hole in (lowest..end).filter(|s| !seqs.contains(s)) {
-            match store
-                .put_if_absent(&key(hole), encode_seal(SealKind::Hole, sealer))
-                .await
-            {
-                // Either sealed, or the writer's PUT landed first: its data counts.
-                Ok(()) | Err(ObjectError::AlreadyExists(_)) => {}
-                Err(e) => return Err(e),
-            }
-        }
+        futures::stream::iter((lowest..end).filter(|s| !seqs.contains(s)))
+            .map(|hole| async move {
+                match store
+                    .put_if_absent(&key(hole), encode_seal(SealKind::Hole, sealer))
+                    .await
+                {
+                    // Either sealed, or the writer's PUT landed first: its data counts.
+                    Ok(()) | Err(ObjectError::AlreadyExists(_)) => Ok(()),
+                    Err(e) => Err(e),
+                }
+            })
+            .buffer_unordered(HOLE_SEAL_PUTS)
+            .try_collect::<()>()
+            .await?;
         match store
             .put_if_absent(&key(end), encode_seal(SealKind::End, sealer))
             .await

@@ -256,13 +256,15 @@ impl Worker {
                 }
             };
             r.log_start_offset = log.log_start_offset();
-            let checked =
+            let checked = step_span("validate", &log.id, part.records.len()).in_scope(|| {
                 batch::validate(&part.records, self.max_message_bytes(&log.id)).and_then(|infos| {
                     if self.log_policy(&log).compact {
                         batch::require_keys(&part.records, &infos)?;
                     }
                     Ok(infos)
-                });
+                })
+            });
+            let _sequence = step_span("sequence", &log.id, part.records.len()).entered();
             match checked {
                 Err(e) => {
                     r.error_code = i32::from(e.code());
@@ -589,4 +591,15 @@ impl PendingProduce {
             sequenced: false,
         }
     }
+}
+/// A traced step of a produce for one partition (validate, sequence).
+fn step_span(step: &'static str, id: &PartitionId, bytes: usize) -> tracing::Span {
+    tracing::info_span!(
+        target: kafscale_proto::trace_context::TRACE_TARGET,
+        "produce.step",
+        otel.name = step,
+        kafka.topic_id = %id.topic_id,
+        kafka.partition = id.partition,
+        kafka.bytes = bytes,
+    )
 }

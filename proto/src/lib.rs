@@ -3,6 +3,8 @@
 //! gRPC service (`kafscale.data.v1`). Components depend on this crate, never on
 //! each other's internals.
 
+pub mod trace_context;
+
 /// Metadata values stored in etcd or the embedded store.
 pub mod metadata {
     pub mod v1 {

@@ -175,6 +175,7 @@ pub async fn handle(ctx: &Ctx<'_>, req: FetchRequest) -> FetchResponse {
         resp.responses.push(tr);
         names.push(name);
     }
+    crate::dispatch::record_topics(names.iter().map(String::as_str));
     let (routed, unroutable) = ctx.router.split(parts, |(_, p)| p.key()).await;
     for ((ti, pi), _) in unroutable {
         resp.responses[ti].partitions[pi].error_code = RouteError::NoOwner.kafka_code();

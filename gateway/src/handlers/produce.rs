@@ -24,6 +24,7 @@ type Slot = (usize, usize);
 pub async fn handle(ctx: &Ctx<'_>, req: ProduceRequest) -> ProduceResponse {
     let mut resp = ProduceResponse::default();
     let mut pending: Vec<(Slot, pb::ProducePartition)> = Vec::new();
+    crate::dispatch::record_topics(req.topic_data.iter().map(|t| t.name.0.as_str()));
     for (ti, td) in req.topic_data.into_iter().enumerate() {
         let name = td.name.0.to_string();
         let mut known = ctx.view.snapshot().topics.get(&name).cloned();

@@ -31,9 +31,11 @@ use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::Client;
 use bytes::Bytes;
+use kafscale_proto::trace_context::TRACE_TARGET;
 use std::fmt;
 use std::ops::Range;
 use std::time::{Duration, Instant};
+use tracing::{Instrument, Span};
 
 /// How to reach one S3 bucket.
 #[derive(Clone)]
@@ -373,13 +375,18 @@ impl S3Store {
         outcome
     }
 
-    /// Counts one finished call: outcome, latency and, on success, `bytes`.
-    fn record(&self, op: Op, started: Instant, result: Result<usize, &ObjectError>) {
+    /// Counts one finished call: outcome, latency and, on success, `bytes`;
+    /// and notes outcome and bytes on the call's trace span.
+    fn record(&self, op: Op, span: &Span, started: Instant, result: Result<usize, &ObjectError>) {
         let label = op.label();
         let outcome = match result {
             Ok(_) => "ok",
             Err(e) => e.kind(),
         };
+        span.record("s3.outcome", outcome);
+        if let Ok(n) = result {
+            span.record("s3.bytes", n);
+        }
         self.metrics
             .requests
             .with_label_values(&[label, outcome])
@@ -487,22 +494,41 @@ impl S3Store {
     }
 }
 
+/// The trace span of one S3 call (outcome and bytes recorded when it ends).
+fn call_span(op: Op, key: &str) -> Span {
+    tracing::info_span!(
+        target: TRACE_TARGET,
+        "s3.call",
+        otel.name = format!("S3 {}", op.label()),
+        otel.kind = "client",
+        s3.op = op.label(),
+        s3.key = key,
+        s3.outcome = tracing::field::Empty,
+        s3.bytes = tracing::field::Empty,
+    )
+}
+
 #[async_trait]
 impl ObjectStore for S3Store {
     async fn put_if_absent(&self, key: &str, body: Bytes) -> Result<(), ObjectError> {
         check_key(key)?;
         let started = Instant::now();
         let len = body.len();
-        let r = self.do_put(key, body).await;
-        self.record(Op::Put, started, r.as_ref().map(|_| len));
+        let span = call_span(Op::Put, key);
+        let r = self.do_put(key, body).instrument(span.clone()).await;
+        self.record(Op::Put, &span, started, r.as_ref().map(|_| len));
         r
     }
 
     async fn get(&self, key: &str) -> Result<Bytes, ObjectError> {
         check_key(key)?;
         let started = Instant::now();
-        let r = self.do_get(Op::Get, key, None).await;
-        self.record(Op::Get, started, r.as_ref().map(Bytes::len));
+        let span = call_span(Op::Get, key);
+        let r = self
+            .do_get(Op::Get, key, None)
+            .instrument(span.clone())
+            .await;
+        self.record(Op::Get, &span, started, r.as_ref().map(Bytes::len));
         r
     }
 
@@ -517,7 +543,12 @@ impl ObjectStore for S3Store {
         let started = Instant::now();
         let want = range.end - range.start;
         let header = format!("bytes={}-{}", range.start, range.end - 1);
-        let r = match self.do_get(Op::GetRange, key, Some(header)).await {
+        let span = call_span(Op::GetRange, key);
+        let r = match self
+            .do_get(Op::GetRange, key, Some(header))
+            .instrument(span.clone())
+            .await
+        {
             Ok(b) if b.len() as u64 == want => Ok(b),
             Ok(b) => Err(permanent(
                 key,
@@ -530,22 +561,24 @@ impl ObjectStore for S3Store {
             )),
             Err(e) => Err(e),
         };
-        self.record(Op::GetRange, started, r.as_ref().map(Bytes::len));
+        self.record(Op::GetRange, &span, started, r.as_ref().map(Bytes::len));
         r
     }
 
     async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>, ObjectError> {
         let started = Instant::now();
-        let r = self.do_list(prefix).await;
-        self.record(Op::List, started, r.as_ref().map(|_| 0));
+        let span = call_span(Op::List, prefix);
+        let r = self.do_list(prefix).instrument(span.clone()).await;
+        self.record(Op::List, &span, started, r.as_ref().map(|_| 0));
         r
     }
 
     async fn delete(&self, key: &str) -> Result<(), ObjectError> {
         check_key(key)?;
         let started = Instant::now();
-        let r = self.do_delete(key).await;
-        self.record(Op::Delete, started, r.as_ref().map(|_| 0));
+        let span = call_span(Op::Delete, key);
+        let r = self.do_delete(key).instrument(span.clone()).await;
+        self.record(Op::Delete, &span, started, r.as_ref().map(|_| 0));
         r
     }
 }

@@ -33,11 +33,13 @@ use crate::objstore::{ObjectError, ObjectStore};
 use crate::partition::{ChunkRef, PartitionId, PartitionLog};
 use bytes::{Bytes, BytesMut};
 use indexmap::IndexMap;
+use kafscale_proto::trace_context::{add_links, current_link, TraceLink, TRACE_TARGET};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 use tokio::sync::{mpsc, watch, Notify};
 use tokio::time::Instant;
+use tracing::Instrument;
 
 /// Writer settings.
 #[derive(Debug, Clone)]
@@ -67,7 +69,13 @@ struct Buffer {
     bytes: usize,
     first_at: Option<Instant>,
     done: CompletionSender,
+    /// The traced produces this buffer carries (at most [`MAX_FLUSH_LINKS`]).
+    links: Vec<TraceLink>,
 }
+
+/// Most produce spans one flush span links to (OpenTelemetry's default
+/// link limit per span).
+const MAX_FLUSH_LINKS: usize = 128;
 
 impl Buffer {
     fn new() -> Self {
@@ -76,6 +84,7 @@ impl Buffer {
             bytes: 0,
             first_at: None,
             done: completion::pending().0,
+            links: Vec::new(),
         }
     }
 }
@@ -212,7 +221,11 @@ impl WalWriter {
         records: &[u8],
         batches: &[BatchInfo],
     ) -> Result<(i64, Completion), WalError> {
+        let link = current_link();
         let mut buf = self.lock();
+        if let Some(l) = link.filter(|_| buf.links.len() < MAX_FLUSH_LINKS) {
+            buf.links.push(l);
+        }
         if self.is_fenced() {
             return Err(WalError::Fenced);
         }
@@ -347,12 +360,27 @@ impl WalWriter {
             self.cfg.stream_epoch,
             seq,
         ));
-        let put = tokio::spawn(put_within(
-            self.store.clone(),
-            key.clone(),
-            body.clone(),
-            self.cfg.put_deadline,
-        ));
+        // Its own trace, linked to every traced produce it carries; the
+        // PUT's spans are its children.
+        let span = tracing::info_span!(
+            target: TRACE_TARGET,
+            parent: None,
+            "wal.flush",
+            wal.seq = seq,
+            wal.bytes = body.len(),
+            wal.chunks = entries.len(),
+            wal.linked_produces = taken.links.len(),
+        );
+        add_links(&span, taken.links);
+        let put = tokio::spawn(
+            put_within(
+                self.store.clone(),
+                key.clone(),
+                body.clone(),
+                self.cfg.put_deadline,
+            )
+            .instrument(span),
+        );
         InFlight {
             seq,
             key,
