@@ -29,20 +29,12 @@ fn value(scrape: &str, name: &str, labels: &str) -> f64 {
         .unwrap_or(0.0)
 }
 
-async fn scrape(server: &DevServer) -> String {
-    let (status, body) = http_get(server.http_addr(), "/metrics")
-        .await
-        .expect("scrape");
-    assert_eq!(status, 200);
-    body
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gateway_counters_move_by_the_traffic() {
     let server = DevServer::start(DevOptions::default()).await;
     let topic = unique_name("metered");
     create_topic(&server.bootstrap(), &topic, 1, &[]).await;
-    let before = scrape(&server).await;
+    let before = server.metrics().await;
     let label = format!("topic=\"{topic}\"");
     assert_eq!(
         value(&before, "kafscale_gateway_produced_bytes_total", &label),
@@ -68,7 +60,7 @@ async fn gateway_counters_move_by_the_traffic() {
     let records = raw_fetch_partition(server.kafka_addr(), &topic, 0, 3).await;
     assert_eq!(records.len(), 3);
 
-    let after = scrape(&server).await;
+    let after = server.metrics().await;
     assert_eq!(
         value(&after, "kafscale_gateway_produced_bytes_total", &label),
         sent as f64,
@@ -122,7 +114,7 @@ async fn gateway_counters_move_by_the_traffic() {
     let mut refused = 0.0;
     for _ in 0..50 {
         refused = value(
-            &scrape(&server).await,
+            &server.metrics().await,
             "kafscale_gateway_refused_requests_total",
             "reason=\"unknown_api\"",
         );

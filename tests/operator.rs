@@ -645,6 +645,7 @@ fn every_chart_template_parses_around_its_directives() {
     for kind in [
         "ClusterRole",
         "ClusterRoleBinding",
+        "ConfigMap",
         "Deployment",
         "PodMonitor",
         "Role",
@@ -655,6 +656,82 @@ fn every_chart_template_parses_around_its_directives() {
             kinds.iter().any(|k| k == kind),
             "no {kind} in the chart: {kinds:?}"
         );
+    }
+}
+
+/// The chart's PodMonitor (podmonitor.yaml) as plain YAML.
+fn pod_monitor() -> Value {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/deploy/helm/kafscale-operator/templates/podmonitor.yaml"
+    );
+    let text = std::fs::read_to_string(path).expect("podmonitor.yaml");
+    let docs = yaml_documents(&template_skeleton(&text));
+    assert_eq!(docs.len(), 1, "{docs:?}");
+    assert_eq!(docs[0]["kind"], "PodMonitor");
+    docs[0].clone()
+}
+
+#[test]
+fn the_pod_monitor_selects_the_gateway_and_worker_pods_and_their_http_port() {
+    let monitor = pod_monitor();
+    let selector = monitor["spec"]["selector"]["matchLabels"]
+        .as_object()
+        .expect("matchLabels")
+        .clone();
+    assert!(!selector.is_empty());
+    let endpoint = &monitor["spec"]["podMetricsEndpoints"][0];
+    assert_eq!(endpoint["path"], "/metrics");
+    let port = endpoint["port"].as_str().expect("a port name");
+
+    let mut c = KafscaleCluster::new("demo", cluster_spec("http://etcd:2379".into(), "demo"));
+    c.metadata.namespace = Some(NS.into());
+    c.metadata.uid = Some("u1".into());
+    let o = kafscale_controlplane::operator::desired::cluster_objects(&c).expect("objects");
+    let gateway = serde_json::to_value(&o.gateway.spec.expect("spec").template).expect("json");
+    let worker = serde_json::to_value(&o.worker.spec.expect("spec").template).expect("json");
+    for (component, template) in [("gateway", gateway), ("worker", worker)] {
+        let labels = &template["metadata"]["labels"];
+        for (k, v) in &selector {
+            assert_eq!(&labels[k], v, "{component} pods lack the label {k}={v}");
+        }
+        let ports = template["spec"]["containers"][0]["ports"]
+            .as_array()
+            .expect("ports");
+        let http = ports
+            .iter()
+            .find(|p| p["name"] == port)
+            .unwrap_or_else(|| panic!("{component} pods have no port named {port}: {ports:?}"));
+        assert_eq!(
+            http["containerPort"],
+            kafscale_controlplane::operator::desired::HTTP_PORT
+        );
+        // Every relabeling reads a label the pods carry, so `component`
+        // and `kafscale_cluster` (the dashboard's filters) get values.
+        for r in endpoint["relabelings"].as_array().expect("relabelings") {
+            for source in r["sourceLabels"].as_array().expect("sourceLabels") {
+                let source = source.as_str().expect("a label");
+                let pod_label = source
+                    .strip_prefix("__meta_kubernetes_pod_label_")
+                    .unwrap_or_else(|| panic!("not a pod label: {source}"));
+                let value = labels
+                    .as_object()
+                    .expect("labels")
+                    .iter()
+                    .find(|(k, _)| k.replace(['.', '/', '-'], "_") == pod_label)
+                    .map(|(_, v)| v.clone());
+                assert!(
+                    value.is_some(),
+                    "{component} pods have no label for {source}"
+                );
+                if r["targetLabel"] == "component" {
+                    assert_eq!(value, Some(Value::from(component)));
+                }
+                if r["targetLabel"] == "kafscale_cluster" {
+                    assert_eq!(value, Some(Value::from("demo")));
+                }
+            }
+        }
     }
 }
 

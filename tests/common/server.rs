@@ -83,6 +83,15 @@ impl DevServer {
         &self.data_dir
     }
 
+    /// Prometheus text of `GET /metrics` (panics unless it answers 200).
+    pub async fn metrics(&self) -> String {
+        let (status, body) = http_get(self.http_addr(), "/metrics")
+            .await
+            .expect("scrape /metrics");
+        assert_eq!(status, 200, "GET /metrics: {body}");
+        body
+    }
+
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log_path).unwrap_or_else(|e| format!("<no log: {e}>"))
     }
