@@ -23,23 +23,6 @@ const DASHBOARD: &str = concat!(
 );
 const CHART: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/helm/kafscale-operator");
 
-/// Metrics the dashboard uses that this branch does not export yet:
-/// (name, type, labels).
-const NOT_YET_EXPORTED: &[(&str, &str, &[&str])] = &[
-    // added on main by the consumer lag work
-    (
-        "kafscale_consumer_group_lag",
-        "gauge",
-        &["group", "topic", "partition"],
-    ),
-    // added on main by the consumer lag work
-    (
-        "kafscale_consumer_group_committed_offset",
-        "gauge",
-        &["group", "topic", "partition"],
-    ),
-];
-
 /// Labels Prometheus and the Prometheus operator put on every series of a
 /// PodMonitor target (the chart's relabelings add more: [`target_labels`]).
 const SCRAPE_LABELS: &[&str] = &[
@@ -581,7 +564,6 @@ async fn every_dashboard_query_uses_exported_metrics_and_labels() {
     let server = DevServer::start(DevOptions::default()).await;
     traffic(&server).await;
     let s3 = s3_worker_families();
-    let not_yet: BTreeSet<&str> = NOT_YET_EXPORTED.iter().map(|(n, _, _)| *n).collect();
     // Wait until every metric the dashboard uses that a dev server exports
     // has a series (chunk reads and refusals are counted asynchronously).
     let mut catalog = Catalog::new();
@@ -589,36 +571,16 @@ async fn every_dashboard_query_uses_exported_metrics_and_labels() {
         catalog = parse_exposition(&server.metrics().await);
         let missing: Vec<&String> = used
             .iter()
-            .filter(|m| {
-                family(&catalog, m).is_none()
-                    && family(&s3, m).is_none()
-                    && !not_yet.contains(m.as_str())
-            })
+            .filter(|m| family(&catalog, m).is_none() && family(&s3, m).is_none())
             .collect();
         if missing.is_empty() {
             break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    for name in &not_yet {
-        assert!(
-            !catalog.contains_key(*name),
-            "{name} is exported now: remove it from NOT_YET_EXPORTED in tests/dashboard.rs"
-        );
-    }
     for (name, fam) in s3 {
         catalog.entry(name).or_insert(fam);
     }
-    for (name, kind, labels) in NOT_YET_EXPORTED {
-        catalog.insert(
-            name.to_string(),
-            Family {
-                kind: kind.to_string(),
-                labels: labels.iter().map(|l| l.to_string()).collect(),
-            },
-        );
-    }
-
     let target = target_labels();
     assert!(target.contains("kafscale_cluster") && target.contains("component"));
     let mut errors = Vec::new();

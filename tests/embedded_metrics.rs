@@ -1,7 +1,8 @@
 //! The gateway's Prometheus metrics move by exactly what the traffic was:
 //! bytes produced and fetched per topic equal the record batches sent and
 //! read back, requests are counted per API and version, a refused request
-//! and a connection are counted.
+//! and a connection are counted; consumer lag is high watermark minus the
+//! committed offset.
 
 mod common;
 
@@ -124,4 +125,48 @@ async fn gateway_counters_move_by_the_traffic() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert_eq!(refused, refused_before + 1.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consumer_lag_is_what_was_produced_minus_what_was_committed() {
+    let server = DevServer::start(DevOptions::default()).await;
+    let topic = unique_name("lag");
+    create_topic(&server.bootstrap(), &topic, 1, &[]).await;
+    let p = producer(&server.bootstrap(), &[]);
+    for i in 0..10 {
+        p.send(
+            rdkafka::producer::FutureRecord::to(&topic)
+                .partition(0)
+                .key("k")
+                .payload(&format!("v{i}")),
+            Duration::from_secs(30),
+        )
+        .await
+        .unwrap_or_else(|(e, _)| panic!("produce: {e}"));
+    }
+    let group = unique_name("lagging");
+    let (b, g, t) = (server.bootstrap(), group.clone(), topic.clone());
+    tokio::task::spawn_blocking(move || commit_offset(&b, &g, &t, 4))
+        .await
+        .expect("commit");
+    let scrape = server.metrics().await;
+    let labels = format!("group=\"{group}\",partition=\"0\",topic=\"{topic}\"");
+    assert_eq!(
+        value(&scrape, "kafscale_consumer_group_committed_offset", &labels),
+        4.0,
+        "{scrape}"
+    );
+    assert_eq!(
+        value(
+            &scrape,
+            "kafscale_partition_high_watermark",
+            &format!("partition=\"0\",topic=\"{topic}\"")
+        ),
+        10.0
+    );
+    assert_eq!(
+        value(&scrape, "kafscale_consumer_group_lag", &labels),
+        6.0,
+        "lag is the 10 produced minus the 4 committed"
+    );
 }

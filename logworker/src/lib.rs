@@ -13,6 +13,7 @@ pub mod groups;
 pub mod inflate;
 pub mod metrics;
 pub mod objstore;
+pub mod offset_metrics;
 pub mod ownership;
 pub mod partition;
 pub mod producers;

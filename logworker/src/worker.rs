@@ -167,6 +167,11 @@ impl Worker {
             registration: std::sync::Mutex::new(registration),
             lease,
         });
+        registry
+            .register(Box::new(crate::offset_metrics::OffsetMetrics::new(
+                Arc::downgrade(&worker),
+            )))
+            .map_err(|e| MetaError::Invalid(e.to_string()))?;
         let flusher = tokio::spawn(wal.run(shutdown.clone()));
         tokio::spawn(groups.run_timers(shutdown.clone()));
         tokio::spawn(worker.clone().compaction_loop(shutdown.clone()));

@@ -66,6 +66,15 @@ pub fn coordinator_code(partition_code: i16) -> i16 {
     }
 }
 
+/// One group's committed offset of one partition.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommittedOffset {
+    pub group: String,
+    pub topic: String,
+    pub partition: i32,
+    pub offset: i64,
+}
+
 /// The groups of one coordinator slot, backed by its partition's log.
 pub struct Slot {
     pub log: Arc<PartitionLog>,
@@ -183,6 +192,27 @@ impl GroupCoordinator {
             .iter()
             .map(|s| (*s.key(), s.value().groups.len()))
             .collect()
+    }
+
+    /// Every committed offset of the groups loaded here.
+    pub fn committed_offsets(&self) -> Vec<CommittedOffset> {
+        let mut out = Vec::new();
+        for slot in self.slots.iter() {
+            for g in slot.groups.iter() {
+                let g = lock(g.value());
+                out.extend(
+                    g.offsets
+                        .iter()
+                        .map(|((topic, partition), c)| CommittedOffset {
+                            group: g.id.clone(),
+                            topic: topic.clone(),
+                            partition: *partition,
+                            offset: c.offset,
+                        }),
+                );
+            }
+        }
+        out
     }
 
     fn slot(&self, partition: i32) -> Option<Arc<Slot>> {
