@@ -226,6 +226,8 @@ pub struct KafkaArgs {
     /// With `acl`: allow access to resources that have no ACL at all.
     #[arg(long, env = "KAFSCALE_ALLOW_EVERYONE_IF_NO_ACL_FOUND", default_value_t = false, action = clap::ArgAction::Set)]
     pub allow_everyone_if_no_acl_found: bool,
+    #[command(flatten)]
+    pub security: crate::security::SecurityArgs,
 }
 
 /// The gateway's authorizer.

@@ -11,6 +11,7 @@ mod http;
 mod logworker;
 mod operator;
 mod process;
+mod security;
 mod telemetry;
 
 use clap::{Parser, Subcommand};

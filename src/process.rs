@@ -112,34 +112,41 @@ pub async fn spawn_gateway(
         kafka.max_gateway_bytes,
         kafka.max_frame_bytes
     );
-    let view = ClusterView::start(meta).await?;
     let metrics = GatewayMetrics::new(registry, kafka.metrics_topic_labels)?;
+    let security = kafka
+        .security
+        .build(&meta, metrics.authentications.clone())
+        .await?;
+    let view = ClusterView::start(meta).await?;
     let control = ListenerControl::new(view.clone(), metrics.connections.clone());
-    let dispatcher = Arc::new(Dispatcher::new(
-        GatewayConfig {
-            node_id: 0,
-            advertised_host: kafka.advertised_host.clone(),
-            advertised_port: i32::from(kafka.advertised_port.unwrap_or(port)),
-            auto_create_topics: kafka.auto_create_topics,
-            auto_create_partitions: kafka.auto_create_partitions,
-            max_frame_bytes: kafka.max_frame_bytes,
-            default_max_message_bytes: max_message_bytes,
-            max_pipelined: 64,
-            limits: kafscale_gateway::config::Limits {
-                connection_bytes: kafka.max_connection_bytes,
-                gateway_bytes: kafka.max_gateway_bytes,
-                max_connections: kafka.max_connections,
-                max_connections_per_ip: kafka.max_connections_per_ip,
-                frame_read_timeout: Duration::from_millis(kafka.frame_read_timeout_ms),
-                response_write_timeout: Duration::from_millis(kafka.response_write_timeout_ms),
-                idle_timeout: Duration::from_millis(kafka.connections_max_idle_ms),
-                fetch_max_bytes: kafka.fetch_max_bytes,
+    let dispatcher = Arc::new(
+        Dispatcher::new(
+            GatewayConfig {
+                node_id: 0,
+                advertised_host: kafka.advertised_host.clone(),
+                advertised_port: i32::from(kafka.advertised_port.unwrap_or(port)),
+                auto_create_topics: kafka.auto_create_topics,
+                auto_create_partitions: kafka.auto_create_partitions,
+                max_frame_bytes: kafka.max_frame_bytes,
+                default_max_message_bytes: max_message_bytes,
+                max_pipelined: 64,
+                limits: kafscale_gateway::config::Limits {
+                    connection_bytes: kafka.max_connection_bytes,
+                    gateway_bytes: kafka.max_gateway_bytes,
+                    max_connections: kafka.max_connections,
+                    max_connections_per_ip: kafka.max_connections_per_ip,
+                    frame_read_timeout: Duration::from_millis(kafka.frame_read_timeout_ms),
+                    response_write_timeout: Duration::from_millis(kafka.response_write_timeout_ms),
+                    idle_timeout: Duration::from_millis(kafka.connections_max_idle_ms),
+                    fetch_max_bytes: kafka.fetch_max_bytes,
+                },
+                authorizer: kafka.authorizer_config(),
             },
-            authorizer: kafka.authorizer_config(),
-        },
-        Router::new(view),
-        metrics,
-    ));
+            Router::new(view),
+            metrics,
+        )
+        .with_security(security),
+    );
     let task = tokio::spawn(kafscale_gateway::serve(
         listener,
         dispatcher,

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use common::{
-    assert_strictly_increasing, consume_all, consumer, create_topic, http_get, producer,
+    assert_strictly_increasing, consume_all, consumer, create_topic, http_get, producer, run_kcat,
     unique_name, watermarks, Consumed, DevOptions, DevServer, RawConn, CLIENT_TIMEOUT,
 };
 use futures::future::join_all;
@@ -237,41 +237,15 @@ async fn all_codecs_keys_headers_nulls_and_1mib_records_round_trip_over_12_parti
     }
 }
 
-/// Runs kcat with a 30 s bound; a missing kcat is a test failure, not a skip.
+/// Runs kcat (see [`run_kcat`]) and requires it to succeed; its stdout.
 async fn kcat(args: &[&str], stdin: Option<&str>) -> String {
-    use tokio::io::AsyncWriteExt;
-    let mut cmd = tokio::process::Command::new("kcat");
-    cmd.args(args)
-        .stdin(if stdin.is_some() {
-            std::process::Stdio::piped()
-        } else {
-            std::process::Stdio::null()
-        })
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .kill_on_drop(true);
-    let mut child = cmd
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot run kcat (it must be installed for this test): {e}"));
-    if let Some(input) = stdin {
-        let mut pipe = child.stdin.take().expect("kcat stdin");
-        pipe.write_all(input.as_bytes())
-            .await
-            .expect("write kcat stdin");
-        drop(pipe);
-    }
-    let output = tokio::time::timeout(Duration::from_secs(30), child.wait_with_output())
-        .await
-        .unwrap_or_else(|_| panic!("kcat {args:?} did not finish within 30 s"))
-        .expect("kcat output");
-    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    let out = run_kcat(args, stdin).await;
     assert!(
-        output.status.success(),
-        "kcat {args:?} failed with {}\nstdout:\n{stdout}\nstderr:\n{}",
-        output.status,
-        String::from_utf8_lossy(&output.stderr)
+        out.ok,
+        "kcat {args:?} failed\nstdout:\n{}\nstderr:\n{}",
+        out.stdout, out.stderr
     );
-    stdout
+    out.stdout
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -74,6 +74,19 @@ impl Keys {
     pub fn producer_ids(&self) -> String {
         format!("{}producer-ids", self.root)
     }
+    /// Prefix of all SCRAM credentials.
+    pub fn scram_credentials(&self) -> String {
+        format!("{}users/", self.root)
+    }
+    /// One user's SCRAM credential for one mechanism; the name in hex, so
+    /// no user name needs escaping.
+    pub fn scram_credential(&self, user: &str, mechanism: i32) -> String {
+        let mut k = self.scram_credentials();
+        for b in user.as_bytes() {
+            k.push_str(&format!("{b:02x}"));
+        }
+        format!("{k}/{mechanism}")
+    }
     /// Prefix of all `AclBinding` keys.
     pub fn acls(&self) -> String {
         format!("{}acls/", self.root)

@@ -8,8 +8,8 @@ use crate::keys::Keys;
 use crate::store::{Compare, MetadataStore, StoreError, TxnOp};
 use bytes::Bytes;
 use kafscale_proto::metadata::v1::{
-    Assignment, ClusterInfo, GatewayRegistration, PartitionState, ProducerIdBlock, Topic,
-    WorkerRegistration,
+    Assignment, ClusterInfo, GatewayRegistration, PartitionState, ProducerIdBlock, ScramCredential,
+    Topic, WorkerRegistration,
 };
 use prost::Message;
 use std::collections::HashMap;
@@ -400,6 +400,61 @@ impl Metadata {
                 .collect();
             self.store.txn(Vec::new(), ops).await?;
         }
+        Ok(())
+    }
+
+    /// One user's SCRAM credential for `mechanism`, if stored.
+    pub async fn scram_credential(
+        &self,
+        user: &str,
+        mechanism: i32,
+    ) -> Result<Option<ScramCredential>, MetaError> {
+        Ok(self
+            .get_msg(&self.keys.scram_credential(user, mechanism))
+            .await?
+            .map(|(c, _)| c))
+    }
+
+    /// Every stored SCRAM credential.
+    pub async fn list_scram_credentials(&self) -> Result<Vec<ScramCredential>, MetaError> {
+        let mut out = Vec::new();
+        for kv in self.store.range(&self.keys.scram_credentials()).await? {
+            out.push(decode(&kv.key, &kv.value)?);
+        }
+        Ok(out)
+    }
+
+    /// Stores (or replaces) a SCRAM credential.
+    pub async fn put_scram_credential(&self, c: &ScramCredential) -> Result<(), MetaError> {
+        let key = self.keys.scram_credential(&c.user, c.mechanism);
+        self.store
+            .txn(Vec::new(), vec![TxnOp::Put(key, bytes_of(c))])
+            .await?;
+        Ok(())
+    }
+
+    /// Stores a SCRAM credential unless one exists for its user and
+    /// mechanism; true if it was stored.
+    pub async fn create_scram_credential(&self, c: &ScramCredential) -> Result<bool, MetaError> {
+        let key = self.keys.scram_credential(&c.user, c.mechanism);
+        let cmp = Compare {
+            key: key.clone(),
+            mod_revision: 0,
+        };
+        Ok(self
+            .store
+            .txn(vec![cmp], vec![TxnOp::Put(key, bytes_of(c))])
+            .await?)
+    }
+
+    /// Removes a SCRAM credential (no-op when absent).
+    pub async fn delete_scram_credential(
+        &self,
+        user: &str,
+        mechanism: i32,
+    ) -> Result<(), MetaError> {
+        let key = self.keys.scram_credential(user, mechanism);
+        self.store.txn(Vec::new(), vec![TxnOp::Delete(key)]).await?;
         Ok(())
     }
 

@@ -11,15 +11,19 @@
 //! beyond the per-gateway and per-address limits are closed on accept, and
 //! so is every new connection while the listener is drained
 //! ([`ListenerControl`], the control API's Drain).
+//!
+//! Before a connection is served, [`establish`] runs the listener's
+//! security steps: the TLS handshake, then SASL authentication; the
+//! principal they yield is what every request is authorized as.
 
 use crate::budget::{Budgets, RequestBudget};
-use crate::dispatch::{Dispatcher, Outcome, Sequenced};
+use crate::dispatch::{Dispatcher, Outcome, Sequenced, ANONYMOUS};
 use bytes::BytesMut;
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt, BufWriter};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufWriter};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch, Semaphore};
 
@@ -143,7 +147,7 @@ pub async fn serve(
                     let budget = gateway_budget.clone();
                     connections.spawn(async move {
                         let _admitted = admitted;
-                        if let Err(e) = handle(stream, d, format!("/{}", peer.ip()), budget, stop).await {
+                        if let Err(e) = establish(stream, peer.ip(), d, budget, stop).await {
                             tracing::debug!(%peer, error = %e, "connection closed");
                         }
                     });
@@ -163,17 +167,101 @@ pub async fn serve(
     while connections.join_next().await.is_some() {}
 }
 
-async fn handle(
+/// Longest a TLS handshake or a SASL authentication may take.
+const AUTH_DEADLINE: Duration = Duration::from_secs(30);
+
+/// The steps before dispatch: the TLS handshake on SSL listeners (the
+/// principal of a client certificate, with mTLS), then SASL on SASL
+/// listeners (the authenticated user); then the connection is served with
+/// that principal.
+async fn establish(
     stream: TcpStream,
+    ip: IpAddr,
     d: Arc<Dispatcher>,
-    host: String,
+    gateway_budget: Arc<Semaphore>,
+    shutdown: watch::Receiver<bool>,
+) -> std::io::Result<()> {
+    let security = d.security().clone();
+    let Some(acceptor) = security.tls else {
+        let mut stream = stream;
+        let principal = match authenticated(&mut stream, ip, &d).await {
+            Some(p) => p,
+            None => return Ok(()),
+        };
+        let (rd, wr) = stream.into_split();
+        return handle(rd, wr, ip, principal, d, gateway_budget, shutdown).await;
+    };
+    let tls_outcome = |o: &str| {
+        d.metrics()
+            .authentications
+            .with_label_values(&["TLS", o])
+            .inc()
+    };
+    let mut stream = match tokio::time::timeout(AUTH_DEADLINE, acceptor.accept(stream)).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => {
+            tls_outcome("failure");
+            tracing::debug!(%ip, error = %e, "TLS handshake failed");
+            return Ok(());
+        }
+        Err(_) => {
+            tls_outcome("failure");
+            tracing::debug!(%ip, "TLS handshake did not finish in time");
+            return Ok(());
+        }
+    };
+    tls_outcome("success");
+    let cert_principal = stream
+        .get_ref()
+        .1
+        .peer_certificates()
+        .and_then(|c| c.first())
+        .and_then(crate::auth::tls::certificate_principal);
+    let principal = match authenticated(&mut stream, ip, &d).await {
+        Some(p) if security.sasl.is_some() => p,
+        Some(_) => cert_principal.unwrap_or_else(|| ANONYMOUS.to_string()),
+        None => return Ok(()),
+    };
+    let (rd, wr) = tokio::io::split(stream);
+    handle(rd, wr, ip, principal, d, gateway_budget, shutdown).await
+}
+
+/// The SASL principal on SASL listeners (`None`: authentication failed and
+/// the connection is to be closed), [`ANONYMOUS`] elsewhere.
+async fn authenticated<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: &mut S,
+    ip: IpAddr,
+    d: &Dispatcher,
+) -> Option<String> {
+    let Some(auth) = &d.security().sasl else {
+        return Some(ANONYMOUS.to_string());
+    };
+    match crate::auth::phase::authenticate(stream, auth, ip, AUTH_DEADLINE).await {
+        Ok(p) => Some(p),
+        Err(e) => {
+            tracing::info!(%ip, error = %e, "closing connection: not authenticated");
+            None
+        }
+    }
+}
+
+async fn handle<R, W>(
+    mut rd: R,
+    wr: W,
+    ip: IpAddr,
+    principal: String,
+    d: Arc<Dispatcher>,
     gateway_budget: Arc<Semaphore>,
     mut shutdown: watch::Receiver<bool>,
-) -> std::io::Result<()> {
-    let host: Arc<str> = host.into();
+) -> std::io::Result<()>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin + Send + 'static,
+{
+    let host: Arc<str> = format!("/{ip}").into();
+    let principal: Arc<str> = principal.into();
     let limits = d.config().limits.clone();
     let budgets = Budgets::connection(limits.connection_bytes, gateway_budget);
-    let (mut rd, wr) = stream.into_split();
     let (tx, mut rx) = mpsc::channel::<(tokio::task::JoinHandle<Outcome>, Arc<RequestBudget>)>(
         d.config().max_pipelined.max(1),
     );
@@ -248,7 +336,7 @@ async fn handle(
                 break;
             }
         }
-        let (d2, host) = (d.clone(), host.clone());
+        let (d2, host, principal) = (d.clone(), host.clone(), principal.clone());
         let (seq_tx, seq_rx) = tokio::sync::oneshot::channel();
         // A fetch's answer can be far larger than its request: its room is
         // reserved here, in request order (see Budgets::take_response).
@@ -260,7 +348,7 @@ async fn handle(
         let budget = Arc::new(RequestBudget::new(held, response));
         let b2 = budget.clone();
         let task = tokio::spawn(async move {
-            d2.dispatch(buf.freeze(), &host, Sequenced::new(seq_tx), &b2)
+            d2.dispatch(buf.freeze(), &host, &principal, Sequenced::new(seq_tx), &b2)
                 .await
         });
         if tx.send((task, budget)).await.is_err() {

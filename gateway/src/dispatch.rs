@@ -62,6 +62,10 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::DescribeAcls, 1, 3),
     (ApiKey::CreateAcls, 1, 3),
     (ApiKey::DeleteAcls, 1, 3),
+    (ApiKey::SaslHandshake, 0, 1),
+    (ApiKey::SaslAuthenticate, 0, 2),
+    (ApiKey::DescribeUserScramCredentials, 0, 0),
+    (ApiKey::AlterUserScramCredentials, 0, 0),
 ];
 
 /// The supported version range of `key`, if served.
@@ -77,6 +81,7 @@ pub struct Dispatcher {
     router: Router,
     producer_ids: handlers::init_producer_id::ProducerIds,
     metrics: GatewayMetrics,
+    security: crate::auth::Security,
 }
 
 /// Context handed to every handler.
@@ -178,8 +183,7 @@ pub fn record_topics<'a>(topics: impl Iterator<Item = &'a str>) {
     }
 }
 
-/// The principal of unauthenticated (plaintext) connections, as in Kafka.
-pub const ANONYMOUS: &str = "User:ANONYMOUS";
+pub use crate::auth::ANONYMOUS;
 
 /// Per-connection ordering: a connection's next request is dispatched only
 /// after the previous one is sequenced, i.e. its effect on log order is fixed
@@ -248,7 +252,20 @@ impl Dispatcher {
             router,
             producer_ids: Default::default(),
             metrics,
+            security: Default::default(),
         }
+    }
+
+    /// The same dispatcher behind a listener with `security` (PLAINTEXT
+    /// without it).
+    pub fn with_security(mut self, security: crate::auth::Security) -> Self {
+        self.security = security;
+        self
+    }
+
+    /// How the listener establishes who clients are.
+    pub fn security(&self) -> &crate::auth::Security {
+        &self.security
     }
 
     /// The gateway settings.
@@ -267,6 +284,7 @@ impl Dispatcher {
         &self,
         mut frame: Bytes,
         client_host: &str,
+        principal: &str,
         sequenced: Sequenced,
         budget: &RequestBudget,
     ) -> Outcome {
@@ -317,7 +335,7 @@ impl Dispatcher {
             sequenced: &sequenced,
             budget,
             producer_ids: &self.producer_ids,
-            principal: ANONYMOUS,
+            principal,
             metrics: &self.metrics,
         };
         let span = tracing::info_span!(
@@ -328,7 +346,7 @@ impl Dispatcher {
             messaging.system = "kafka",
             kafka.api_version = version,
             kafka.client_id = client_id,
-            kafka.principal = ANONYMOUS,
+            kafka.principal = principal,
             kafka.topics = tracing::field::Empty,
             client.address = client_host,
         );

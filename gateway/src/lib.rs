@@ -2,9 +2,11 @@
 //! requests to log workers over the internal gRPC contract.
 //!
 //! Where a produce is parsed: `conn` (framing) → `dispatch` (header, version)
-//! → `handlers::produce` → `router` (gRPC to the owning worker).
+//! → `handlers::produce` → `router` (gRPC to the owning worker). Who the
+//! client is: `auth` (TLS, SASL), between accepting and dispatching.
 
 pub mod alloc;
+pub mod auth;
 pub mod budget;
 pub mod cluster;
 pub mod config;

@@ -48,6 +48,11 @@ pub struct GatewayMetrics {
     /// `kafscale_gateway_fetched_bytes_total{topic}`: record-batch bytes of
     /// fetch answers.
     pub fetched_bytes: IntCounterVec,
+    /// `kafscale_gateway_authentications_total{mechanism,outcome}`: SASL
+    /// authentications (`success`, `failure`) and TLS handshakes
+    /// (mechanism `TLS`; `failure` when the handshake or the client's
+    /// certificate fails).
+    pub authentications: IntCounterVec,
     topic_labels: bool,
     /// By (API key, version), for every served pair.
     series: HashMap<(ApiKey, i16), RequestSeries>,
@@ -101,6 +106,13 @@ impl GatewayMetrics {
                 ),
                 &["topic"],
             )?,
+            authentications: IntCounterVec::new(
+                Opts::new(
+                    "kafscale_gateway_authentications_total",
+                    "Authentications by mechanism and outcome",
+                ),
+                &["mechanism", "outcome"],
+            )?,
             topic_labels,
             series: HashMap::new(),
         };
@@ -128,6 +140,7 @@ impl GatewayMetrics {
         registry.register(Box::new(m.refused_requests.clone()))?;
         registry.register(Box::new(m.connections.clone()))?;
         registry.register(Box::new(m.connections_total.clone()))?;
+        registry.register(Box::new(m.authentications.clone()))?;
         registry.register(Box::new(m.produced_bytes.clone()))?;
         registry.register(Box::new(m.fetched_bytes.clone()))?;
         Ok(m)

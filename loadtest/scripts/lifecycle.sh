@@ -78,6 +78,8 @@ tail_run() {
 import json,sys; l=json.load(sys.stdin)["consume"]["e2e_latency_ms"]; print(l["p50_ms"], l["p99_ms"])'
 }
 
+# No cluster outlives the script, whichever part it ends in.
+trap '$cluster stop' EXIT
 # Every part: short leases (restarts), compaction looked at every second.
 export KAFSCALE_LEASE_TTL_MS=3000 KAFSCALE_COMPACTION_INTERVAL_MS=1000
 PARTS=" ${PARTS:-1 2 3} "   # e.g. PARTS="2 3" to skip part 1

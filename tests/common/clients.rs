@@ -308,3 +308,48 @@ pub fn read_to_end(bootstrap: &str, topic: &str) -> Vec<(i64, String, Option<Str
         }
     }
 }
+
+/// What a kcat run printed, and whether it exited with success.
+pub struct KcatOutput {
+    pub ok: bool,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// Runs kcat with a 30 s bound; a missing kcat is a test failure, not a skip.
+pub async fn run_kcat(args: &[&str], stdin: Option<&str>) -> KcatOutput {
+    use tokio::io::AsyncWriteExt;
+    let mut cmd = tokio::process::Command::new("kcat");
+    // cargo points the dynamic loader at its build outputs, which may hold
+    // the rdkafka crate's librdkafka (built without OpenSSL): kcat must load
+    // the system's.
+    cmd.env_remove("LD_LIBRARY_PATH");
+    cmd.args(args)
+        .stdin(if stdin.is_some() {
+            std::process::Stdio::piped()
+        } else {
+            std::process::Stdio::null()
+        })
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true);
+    let mut child = cmd
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run kcat (it must be installed for this test): {e}"));
+    if let Some(input) = stdin {
+        let mut pipe = child.stdin.take().expect("kcat stdin");
+        pipe.write_all(input.as_bytes())
+            .await
+            .expect("write kcat stdin");
+        drop(pipe);
+    }
+    let output = tokio::time::timeout(Duration::from_secs(30), child.wait_with_output())
+        .await
+        .unwrap_or_else(|_| panic!("kcat {args:?} did not finish within 30 s"))
+        .expect("kcat output");
+    KcatOutput {
+        ok: output.status.success(),
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    }
+}

@@ -218,7 +218,7 @@ impl DevServer {
             self.grpc_port,
             self.data_dir.display()
         ));
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_kafscale"));
+        let mut cmd = Command::new(kafscale_bin());
         cmd.arg("dev");
         for (key, _) in std::env::vars_os() {
             if key.to_string_lossy().starts_with("KAFSCALE_") {
@@ -250,7 +250,7 @@ impl DevServer {
             .stderr(log);
         let child = cmd
             .spawn()
-            .unwrap_or_else(|e| panic!("spawn {}: {e}", env!("CARGO_BIN_EXE_kafscale")));
+            .unwrap_or_else(|e| panic!("spawn {}: {e}", kafscale_bin()));
         self.child = Some(child);
         self.wait_ready().await;
     }
@@ -427,7 +427,7 @@ impl CtlOutput {
 
 /// Runs `kafscale ctl ARGS --addr ADDR` (the process's control API).
 pub async fn ctl(addr: SocketAddr, args: &[&str]) -> CtlOutput {
-    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_kafscale"))
+    let out = tokio::process::Command::new(kafscale_bin())
         .arg("ctl")
         .args(args)
         .args(["--addr", &addr.to_string()])
@@ -439,4 +439,12 @@ pub async fn ctl(addr: SocketAddr, args: &[&str]) -> CtlOutput {
         stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
         stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
     }
+}
+
+/// The `kafscale` binary the tests run: `KAFSCALE_TEST_BIN` if set (a copy,
+/// so that rebuilds while tests run do not change what they test), else
+/// the one cargo built for this test run.
+pub fn kafscale_bin() -> String {
+    std::env::var("KAFSCALE_TEST_BIN")
+        .unwrap_or_else(|_| env!("CARGO_BIN_EXE_kafscale").to_string())
 }

@@ -17,6 +17,7 @@ pub mod log_dirs;
 pub mod metadata;
 pub mod produce;
 pub mod replicas;
+pub mod scram_credentials;
 pub mod topics;
 
 use crate::dispatch::{decode, encode, encode_raw, Ctx, Outcome};
@@ -146,6 +147,37 @@ pub async fn handle(ctx: &Ctx<'_>, key: ApiKey, cid: i32, body: &mut Bytes) -> O
             Some(r) => encode(cid, v, &acls::delete(ctx, r).await),
             None => Outcome::Close,
         },
+        // A SASL exchange happens before dispatch (crate::auth::phase); here
+        // it is out of place: on a listener without SASL, or after
+        // authentication (re-authentication is not supported).
+        ApiKey::SaslHandshake => match decode::<SaslHandshakeRequest>(body, v) {
+            Some(_) => {
+                let mut r = SaslHandshakeResponse::default();
+                r.error_code = kafka_protocol::error::ResponseError::IllegalSaslState.code();
+                encode(cid, v, &r)
+            }
+            None => Outcome::Close,
+        },
+        ApiKey::SaslAuthenticate => match decode::<SaslAuthenticateRequest>(body, v) {
+            Some(_) => {
+                let mut r = SaslAuthenticateResponse::default();
+                r.error_code = kafka_protocol::error::ResponseError::IllegalSaslState.code();
+                encode(cid, v, &r)
+            }
+            None => Outcome::Close,
+        },
+        ApiKey::DescribeUserScramCredentials => {
+            match decode::<DescribeUserScramCredentialsRequest>(body, v) {
+                Some(r) => encode(cid, v, &scram_credentials::describe(ctx, r).await),
+                None => Outcome::Close,
+            }
+        }
+        ApiKey::AlterUserScramCredentials => {
+            match decode::<AlterUserScramCredentialsRequest>(body, v) {
+                Some(r) => encode(cid, v, &scram_credentials::alter(ctx, r).await),
+                None => Outcome::Close,
+            }
+        }
         ApiKey::InitProducerId => match decode::<InitProducerIdRequest>(body, v) {
             Some(r) => encode(cid, v, &init_producer_id::handle(ctx, r).await),
             None => Outcome::Close,

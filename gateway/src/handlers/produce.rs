@@ -204,6 +204,7 @@ mod tests {
             .dispatch(
                 produce_frame(2),
                 "127.0.0.1",
+                crate::auth::ANONYMOUS,
                 Sequenced::new(tx),
                 &RequestBudget::unlimited(),
             )

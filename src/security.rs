@@ -1,0 +1,151 @@
+//! The listener security settings of `dev` and `gateway`, turned into the
+//! gateway's [`Security`]: TLS acceptor, SASL authenticator, and the users
+//! created at start (`KAFSCALE_SASL_USERS`, `KAFSCALE_SASL_USERS_FILE`).
+
+use anyhow::Context as _;
+use clap::Args;
+use kafscale_controlplane::Metadata;
+use kafscale_gateway::auth::sasl::{Authenticator, SaslMechanism};
+use kafscale_gateway::auth::scram::{Mechanism, DEFAULT_ITERATIONS};
+use kafscale_gateway::auth::tls::TlsSettings;
+use kafscale_gateway::auth::{Security, SecurityProtocol};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+/// Listener security (dev and gateway).
+#[derive(Args, Debug, Clone)]
+pub struct SecurityArgs {
+    /// Listener security protocol: PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL (as clients spell security.protocol).
+    #[arg(long, env = "KAFSCALE_SECURITY_PROTOCOL", default_value = "PLAINTEXT")]
+    pub security_protocol: SecurityProtocol,
+    /// SASL mechanisms offered on SASL listeners, comma-separated.
+    #[arg(
+        long,
+        env = "KAFSCALE_SASL_ENABLED_MECHANISMS",
+        default_value = "PLAIN,SCRAM-SHA-256,SCRAM-SHA-512"
+    )]
+    pub sasl_enabled_mechanisms: String,
+    /// PEM certificate chain of the listener (SSL, SASL_SSL); re-read when the file changes.
+    #[arg(long, env = "KAFSCALE_TLS_CERT_FILE")]
+    pub tls_cert_file: Option<PathBuf>,
+    /// PEM private key of the listener (SSL, SASL_SSL); re-read when the file changes.
+    #[arg(long, env = "KAFSCALE_TLS_KEY_FILE")]
+    pub tls_key_file: Option<PathBuf>,
+    /// PEM CA certificates; set: client certificates are required and must chain to them (mTLS).
+    #[arg(long, env = "KAFSCALE_TLS_CLIENT_CA_FILE")]
+    pub tls_client_ca_file: Option<PathBuf>,
+    /// Users created at start when absent, `name:password,...` (SCRAM-SHA-256 and -512 credentials).
+    #[arg(long, env = "KAFSCALE_SASL_USERS", hide_env_values = true)]
+    pub sasl_users: Option<String>,
+    /// The same as KAFSCALE_SASL_USERS from a file (one `name:password` per line or comma-separated).
+    #[arg(long, env = "KAFSCALE_SASL_USERS_FILE")]
+    pub sasl_users_file: Option<PathBuf>,
+}
+
+/// `name:password` pairs, comma- or newline-separated.
+fn parse_users(s: &str) -> anyhow::Result<Vec<(String, String)>> {
+    s.split([',', '\n'])
+        .map(str::trim)
+        .filter(|e| !e.is_empty())
+        .map(|e| {
+            let (name, password) = e
+                .split_once(':')
+                .with_context(|| "a SASL user is `name:password`")?;
+            anyhow::ensure!(!name.is_empty(), "a SASL user needs a name");
+            Ok((name.to_string(), password.to_string()))
+        })
+        .collect()
+}
+
+impl SecurityArgs {
+    /// The listener's security; creates the configured users first.
+    pub async fn build(
+        &self,
+        meta: &Metadata,
+        authentications: prometheus::IntCounterVec,
+    ) -> anyhow::Result<Security> {
+        let protocol = self.security_protocol;
+        let tls = if protocol.tls() {
+            let (Some(cert_file), Some(key_file)) = (&self.tls_cert_file, &self.tls_key_file)
+            else {
+                anyhow::bail!(
+                    "{} needs KAFSCALE_TLS_CERT_FILE and KAFSCALE_TLS_KEY_FILE",
+                    protocol.name()
+                );
+            };
+            Some(kafscale_gateway::auth::tls::acceptor(&TlsSettings {
+                cert_file: cert_file.clone(),
+                key_file: key_file.clone(),
+                client_ca_file: self.tls_client_ca_file.clone(),
+            })?)
+        } else {
+            None
+        };
+        self.create_users(meta).await?;
+        let sasl = if protocol.sasl() {
+            let mechanisms = SaslMechanism::parse_list(&self.sasl_enabled_mechanisms)
+                .map_err(anyhow::Error::msg)?;
+            anyhow::ensure!(
+                !mechanisms.is_empty(),
+                "KAFSCALE_SASL_ENABLED_MECHANISMS names no mechanism"
+            );
+            Some(Arc::new(Authenticator::new(
+                meta.clone(),
+                mechanisms,
+                authentications,
+            )))
+        } else {
+            None
+        };
+        tracing::info!(protocol = protocol.name(), "Kafka listener security");
+        Ok(Security {
+            protocol,
+            tls,
+            sasl,
+        })
+    }
+
+    /// Creates each configured user's SCRAM-SHA-256 and -512 credentials
+    /// where absent (an existing credential, perhaps changed through the
+    /// API since, is kept).
+    async fn create_users(&self, meta: &Metadata) -> anyhow::Result<()> {
+        let mut users = Vec::new();
+        if let Some(s) = &self.sasl_users {
+            users.extend(parse_users(s)?);
+        }
+        if let Some(f) = &self.sasl_users_file {
+            let s =
+                std::fs::read_to_string(f).with_context(|| format!("reading {}", f.display()))?;
+            users.extend(parse_users(&s)?);
+        }
+        for (name, password) in users {
+            for m in [Mechanism::Sha256, Mechanism::Sha512] {
+                let c = m.credential(&name, &password, DEFAULT_ITERATIONS);
+                if meta.create_scram_credential(&c).await? {
+                    tracing::info!(user = %name, mechanism = m.name(), "SASL user created");
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn users_parse_from_both_forms() {
+        let u = parse_users("admin:s3cret, alice:a:b\nbob:x").expect("parses");
+        assert_eq!(
+            u,
+            vec![
+                ("admin".to_string(), "s3cret".to_string()),
+                ("alice".to_string(), "a:b".to_string()),
+                ("bob".to_string(), "x".to_string())
+            ]
+        );
+        assert!(parse_users("nopassword").is_err());
+        assert!(parse_users(":x").is_err());
+    }
+}
