@@ -149,7 +149,9 @@ impl Display {
             Self::Quiet => {}
             Self::Plain { last_secs } => {
                 let t = status.sample.t_secs;
-                if last_secs.is_none_or(|l| t - l >= PLAIN_EVERY_SECS - 1e-6) {
+                // Half a second of slack: samples land a little after each
+                // whole second, so exact spacing would skip some lines.
+                if last_secs.is_none_or(|l| t - l >= PLAIN_EVERY_SECS - 0.5) {
                     *last_secs = Some(t);
                     eprintln!("{}", plain_line(status));
                 }

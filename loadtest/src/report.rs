@@ -17,7 +17,8 @@ pub const MB_DEFINITION: &str =
 /// How latencies are measured.
 pub const LATENCY_DEFINITION: &str = "produce latency = ack time - scheduled send time; \
      end-to-end latency = consume time - scheduled send time; scheduled send time = start + i/rate \
-     when --rate is set, else the moment the record was handed to send()";
+     when --rate is set (with --scenario: when the scenario's rate curve reaches record i), else \
+     the moment the record was handed to send()";
 
 /// Latency percentiles in milliseconds.
 #[derive(Debug, Clone, PartialEq, Serialize)]

@@ -11,8 +11,13 @@ const LEFT: f64 = 72.0;
 const RIGHT: f64 = 16.0;
 const TOP: f64 = 30.0;
 const BOTTOM: f64 = 40.0;
-/// Roughly how many ticks an axis gets.
-const TICKS: f64 = 6.0;
+/// Roughly how many ticks the y axis gets.
+const Y_TICKS: f64 = 6.0;
+/// Roughly how many ticks the (wider) time axis gets.
+const X_TICKS: f64 = 12.0;
+/// Room above the highest value, as a factor, so that lines stay clear of
+/// the two band label lines at the top.
+const HEADROOM: f64 = 1.2;
 /// Width of one label character at the band font size, in SVG units.
 const CHAR_WIDTH: f64 = 6.5;
 
@@ -25,6 +30,9 @@ pub struct Series {
     pub color: &'static str,
     /// Drawn dashed (e.g. a target).
     pub dashed: bool,
+    /// Line width; a wider line drawn first stays visible under a
+    /// narrower one with the same values.
+    pub width: f64,
     /// Points in x order.
     pub points: Vec<(f64, Option<f64>)>,
 }
@@ -34,6 +42,8 @@ pub struct Series {
 pub struct Band {
     /// Label at the top of the band.
     pub label: String,
+    /// Second, smaller label line (e.g. the rate).
+    pub detail: String,
     /// Start on the x axis.
     pub from: f64,
     /// End on the x axis.
@@ -53,12 +63,13 @@ pub struct Chart {
     pub bands: Vec<Band>,
 }
 
-/// A round tick step near `range / TICKS`: 1, 2 or 5 times a power of ten.
-pub fn tick_step(range: f64) -> f64 {
+/// A round tick step for about `ticks` ticks over `range`: 1, 2 or 5 times
+/// a power of ten, at least `range / ticks`.
+pub fn tick_step(range: f64, ticks: f64) -> f64 {
     if !(range.is_finite() && range > 0.0) {
         return 1.0;
     }
-    let raw = range / TICKS;
+    let raw = range / ticks;
     let magnitude = 10f64.powf(raw.log10().floor());
     [1.0, 2.0, 5.0, 10.0]
         .into_iter()
@@ -106,10 +117,11 @@ impl Chart {
             .iter()
             .flat_map(|s| s.points.iter().filter_map(|p| p.1))
             .fold(0.0, f64::max);
-        let x_step = tick_step(x_data);
-        let y_step = tick_step(y_data * 1.05);
-        let x_max = (x_data / x_step).ceil().max(1.0) * x_step;
-        let y_max = (y_data * 1.05 / y_step).ceil().max(1.0) * y_step;
+        // The time axis ends with the data; the y axis at a round value.
+        let x_step = tick_step(x_data, X_TICKS);
+        let y_step = tick_step(y_data * HEADROOM, Y_TICKS);
+        let x_max = if x_data > 0.0 { x_data } else { 1.0 };
+        let y_max = (y_data * HEADROOM / y_step).ceil().max(1.0) * y_step;
         (Scale { x_max, y_max }, x_step, y_step)
     }
 
@@ -143,15 +155,17 @@ impl Chart {
                 HEIGHT - TOP - BOTTOM
             );
             let room = ((x1 - x0 - 6.0) / CHAR_WIDTH).floor().max(0.0) as usize;
-            let label: String = b.label.chars().take(room).collect();
-            if !label.is_empty() {
-                let _ = write!(
-                    out,
-                    r#"<text class="band" x="{:.1}" y="{:.1}">{}</text>"#,
-                    x0 + 4.0,
-                    TOP + 13.0,
-                    escape(&label)
-                );
+            for (line, text) in [(1.0, &b.label), (2.0, &b.detail)] {
+                let fitted: String = text.chars().take(room).collect();
+                if !fitted.is_empty() {
+                    let _ = write!(
+                        out,
+                        r#"<text class="band" x="{:.1}" y="{:.1}">{}</text>"#,
+                        x0 + 4.0,
+                        TOP + 13.0 * line,
+                        escape(&fitted)
+                    );
+                }
             }
         }
     }
@@ -172,7 +186,7 @@ impl Chart {
                 x + 28.0,
                 escape(&s.name)
             );
-            x += 40.0 + s.name.chars().count() as f64 * 7.5;
+            x += 52.0 + s.name.chars().count() as f64 * 8.0;
         }
     }
 }
@@ -241,9 +255,10 @@ fn series_svg(out: &mut String, sc: &Scale, s: &Series) {
         let pts: Vec<String> = run.iter().map(|(x, y)| format!("{x:.1},{y:.1}")).collect();
         let _ = write!(
             out,
-            r#"<polyline points="{}" fill="none" stroke="{}" stroke-width="2" stroke-linejoin="round"{dash}/>"#,
+            r#"<polyline points="{}" fill="none" stroke="{}" stroke-width="{}" stroke-linejoin="round"{dash}/>"#,
             pts.join(" "),
-            s.color
+            s.color,
+            s.width
         );
     }
     out.push_str("</g>");
@@ -255,10 +270,11 @@ mod tests {
 
     #[test]
     fn ticks_are_round() {
-        assert_eq!(tick_step(60.0), 10.0);
-        assert_eq!(tick_step(7.0), 2.0);
-        assert_eq!(tick_step(0.3), 0.05);
-        assert_eq!(tick_step(0.0), 1.0);
+        assert_eq!(tick_step(60.0, 6.0), 10.0);
+        assert_eq!(tick_step(7.0, 6.0), 2.0);
+        assert_eq!(tick_step(0.3, 6.0), 0.05);
+        assert_eq!(tick_step(0.0, 6.0), 1.0);
+        assert_eq!(tick_step(60.5, 12.0), 10.0);
         assert_eq!(tick_label(0.15, 0.05), "0.15");
         assert_eq!(tick_label(20.0, 10.0), "20");
     }
@@ -272,6 +288,7 @@ mod tests {
                 name: "p50 <a>".into(),
                 color: "#000",
                 dashed: false,
+                width: 2.0,
                 points: vec![
                     (0.0, Some(1.0)),
                     (1.0, Some(2.0)),
@@ -281,6 +298,7 @@ mod tests {
             }],
             bands: vec![Band {
                 label: "ramp".into(),
+                detail: "to 5/s".into(),
                 from: 0.0,
                 to: 3.0,
             }],
@@ -293,6 +311,6 @@ mod tests {
         );
         assert_eq!(svg.matches("<circle").count(), 1);
         assert!(svg.contains("p50 &lt;a&gt;"));
-        assert!(svg.contains(">ramp</text>"));
+        assert!(svg.contains(">ramp</text>") && svg.contains(">to 5/s</text>"));
     }
 }

@@ -16,7 +16,7 @@ h1{font-size:22px;margin:0 0 4px}h2{font-size:17px;margin:28px 0 8px;border-bott
 padding-bottom:4px}h3{font-size:15px;margin:18px 0 2px}.sub{color:#5b6573}\
 .ok{background:#1f8a4c}.failed{background:#c0392b}.verdict{color:#fff;border-radius:4px;\
 padding:2px 10px;font-weight:600;margin-left:8px;font-size:14px;vertical-align:middle}\
-table{border-collapse:collapse;margin:4px 0}td,th{border:1px solid #d5dbe3;padding:4px 10px;text-align:right}\
+table{border-collapse:collapse;margin:4px 0;max-width:100%}td,th{border:1px solid #d5dbe3;padding:4px 10px;text-align:right;white-space:nowrap}\
 th{background:#f1f4f8}td.l,th.l{text-align:left}svg.plot{width:100%;height:auto;display:block}\
 svg text{font-family:system-ui,sans-serif;fill:#3a4552}text.tick{font-size:12px}\
 text.unit{font-size:13px}text.legend{font-size:13px}text.band{font-size:11px;fill:#5b6573}\
@@ -138,14 +138,16 @@ fn summary(out: &mut String, r: &Report) {
          <th>p99.9</th><th>max</th><th>mean</th><th class=\"l\">errors</th></tr>",
     );
     if let Some(p) = &r.produce {
-        let records = format!(
-            "{} acked of {} sent ({} failed, {} not sent, {} unacked)",
-            p.records_acked,
-            p.records_sent,
-            p.records_failed,
-            p.records_not_sent,
-            p.records_unacked
-        );
+        let mut records = format!("{} of {} acked", p.records_acked, p.records_sent);
+        for (n, what) in [
+            (p.records_failed, "failed"),
+            (p.records_not_sent, "not sent"),
+            (p.records_unacked, "unacked"),
+        ] {
+            if n > 0 {
+                records.push_str(&format!(", {n} {what}"));
+            }
+        }
         let errors = errors_line(&p.errors);
         summary_row(
             out,
@@ -158,10 +160,10 @@ fn summary(out: &mut String, r: &Report) {
         );
     }
     if let Some(c) = &r.consume {
-        let records = format!(
-            "{} of {} ({} duplicates)",
-            c.records_consumed, c.records_expected, c.duplicates
-        );
+        let mut records = format!("{} of {} consumed", c.records_consumed, c.records_expected);
+        if c.duplicates > 0 {
+            records.push_str(&format!(", {} duplicates", c.duplicates));
+        }
         let errors = errors_line(&c.errors);
         summary_row(
             out,

@@ -2,6 +2,7 @@
 
 use super::chart::{Band, Chart, Series};
 use crate::report::{LatencySummary, Report};
+use crate::scenario::StageKind;
 use crate::timeline::{Sample, SideSample};
 
 const COLOR_TARGET: &str = "#8a94a3";
@@ -9,11 +10,12 @@ const COLOR_PRODUCE: &str = "#2563eb";
 const COLOR_CONSUME: &str = "#e67e22";
 /// Reads one percentile from a summary.
 type Percentile = fn(&LatencySummary) -> f64;
-/// Percentile lines of the latency plots: name, colour, value.
-const PERCENTILES: [(&str, &str, Percentile); 3] = [
-    ("p50", "#2563eb", |l| l.p50_ms),
-    ("p99", "#e67e22", |l| l.p99_ms),
-    ("p99.9", "#c0392b", |l| l.p999_ms),
+/// Percentile lines of the latency plots: name, colour, width, value. p99
+/// is wide and drawn before p99.9, which often runs close to it.
+const PERCENTILES: [(&str, &str, f64, Percentile); 3] = [
+    ("p50", "#2563eb", 2.0, |l| l.p50_ms),
+    ("p99", "#e67e22", 4.0, |l| l.p99_ms),
+    ("p99.9", "#c0392b", 1.6, |l| l.p999_ms),
 ];
 
 /// A side of the run as the plots show it.
@@ -35,6 +37,15 @@ impl Side {
         match self {
             Self::Produce => "produced (acked)",
             Self::Consume => "consumed",
+        }
+    }
+
+    /// Produce lines are wider and drawn first, so that a consume line with
+    /// the same values does not hide them.
+    fn width(self) -> f64 {
+        match self {
+            Self::Produce => 4.0,
+            Self::Consume => 1.8,
         }
     }
 
@@ -63,7 +74,16 @@ fn line(
         name: name.to_string(),
         color,
         dashed: false,
+        width: 2.0,
         points: t.iter().map(|s| (s.t_secs, value(s))).collect(),
+    }
+}
+
+/// One side's line of a throughput plot.
+fn side_line(t: &[Sample], side: Side, value: fn(&SideSample) -> f64) -> Series {
+    Series {
+        width: side.width(),
+        ..line(t, side.line_name(), side.color(), |s| side.of(s).map(value))
     }
 }
 
@@ -76,7 +96,11 @@ pub fn charts(r: &Report) -> Vec<(&'static str, Chart)> {
         .iter()
         .flat_map(|s| &s.stages)
         .map(|s| Band {
-            label: format!("{} ({} {:.0}/s)", s.name, s.kind.as_str(), s.rate),
+            label: s.name.clone(),
+            detail: match s.kind {
+                StageKind::Ramp => format!("{:.0}\u{2192}{:.0}/s", s.start_rate, s.rate),
+                StageKind::Steady | StageKind::Spike => format!("{:.0}/s", s.rate),
+            },
             from: s.start_secs,
             to: s.end_secs,
         })
@@ -92,25 +116,21 @@ pub fn charts(r: &Report) -> Vec<(&'static str, Chart)> {
         bands: bands.clone(),
     };
 
-    let mut rates = Vec::new();
+    // The dashed target goes last, on top of the measured lines.
+    let mut rates: Vec<Series> = sides
+        .iter()
+        .map(|&side| side_line(t, side, |x| x.records_per_sec))
+        .collect();
     if t.iter().any(|s| s.target_rate.is_some()) {
         rates.push(Series {
             dashed: true,
+            width: 1.5,
             ..line(t, "target", COLOR_TARGET, |s| s.target_rate)
         });
     }
-    rates.extend(sides.iter().map(|&side| {
-        line(t, side.line_name(), side.color(), |s| {
-            side.of(s).map(|x| x.records_per_sec)
-        })
-    }));
     let mbs = sides
         .iter()
-        .map(|&side| {
-            line(t, side.line_name(), side.color(), |s| {
-                side.of(s).map(|x| x.mb_per_sec)
-            })
-        })
+        .map(|&side| side_line(t, side, |x| x.mb_per_sec))
         .collect();
 
     let mut charts = vec![
@@ -123,8 +143,9 @@ pub fn charts(r: &Report) -> Vec<(&'static str, Chart)> {
     for &side in &sides {
         let series = PERCENTILES
             .iter()
-            .map(|&(name, color, pick)| {
-                line(t, name, color, |s| {
+            .map(|&(name, color, width, pick)| Series {
+                width,
+                ..line(t, name, color, |s| {
                     side.of(s).and_then(|x| x.latency_ms.as_ref()).map(pick)
                 })
             })

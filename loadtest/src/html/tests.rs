@@ -126,7 +126,11 @@ fn one_plot_per_series_group_with_every_series_drawn() {
         }
         // Both stages are drawn as bands.
         assert!(
-            svg.contains("ramp 1 (ramp 100/s)") && svg.contains("spike 2 (spike 300/s)"),
+            svg.contains(">ramp 1</text>") && svg.contains(">0\u{2192}100/s</text>"),
+            "{id}"
+        );
+        assert!(
+            svg.contains(">spike 2</text>") && svg.contains(">300/s</text>"),
             "{id}"
         );
     }
