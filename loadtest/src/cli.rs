@@ -97,6 +97,22 @@ pub struct Cli {
     #[arg(long, env = "KAFSCALE_LOADTEST_JSON")]
     pub json: Option<PathBuf>,
 
+    /// Staged scenario file (YAML): ramp, steady and spike stages, each with
+    /// a rate, a duration and producer/consumer counts. Replaces --rate and
+    /// --records; the most producers/consumers any stage uses are created.
+    #[arg(long, env = "KAFSCALE_LOADTEST_SCENARIO", conflicts_with_all = ["rate", "records"])]
+    pub scenario: Option<PathBuf>,
+
+    /// Print the resolved --scenario (stages with start and end times and
+    /// record counts) as JSON to stdout and exit without connecting.
+    #[arg(long, requires = "scenario")]
+    pub print_scenario: bool,
+
+    /// Also write a self-contained HTML report (plots of throughput and
+    /// latency over time, summary, parameters and stages) to this path.
+    #[arg(long, env = "KAFSCALE_LOADTEST_HTML")]
+    pub html: Option<PathBuf>,
+
     /// Records produced (and consumed) before measuring starts; excluded from all statistics.
     #[arg(long, env = "KAFSCALE_LOADTEST_WARMUP_RECORDS", default_value_t = 0)]
     pub warmup_records: u64,
@@ -357,6 +373,19 @@ impl Cli {
             }
             Mode::Produce | Mode::Consume | Mode::Both => {}
         }
+        let staged_modes = matches!(self.mode, Mode::Produce | Mode::Both);
+        if self.scenario.is_some() && !staged_modes {
+            return Err(format!(
+                "--scenario works with --mode produce or both, not {}",
+                self.mode.as_str()
+            ));
+        }
+        if self.html.is_some() && !(staged_modes || self.mode == Mode::Consume) {
+            return Err(format!(
+                "--html works with --mode produce, consume or both, not {}",
+                self.mode.as_str()
+            ));
+        }
         Ok(())
     }
 
@@ -376,6 +405,25 @@ impl Cli {
         self.group_id
             .clone()
             .unwrap_or_else(|| format!("kafscale-loadtest-{}-{run_id:016x}", self.mode.as_str()))
+    }
+
+    /// Reads and checks `--scenario`, if given; stages inherit the producer
+    /// and consumer counts from the command line.
+    pub fn load_scenario(
+        &self,
+    ) -> Result<Option<crate::scenario::Scenario>, crate::scenario::ScenarioError> {
+        let defaults = crate::scenario::Defaults {
+            producers: self.producers,
+            consumers: if self.mode == Mode::Both {
+                self.consumers
+            } else {
+                0
+            },
+        };
+        self.scenario
+            .as_deref()
+            .map(|p| crate::scenario::Scenario::load(p, defaults))
+            .transpose()
     }
 
     /// Target rate, or `None` when unthrottled.
@@ -465,6 +513,25 @@ mod tests {
         let cli =
             Cli::try_parse_from(["x", "--mode", "consume", "--consumers", "0"]).expect("parses");
         assert!(cli.validate().is_err());
+    }
+
+    #[test]
+    fn scenario_and_html_flags() {
+        let cli =
+            Cli::try_parse_from(["x", "--scenario", "s.yaml", "--html", "r.html"]).expect("parse");
+        assert!(cli.validate().is_ok());
+        assert!(Cli::try_parse_from(["x", "--scenario", "s.yaml", "--rate", "5"]).is_err());
+        assert!(Cli::try_parse_from(["x", "--scenario", "s.yaml", "--records", "5"]).is_err());
+        assert!(Cli::try_parse_from(["x", "--print-scenario"]).is_err());
+        let cli =
+            Cli::try_parse_from(["x", "--mode", "consume", "--scenario", "s.yaml"]).expect("parse");
+        assert!(cli.validate().is_err());
+        let cli =
+            Cli::try_parse_from(["x", "--mode", "commit", "--html", "r.html"]).expect("parse");
+        assert!(cli.validate().is_err());
+        let cli =
+            Cli::try_parse_from(["x", "--mode", "consume", "--html", "r.html"]).expect("parse");
+        assert!(cli.validate().is_ok());
     }
 
     #[test]

@@ -9,8 +9,8 @@
 //! skipping records.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
@@ -25,7 +25,7 @@ use rdkafka::{ClientContext, Offset, TopicPartitionList};
 
 use crate::clock::Clock;
 use crate::payload::Header;
-use crate::stats::{error_kind, new_latency_histogram, ErrorTally};
+use crate::stats::{error_kind, lock, new_latency_histogram, ErrorTally};
 
 /// How long one `poll` may block; bounds the reaction time to stop requests.
 const POLL_INTERVAL: Duration = Duration::from_millis(100);
@@ -65,6 +65,10 @@ pub struct ConsumeShared {
     target: AtomicU64,
     stop: AtomicBool,
     assigned: AtomicUsize,
+    /// Consumers that should be reading (a scenario stage's count).
+    active: AtomicUsize,
+    /// End-to-end latencies since the last [`ConsumeShared::take_interval`].
+    interval_us: Mutex<Histogram<u64>>,
     errors: ErrorTally,
 }
 
@@ -87,6 +91,8 @@ impl ConsumeShared {
             target: AtomicU64::new(u64::MAX),
             stop: AtomicBool::new(false),
             assigned: AtomicUsize::new(0),
+            active: AtomicUsize::new(usize::MAX),
+            interval_us: Mutex::new(new_latency_histogram()),
             errors: ErrorTally::default(),
         }
     }
@@ -94,6 +100,34 @@ impl ConsumeShared {
     /// Distinct measured records consumed so far.
     pub fn unique(&self) -> u64 {
         self.unique.load(Ordering::Relaxed)
+    }
+
+    /// Value bytes of the distinct measured records consumed so far.
+    pub fn bytes(&self) -> u64 {
+        self.bytes.load(Ordering::Relaxed)
+    }
+
+    /// Consumer errors so far, all kinds together.
+    pub fn error_total(&self) -> u64 {
+        self.errors.snapshot().values().sum()
+    }
+
+    /// Lets only the first `n` consumers read; the others give up their
+    /// partitions (manual mode) or leave the group (group mode) until a later
+    /// call lets them back in. Their partitions go on from where the last
+    /// reader stopped, so nothing is skipped.
+    pub fn set_active(&self, n: u32) {
+        let n = usize::try_from(n).unwrap_or(usize::MAX);
+        self.active.store(n, Ordering::Relaxed);
+    }
+
+    /// End-to-end latencies recorded since the previous call (microseconds);
+    /// every new measured record lands in exactly one interval.
+    pub fn take_interval(&self) -> Histogram<u64> {
+        let mut h = lock(&self.interval_us);
+        let taken = h.clone();
+        h.reset();
+        taken
     }
 
     fn done(&self) -> bool {
@@ -130,7 +164,9 @@ impl ConsumeShared {
             self.duplicates.fetch_add(1, Ordering::Relaxed);
             return;
         }
-        hist.saturating_record(now_ns.saturating_sub(header.scheduled_ns) / 1_000);
+        let latency_us = now_ns.saturating_sub(header.scheduled_ns) / 1_000;
+        hist.saturating_record(latency_us);
+        lock(&self.interval_us).saturating_record(latency_us);
         let len = payload.map_or(0, <[u8]>::len) as u64;
         self.bytes.fetch_add(len, Ordering::Relaxed);
         self.first_ns.fetch_min(now_ns, Ordering::Relaxed);
@@ -139,11 +175,47 @@ impl ConsumeShared {
     }
 }
 
+/// Next offset to read of every partition: the start offset fetched before
+/// producing, raised as records are consumed. A partition handed to another
+/// consumer resumes here, so it re-reads at most what was in flight (counted
+/// as duplicates) and never skips.
+#[derive(Debug)]
+pub struct Positions {
+    next: HashMap<i32, AtomicI64>,
+}
+
+impl Positions {
+    fn new(start: &HashMap<i32, Offset>) -> Self {
+        let next = start
+            .iter()
+            .map(|(&p, o)| (p, AtomicI64::new(o.to_raw().unwrap_or(RAW_BEGINNING))))
+            .collect();
+        Self { next }
+    }
+
+    /// Notes that `offset` of `partition` was consumed.
+    fn consumed(&self, partition: i32, offset: i64) {
+        if let Some(n) = self.next.get(&partition) {
+            n.fetch_max(offset.saturating_add(1), Ordering::Relaxed);
+        }
+    }
+
+    /// Where a new reader of `partition` starts.
+    fn offset(&self, partition: i32) -> Option<Offset> {
+        self.next
+            .get(&partition)
+            .map(|n| Offset::from_raw(n.load(Ordering::Relaxed)))
+    }
+}
+
+/// librdkafka's raw value for the log start (`RD_KAFKA_OFFSET_BEGINNING`).
+const RAW_BEGINNING: i64 = -2;
+
 /// Consumer context: counts errors and, in group mode, pins assigned
-/// partitions to the start offsets fetched before producing.
+/// partitions to their [`Positions`].
 pub struct LoadConsumerContext {
     shared: Arc<ConsumeShared>,
-    start_offsets: HashMap<i32, Offset>,
+    positions: Arc<Positions>,
 }
 
 impl ClientContext for LoadConsumerContext {
@@ -171,11 +243,8 @@ impl ConsumerContext for LoadConsumerContext {
                     .map(|e| (e.topic().to_string(), e.partition()))
                     .collect();
                 for (topic, partition) in parts {
-                    if let Some(offset) = self.start_offsets.get(&partition) {
-                        if tpl
-                            .set_partition_offset(&topic, partition, *offset)
-                            .is_err()
-                        {
+                    if let Some(offset) = self.positions.offset(partition) {
+                        if tpl.set_partition_offset(&topic, partition, offset).is_err() {
                             self.shared.errors.add("SetAssignOffset");
                         }
                     }
@@ -284,38 +353,35 @@ impl ConsumerPool {
         if partitions.is_empty() {
             bail!("topic {} has no partitions", settings.topic);
         }
-        let start_offsets = start_offsets(settings, partitions)?;
+        let positions = Arc::new(Positions::new(&start_offsets(settings, partitions)?));
         let count = usize::try_from(count).unwrap_or(usize::MAX).max(1);
         let count = if settings.group {
             count
         } else {
             count.min(partitions.len())
         };
+        let all: Arc<[i32]> = partitions.into();
         let mut handles = Vec::with_capacity(count);
         for c in 0..count {
-            let consumer = create_consumer(settings, c, &shared, &start_offsets)?;
-            if settings.group {
-                consumer
-                    .subscribe(&[settings.topic.as_str()])
-                    .context("subscribing")?;
-            } else {
-                let mut tpl = TopicPartitionList::new();
-                for (&p, _) in partitions
-                    .iter()
-                    .zip(0usize..)
-                    .filter(|(_, i)| i % count == c)
-                {
-                    let offset = start_offsets.get(&p).copied().unwrap_or(Offset::End);
-                    tpl.add_partition_offset(&settings.topic, p, offset)
-                        .context("building assignment")?;
-                }
-                consumer.assign(&tpl).context("assigning partitions")?;
-                shared.assigned.fetch_add(tpl.count(), Ordering::Relaxed);
+            let consumer = create_consumer(settings, c, &shared, &positions)?;
+            let member = Member {
+                index: c,
+                count,
+                group: settings.group,
+                topic: settings.topic.clone(),
+                partitions: Arc::clone(&all),
+                positions: Arc::clone(&positions),
+            };
+            member.join(&consumer, count)?;
+            if !settings.group {
+                shared
+                    .assigned
+                    .fetch_add(member.share(count).len(), Ordering::Relaxed);
             }
             let shared = Arc::clone(&shared);
             let handle = thread::Builder::new()
                 .name(format!("consumer-{c}"))
-                .spawn(move || consume_loop(&consumer, &shared, clock, deadline))
+                .spawn(move || consume_loop(&consumer, &member, &shared, clock, deadline))
                 .context("spawning consumer thread")?;
             handles.push(handle);
         }
@@ -411,11 +477,11 @@ fn create_consumer(
     settings: &ConsumerSettings,
     index: usize,
     shared: &Arc<ConsumeShared>,
-    start_offsets: &HashMap<i32, Offset>,
+    positions: &Arc<Positions>,
 ) -> anyhow::Result<LoadConsumer> {
     let context = LoadConsumerContext {
         shared: Arc::clone(shared),
-        start_offsets: start_offsets.clone(),
+        positions: Arc::clone(positions),
     };
     consumer_config(settings, index)
         .create_with_context(context)
@@ -447,18 +513,87 @@ fn start_offsets(
         .collect()
 }
 
+/// One consumer's place in the pool, and how it joins or leaves the reading.
+struct Member {
+    index: usize,
+    count: usize,
+    group: bool,
+    topic: String,
+    partitions: Arc<[i32]>,
+    positions: Arc<Positions>,
+}
+
+impl Member {
+    /// This member's partitions when the first `active` members read
+    /// (manual mode): every `active`-th partition.
+    fn share(&self, active: usize) -> Vec<i32> {
+        if self.index >= active {
+            return Vec::new();
+        }
+        self.partitions
+            .iter()
+            .zip(0usize..)
+            .filter(|(_, i)| i % active == self.index)
+            .map(|(&p, _)| p)
+            .collect()
+    }
+
+    /// Starts reading as one of the first `active` members: subscribes, or
+    /// assigns this member's share at the current positions.
+    fn join(&self, consumer: &LoadConsumer, active: usize) -> anyhow::Result<()> {
+        if self.group {
+            return consumer
+                .subscribe(&[self.topic.as_str()])
+                .context("subscribing");
+        }
+        let mut tpl = TopicPartitionList::new();
+        for p in self.share(active) {
+            let offset = self.positions.offset(p).unwrap_or(Offset::End);
+            tpl.add_partition_offset(&self.topic, p, offset)
+                .context("building assignment")?;
+        }
+        consumer.assign(&tpl).context("assigning partitions")
+    }
+
+    /// Follows a change from `from` to `to` reading members.
+    fn follow(&self, consumer: &LoadConsumer, from: usize, to: usize) -> anyhow::Result<()> {
+        let (was, is) = (self.index < from, self.index < to);
+        match (self.group, was, is) {
+            (true, true, false) => {
+                consumer.unsubscribe();
+                Ok(())
+            }
+            (true, false, true) => self.join(consumer, to),
+            (true, _, _) => Ok(()),
+            (false, _, _) => self.join(consumer, to),
+        }
+    }
+}
+
 fn consume_loop(
     consumer: &LoadConsumer,
+    member: &Member,
     shared: &ConsumeShared,
     clock: Clock,
     deadline: Instant,
 ) -> Histogram<u64> {
     let mut hist = new_latency_histogram();
+    let mut active = member.count;
     while !shared.done() && Instant::now() < deadline {
+        let wanted = shared.active.load(Ordering::Relaxed).min(member.count);
+        if wanted != active {
+            if let Err(e) = member.follow(consumer, active, wanted) {
+                shared.errors.add(format!("restage:{e:#}"));
+            }
+            active = wanted;
+        }
         match consumer.poll(POLL_INTERVAL) {
             None => {}
             Some(Err(e)) => note_error(shared, &e, ""),
-            Some(Ok(msg)) => shared.observe(msg.payload(), clock.now_ns(), &mut hist),
+            Some(Ok(msg)) => {
+                member.positions.consumed(msg.partition(), msg.offset());
+                shared.observe(msg.payload(), clock.now_ns(), &mut hist);
+            }
         }
     }
     hist
@@ -503,6 +638,49 @@ mod tests {
         assert_eq!(shared.bytes.load(Ordering::Relaxed), 64);
         assert_eq!(hist.len(), 1);
         assert!(hist.equivalent(hist.max(), 4_000)); // 4 ms in µs
+    }
+
+    #[test]
+    fn positions_start_at_the_fetched_offset_and_only_move_forward() {
+        let start = HashMap::from([(0, Offset::Offset(10)), (1, Offset::Beginning)]);
+        let pos = Positions::new(&start);
+        assert_eq!(pos.offset(0), Some(Offset::Offset(10)));
+        assert_eq!(pos.offset(1), Some(Offset::Beginning));
+        pos.consumed(0, 14);
+        pos.consumed(0, 12);
+        pos.consumed(1, 0);
+        pos.consumed(7, 3);
+        assert_eq!(pos.offset(0), Some(Offset::Offset(15)));
+        assert_eq!(pos.offset(1), Some(Offset::Offset(1)));
+        assert_eq!(pos.offset(7), None);
+    }
+
+    #[test]
+    fn member_shares_split_partitions_among_active_members() {
+        let member = |index| Member {
+            index,
+            count: 3,
+            group: false,
+            topic: "t".into(),
+            partitions: Arc::from(vec![0, 1, 2, 3, 4, 5, 6]),
+            positions: Arc::new(Positions::new(&HashMap::new())),
+        };
+        assert_eq!(member(0).share(3), vec![0, 3, 6]);
+        assert_eq!(member(2).share(3), vec![2, 5]);
+        assert_eq!(member(0).share(1), vec![0, 1, 2, 3, 4, 5, 6]);
+        assert_eq!(member(1).share(2), vec![1, 3, 5]);
+        assert!(member(2).share(2).is_empty());
+    }
+
+    #[test]
+    fn interval_latencies_are_taken_once() {
+        let shared = ConsumeShared::new(10, None);
+        let mut hist = new_latency_histogram();
+        shared.observe(Some(&payload(1, 0, 0, false)), 2_000_000, &mut hist);
+        shared.observe(Some(&payload(1, 1, 0, false)), 3_000_000, &mut hist);
+        assert_eq!(shared.take_interval().len(), 2);
+        assert_eq!(shared.take_interval().len(), 0);
+        assert_eq!((shared.unique(), shared.bytes()), (2, 128));
     }
 
     #[test]

@@ -14,16 +14,22 @@ mod cli;
 mod clock;
 mod commit;
 mod consume;
+mod html;
+mod monitor;
 mod payload;
 mod produce;
+mod progress;
 mod rebalance;
 mod report;
 mod run;
+mod scenario;
 mod stats;
+mod timeline;
 mod topic;
 mod trickle;
 
 use std::fs;
+use std::io::Write as _;
 use std::path::Path;
 use std::process::ExitCode;
 
@@ -52,10 +58,36 @@ fn main() -> ExitCode {
 
 /// Runs the test and emits the reports; returns whether the run passed.
 fn run_and_report(cli: &Cli) -> anyhow::Result<bool> {
+    if cli.print_scenario {
+        return print_scenario(cli);
+    }
     match cli.mode {
         Mode::Rebalance => emit(cli, &rebalance::run(cli)?),
         Mode::Commit => emit(cli, &commit::run(cli)?),
-        Mode::Produce | Mode::Consume | Mode::Both => emit(cli, &run::run(cli)?),
+        Mode::Produce | Mode::Consume | Mode::Both => {
+            let report = run::run(cli)?;
+            let passed = emit(cli, &report)?;
+            if let Some(path) = &cli.html {
+                fs::write(path, html::render(&report))
+                    .with_context(|| format!("writing HTML report to {}", path.display()))?;
+            }
+            Ok(passed)
+        }
+    }
+}
+
+/// `--print-scenario`: the resolved scenario as JSON on stdout.
+fn print_scenario(cli: &Cli) -> anyhow::Result<bool> {
+    let scenario = cli
+        .load_scenario()?
+        .context("--print-scenario needs --scenario")?;
+    let schedule = scenario::Schedule::new(&scenario);
+    let summary = scenario::ScenarioSummary::new(&scenario, &schedule);
+    let json = serde_json::to_string_pretty(&summary)?;
+    match writeln!(std::io::stdout().lock(), "{json}") {
+        // A reader that stopped early (`| head`) is not an error.
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
+        _ => Ok(true),
     }
 }
 

@@ -7,7 +7,7 @@
 
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -23,6 +23,7 @@ use rdkafka::ClientContext;
 
 use crate::clock::Clock;
 use crate::payload::{Header, PayloadBuilder};
+use crate::scenario::{Schedule, Slice};
 use crate::stats::{error_kind, lock, new_latency_histogram, ErrorTally};
 
 /// Default `queue.buffering.max.messages`: large enough that unthrottled
@@ -39,6 +40,10 @@ const MIN_SLEEP: Duration = Duration::from_micros(50);
 pub struct DeliveryStats {
     clock: Clock,
     latency_us: Mutex<Histogram<u64>>,
+    /// Produce latencies since the last [`DeliveryStats::take_interval`].
+    interval_us: Mutex<Histogram<u64>>,
+    /// When the measured phase started (unset during the warm-up).
+    measured_start: OnceLock<Instant>,
     acked: AtomicU64,
     acked_bytes: AtomicU64,
     failed: AtomicU64,
@@ -54,6 +59,8 @@ impl DeliveryStats {
         Self {
             clock,
             latency_us: Mutex::new(new_latency_histogram()),
+            interval_us: Mutex::new(new_latency_histogram()),
+            measured_start: OnceLock::new(),
             acked: AtomicU64::new(0),
             acked_bytes: AtomicU64::new(0),
             failed: AtomicU64::new(0),
@@ -69,12 +76,32 @@ impl DeliveryStats {
         self.acked.load(Ordering::Relaxed)
     }
 
+    /// Value bytes of the measured records acknowledged so far.
+    pub fn acked_bytes(&self) -> u64 {
+        self.acked_bytes.load(Ordering::Relaxed)
+    }
+
+    /// Start of the measured phase, once it has started.
+    pub fn measured_start(&self) -> Option<Instant> {
+        self.measured_start.get().copied()
+    }
+
+    /// Produce latencies recorded since the previous call (microseconds);
+    /// every measured acknowledgement lands in exactly one interval.
+    pub fn take_interval(&self) -> Histogram<u64> {
+        let mut h = lock(&self.interval_us);
+        let taken = h.clone();
+        h.reset();
+        taken
+    }
+
     fn record_ack(&self, header: &Header, len: usize, now_ns: u64) {
         if header.warmup {
             return;
         }
         let latency_us = now_ns.saturating_sub(header.scheduled_ns) / 1_000;
         lock(&self.latency_us).saturating_record(latency_us);
+        lock(&self.interval_us).saturating_record(latency_us);
         self.acked.fetch_add(1, Ordering::Relaxed);
         self.acked_bytes.fetch_add(len as u64, Ordering::Relaxed);
         self.last_ack_ns.fetch_max(now_ns, Ordering::Relaxed);
@@ -199,16 +226,62 @@ pub struct SendPlan {
     pub record_size: usize,
     /// Attach a per-record key.
     pub keys: bool,
-    /// Records in this phase, across all producers.
+    /// Records in this phase, across all producers (ignored with a `schedule`).
     pub records: u64,
-    /// Total target rate in records/s; `None` = unthrottled.
+    /// Total target rate in records/s; `None` = unthrottled (ignored with a
+    /// `schedule`).
     pub rate: Option<f64>,
+    /// Staged schedule (`--scenario`): when each record is due and which
+    /// producers send it.
+    pub schedule: Option<Arc<Schedule>>,
     /// Mark records as warm-up (excluded from statistics).
     pub warmup: bool,
     /// Run id written into each payload.
     pub run_id: u64,
     /// Stop sending (and flushing) at this instant.
     pub deadline: Instant,
+}
+
+impl SendPlan {
+    /// Record index ranges and the producers sending each: the schedule's
+    /// stages, or one range over all `producers`.
+    fn slices(&self, producers: u32) -> Vec<Slice> {
+        match &self.schedule {
+            Some(schedule) => schedule.slices(),
+            None => vec![Slice {
+                first: 0,
+                end: self.records,
+                producers,
+            }],
+        }
+    }
+
+    /// When record `i` is due, after the phase start; `None` = now.
+    fn due_after_start(&self, i: u64) -> Option<Duration> {
+        match (&self.schedule, self.rate) {
+            (Some(schedule), _) => Some(Duration::from_secs_f64(schedule.time_of(i))),
+            (None, Some(rate)) => Some(Duration::from_secs_f64(i as f64 / rate)),
+            (None, None) => None,
+        }
+    }
+}
+
+/// Records of `slices` that producer `id` has not sent, from index `from`
+/// of the first slice on.
+fn share_left(slices: &[Slice], id: u32, from: u64) -> u64 {
+    slices
+        .iter()
+        .enumerate()
+        .filter(|(_, s)| id < s.producers)
+        .map(|(k, s)| {
+            let start = if k == 0 {
+                from
+            } else {
+                s.first + u64::from(id)
+            };
+            s.end.saturating_sub(start).div_ceil(u64::from(s.producers))
+        })
+        .sum()
 }
 
 /// Counts from sending one phase.
@@ -242,18 +315,20 @@ pub struct PhaseResult {
     pub totals: SendTotals,
 }
 
-/// Runs one phase: every producer sends its share on its own thread, then
-/// flushes until everything is acknowledged or the deadline passes.
+/// Runs one phase starting at `start`: every producer sends its share on its
+/// own thread, then flushes until everything is acknowledged or the deadline
+/// passes.
 ///
-/// Producer `p` of `P` sends global indices `p, p+P, p+2P, ...`; record `i` is
-/// scheduled at `start + i / rate`, so the union of all producers follows the
-/// total target rate.
+/// Within each slice (the whole phase, or one scenario stage), producer `p`
+/// of the slice's `P` sends indices `first+p, first+p+P, ...`; record `i` is
+/// scheduled at `start + i / rate` (or the schedule's time for `i`), so the
+/// union of all producers follows the target rate.
 pub fn run_phase(
     producers: &[LoadProducer],
     plan: &SendPlan,
     clock: &Clock,
+    start: Instant,
 ) -> anyhow::Result<PhaseResult> {
-    let start = Instant::now();
     let count = u32::try_from(producers.len()).context("too many producers")?;
     let results: Vec<thread::Result<anyhow::Result<SendTotals>>> = thread::scope(|s| {
         let handles: Vec<_> = producers
@@ -298,68 +373,87 @@ fn send_share(
     start: Instant,
     clock: &Clock,
 ) -> anyhow::Result<SendTotals> {
-    let stats = &producer.context().stats;
     let seed = plan.run_id ^ (u64::from(id) << 48) ^ 0x9E37_79B9_7F4A_7C15;
     let mut payload = PayloadBuilder::new(plan.record_size, seed)
         .map_err(|e| anyhow!("record size {}: {e}", plan.record_size))?;
-    let step = u64::from(producers).max(1);
+    let slices = plan.slices(producers);
     let mut totals = SendTotals::default();
     let mut key = String::new();
-    let mut i = u64::from(id);
-    while i < plan.records {
-        if Instant::now() >= plan.deadline {
-            totals.not_sent += (plan.records - i).div_ceil(step);
-            break;
+    for (k, slice) in slices.iter().enumerate() {
+        if id >= slice.producers {
+            continue;
         }
-        let scheduled_ns = match plan.rate {
-            Some(rate) => {
-                let at = start + Duration::from_secs_f64(i as f64 / rate);
-                sleep_until(at, plan.deadline);
-                clock.ns_at(at)
+        let step = u64::from(slice.producers);
+        let mut i = slice.first + u64::from(id);
+        while i < slice.end {
+            if Instant::now() >= plan.deadline {
+                totals.not_sent += share_left(&slices[k..], id, i);
+                return Ok(totals);
             }
-            None => clock.now_ns(),
-        };
-        let header = Header {
-            scheduled_ns,
-            run_id: plan.run_id,
-            producer_id: id,
-            sequence: i,
-            warmup: plan.warmup,
-        };
-        let bytes = payload.build(&header);
-        let mut record = BaseRecord::<str, [u8]>::to(&plan.topic).payload(bytes);
-        if plan.keys {
-            key.clear();
-            // Writing to a String cannot fail.
-            let _ = write!(key, "{i}");
-            record = record.key(key.as_str());
-        }
-        loop {
-            match producer.send(record) {
-                Ok(()) => {
-                    totals.sent += 1;
-                    break;
+            let scheduled_ns = match plan.due_after_start(i) {
+                Some(after) => {
+                    let at = start + after;
+                    sleep_until(at, plan.deadline);
+                    clock.ns_at(at)
                 }
-                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
-                    if Instant::now() >= plan.deadline {
-                        totals.not_sent += 1;
-                        break;
-                    }
-                    // Back-pressure: the wait counts towards this record's
-                    // latency because its scheduled time is already fixed.
-                    record = back;
-                    thread::sleep(Duration::from_micros(200));
-                }
-                Err((err, _)) => {
-                    totals.enqueue_failed += 1;
-                    stats.record_failure(plan.warmup, format!("enqueue:{}", error_kind(&err)));
-                    break;
-                }
+                None => clock.now_ns(),
+            };
+            let header = Header {
+                scheduled_ns,
+                run_id: plan.run_id,
+                producer_id: id,
+                sequence: i,
+                warmup: plan.warmup,
+            };
+            let bytes = payload.build(&header);
+            let mut record = BaseRecord::<str, [u8]>::to(&plan.topic).payload(bytes);
+            if plan.keys {
+                key.clear();
+                // Writing to a String cannot fail.
+                let _ = write!(key, "{i}");
+                record = record.key(key.as_str());
             }
+            send_one(producer, record, plan, &mut totals);
+            i += step;
         }
-        i += step;
     }
     Ok(totals)
+}
+
+/// Hands one record to the client, waiting out a full queue until the
+/// deadline; counts the outcome in `totals`.
+fn send_one(
+    producer: &LoadProducer,
+    mut record: BaseRecord<'_, str, [u8]>,
+    plan: &SendPlan,
+    totals: &mut SendTotals,
+) {
+    loop {
+        match producer.send(record) {
+            Ok(()) => {
+                totals.sent += 1;
+                return;
+            }
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                if Instant::now() >= plan.deadline {
+                    totals.not_sent += 1;
+                    return;
+                }
+                // Back-pressure: the wait counts towards this record's
+                // latency because its scheduled time is already fixed.
+                record = back;
+                thread::sleep(Duration::from_micros(200));
+            }
+            Err((err, _)) => {
+                totals.enqueue_failed += 1;
+                producer
+                    .context()
+                    .stats
+                    .record_failure(plan.warmup, format!("enqueue:{}", error_kind(&err)));
+                return;
+            }
+        }
+    }
 }
 
 /// Sleeps until `at` (bounded by `deadline`); skips sub-[`MIN_SLEEP`] waits.
@@ -424,16 +518,20 @@ pub fn produce(
         let warmup = SendPlan {
             records: job.warmup_records,
             warmup: true,
+            schedule: None,
             ..job.plan.clone()
         };
-        run_phase(&producers, &warmup, clock).context("warm-up phase")?;
+        run_phase(&producers, &warmup, clock, Instant::now()).context("warm-up phase")?;
     }
 
     let plan = SendPlan {
         warmup: false,
         ..job.plan.clone()
     };
-    let phase = run_phase(&producers, &plan, clock).context("measured phase")?;
+    let start = Instant::now();
+    // Set once: a second measured phase on the same stats cannot happen.
+    let _ = stats.measured_start.set(start);
+    let phase = run_phase(&producers, &plan, clock, start).context("measured phase")?;
     let now_ns = clock.now_ns();
 
     // Snapshot before the producers are dropped: dropping purges anything
@@ -484,6 +582,32 @@ mod tests {
         assert_eq!(stats.failed.load(Ordering::Relaxed), 1);
         assert_eq!(stats.warmup_failed.load(Ordering::Relaxed), 1);
         assert_eq!(stats.errors.snapshot().get("X"), Some(&2));
+    }
+
+    #[test]
+    fn share_left_counts_the_remaining_records_of_one_producer() {
+        let slices = [
+            Slice {
+                first: 0,
+                end: 10,
+                producers: 2,
+            },
+            Slice {
+                first: 10,
+                end: 20,
+                producers: 1,
+            },
+            Slice {
+                first: 20,
+                end: 29,
+                producers: 3,
+            },
+        ];
+        // Producer 0 from index 4: 4,6,8 + 10..20 (10) + 20,23,26 (3).
+        assert_eq!(share_left(&slices, 0, 4), 3 + 10 + 3);
+        // Producer 1 skips the single-producer slice: 21,24,27.
+        assert_eq!(share_left(&slices[1..], 1, 10), 3);
+        assert_eq!(share_left(&slices[2..], 2, 29), 0);
     }
 
     #[test]

@@ -7,6 +7,9 @@ use std::time::Duration;
 use hdrhistogram::Histogram;
 use serde::Serialize;
 
+use crate::scenario::ScenarioSummary;
+use crate::timeline::Sample;
+
 /// What "MB" means in every report.
 pub const MB_DEFINITION: &str =
     "1 MB = 1,000,000 bytes of record values (keys and protocol overhead excluded)";
@@ -14,7 +17,8 @@ pub const MB_DEFINITION: &str =
 /// How latencies are measured.
 pub const LATENCY_DEFINITION: &str = "produce latency = ack time - scheduled send time; \
      end-to-end latency = consume time - scheduled send time; scheduled send time = start + i/rate \
-     when --rate is set, else the moment the record was handed to send()";
+     when --rate is set (with --scenario: when the scenario's rate curve reaches record i), else \
+     the moment the record was handed to send()";
 
 /// Latency percentiles in milliseconds.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -357,9 +361,15 @@ pub struct Report {
     pub produce: Option<ProduceReport>,
     /// Consumer results, when consuming.
     pub consume: Option<ConsumeReport>,
+    /// The staged scenario, when the run followed one (`--scenario`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub scenario: Option<ScenarioSummary>,
     /// Whether the run passed, and why not.
     #[serde(flatten)]
     pub verdict: Verdict,
+    /// Per-second samples (for the HTML report; not part of the JSON).
+    #[serde(skip)]
+    pub timeline: Vec<Sample>,
 }
 
 impl Report {
@@ -378,7 +388,28 @@ impl Report {
             config,
             produce,
             consume,
+            scenario: None,
             verdict: Verdict::new(failures),
+            timeline: Vec::new(),
+        }
+    }
+
+    /// The same report with the scenario the run followed.
+    pub fn with_scenario(self, scenario: Option<ScenarioSummary>) -> Self {
+        Self { scenario, ..self }
+    }
+
+    /// The same report with the run's per-second samples.
+    pub fn with_timeline(self, timeline: Vec<Sample>) -> Self {
+        Self { timeline, ..self }
+    }
+
+    /// The target rate in words: `scenario`, `N records/s` or `unthrottled`.
+    pub fn rate_label(&self) -> String {
+        match (&self.scenario, self.config.rate) {
+            (Some(_), _) => "scenario".to_string(),
+            (None, Some(r)) => format!("{r} records/s"),
+            (None, None) => "unthrottled".to_string(),
         }
     }
 
@@ -386,9 +417,7 @@ impl Report {
     pub fn to_text(&self) -> String {
         let c = &self.config;
         let mut out = String::new();
-        let rate = c
-            .rate
-            .map_or_else(|| "unthrottled".to_string(), |r| format!("{r} records/s"));
+        let rate = self.rate_label();
         // Writing to a String cannot fail.
         let _ = writeln!(
             out,
@@ -405,6 +434,16 @@ impl Report {
             "  producers={} consumers={} acks={} compression={} linger_ms={} rate={} keys={} group={}",
             c.producers, c.consumers, c.acks, c.compression, c.linger_ms, rate, c.keys, c.group
         );
+        if let Some(sc) = &self.scenario {
+            let _ = writeln!(
+                out,
+                "  scenario={} stages={} duration={} s records={}",
+                sc.name,
+                sc.stages.len(),
+                sc.total_secs,
+                sc.total_records
+            );
+        }
         if let Some(p) = &self.produce {
             let _ = writeln!(out, "produce:");
             let _ = writeln!(
@@ -496,12 +535,13 @@ fn failures(produce: Option<&ProduceReport>, consume: Option<&ConsumeReport>) ->
     f
 }
 
+/// Report parts for tests of this and other modules.
 #[cfg(test)]
-mod tests {
+pub mod fixtures {
     use super::*;
-    use crate::stats::new_latency_histogram;
 
-    fn config() -> ConfigReport {
+    /// A `both` run of 1000 records.
+    pub fn config() -> ConfigReport {
         ConfigReport {
             mode: "both".into(),
             bootstrap: "127.0.0.1:9092".into(),
@@ -522,7 +562,8 @@ mod tests {
         }
     }
 
-    fn produce(failed: u64) -> ProduceReport {
+    /// A produce side of 1000 records, `failed` of them failed.
+    pub fn produce(failed: u64) -> ProduceReport {
         let mut errors = BTreeMap::new();
         if failed > 0 {
             errors.insert("MessageTimedOut".to_string(), failed);
@@ -542,6 +583,30 @@ mod tests {
             client_errors: BTreeMap::new(),
         }
     }
+
+    /// A consume side that got `consumed` of `expected` records.
+    pub fn consume(expected: u64, consumed: u64) -> ConsumeReport {
+        ConsumeReport {
+            records_expected: expected,
+            records_consumed: consumed,
+            duplicates: 0,
+            foreign_records: 0,
+            warmup_records_seen: 0,
+            bytes_consumed: consumed,
+            elapsed_secs: 1.0,
+            throughput: Throughput::new(consumed, consumed, 1.0),
+            e2e_latency_ms: None,
+            errors: BTreeMap::new(),
+            complete: consumed >= expected,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fixtures::{config, consume, produce};
+    use super::*;
+    use crate::stats::new_latency_histogram;
 
     #[test]
     fn formats_milliseconds_with_microsecond_resolution() {
@@ -623,20 +688,7 @@ mod tests {
 
     #[test]
     fn incomplete_consume_fails() {
-        let consume = ConsumeReport {
-            records_expected: 10,
-            records_consumed: 9,
-            duplicates: 0,
-            foreign_records: 0,
-            warmup_records_seen: 0,
-            bytes_consumed: 9,
-            elapsed_secs: 1.0,
-            throughput: Throughput::new(9, 9, 1.0),
-            e2e_latency_ms: None,
-            errors: BTreeMap::new(),
-            complete: false,
-        };
-        let r = Report::new(2, config(), Some(produce(0)), Some(consume));
+        let r = Report::new(2, config(), Some(produce(0)), Some(consume(10, 9)));
         assert!(!r.verdict.ok);
         assert_eq!(
             r.verdict.failures,

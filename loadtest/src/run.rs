@@ -1,36 +1,51 @@
 //! Orchestrates one run: topic, consumers, producers, report.
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use crate::cli::{Cli, Mode};
 use crate::clock::Clock;
 use crate::consume::{ConsumeOutcome, ConsumeShared, ConsumerPool, ConsumerSettings};
+use crate::monitor::{Monitor, Watched};
 use crate::produce::{self, DeliveryStats, ProduceJob, ProduceOutcome, ProducerSettings, SendPlan};
 use crate::report::{
     ConfigReport, ConsumeReport, LatencySummary, ProduceReport, Report, Throughput,
 };
+use crate::scenario::{Scenario, ScenarioSummary, Schedule};
 use crate::topic;
 
-/// Interval between progress lines on stderr.
-const PROGRESS_EVERY: Duration = Duration::from_secs(2);
+/// The scenario of a run and its schedule, loaded once.
+struct Staging {
+    scenario: Scenario,
+    schedule: Arc<Schedule>,
+}
+
+impl Staging {
+    fn load(cli: &Cli) -> anyhow::Result<Option<Self>> {
+        Ok(cli.load_scenario()?.map(|scenario| Self {
+            schedule: Arc::new(Schedule::new(&scenario)),
+            scenario,
+        }))
+    }
+}
 
 /// Executes the run described by `cli` and returns its report. Errors mean
-/// the run could not be carried out at all (bad config, broker unreachable);
-/// a run that completed with failures returns a report with `ok == false`.
+/// the run could not be carried out at all (bad config or scenario, broker
+/// unreachable); a run that completed with failures returns a report with
+/// `ok == false`.
 pub fn run(cli: &Cli) -> anyhow::Result<Report> {
+    let staging = Staging::load(cli)?;
     let clock = Clock::new();
     let started = Instant::now();
     let deadline = started + Duration::from_secs(cli.timeout_secs);
     let run_id = new_run_id(&clock);
+    let shape = Shape::of(cli, staging.as_ref());
 
     let partitions = topic::ensure_topic(&cli.topic_spec(), deadline)?;
 
-    let pool = if cli.consumes() {
+    let pool = if shape.consumes(cli) {
         let filter_run = (cli.mode == Mode::Both).then_some(run_id);
-        let shared = Arc::new(ConsumeShared::new(cli.records, filter_run));
+        let shared = Arc::new(ConsumeShared::new(shape.records, filter_run));
         let settings = ConsumerSettings {
             bootstrap: cli.bootstrap.clone(),
             topic: cli.topic.clone(),
@@ -42,7 +57,7 @@ pub fn run(cli: &Cli) -> anyhow::Result<Report> {
         let pool = ConsumerPool::start(
             &settings,
             &partitions,
-            cli.consumers,
+            shape.consumers,
             shared,
             clock,
             deadline,
@@ -60,17 +75,19 @@ pub fn run(cli: &Cli) -> anyhow::Result<Report> {
     };
 
     let stats = Arc::new(DeliveryStats::new(clock));
-    let _progress = (!cli.quiet).then(|| {
-        Progress::spawn(
-            cli.produces().then(|| Arc::clone(&stats)),
-            pool.as_ref().map(|p| Arc::clone(p.shared())),
-            cli.records,
-            started,
-        )
+    let monitor = Monitor::spawn(Watched {
+        produce: cli.produces().then(|| Arc::clone(&stats)),
+        consume: pool.as_ref().map(|p| Arc::clone(p.shared())),
+        rate: cli.target_rate(),
+        scenario: staging
+            .as_ref()
+            .map(|s| (s.scenario.clone(), Arc::clone(&s.schedule))),
+        goal: shape.records,
+        quiet: cli.quiet,
     });
 
     let produced = if cli.produces() {
-        let job = produce_job(cli, run_id, deadline);
+        let job = produce_job(cli, &shape, staging.as_ref(), run_id, deadline);
         match produce::produce(&job, &stats, &clock) {
             Ok(outcome) => Some(outcome),
             Err(e) => {
@@ -88,14 +105,53 @@ pub fn run(cli: &Cli) -> anyhow::Result<Report> {
         pool.set_target(p.acked);
     }
     let consumed = pool.map(ConsumerPool::finish).transpose()?;
+    let timeline = monitor.finish();
 
     let window_start = produced.as_ref().map(|p| p.start_ns);
+    let summary = staging
+        .as_ref()
+        .map(|s| ScenarioSummary::new(&s.scenario, &s.schedule));
     Ok(Report::new(
         run_id,
-        config_report(cli, partitions.len()),
+        config_report(cli, &shape, partitions.len()),
         produced.as_ref().map(produce_report),
         consumed.as_ref().map(|c| consume_report(c, window_start)),
-    ))
+    )
+    .with_scenario(summary)
+    .with_timeline(timeline))
+}
+
+/// Records and clients of a run: from the scenario when there is one, else
+/// from `--records`, `--producers` and `--consumers`.
+struct Shape {
+    records: u64,
+    producers: u32,
+    consumers: u32,
+}
+
+impl Shape {
+    /// Whether the run consumes: `--mode consume`, or `both` with consumers.
+    fn consumes(&self, cli: &Cli) -> bool {
+        match cli.mode {
+            Mode::Both => self.consumers > 0,
+            _ => cli.consumes(),
+        }
+    }
+
+    fn of(cli: &Cli, staging: Option<&Staging>) -> Self {
+        match staging {
+            Some(s) => Self {
+                records: s.schedule.total_records(),
+                producers: s.scenario.max_producers(),
+                consumers: s.scenario.max_consumers(),
+            },
+            None => Self {
+                records: cli.records,
+                producers: cli.producers,
+                consumers: cli.consumers,
+            },
+        }
+    }
 }
 
 /// Run id: wall clock mixed with the process id, unique enough per host.
@@ -103,7 +159,13 @@ pub fn new_run_id(clock: &Clock) -> u64 {
     clock.now_ns() ^ (u64::from(std::process::id()) << 40)
 }
 
-fn produce_job(cli: &Cli, run_id: u64, deadline: Instant) -> ProduceJob {
+fn produce_job(
+    cli: &Cli,
+    shape: &Shape,
+    staging: Option<&Staging>,
+    run_id: u64,
+    deadline: Instant,
+) -> ProduceJob {
     ProduceJob {
         settings: ProducerSettings {
             bootstrap: cli.bootstrap.clone(),
@@ -113,15 +175,16 @@ fn produce_job(cli: &Cli, run_id: u64, deadline: Instant) -> ProduceJob {
             message_timeout: Duration::from_secs(cli.timeout_secs),
             props: cli.producer_props.clone(),
         },
-        producers: cli.producers,
+        producers: shape.producers,
         warmup_records: cli.warmup_records,
         plan: SendPlan {
             topic: cli.topic.clone(),
             // Bounded by the CLI parser to 64 MiB.
             record_size: usize::try_from(cli.record_size).unwrap_or(usize::MAX),
             keys: cli.keys,
-            records: cli.records,
+            records: shape.records,
             rate: cli.target_rate(),
+            schedule: staging.map(|s| Arc::clone(&s.schedule)),
             warmup: false,
             run_id,
             deadline,
@@ -129,17 +192,21 @@ fn produce_job(cli: &Cli, run_id: u64, deadline: Instant) -> ProduceJob {
     }
 }
 
-fn config_report(cli: &Cli, partitions: usize) -> ConfigReport {
+fn config_report(cli: &Cli, shape: &Shape, partitions: usize) -> ConfigReport {
     ConfigReport {
         mode: cli.mode.as_str().to_string(),
         bootstrap: cli.bootstrap.clone(),
         topic: cli.topic.clone(),
         partitions,
-        records: cli.records,
+        records: shape.records,
         record_size: cli.record_size,
         rate: cli.target_rate(),
-        producers: if cli.produces() { cli.producers } else { 0 },
-        consumers: if cli.consumes() { cli.consumers } else { 0 },
+        producers: if cli.produces() { shape.producers } else { 0 },
+        consumers: if shape.consumes(cli) {
+            shape.consumers
+        } else {
+            0
+        },
         acks: cli.acks.as_str().to_string(),
         compression: cli.compression.as_str().to_string(),
         linger_ms: cli.linger_ms,
@@ -189,58 +256,10 @@ fn consume_report(c: &ConsumeOutcome, window_start_ns: Option<u64>) -> ConsumeRe
     }
 }
 
-/// Background thread printing progress to stderr; stops when dropped.
-struct Progress {
-    stop: Arc<AtomicBool>,
-    handle: Option<JoinHandle<()>>,
-}
-
-impl Progress {
-    fn spawn(
-        produce: Option<Arc<DeliveryStats>>,
-        consume: Option<Arc<ConsumeShared>>,
-        records: u64,
-        started: Instant,
-    ) -> Self {
-        let stop = Arc::new(AtomicBool::new(false));
-        let flag = Arc::clone(&stop);
-        let handle = thread::Builder::new()
-            .name("progress".to_string())
-            .spawn(move || {
-                let mut next = started + PROGRESS_EVERY;
-                while !flag.load(Ordering::Relaxed) {
-                    thread::sleep(Duration::from_millis(100));
-                    if Instant::now() < next {
-                        continue;
-                    }
-                    next += PROGRESS_EVERY;
-                    let mut line = format!("[{:7.1}s]", started.elapsed().as_secs_f64());
-                    if let Some(p) = &produce {
-                        line.push_str(&format!(" acked {}/{records}", p.acked()));
-                    }
-                    if let Some(c) = &consume {
-                        line.push_str(&format!(" consumed {}", c.unique()));
-                    }
-                    eprintln!("{line}");
-                }
-            })
-            .ok();
-        Self { stop, handle }
-    }
-}
-
-impl Drop for Progress {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(h) = self.handle.take() {
-            let _ = h.join();
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::report::RunReport as _;
     use clap::Parser;
     use rdkafka::mocking::MockCluster;
     use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
@@ -338,6 +357,65 @@ mod tests {
         let c = consumed.consume.as_ref().expect("consume");
         assert_eq!(c.records_consumed, 800);
         assert_eq!(c.records_expected, 800);
+    }
+
+    /// A staged scenario sends exactly its records, with per-stage producer
+    /// and consumer counts, and the timeline follows it.
+    #[test]
+    fn scenario_against_mock_cluster() {
+        let mock = MockCluster::new(1).expect("mock cluster");
+        mock.create_topic("lt", 4, 1).expect("mock topic");
+        let path = std::env::temp_dir().join(format!("lt-scenario-{}.yaml", std::process::id()));
+        std::fs::write(
+            &path,
+            "name: mock
+stages:
+             - {kind: ramp, rate: 400, duration_secs: 1, producers: 2, consumers: 2}
+             - {kind: steady, duration_secs: 1, consumers: 1}
+             - {kind: spike, rate: 1000, duration_secs: 0.5, producers: 3, consumers: 0}
+",
+        )
+        .expect("write scenario");
+        let scenario = path.to_string_lossy().into_owned();
+        let report = run(&cli(&mock.bootstrap_servers(), &["--scenario", &scenario]));
+        let _ = std::fs::remove_file(&path);
+        let report = report.expect("run");
+        assert!(report.verdict.ok, "{}", report.to_text());
+        assert_eq!(report.config.records, 200 + 400 + 500);
+        assert_eq!((report.config.producers, report.config.consumers), (3, 2));
+        let p = report.produce.as_ref().expect("produce");
+        assert_eq!(p.records_acked, 1100);
+        // Sends follow the schedule: the last record is due at ~2.5 s.
+        assert!(p.elapsed_secs >= 2.4, "elapsed {}", p.elapsed_secs);
+        let c = report.consume.as_ref().expect("consume");
+        assert_eq!(c.records_consumed, 1100);
+        let sc = report.scenario.as_ref().expect("scenario summary");
+        assert_eq!(sc.stages.len(), 3);
+        assert!(report.timeline.len() >= 2, "{:?}", report.timeline);
+        // The first second is the ramp: its mean target is ~200/s.
+        let first = &report.timeline[0];
+        assert!(
+            first.target_rate.is_some_and(|r| r > 150.0 && r < 250.0),
+            "{first:?}"
+        );
+        let stages: Vec<Option<usize>> = report.timeline.iter().map(|s| s.stage).collect();
+        assert!(stages.contains(&Some(1)), "{stages:?}");
+        let json: serde_json::Value =
+            serde_json::from_str(&report.json().expect("json")).expect("valid json");
+        assert_eq!(json["scenario"]["total_records"], 1100);
+        assert!(json.get("timeline").is_none());
+    }
+
+    /// Plain runs keep the JSON schema: no scenario key.
+    #[test]
+    fn plain_run_json_has_no_scenario() {
+        let mock = MockCluster::new(1).expect("mock cluster");
+        mock.create_topic("lt", 1, 1).expect("mock topic");
+        let report = run(&cli(&mock.bootstrap_servers(), &["--records", "10"])).expect("run");
+        let json: serde_json::Value =
+            serde_json::from_str(&report.json().expect("json")).expect("valid json");
+        assert!(json.get("scenario").is_none());
+        assert_eq!(json["config"]["records"], 10);
     }
 
     /// Non-retriable produce errors fail the run and are reported by kind.
