@@ -17,6 +17,8 @@ command -v python3 >/dev/null || need+=(python3)
 python3 -m pip --version >/dev/null 2>&1 || need+=(python3-pip)
 # venv for the kafka-python suite's own test requirements (tests/compat/run.sh).
 python3 -c 'import ensurepip' >/dev/null 2>&1 || need+=(python3-venv)
+# node checks the k6 scripts' syntax and stage mapping (k6's Kafka extension is not installable).
+command -v node >/dev/null || need+=(nodejs)
 if ((${#need[@]})); then
   SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO=sudo
   $SUDO apt-get update -qq
@@ -42,6 +44,11 @@ if ! command -v moto_server >/dev/null; then
 fi
 
 cargo fmt --all -- --check
+# As ES modules whatever node's version (k6 scripts use import/export).
+k6tmp=$(mktemp -d)
+for f in loadtest/k6/*.js; do cp "$f" "$k6tmp/$(basename "$f" .js).mjs"; node --check "$k6tmp/$(basename "$f" .js).mjs"; done
+rm -rf "$k6tmp"
+node --test loadtest/k6/stages.test.mjs
 cargo clippy --workspace --all-targets -- -D warnings
 cargo test --workspace --all-targets --features failpoints
 
