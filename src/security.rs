@@ -5,6 +5,7 @@
 use anyhow::Context as _;
 use clap::Args;
 use kafscale_controlplane::Metadata;
+use kafscale_gateway::auth::oauth::{OauthSettings, OauthValidator};
 use kafscale_gateway::auth::sasl::{Authenticator, SaslMechanism};
 use kafscale_gateway::auth::scram::{Mechanism, DEFAULT_ITERATIONS};
 use kafscale_gateway::auth::tls::TlsSettings;
@@ -40,6 +41,22 @@ pub struct SecurityArgs {
     /// The same as KAFSCALE_SASL_USERS from a file (one `name:password` per line or comma-separated).
     #[arg(long, env = "KAFSCALE_SASL_USERS_FILE")]
     pub sasl_users_file: Option<PathBuf>,
+    /// JWKS file with the keys OAUTHBEARER tokens are signed with (needed to enable OAUTHBEARER).
+    #[arg(long, env = "KAFSCALE_OAUTHBEARER_JWKS")]
+    pub oauthbearer_jwks: Option<PathBuf>,
+    /// Required issuer (`iss`) of OAUTHBEARER tokens.
+    #[arg(long, env = "KAFSCALE_OAUTHBEARER_ISSUER")]
+    pub oauthbearer_issuer: Option<String>,
+    /// Required audience (`aud`) of OAUTHBEARER tokens.
+    #[arg(long, env = "KAFSCALE_OAUTHBEARER_AUDIENCE")]
+    pub oauthbearer_audience: Option<String>,
+    /// The token claim that names the user.
+    #[arg(
+        long,
+        env = "KAFSCALE_OAUTHBEARER_PRINCIPAL_CLAIM",
+        default_value = "sub"
+    )]
+    pub oauthbearer_principal_claim: String,
 }
 
 /// `name:password` pairs, comma- or newline-separated.
@@ -89,11 +106,20 @@ impl SecurityArgs {
                 !mechanisms.is_empty(),
                 "KAFSCALE_SASL_ENABLED_MECHANISMS names no mechanism"
             );
-            Some(Arc::new(Authenticator::new(
-                meta.clone(),
-                mechanisms,
-                authentications,
-            )))
+            let oauth = mechanisms.contains(&SaslMechanism::OAuthBearer);
+            let mut auth = Authenticator::new(meta.clone(), mechanisms, authentications);
+            if oauth {
+                let Some(jwks) = &self.oauthbearer_jwks else {
+                    anyhow::bail!("OAUTHBEARER needs KAFSCALE_OAUTHBEARER_JWKS");
+                };
+                auth = auth.with_oauth(OauthValidator::new(OauthSettings {
+                    jwks_file: jwks.clone(),
+                    issuer: self.oauthbearer_issuer.clone(),
+                    audience: self.oauthbearer_audience.clone(),
+                    principal_claim: self.oauthbearer_principal_claim.clone(),
+                })?);
+            }
+            Some(Arc::new(auth))
         } else {
             None
         };

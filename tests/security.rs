@@ -50,6 +50,24 @@ impl Pki {
         Self { dir }
     }
 
+    /// Replaces the server's certificate and key with ones issued by a new
+    /// CA, written as `ca2.pem`.
+    fn rotate_server_certificate(&self) {
+        let ca = Self::ca("kafscale test CA, rotated");
+        std::fs::write(self.path("ca2.pem"), ca.pem()).expect("write CA");
+        let key = KeyPair::generate().expect("key");
+        let mut params =
+            CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()])
+                .expect("params");
+        params
+            .distinguished_name
+            .push(DnType::CommonName, "localhost");
+        let cert = params.signed_by(&key, &ca).expect("sign");
+        // Key first: the gateway keeps the old pair while the two disagree.
+        std::fs::write(self.path("server.key"), key.serialize_pem()).expect("write key");
+        std::fs::write(self.path("server.pem"), cert.pem()).expect("write cert");
+    }
+
     fn ca(cn: &str) -> CertifiedIssuer<'static, KeyPair> {
         let mut params = CertificateParams::new(Vec::<String>::new()).expect("params");
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
@@ -300,4 +318,140 @@ async fn client_certificates_are_required_and_their_subject_is_the_principal() {
         ) >= 2.0,
         "{scrape}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rotated_certificate_is_served_without_a_restart_and_garbage_handshakes_are_dropped() {
+    let pki = Pki::new();
+    let server = DevServer::start(
+        pki.server_env(DevOptions::default(), false)
+            .env("KAFSCALE_SECURITY_PROTOCOL", "SSL"),
+    )
+    .await;
+    let b = server.bootstrap();
+    let list = |ca: &str| {
+        let settings = vec![
+            "security.protocol=SSL".to_string(),
+            format!("ssl.ca.location={}", pki.arg(ca)),
+        ];
+        let b = b.clone();
+        async move {
+            let mut args = kcat_args(&b, &settings);
+            args.push("-L");
+            run_kcat(&args, None).await
+        }
+    };
+    assert!(list("ca.pem").await.ok, "kcat lists metadata over SSL");
+    // Not TLS at all: the connection is closed, the listener keeps serving.
+    let junk = b"GET / HTTP/1.0\r\n\r\n";
+    assert!(raw_exchange(server.kafka_addr(), junk).await.len() < 64);
+    assert!(
+        list("ca.pem").await.ok,
+        "the listener still serves after garbage"
+    );
+    // cert-manager writes a new pair: within the reload interval the new
+    // certificate is served, and a client trusting only the old CA fails.
+    pki.rotate_server_certificate();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        if list("ca2.pem").await.ok {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the rotated certificate was never served:\n{}",
+            server.log_tail(20)
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert!(
+        !list("ca.pem").await.ok,
+        "the old certificate is still served"
+    );
+}
+
+/// A JWKS with one P-256 key (`kid` k1), and tokens signed with it or not.
+struct Tokens {
+    jwks: tempfile::NamedTempFile,
+    good: String,
+    bad: Vec<String>,
+}
+
+fn b64url(data: &[u8]) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(data)
+}
+
+fn tokens() -> Tokens {
+    use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs();
+    let sign = |key: &KeyPair, claims: serde_json::Value| {
+        let mut header = Header::new(Algorithm::ES256);
+        header.kid = Some("k1".into());
+        encode(
+            &header,
+            &claims,
+            &EncodingKey::from_ec_pem(key.serialize_pem().as_bytes()).expect("key"),
+        )
+        .expect("sign")
+    };
+    let claims = |sub: &str, iss: &str, exp: u64| serde_json::json!({"sub": sub, "iss": iss, "aud": "kafscale", "exp": exp});
+    let key = KeyPair::generate().expect("key");
+    let other = KeyPair::generate().expect("key");
+    let point = key.public_key_raw();
+    let jwks = serde_json::json!({"keys": [{
+        "kty": "EC", "crv": "P-256", "kid": "k1", "alg": "ES256", "use": "sig",
+        "x": b64url(&point[1..33]), "y": b64url(&point[33..65]),
+    }]});
+    let file = tempfile::NamedTempFile::new().expect("jwks file");
+    std::fs::write(file.path(), jwks.to_string()).expect("write jwks");
+    let issuer = "https://issuer.test";
+    let unsigned = format!(
+        "{}.{}.",
+        b64url(br#"{"alg":"none","kid":"k1"}"#),
+        b64url(claims("carol", issuer, now + 600).to_string().as_bytes())
+    );
+    Tokens {
+        jwks: file,
+        good: sign(&key, claims("carol", issuer, now + 600)),
+        bad: vec![
+            sign(&key, claims("carol", issuer, now - 600)),
+            sign(&key, claims("carol", "https://elsewhere.test", now + 600)),
+            sign(&other, claims("carol", issuer, now + 600)),
+            unsigned,
+        ],
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oauthbearer_accepts_valid_jwts_and_refuses_expired_foreign_and_unsigned_ones() {
+    let t = tokens();
+    let server = DevServer::start(
+        DevOptions::default()
+            .env("KAFSCALE_SECURITY_PROTOCOL", "SASL_PLAINTEXT")
+            .env(
+                "KAFSCALE_SASL_ENABLED_MECHANISMS",
+                "OAUTHBEARER,SCRAM-SHA-512",
+            )
+            .env("KAFSCALE_OAUTHBEARER_JWKS", t.jwks.path().display())
+            .env("KAFSCALE_OAUTHBEARER_ISSUER", "https://issuer.test")
+            .env("KAFSCALE_OAUTHBEARER_AUDIENCE", "kafscale"),
+    )
+    .await;
+    let mut args = vec!["--good", t.good.as_str()];
+    for b in &t.bad {
+        args.extend(["--bad", b.as_str()]);
+    }
+    run_kafka_python_check("oauth_check.py", &server, &args).await;
+    let scrape = server.metrics().await;
+    let series = |o: &str| {
+        format!(
+            "kafscale_gateway_authentications_total{{mechanism=\"OAUTHBEARER\",outcome=\"{o}\"}}"
+        )
+    };
+    assert!(counter(&scrape, &series("success")) >= 2.0, "{scrape}");
+    assert!(counter(&scrape, &series("failure")) >= 4.0, "{scrape}");
 }

@@ -12,7 +12,7 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 ROUNDS=${1:-2}
 T=${CARGO_TARGET_DIR:-$HOME/.cache/kafscale-target}
-LT=$T/release/kafscale-loadtest
+LT=${KAFSCALE_LOADTEST:-$T/release/kafscale-loadtest}
 export KS_BENCH_DIR=${KS_BENCH_DIR:-/tmp/kafscale-tracing}
 SINK_PORT=24318
 cluster=loadtest/scripts/cluster.sh

@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 pub enum SaslMechanism {
     Plain,
     Scram(scram::Mechanism),
+    OAuthBearer,
 }
 
 impl SaslMechanism {
@@ -28,13 +29,16 @@ impl SaslMechanism {
         match self {
             Self::Plain => "PLAIN",
             Self::Scram(m) => m.name(),
+            Self::OAuthBearer => "OAUTHBEARER",
         }
     }
 
     /// The mechanism a SASL name names, if supported.
     pub fn from_name(name: &str) -> Option<Self> {
-        if name == "PLAIN" {
-            return Some(Self::Plain);
+        match name {
+            "PLAIN" => return Some(Self::Plain),
+            "OAUTHBEARER" => return Some(Self::OAuthBearer),
+            _ => {}
         }
         scram::Mechanism::from_name(name).map(Self::Scram)
     }
@@ -82,6 +86,7 @@ pub struct Authenticator {
     /// Addresses that failed too often, until when they are refused.
     blocked: DashMap<IpAddr, Instant>,
     metrics: prometheus::IntCounterVec,
+    oauth: Option<super::oauth::OauthValidator>,
 }
 
 /// How long an address that failed too often is refused.
@@ -109,7 +114,14 @@ impl Authenticator {
             failures: RateLimiter::keyed(Quota::per_second(NonZeroU32::MIN).allow_burst(burst)),
             blocked: DashMap::new(),
             metrics,
+            oauth: None,
         }
+    }
+
+    /// The same authenticator validating OAUTHBEARER tokens with `oauth`.
+    pub fn with_oauth(mut self, oauth: super::oauth::OauthValidator) -> Self {
+        self.oauth = Some(oauth);
+        self
     }
 
     /// The enabled mechanisms, in the configured order.
@@ -158,6 +170,9 @@ impl Authenticator {
         let (mechanism, next, step) = match ex {
             Exchange::Start(SaslMechanism::Plain) => {
                 (SaslMechanism::Plain, None, self.plain(token).await)
+            }
+            Exchange::Start(SaslMechanism::OAuthBearer) => {
+                (SaslMechanism::OAuthBearer, None, self.oauthbearer(token))
             }
             Exchange::Start(m @ SaslMechanism::Scram(s)) => {
                 match self.scram_first(s, token).await {
@@ -231,6 +246,23 @@ impl Authenticator {
             }
         }
         Step::Failed(failure_message(m, "invalid credentials"))
+    }
+
+    fn oauthbearer(&self, token: &[u8]) -> Step {
+        let m = SaslMechanism::OAuthBearer;
+        let Some(oauth) = &self.oauth else {
+            return Step::Failed(failure_message(m, "no JWKS configured"));
+        };
+        let Some(bearer) = super::oauth::bearer_token(token) else {
+            return Step::Failed(failure_message(m, "no bearer token"));
+        };
+        match oauth.validate(bearer) {
+            Ok(user) => Step::Done {
+                user,
+                reply: Vec::new(),
+            },
+            Err(why) => Step::Failed(failure_message(m, &why)),
+        }
     }
 
     async fn scram_first(
