@@ -48,6 +48,9 @@ pub struct GatewayMetrics {
     /// `kafscale_gateway_fetched_bytes_total{topic}`: record-batch bytes of
     /// fetch answers.
     pub fetched_bytes: IntCounterVec,
+    /// `kafscale_gateway_down_converted_bytes_total`: stored record-batch
+    /// bytes down-converted to magic 0 or 1 for Fetch v0–3.
+    pub down_converted_bytes: IntCounter,
     topic_labels: bool,
     /// By (API key, version), for every served pair.
     series: HashMap<(ApiKey, i16), RequestSeries>,
@@ -101,6 +104,10 @@ impl GatewayMetrics {
                 ),
                 &["topic"],
             )?,
+            down_converted_bytes: IntCounter::new(
+                "kafscale_gateway_down_converted_bytes_total",
+                "Stored record-batch bytes down-converted for Fetch v0-3",
+            )?,
             topic_labels,
             series: HashMap::new(),
         };
@@ -130,6 +137,7 @@ impl GatewayMetrics {
         registry.register(Box::new(m.connections_total.clone()))?;
         registry.register(Box::new(m.produced_bytes.clone()))?;
         registry.register(Box::new(m.fetched_bytes.clone()))?;
+        registry.register(Box::new(m.down_converted_bytes.clone()))?;
         Ok(m)
     }
 
@@ -154,6 +162,11 @@ impl GatewayMetrics {
         self.fetched_bytes
             .with_label_values(&[self.topic(topic)])
             .inc_by(bytes as u64);
+    }
+
+    /// Counts `bytes` of stored batches down-converted for an old fetch.
+    pub fn down_converted(&self, bytes: usize) {
+        self.down_converted_bytes.inc_by(bytes as u64);
     }
 
     /// Counts a served request of `key` at `version` that took `seconds`.
