@@ -16,12 +16,7 @@ const DEFAULT_CONFIG: i8 = 5;
 /// (v0).
 pub async fn create_topics(ctx: &Ctx<'_>, cid: i32, body: &mut Bytes) -> Outcome {
     let v = ctx.version;
-    let mut b = if v == 0 {
-        with_suffix(body, &[0])
-    } else {
-        std::mem::take(body)
-    };
-    let Some(req) = decode::<CreateTopicsRequest>(&mut b, 2) else {
+    let Some(req) = read_create_topics(body, v) else {
         return Outcome::Close;
     };
     let resp = create_topics::handle(&at(ctx, 2), req).await;
@@ -35,6 +30,21 @@ pub async fn create_topics(ctx: &Ctx<'_>, cid: i32, body: &mut Bytes) -> Outcome
             }
         }
     })
+}
+
+/// Reads a CreateTopics v0–1 request as v2.
+pub fn read_create_topics(body: &mut Bytes, v: i16) -> Option<CreateTopicsRequest> {
+    let mut b = if v == 0 {
+        with_suffix(body, &[0])
+    } else {
+        std::mem::take(body)
+    };
+    decode::<CreateTopicsRequest>(&mut b, 2)
+}
+
+/// Reads a DescribeConfigs v0 request as v1.
+pub fn read_describe_configs(body: &mut Bytes) -> Option<DescribeConfigsRequest> {
+    decode::<DescribeConfigsRequest>(&mut with_suffix(body, &[0]), 1)
 }
 
 /// DeleteTopics v0 (v1's request format); the answer has no throttle time.
@@ -55,8 +65,7 @@ pub async fn delete_topics(ctx: &Ctx<'_>, cid: i32, body: &mut Bytes) -> Outcome
 /// DescribeConfigs v0 (v1 without `include_synonyms`): each config says
 /// whether it is a default instead of naming its source.
 pub async fn describe_configs(ctx: &Ctx<'_>, cid: i32, body: &mut Bytes) -> Outcome {
-    let mut b = with_suffix(body, &[0]);
-    let Some(req) = decode::<DescribeConfigsRequest>(&mut b, 1) else {
+    let Some(req) = read_describe_configs(body) else {
         return Outcome::Close;
     };
     let resp = configs::describe(&at(ctx, 1), req).await;

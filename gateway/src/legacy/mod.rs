@@ -23,7 +23,7 @@ pub mod offsets;
 pub mod produce;
 pub mod wire;
 
-use crate::dispatch::{Ctx, Outcome};
+use crate::dispatch::{decode, Ctx, Outcome};
 use bytes::{Bytes, BytesMut};
 use kafka_protocol::messages::ApiKey;
 
@@ -45,6 +45,25 @@ const OLDEST: &[(ApiKey, i16)] = &[
 /// The lowest version of `key` served here, if it has old versions.
 pub fn oldest_version(key: ApiKey) -> Option<i16> {
     OLDEST.iter().find(|(k, _)| *k == key).map(|(_, v)| *v)
+}
+
+/// Whether `body` reads as a request of `key` at the old `version`, as its
+/// handler reads it before anything else (for fuzzing the readers).
+pub fn reads(key: ApiKey, version: i16, body: &mut Bytes) -> bool {
+    use kafka_protocol::messages::*;
+    match key {
+        ApiKey::Produce => produce::read(body).is_some(),
+        ApiKey::Fetch => fetch::read(body, version).is_some(),
+        ApiKey::ListOffsets => offsets::read_list_offsets(body).is_ok(),
+        ApiKey::OffsetCommit => offsets::read_offset_commit(body, version).is_ok(),
+        ApiKey::OffsetFetch => decode::<OffsetFetchRequest>(body, 1).is_some(),
+        ApiKey::CreateTopics => admin::read_create_topics(body, version).is_some(),
+        ApiKey::DeleteTopics => decode::<DeleteTopicsRequest>(body, 1).is_some(),
+        ApiKey::DescribeConfigs => admin::read_describe_configs(body).is_some(),
+        ApiKey::DescribeLogDirs => decode::<DescribeLogDirsRequest>(body, 1).is_some(),
+        ApiKey::AlterReplicaLogDirs => decode::<AlterReplicaLogDirsRequest>(body, 1).is_some(),
+        _ => false,
+    }
 }
 
 /// The context of a handler run at the bridge version `version`.

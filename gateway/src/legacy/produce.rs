@@ -14,8 +14,9 @@ use bytes::{BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::produce_response::PartitionProduceResponse;
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
 
-/// Reads the request (a null transactional id put in front makes it v3).
-fn read(body: &mut Bytes) -> Option<ProduceRequest> {
+/// Reads a Produce v0–2 request as v3 (a null transactional id put in
+/// front).
+pub fn read(body: &mut Bytes) -> Option<ProduceRequest> {
     let mut b = BytesMut::with_capacity(body.len() + 2);
     b.put_i16(-1);
     b.extend_from_slice(body);
