@@ -273,6 +273,37 @@ fn default_request(key: ApiKey, version: i16) -> Vec<u8> {
     out.to_vec()
 }
 
+/// An empty request of a version older than the protocol crate encodes
+/// (the gateway's `legacy` module reads these): every array empty, every
+/// string empty, every number 0.
+fn old_default_body(key: ApiKey, version: i16) -> Option<Vec<u8>> {
+    let len = match (key, version) {
+        // acks, timeout, topics
+        (ApiKey::Produce, _) => 10,
+        // replica, max wait, min bytes, [max bytes,] topics
+        (ApiKey::Fetch, 3) => 20,
+        (ApiKey::Fetch, _) => 16,
+        // replica, topics
+        (ApiKey::ListOffsets, _) => 8,
+        // group, [generation, member,] topics
+        (ApiKey::OffsetCommit, 0) => 6,
+        (ApiKey::OffsetCommit, _) => 12,
+        // group, topics (v1's format)
+        (ApiKey::OffsetFetch, _) => 6,
+        // topics, timeout, [validate only]
+        (ApiKey::CreateTopics, 0) => 8,
+        (ApiKey::CreateTopics, _) => 9,
+        // topics, timeout
+        (ApiKey::DeleteTopics, _) => 8,
+        // resources
+        (ApiKey::DescribeConfigs, _) => 4,
+        // topics (v1's format: a nullable array, here empty)
+        (ApiKey::DescribeLogDirs, _) | (ApiKey::AlterReplicaLogDirs, _) => 4,
+        _ => return None,
+    };
+    Some(vec![0; len])
+}
+
 /// Per API the gateway serves: the default request body encoded at a
 /// version, and decoding a body at a version (the protocol crate's typed
 /// decoders, as the gateway's handlers use them).
@@ -281,6 +312,9 @@ macro_rules! request_types {
         /// The default body of `key` encoded at `version`, if that encodes.
         fn default_body(key: ApiKey, version: i16) -> Option<Vec<u8>> {
             use kafka_protocol::messages::*;
+            if version < key.valid_versions().min {
+                return old_default_body(key, version);
+            }
             let mut out = BytesMut::new();
             let encoded = match key {
                 $(ApiKey::$k => $t::default().encode(&mut out, version).is_ok(),)*
@@ -292,6 +326,9 @@ macro_rules! request_types {
         /// Decodes a body of `key` at `version`; whether it decoded.
         fn decode_body(key: ApiKey, buf: &mut Bytes, version: i16) -> Option<bool> {
             use kafka_protocol::messages::*;
+            if version < key.valid_versions().min {
+                return Some(kafscale_gateway::legacy::reads(key, version, buf));
+            }
             Some(match key {
                 $(ApiKey::$k => $t::decode(buf, version).is_ok(),)*
                 _ => return None,
@@ -312,6 +349,7 @@ request_types!(
     DescribeCluster => DescribeClusterRequest,
     DescribeConfigs => DescribeConfigsRequest,
     IncrementalAlterConfigs => IncrementalAlterConfigsRequest,
+    AlterConfigs => AlterConfigsRequest,
     FindCoordinator => FindCoordinatorRequest,
     JoinGroup => JoinGroupRequest,
     SyncGroup => SyncGroupRequest,

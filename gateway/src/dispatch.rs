@@ -27,26 +27,28 @@ pub enum Outcome {
 }
 
 /// The versions we serve per API, intersected with what the protocol crate
-/// encodes. Anything not listed is not advertised and not served.
+/// encodes or [`crate::legacy`] serves below it. Anything not listed is not
+/// advertised and not served.
 pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
-    (ApiKey::Produce, 3, 12),
-    (ApiKey::Fetch, 4, 17),
-    (ApiKey::ListOffsets, 1, 10),
+    (ApiKey::Produce, 0, 12),
+    (ApiKey::Fetch, 0, 17),
+    (ApiKey::ListOffsets, 0, 10),
     (ApiKey::Metadata, 0, 12),
     (ApiKey::ApiVersions, 0, 4),
-    (ApiKey::CreateTopics, 2, 7),
-    (ApiKey::DeleteTopics, 1, 6),
+    (ApiKey::CreateTopics, 0, 7),
+    (ApiKey::DeleteTopics, 0, 6),
     (ApiKey::CreatePartitions, 0, 3),
     (ApiKey::DescribeCluster, 0, 1),
-    (ApiKey::DescribeConfigs, 1, 4),
+    (ApiKey::DescribeConfigs, 0, 4),
+    (ApiKey::AlterConfigs, 0, 2),
     (ApiKey::IncrementalAlterConfigs, 0, 1),
     (ApiKey::FindCoordinator, 0, 4),
     (ApiKey::JoinGroup, 0, 9),
     (ApiKey::SyncGroup, 0, 5),
     (ApiKey::Heartbeat, 0, 4),
     (ApiKey::LeaveGroup, 0, 5),
-    (ApiKey::OffsetCommit, 2, 8),
-    (ApiKey::OffsetFetch, 1, 8),
+    (ApiKey::OffsetCommit, 0, 8),
+    (ApiKey::OffsetFetch, 0, 8),
     (ApiKey::DescribeGroups, 0, 5),
     (ApiKey::ListGroups, 0, 4),
     (ApiKey::DeleteGroups, 0, 2),
@@ -54,8 +56,8 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::InitProducerId, 0, 4),
     (ApiKey::ElectLeaders, 0, 2),
     (ApiKey::DeleteRecords, 0, 2),
-    (ApiKey::DescribeLogDirs, 1, 4),
-    (ApiKey::AlterReplicaLogDirs, 1, 2),
+    (ApiKey::DescribeLogDirs, 0, 4),
+    (ApiKey::AlterReplicaLogDirs, 0, 2),
     (ApiKey::ListPartitionReassignments, 0, 0),
     (ApiKey::AlterPartitionReassignments, 0, 0),
     (ApiKey::DescribeTopicPartitions, 0, 0),
@@ -72,7 +74,8 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
 pub fn supported(key: ApiKey) -> Option<(i16, i16)> {
     let (_, lo, hi) = SUPPORTED.iter().find(|(k, _, _)| *k == key)?;
     let r = key.valid_versions();
-    Some(((*lo).max(r.min), (*hi).min(r.max)))
+    let min = crate::legacy::oldest_version(key).unwrap_or(r.min);
+    Some(((*lo).max(min), (*hi).min(r.max)))
 }
 
 /// Shared state of request handling.

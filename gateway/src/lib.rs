@@ -13,6 +13,7 @@ pub mod config;
 pub mod conn;
 pub mod dispatch;
 pub mod handlers;
+pub mod legacy;
 pub mod metrics;
 pub mod rlimit;
 pub mod router;

@@ -53,6 +53,9 @@ pub struct GatewayMetrics {
     /// (mechanism `TLS`; `failure` when the handshake or the client's
     /// certificate fails).
     pub authentications: IntCounterVec,
+    /// `kafscale_gateway_down_converted_bytes_total`: stored record-batch
+    /// bytes down-converted to magic 0 or 1 for Fetch v0–3.
+    pub down_converted_bytes: IntCounter,
     topic_labels: bool,
     /// By (API key, version), for every served pair.
     series: HashMap<(ApiKey, i16), RequestSeries>,
@@ -113,6 +116,10 @@ impl GatewayMetrics {
                 ),
                 &["mechanism", "outcome"],
             )?,
+            down_converted_bytes: IntCounter::new(
+                "kafscale_gateway_down_converted_bytes_total",
+                "Stored record-batch bytes down-converted for Fetch v0-3",
+            )?,
             topic_labels,
             series: HashMap::new(),
         };
@@ -143,6 +150,7 @@ impl GatewayMetrics {
         registry.register(Box::new(m.authentications.clone()))?;
         registry.register(Box::new(m.produced_bytes.clone()))?;
         registry.register(Box::new(m.fetched_bytes.clone()))?;
+        registry.register(Box::new(m.down_converted_bytes.clone()))?;
         Ok(m)
     }
 
@@ -167,6 +175,11 @@ impl GatewayMetrics {
         self.fetched_bytes
             .with_label_values(&[self.topic(topic)])
             .inc_by(bytes as u64);
+    }
+
+    /// Counts `bytes` of stored batches down-converted for an old fetch.
+    pub fn down_converted(&self, bytes: usize) {
+        self.down_converted_bytes.inc_by(bytes as u64);
     }
 
     /// Counts a served request of `key` at `version` that took `seconds`.

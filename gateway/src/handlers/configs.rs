@@ -1,5 +1,6 @@
 //! Topic configs: the ones we understand, their defaults and validation
-//! (shared by CreateTopics, DescribeConfigs and IncrementalAlterConfigs).
+//! (shared by CreateTopics, DescribeConfigs, AlterConfigs and
+//! IncrementalAlterConfigs).
 
 use crate::dispatch::Ctx;
 use kafka_protocol::error::ResponseError;
@@ -8,8 +9,8 @@ use kafka_protocol::messages::describe_configs_response::{
 };
 use kafka_protocol::messages::incremental_alter_configs_response::AlterConfigsResourceResponse;
 use kafka_protocol::messages::{
-    DescribeConfigsRequest, DescribeConfigsResponse, IncrementalAlterConfigsRequest,
-    IncrementalAlterConfigsResponse,
+    alter_configs_response, AlterConfigsRequest, AlterConfigsResponse, DescribeConfigsRequest,
+    DescribeConfigsResponse, IncrementalAlterConfigsRequest, IncrementalAlterConfigsResponse,
 };
 use kafka_protocol::protocol::StrBytes;
 use kafscale_controlplane::acl;
@@ -207,6 +208,118 @@ pub async fn describe(ctx: &Ctx<'_>, req: DescribeConfigsRequest) -> DescribeCon
     resp
 }
 
+/// Applies `change` to topic `name` (with `validate_only`, only checks that
+/// it exists), answering once this gateway's view shows the change, so a
+/// describe right after the alter sees it.
+async fn apply(
+    ctx: &Ctx<'_>,
+    name: &str,
+    validate_only: bool,
+    change: impl Fn(&mut kafscale_proto::metadata::v1::Topic),
+) -> Result<(), (i16, String)> {
+    let result = if validate_only {
+        match ctx.view.meta().get_topic(name).await {
+            Ok(Some(_)) => Ok(None),
+            Ok(None) => Err(MetaError::UnknownTopic(name.to_string())),
+            Err(e) => Err(e),
+        }
+    } else {
+        ctx.view
+            .meta()
+            .update_topic(name, |t| {
+                change(t);
+                Ok(())
+            })
+            .await
+            .map(|updated| Some(updated.configs))
+    };
+    match result {
+        Ok(Some(configs)) => {
+            ctx.view
+                .wait_for(std::time::Duration::from_secs(3), |s| {
+                    s.topics.get(name).is_some_and(|t| t.configs == configs)
+                })
+                .await;
+            Ok(())
+        }
+        Ok(None) => Ok(()),
+        Err(e) => Err((e.kafka_code(), e.to_string())),
+    }
+}
+
+/// Answers AlterConfigs (the non-incremental API) for topics with Kafka's
+/// replace-all semantics: the topic's configs become exactly the ones
+/// named, every other one returns to its default. A null value is
+/// INVALID_REQUEST, an unknown config or a bad value INVALID_CONFIG, and
+/// then nothing of the resource changes; broker configs are static here,
+/// so altering them is INVALID_REQUEST.
+pub async fn alter(ctx: &Ctx<'_>, req: AlterConfigsRequest) -> AlterConfigsResponse {
+    let mut resp = AlterConfigsResponse::default();
+    for res in req.resources {
+        let mut r = alter_configs_response::AlterConfigsResourceResponse::default();
+        r.resource_type = res.resource_type;
+        r.resource_name = res.resource_name.clone();
+        let name = res.resource_name.to_string();
+        let mut configs = std::collections::HashMap::new();
+        let mut checked = Ok(());
+        for c in &res.configs {
+            let key = c.name.to_string();
+            checked = match &c.value {
+                None => Err((
+                    ResponseError::InvalidRequest.code(),
+                    format!("null value not supported for '{key}'"),
+                )),
+                Some(v) => validate(&key, v).map_err(|m| (ResponseError::InvalidConfig.code(), m)),
+            }
+            .and_then(|()| match configs.insert(key.clone(), c.value.clone()) {
+                Some(_) => Err((
+                    ResponseError::InvalidRequest.code(),
+                    format!("config '{key}' named twice"),
+                )),
+                None => Ok(()),
+            });
+            if checked.is_err() {
+                break;
+            }
+        }
+        let result = if let Some(code) =
+            unauthorized(ctx, res.resource_type, &name, acl::op::ALTER_CONFIGS)
+        {
+            Err((code, "not authorized".into()))
+        } else if res.resource_type == BROKER {
+            Err((
+                ResponseError::InvalidRequest.code(),
+                "broker configs are static and cannot be altered".into(),
+            ))
+        } else if res.resource_type != TOPIC {
+            Err((
+                ResponseError::InvalidRequest.code(),
+                "only topic configs are supported".into(),
+            ))
+        } else {
+            match checked {
+                Ok(()) => {
+                    let replacement: std::collections::HashMap<String, String> = configs
+                        .into_iter()
+                        .filter_map(|(k, v)| Some((k, v?.to_string())))
+                        .collect();
+                    apply(ctx, &name, req.validate_only, |t| {
+                        t.configs = replacement.clone().into_iter().collect();
+                    })
+                    .await
+                }
+                Err(e) => Err(e),
+            }
+        };
+        if let Err((code, msg)) = result {
+            r.error_code = code;
+            r.error_message = Some(StrBytes::from_string(msg));
+        }
+        resp.responses.push(r);
+    }
+    resp
+}
+
 /// Answers IncrementalAlterConfigs for topics (SET and DELETE).
 pub async fn incremental_alter(
     ctx: &Ctx<'_>,
@@ -256,43 +369,17 @@ pub async fn incremental_alter(
             }
         }
         if error.is_none() {
-            let result = if req.validate_only {
-                match ctx.view.meta().get_topic(&name).await {
-                    Ok(Some(_)) => Ok(None),
-                    Ok(None) => Err(MetaError::UnknownTopic(name.clone())),
-                    Err(e) => Err(e),
+            let result = apply(ctx, &name, req.validate_only, |t| {
+                for (k, v) in &changes {
+                    match v {
+                        Some(v) => t.configs.insert(k.clone(), v.clone()),
+                        None => t.configs.remove(k),
+                    };
                 }
-            } else {
-                ctx.view
-                    .meta()
-                    .update_topic(&name, |t| {
-                        for (k, v) in &changes {
-                            match v {
-                                Some(v) => t.configs.insert(k.clone(), v.clone()),
-                                None => t.configs.remove(k),
-                            };
-                        }
-                        Ok(())
-                    })
-                    .await
-                    .map(|updated| Some(updated.configs))
-            };
-            // Answer only once this gateway's view shows the change, so a
-            // describe right after the alter sees it.
-            let result = match result {
-                Ok(Some(configs)) => {
-                    ctx.view
-                        .wait_for(std::time::Duration::from_secs(3), |s| {
-                            s.topics.get(&name).is_some_and(|t| t.configs == configs)
-                        })
-                        .await;
-                    Ok(())
-                }
-                Ok(None) => Ok(()),
-                Err(e) => Err(e),
-            };
+            })
+            .await;
             if let Err(e) = result {
-                error = Some((e.kafka_code(), e.to_string()));
+                error = Some(e);
             }
         }
         if let Some((code, msg)) = error {

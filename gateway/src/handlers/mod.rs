@@ -26,6 +26,9 @@ use kafka_protocol::messages::*;
 
 /// Decodes the body for `key`, runs its handler and encodes the response.
 pub async fn handle(ctx: &Ctx<'_>, key: ApiKey, cid: i32, body: &mut Bytes) -> Outcome {
+    if let Some(outcome) = crate::legacy::handle(ctx, key, cid, body).await {
+        return outcome;
+    }
     let v = ctx.version;
     // A membership request passed through to its group's coordinator; its
     // error answer is the default response with the error code set.
@@ -93,6 +96,10 @@ pub async fn handle(ctx: &Ctx<'_>, key: ApiKey, cid: i32, body: &mut Bytes) -> O
         },
         ApiKey::DescribeConfigs => match decode::<DescribeConfigsRequest>(body, v) {
             Some(r) => encode(cid, v, &configs::describe(ctx, r).await),
+            None => Outcome::Close,
+        },
+        ApiKey::AlterConfigs => match decode::<AlterConfigsRequest>(body, v) {
+            Some(r) => encode(cid, v, &configs::alter(ctx, r).await),
             None => Outcome::Close,
         },
         ApiKey::IncrementalAlterConfigs => {
