@@ -372,6 +372,10 @@ request_types!(
     DescribeAcls => DescribeAclsRequest,
     CreateAcls => CreateAclsRequest,
     DeleteAcls => DeleteAclsRequest,
+    SaslHandshake => SaslHandshakeRequest,
+    SaslAuthenticate => SaslAuthenticateRequest,
+    DescribeUserScramCredentials => DescribeUserScramCredentialsRequest,
+    AlterUserScramCredentials => AlterUserScramCredentialsRequest,
 );
 
 /// Decodes a request frame the way the gateway does: header at the API's
