@@ -310,6 +310,9 @@ async fn client_certificates_are_required_and_their_subject_is_the_principal() {
         let out = run_kcat(&args, None).await;
         assert!(!out.ok, "{who:?} listed metadata:\n{}", out.stdout);
     }
+    // The same through kafka-python (Python's ssl module).
+    let dir = pki.dir.path().display().to_string();
+    run_kafka_python_check("ssl_check.py", &server, &["--dir", &dir]).await;
     let scrape = server.metrics().await;
     assert!(
         counter(
