@@ -10,26 +10,6 @@ use common::*;
 use kafka_protocol::messages::ApiKey;
 use std::time::Duration;
 
-/// The value of the series `name{labels}` in a Prometheus text scrape (0 if
-/// absent).
-fn value(scrape: &str, name: &str, labels: &str) -> f64 {
-    let series = if labels.is_empty() {
-        name.to_string()
-    } else {
-        format!("{name}{{{labels}}}")
-    };
-    scrape
-        .lines()
-        .find_map(|l| {
-            l.strip_prefix(&series)?
-                .strip_prefix(' ')?
-                .trim()
-                .parse()
-                .ok()
-        })
-        .unwrap_or(0.0)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gateway_counters_move_by_the_traffic() {
     let server = DevServer::start(DevOptions::default()).await;
@@ -38,7 +18,7 @@ async fn gateway_counters_move_by_the_traffic() {
     let before = server.metrics().await;
     let label = format!("topic=\"{topic}\"");
     assert_eq!(
-        value(&before, "kafscale_gateway_produced_bytes_total", &label),
+        metric_value(&before, "kafscale_gateway_produced_bytes_total", &label),
         0.0
     );
 
@@ -63,33 +43,33 @@ async fn gateway_counters_move_by_the_traffic() {
 
     let after = server.metrics().await;
     assert_eq!(
-        value(&after, "kafscale_gateway_produced_bytes_total", &label),
+        metric_value(&after, "kafscale_gateway_produced_bytes_total", &label),
         sent as f64,
         "bytes in differ from what was produced"
     );
     // The stored batches are the sent ones (offsets patched in place), so a
     // reader of the whole partition fetched at least as much.
-    assert!(value(&after, "kafscale_gateway_fetched_bytes_total", &label) >= sent as f64);
-    let produces = value(
+    assert!(metric_value(&after, "kafscale_gateway_fetched_bytes_total", &label) >= sent as f64);
+    let produces = metric_value(
         &after,
         "kafscale_gateway_requests_total",
         &format!("api=\"Produce\",version=\"{version}\""),
-    ) - value(
+    ) - metric_value(
         &before,
         "kafscale_gateway_requests_total",
         &format!("api=\"Produce\",version=\"{version}\""),
     );
     assert_eq!(produces, 3.0);
     assert!(
-        value(
+        metric_value(
             &after,
             "kafscale_gateway_request_seconds_count",
             "api=\"Produce\""
         ) >= 3.0
     );
-    assert!(value(&after, "kafscale_gateway_connections", "") >= 1.0);
+    assert!(metric_value(&after, "kafscale_gateway_connections", "") >= 1.0);
     assert!(
-        value(
+        metric_value(
             &after,
             "kafscale_gateway_connections_total",
             "outcome=\"accepted\""
@@ -97,13 +77,13 @@ async fn gateway_counters_move_by_the_traffic() {
     );
     // The worker counted the same bytes.
     assert_eq!(
-        value(&after, "kafscale_produced_bytes_total", "")
-            - value(&before, "kafscale_produced_bytes_total", ""),
+        metric_value(&after, "kafscale_produced_bytes_total", "")
+            - metric_value(&before, "kafscale_produced_bytes_total", ""),
         sent as f64
     );
 
     // A request of an unknown API closes its connection and is counted.
-    let refused_before = value(
+    let refused_before = metric_value(
         &after,
         "kafscale_gateway_refused_requests_total",
         "reason=\"unknown_api\"",
@@ -114,7 +94,7 @@ async fn gateway_counters_move_by_the_traffic() {
     bad.expect_closed("an unknown API key").await;
     let mut refused = 0.0;
     for _ in 0..50 {
-        refused = value(
+        refused = metric_value(
             &server.metrics().await,
             "kafscale_gateway_refused_requests_total",
             "reason=\"unknown_api\"",
@@ -152,12 +132,12 @@ async fn consumer_lag_is_what_was_produced_minus_what_was_committed() {
     let scrape = server.metrics().await;
     let labels = format!("group=\"{group}\",partition=\"0\",topic=\"{topic}\"");
     assert_eq!(
-        value(&scrape, "kafscale_consumer_group_committed_offset", &labels),
+        metric_value(&scrape, "kafscale_consumer_group_committed_offset", &labels),
         4.0,
         "{scrape}"
     );
     assert_eq!(
-        value(
+        metric_value(
             &scrape,
             "kafscale_partition_high_watermark",
             &format!("partition=\"0\",topic=\"{topic}\"")
@@ -165,7 +145,7 @@ async fn consumer_lag_is_what_was_produced_minus_what_was_committed() {
         10.0
     );
     assert_eq!(
-        value(&scrape, "kafscale_consumer_group_lag", &labels),
+        metric_value(&scrape, "kafscale_consumer_group_lag", &labels),
         6.0,
         "lag is the 10 produced minus the 4 committed"
     );

@@ -117,11 +117,13 @@ fn sasl_ssl(pki: &Pki, mechanism: &str, user: &str, password: &str) -> Vec<Strin
     ]
 }
 
-fn counter(scrape: &str, series: &str) -> f64 {
-    scrape
-        .lines()
-        .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
-        .unwrap_or(0.0)
+/// `kafscale_gateway_authentications_total{mechanism,outcome}` in a scrape.
+fn authentications(scrape: &str, mechanism: &str, outcome: &str) -> f64 {
+    metric_value(
+        scrape,
+        "kafscale_gateway_authentications_total",
+        &format!("mechanism=\"{mechanism}\",outcome=\"{outcome}\""),
+    )
 }
 
 /// Produces `lines` (`key=value`) to `topic`, then reads them back.
@@ -181,12 +183,7 @@ async fn librdkafka_authenticates_over_sasl_ssl_with_scram_and_plain_and_bad_cre
         );
     }
     let scrape = server.metrics().await;
-    let auth = |m: &str, o: &str| {
-        counter(
-            &scrape,
-            &format!("kafscale_gateway_authentications_total{{mechanism=\"{m}\",outcome=\"{o}\"}}"),
-        )
-    };
+    let auth = |m: &str, o: &str| authentications(&scrape, m, o);
     assert!(auth("SCRAM-SHA-512", "success") >= 1.0, "{scrape}");
     assert!(auth("PLAIN", "success") >= 1.0);
     assert!(auth("SCRAM-SHA-512", "failure") >= 1.0);
@@ -208,10 +205,7 @@ async fn kafka_python_scram_sha_256_and_the_credentials_api_over_sasl_plaintext(
     let scrape = server.metrics().await;
     for m in ["SCRAM-SHA-512", "SCRAM-SHA-256", "PLAIN"] {
         assert!(
-            counter(
-                &scrape,
-                &format!("kafscale_gateway_authentications_total{{mechanism=\"{m}\",outcome=\"failure\"}}")
-            ) >= 1.0,
+            authentications(&scrape, m, "failure") >= 1.0,
             "no {m} failure counted:\n{scrape}"
         );
     }
@@ -315,10 +309,7 @@ async fn client_certificates_are_required_and_their_subject_is_the_principal() {
     run_kafka_python_check("ssl_check.py", &server, &["--dir", &dir]).await;
     let scrape = server.metrics().await;
     assert!(
-        counter(
-            &scrape,
-            "kafscale_gateway_authentications_total{mechanism=\"TLS\",outcome=\"failure\"}"
-        ) >= 2.0,
+        authentications(&scrape, "TLS", "failure") >= 2.0,
         "{scrape}"
     );
 }
@@ -450,11 +441,12 @@ async fn oauthbearer_accepts_valid_jwts_and_refuses_expired_foreign_and_unsigned
     }
     run_kafka_python_check("oauth_check.py", &server, &args).await;
     let scrape = server.metrics().await;
-    let series = |o: &str| {
-        format!(
-            "kafscale_gateway_authentications_total{{mechanism=\"OAUTHBEARER\",outcome=\"{o}\"}}"
-        )
-    };
-    assert!(counter(&scrape, &series("success")) >= 2.0, "{scrape}");
-    assert!(counter(&scrape, &series("failure")) >= 4.0, "{scrape}");
+    assert!(
+        authentications(&scrape, "OAUTHBEARER", "success") >= 2.0,
+        "{scrape}"
+    );
+    assert!(
+        authentications(&scrape, "OAUTHBEARER", "failure") >= 4.0,
+        "{scrape}"
+    );
 }

@@ -47,7 +47,13 @@ impl Extractor for MetadataExtractor<'_> {
 /// A tonic interceptor that writes the current span's trace context into
 /// the outgoing request (`traceparent`, `tracestate`).
 pub fn inject_current(mut req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
-    let cx = tracing::Span::current().context();
+    // Tracing off (or this call untraced): nothing to carry, and the
+    // produce and fetch paths skip the global propagator's lock.
+    let span = tracing::Span::current();
+    if span.is_disabled() {
+        return Ok(req);
+    }
+    let cx = span.context();
     opentelemetry::global::get_text_map_propagator(|p| {
         p.inject_context(&cx, &mut MetadataInjector(req.metadata_mut()))
     });
@@ -56,6 +62,9 @@ pub fn inject_current(mut req: tonic::Request<()>) -> Result<tonic::Request<()>,
 
 /// Makes the trace context a request carries the parent of `span`.
 pub fn set_remote_parent(span: &tracing::Span, metadata: &MetadataMap) {
+    if span.is_disabled() {
+        return;
+    }
     let cx =
         opentelemetry::global::get_text_map_propagator(|p| p.extract(&MetadataExtractor(metadata)));
     if opentelemetry::trace::TraceContextExt::has_active_span(&cx) {

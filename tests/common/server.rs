@@ -448,3 +448,23 @@ pub fn kafscale_bin() -> String {
     std::env::var("KAFSCALE_TEST_BIN")
         .unwrap_or_else(|_| env!("CARGO_BIN_EXE_kafscale").to_string())
 }
+
+/// The value of the series `name{labels}` in a Prometheus text scrape (0 if
+/// absent); `labels` as exported, in label-name order.
+pub fn metric_value(scrape: &str, name: &str, labels: &str) -> f64 {
+    let series = if labels.is_empty() {
+        name.to_string()
+    } else {
+        format!("{name}{{{labels}}}")
+    };
+    scrape
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix(&series)?
+                .strip_prefix(' ')?
+                .trim()
+                .parse()
+                .ok()
+        })
+        .unwrap_or(0.0)
+}
