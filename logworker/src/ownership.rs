@@ -62,6 +62,23 @@ fn recent_chunks(chunks: &[ChunkRef], objects: usize) -> Vec<&ChunkRef> {
         .collect()
 }
 
+/// This worker's stream as it is listed in a partition's state when the
+/// partition opens here: `listed` is its entry already there (the same
+/// incarnation owned the partition before and its data may be anywhere in
+/// the stream since that entry's `first_sequence`), and `next_sequence` the
+/// writer's [`crate::wal::writer::WalWriter::next_sequence`] read before the
+/// partition can take an append. A new entry starts there: the partition has
+/// no data in the objects this worker wrote before, so whoever opens it
+/// next never reads their footers (a long-lived writer's stream may hold
+/// thousands of objects for other partitions).
+fn registered_stream(listed: Option<&StreamRef>, own: &StreamRef, next_sequence: u64) -> StreamRef {
+    StreamRef {
+        first_sequence: listed.map_or(next_sequence, |x| x.first_sequence),
+        closed: false,
+        ..own.clone()
+    }
+}
+
 /// How long a new owner waits for a live previous owner to close its stream
 /// before sealing it.
 const HANDOVER_WAIT: Duration = Duration::from_secs(10);
@@ -303,21 +320,16 @@ impl Worker {
                     )));
                 }
                 st.owner_epoch = epoch;
-                // Re-opened by the same incarnation: its stream stays where
-                // it was read from.
                 let mine = |x: &StreamRef| {
                     x.worker_id == own.worker_id && x.stream_epoch == own.stream_epoch
                 };
-                let first_sequence = st
-                    .streams
-                    .iter()
-                    .find(|x| mine(x))
-                    .map_or(0, |x| x.first_sequence);
+                let listed = st.streams.iter().find(|x| mine(x)).cloned();
                 st.streams.retain(|x| !mine(x));
-                st.streams.push(StreamRef {
-                    first_sequence,
-                    ..own.clone()
-                });
+                st.streams.push(registered_stream(
+                    listed.as_ref(),
+                    &own,
+                    self.wal.next_sequence(),
+                ));
                 Ok(())
             })
             .await?;
@@ -516,5 +528,27 @@ mod tests {
             .collect();
         // a: objects 8, 9, 10; b: object 40 (3 is 37 objects older).
         assert_eq!(picked, vec![7, 8, 9, 11]);
+    }
+    #[test]
+    fn a_newly_registered_stream_is_read_from_the_writers_next_object() {
+        let own = StreamRef {
+            worker_id: "w".into(),
+            stream_epoch: 3,
+            closed: false,
+            first_sequence: 0,
+        };
+        // Regression (long nemesis): registered at 0, a partition opened on
+        // a writer with 1,198 objects made its next owner read all of their
+        // footers.
+        let fresh = registered_stream(None, &own, 1199);
+        assert_eq!((fresh.first_sequence, fresh.closed), (1199, false));
+        // Re-opened by the same incarnation: its earlier data stays readable.
+        let listed = StreamRef {
+            closed: true,
+            first_sequence: 40,
+            ..own.clone()
+        };
+        let again = registered_stream(Some(&listed), &own, 1199);
+        assert_eq!((again.first_sequence, again.closed), (40, false));
     }
 }

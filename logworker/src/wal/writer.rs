@@ -164,6 +164,13 @@ impl WalWriter {
         self.cfg.stream_epoch
     }
 
+    /// A lower bound of the sequence number of every object that will hold
+    /// data appended from now on: an object's sequence number is assigned
+    /// after its buffer is taken, and sequence numbers only grow.
+    pub fn next_sequence(&self) -> u64 {
+        self.started.load(Ordering::SeqCst) + 1
+    }
+
     /// True once a seal fenced this stream: nothing more will be acknowledged.
     pub fn is_fenced(&self) -> bool {
         self.fenced.load(Ordering::SeqCst)
@@ -627,5 +634,59 @@ mod tests {
             (0, 0, 1)
         );
         assert_eq!(store.list("ns/wal/").await.expect("list").len(), 1);
+    }
+    /// What a partition opening on a long-lived writer registers as its
+    /// stream's first sequence (`next_sequence` before the partition's
+    /// first append) is never above the object that holds its data.
+    #[tokio::test]
+    async fn data_appended_after_next_sequence_is_never_below_it() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Arc::new(LocalDirStore::open(dir.path()).expect("store"));
+        let w = writer(store.clone(), 1 << 20);
+        let (_stop, shutdown) = watch::channel(false);
+        tokio::spawn(w.clone().run(shutdown));
+        let other = log();
+        assert_eq!(w.next_sequence(), 1);
+        for _ in 0..5 {
+            append(&w, &other, 2);
+            tokio::time::timeout(PATIENCE, w.flush_now())
+                .await
+                .expect("flushed")
+                .expect("durable");
+        }
+        // Buffered but not yet flushed data of another partition does not
+        // move it: the buffer is not taken yet.
+        append(&w, &other, 1);
+        let from = w.next_sequence();
+        assert_eq!(from, 6);
+        let id = PartitionId {
+            topic_id: Uuid::from_u128(7),
+            partition: 1,
+        };
+        let opened = Arc::new(PartitionLog::recovered(
+            id,
+            "t2".into(),
+            0,
+            Published::default(),
+            Vec::new(),
+        ));
+        append(&w, &opened, 3);
+        tokio::time::timeout(PATIENCE, w.flush_now())
+            .await
+            .expect("flushed")
+            .expect("durable");
+        let holding: Vec<u64> = store
+            .list("ns/wal/")
+            .await
+            .expect("list")
+            .iter()
+            .filter_map(|o| crate::wal::split_object_key(&o.key).map(|(_, seq)| seq))
+            .filter(|seq| *seq >= from)
+            .collect();
+        assert_eq!(
+            holding,
+            vec![6],
+            "the opened partition's data is at or above {from}"
+        );
     }
 }
