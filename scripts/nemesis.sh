@@ -16,15 +16,22 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/kafscale-target}"
 STEPS="${1:-180}"
 SEED="${2:-0x4e4e0016}"
 REPORT="${REPORT:-$PWD/nemesis-report.txt}"
-test_bin=$(cargo test --no-run --message-format=json --test nemesis 2>/dev/null \
-  | python3 -c 'import json,sys
+# Built here, right before copying: other worktrees sharing the target
+# directory overwrite debug/kafscale at any time.
+artifact() { # cargo args... -> the executable of the named target
+  local name=$1; shift
+  cargo "$@" --features failpoints --message-format=json 2>/dev/null | python3 -c 'import json,sys
+name = sys.argv[1]
 for l in sys.stdin:
     m = json.loads(l)
-    if m.get("reason") == "compiler-artifact" and m.get("executable") and m["target"]["name"] == "nemesis":
-        print(m["executable"])')
+    if m.get("reason") == "compiler-artifact" and m.get("executable") and m["target"]["name"] == name:
+        print(m["executable"])' "$name"
+}
 copy=$(mktemp -d /tmp/kafscale-nemesis.XXXXXX)
+test_bin=$(artifact nemesis test --no-run --test nemesis)
 cp "$test_bin" "$copy/nemesis"
-cp "$CARGO_TARGET_DIR/debug/kafscale" "$copy/kafscale"
+server_bin=$(artifact kafscale build --bin kafscale)
+cp "$server_bin" "$copy/kafscale"
 echo "nemesis: $STEPS steps, seed $SEED, binaries in $copy, report in $REPORT"
 KAFSCALE_TEST_KEEP_LOGS=1 KAFSCALE_TEST_BIN="$copy/kafscale" KAFSCALE_NEMESIS_STEPS="$STEPS" KAFSCALE_NEMESIS_SEED="$SEED" \
   KAFSCALE_NEMESIS_REPORT="$REPORT" "$copy/nemesis" --nocapture --test-threads 1

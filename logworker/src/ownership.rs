@@ -79,6 +79,11 @@ fn registered_stream(listed: Option<&StreamRef>, own: &StreamRef, next_sequence:
     }
 }
 
+/// Longest a worker's readiness waits for the partitions assigned to it at
+/// start to open (an open waits up to [`HANDOVER_WAIT`] for a live previous
+/// owner, then seals and reads storage, which may be failing).
+const READY_OPEN_WAIT: Duration = Duration::from_secs(30);
+
 /// How long a new owner waits for a live previous owner to close its stream
 /// before sealing it.
 const HANDOVER_WAIT: Duration = Duration::from_secs(10);
@@ -95,16 +100,27 @@ impl Worker {
             return;
         };
         // The partitions assigned when the worker started: it is ready once
-        // none of them is still opening. Later moves do not hold readiness
-        // back (under constant churn some open is always in progress).
-        let mut initial: Option<HashSet<PartitionId>> = None;
+        // none of them is still opening, or [`READY_OPEN_WAIT`] after they
+        // started to. Later moves do not hold readiness back (under constant
+        // churn some open is always in progress), and neither does the
+        // slowest open: the others are served meanwhile.
+        let mut initial: Option<(HashSet<PartitionId>, tokio::time::Instant)> = None;
         loop {
             match self.sync_ownership().await {
                 Ok(()) => {
-                    let pending = initial
-                        .get_or_insert_with(|| self.opening.iter().map(|e| *e.key()).collect());
+                    let (pending, since) = initial.get_or_insert_with(|| {
+                        let ids = self.opening.iter().map(|e| *e.key()).collect();
+                        (ids, tokio::time::Instant::now())
+                    });
                     pending.retain(|id| self.opening.contains_key(id));
-                    if pending.is_empty() {
+                    let waited = since.elapsed() >= READY_OPEN_WAIT;
+                    if !*self.ready.borrow() && (pending.is_empty() || waited) {
+                        if !pending.is_empty() {
+                            tracing::warn!(
+                                still_opening = pending.len(),
+                                "ready before every assigned partition is open"
+                            );
+                        }
                         self.ready.send_replace(true);
                     }
                 }

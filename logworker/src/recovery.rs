@@ -199,7 +199,8 @@ impl StreamCatalog {
                 };
                 Ok((seq, footer))
             })
-            .buffered(FOOTER_READS)
+            // Out of order: one slow read does not hold the others back.
+            .buffer_unordered(FOOTER_READS)
             .try_collect()
             .await?;
         entry.footers.extend(read);

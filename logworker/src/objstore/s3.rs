@@ -65,12 +65,21 @@ pub struct S3Config {
     pub connect_timeout: Duration,
     /// Limit on one HTTP attempt (request sent to response body read).
     pub attempt_timeout: Duration,
+    /// Limit on one attempt of a ranged read of at most
+    /// [`SMALL_READ_BYTES`] (footers, seals, segment blocks), at most
+    /// `attempt_timeout`: such a read that has not finished by then is
+    /// almost surely held by a stuck connection, and another attempt on a
+    /// fresh one is cheaper than waiting.
+    pub small_read_timeout: Duration,
 }
+
+/// Ranged reads up to this size use [`S3Config::small_read_timeout`].
+pub const SMALL_READ_BYTES: u64 = 2 << 20;
 
 impl S3Config {
     /// A configuration for `bucket` in `region` on AWS S3 with the default
-    /// credential chain, virtual-hosted addressing, a 3 s connect timeout and
-    /// a 30 s attempt timeout.
+    /// credential chain, virtual-hosted addressing, a 3 s connect timeout,
+    /// a 30 s attempt timeout and a 5 s limit on small ranged reads.
     pub fn new(bucket: impl Into<String>, region: impl Into<String>) -> Self {
         Self {
             bucket: bucket.into(),
@@ -83,6 +92,7 @@ impl S3Config {
             list_page_size: None,
             connect_timeout: Duration::from_secs(3),
             attempt_timeout: Duration::from_secs(30),
+            small_read_timeout: Duration::from_secs(5),
         }
     }
 }
@@ -107,6 +117,7 @@ impl fmt::Debug for S3Config {
             .field("list_page_size", &self.list_page_size)
             .field("connect_timeout", &self.connect_timeout)
             .field("attempt_timeout", &self.attempt_timeout)
+            .field("small_read_timeout", &self.small_read_timeout)
             .finish()
     }
 }
@@ -118,6 +129,11 @@ pub struct S3Store {
     bucket: String,
     list_page_size: Option<i32>,
     metrics: S3Metrics,
+    /// Bound on a whole GET attempt, body included (the SDK's attempt
+    /// timeout ends when the response head arrives, not the body).
+    attempt_timeout: Duration,
+    /// Bound on a small ranged GET attempt.
+    small_read_timeout: Duration,
 }
 
 /// The store operations, as metrics label values.
@@ -299,6 +315,8 @@ impl S3Store {
             bucket: cfg.bucket,
             list_page_size: cfg.list_page_size.filter(|n| *n > 0),
             metrics,
+            attempt_timeout: cfg.attempt_timeout,
+            small_read_timeout: cfg.small_read_timeout,
         })
     }
 
@@ -420,7 +438,31 @@ impl S3Store {
             .map_err(|e| map_sdk_error(Op::Put, key, e))
     }
 
-    async fn do_get(&self, op: Op, key: &str, range: Option<String>) -> Result<Bytes, ObjectError> {
+    /// One GET attempt, head and body, within `limit`: a connection that
+    /// stops answering (or stalls mid-body) fails the attempt transiently
+    /// instead of holding the caller forever.
+    async fn do_get(
+        &self,
+        op: Op,
+        key: &str,
+        range: Option<String>,
+        limit: Duration,
+    ) -> Result<Bytes, ObjectError> {
+        match tokio::time::timeout(limit, self.do_get_unbounded(op, key, range)).await {
+            Ok(r) => r,
+            Err(_) => Err(transient(
+                key,
+                format!("GET timed out after {} ms", limit.as_millis()),
+            )),
+        }
+    }
+
+    async fn do_get_unbounded(
+        &self,
+        op: Op,
+        key: &str,
+        range: Option<String>,
+    ) -> Result<Bytes, ObjectError> {
         let out = self
             .client
             .get_object()
@@ -525,7 +567,7 @@ impl ObjectStore for S3Store {
         let started = Instant::now();
         let span = call_span(Op::Get, key);
         let r = self
-            .do_get(Op::Get, key, None)
+            .do_get(Op::Get, key, None, self.attempt_timeout)
             .instrument(span.clone())
             .await;
         self.record(Op::Get, &span, started, r.as_ref().map(Bytes::len));
@@ -543,9 +585,14 @@ impl ObjectStore for S3Store {
         let started = Instant::now();
         let want = range.end - range.start;
         let header = format!("bytes={}-{}", range.start, range.end - 1);
+        let limit = if want <= SMALL_READ_BYTES {
+            self.small_read_timeout.min(self.attempt_timeout)
+        } else {
+            self.attempt_timeout
+        };
         let span = call_span(Op::GetRange, key);
         let r = match self
-            .do_get(Op::GetRange, key, Some(header))
+            .do_get(Op::GetRange, key, Some(header), limit)
             .instrument(span.clone())
             .await
         {

@@ -23,6 +23,7 @@ pub mod format;
 use crate::objstore::{ObjectError, ObjectStore};
 use crate::partition::{ChunkRef, PartitionId};
 use crate::wal::format::FormatError;
+use futures::{StreamExt, TryStreamExt};
 use std::sync::Arc;
 use uuid::Uuid;
 
@@ -164,6 +165,9 @@ pub async fn read_index(
     format::decode_footer(&footer, pos, crc).map_err(bad)
 }
 
+/// How many segment footers a partition open reads at once.
+const FOOTER_READS: usize = 16;
+
 /// The blocks of the partition's published segments holding offsets at or
 /// above the log start, as chunks in offset order: one LIST and one footer
 /// read per retained segment. Fails unless the published segments are
@@ -198,20 +202,38 @@ pub async fn recover_blocks(
         partition: id.partition,
         offset,
     };
+    // Wholly below the log start (retention deleted it, or will): skipped.
+    let retained: Vec<&(i64, crate::objstore::ObjectMeta)> = published
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| {
+            !published
+                .get(i + 1)
+                .is_some_and(|(n, _)| *n <= log_start_offset)
+        })
+        .map(|(_, p)| p)
+        .collect();
+    // A long-lived partition has hundreds of segments: their footers are
+    // read several at a time, not one round trip after another.
+    let mut indexes: Vec<(usize, format::SegmentIndex)> =
+        futures::stream::iter(retained.iter().enumerate())
+            .map(|(i, (_, meta))| async move {
+                read_index(store, &meta.key, meta.size)
+                    .await
+                    .map(|index| (i, index))
+            })
+            .buffer_unordered(FOOTER_READS)
+            .try_collect()
+            .await?;
+    indexes.sort_by_key(|(i, _)| *i);
     let mut out = Vec::new();
     let mut expected: Option<i64> = None;
-    for (i, (base, meta)) in published.iter().enumerate() {
-        let next_base = published.get(i + 1).map(|(b, _)| *b);
-        // Wholly below the log start (retention deleted it, or will): skip.
-        if next_base.is_some_and(|n| n <= log_start_offset) {
-            continue;
-        }
+    for ((base, meta), (_, index)) in retained.iter().zip(indexes) {
         if let Some(e) = expected {
             if e != *base {
                 return Err(gap(e));
             }
         }
-        let index = read_index(store, &meta.key, meta.size).await?;
         if index.base_offset != *base
             || index.topic_id != id.topic_id
             || index.partition != id.partition
