@@ -36,6 +36,9 @@ use tokio::sync::watch;
 /// `max_inflight_puts` objects, so its retry finds it.
 const PRODUCER_SCAN_INFLIGHT_MULTIPLE: usize = 2;
 
+/// How many chunks a new owner reads at once to rebuild its producers.
+const PRODUCER_SCAN_READS: usize = 8;
+
 /// How many of the newest segment blocks a new owner reads for idempotent
 /// producers' recent batches (they may have been compacted already).
 const SEGMENT_BLOCKS_SCANNED: usize = 2;
@@ -426,12 +429,22 @@ impl Worker {
             .filter(|c| c.entry.base_offset >= compacted)
             .cloned()
             .collect();
-        for c in newest_blocks
+        // Read several at a time, applied in offset order.
+        let scanned: Vec<ChunkRef> = newest_blocks
             .iter()
             .copied()
             .chain(recent_chunks(&wal, objects))
-        {
-            let bytes = reader::chunk_bytes(&self.source, c).await?;
+            .cloned()
+            .collect();
+        let source = self.source.clone();
+        let mut reads = futures::stream::iter(scanned)
+            .map(move |c| {
+                let source = source.clone();
+                async move { reader::chunk_bytes(&source, &c).await }
+            })
+            .buffered(PRODUCER_SCAN_READS);
+        while let Some(bytes) = reads.next().await {
+            let bytes = bytes?;
             let mut states = log.producers();
             for (base_offset, b) in crate::batch::stored_batches(bytes) {
                 if b.producer_id >= 0 {

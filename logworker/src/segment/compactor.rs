@@ -113,10 +113,7 @@ impl Worker {
             return Ok(false);
         }
         let total: u64 = waiting.iter().map(|c| u64::from(c.entry.length)).sum();
-        let old = log.uncompacted_age().is_some_and(|age| {
-            age.as_millis() >= u128::try_from(policy.segment_ms).unwrap_or(u128::MAX)
-        });
-        if total < policy.segment_bytes && !old {
+        if !segment_due(waiting.len(), total, log.uncompacted_age(), policy) {
             return Ok(false);
         }
         let mut take: Vec<&ChunkRef> = Vec::new();
@@ -320,6 +317,28 @@ impl Worker {
     }
 }
 
+/// A partition is compacted once this many WAL chunks of it wait, whatever
+/// `segment.bytes` and `segment.ms` say. Each waiting chunk keeps its whole
+/// WAL object (every partition of one flush) from garbage collection and
+/// costs every open of the partition a footer read and a chunk read; a
+/// coordinator slot whose group committed twice a second kept 1,198 objects
+/// of its owner's stream under the 10-minute `segment.ms` (long nemesis).
+pub const MAX_UNCOMPACTED_CHUNKS: usize = 64;
+
+/// Whether a segment is due: `chunks` WAL chunks of `bytes` wait, the oldest
+/// for `age`.
+fn segment_due(
+    chunks: usize,
+    bytes: u64,
+    age: Option<std::time::Duration>,
+    policy: &LogPolicy,
+) -> bool {
+    let old = age.is_some_and(|age| {
+        age.as_millis() >= u128::try_from(policy.segment_ms).unwrap_or(u128::MAX)
+    });
+    chunks > 0 && (bytes >= policy.segment_bytes || old || chunks >= MAX_UNCOMPACTED_CHUNKS)
+}
+
 /// Refuses a change unless the partition was last opened at `epoch` (a
 /// newer owner records its own epoch before its first append).
 pub(crate) fn still_owner(st: &PartitionState, epoch: u64) -> Result<(), MetaError> {
@@ -335,4 +354,35 @@ pub(crate) fn still_owner(st: &PartitionState, epoch: u64) -> Result<(), MetaErr
 /// The epoch recorded in the partition state by the owner that opened it.
 pub fn owner_epoch(log: &PartitionLog) -> u64 {
     u64::try_from(log.leader_epoch).unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kafscale_controlplane::log_policy::LogDefaults;
+    use std::time::Duration;
+
+    #[test]
+    fn many_small_chunks_are_compacted_before_size_or_age_is_reached() {
+        let policy = LogPolicy::of(&HashMap::new(), &LogDefaults::default());
+        let young = Some(Duration::from_secs(1));
+        assert!(!segment_due(0, 0, None, &policy));
+        assert!(!segment_due(10, 2_000, young, &policy));
+        assert!(segment_due(10, policy.segment_bytes, young, &policy));
+        assert!(segment_due(
+            10,
+            2_000,
+            Some(Duration::from_millis(policy.segment_ms as u64)),
+            &policy
+        ));
+        // Regression (long nemesis): a group's commits, 150 bytes twice a
+        // second, waited for the 10-minute segment.ms.
+        assert!(!segment_due(
+            MAX_UNCOMPACTED_CHUNKS - 1,
+            9_450,
+            young,
+            &policy
+        ));
+        assert!(segment_due(MAX_UNCOMPACTED_CHUNKS, 9_600, young, &policy));
+    }
 }

@@ -215,12 +215,15 @@ pub async fn recover_blocks(
         .collect();
     // A long-lived partition has hundreds of segments: their footers are
     // read several at a time, not one round trip after another.
+    let wanted: Vec<(usize, String, u64)> = retained
+        .iter()
+        .enumerate()
+        .map(|(i, (_, meta))| (i, meta.key.clone(), meta.size))
+        .collect();
     let mut indexes: Vec<(usize, format::SegmentIndex)> =
-        futures::stream::iter(retained.iter().enumerate())
-            .map(|(i, (_, meta))| async move {
-                read_index(store, &meta.key, meta.size)
-                    .await
-                    .map(|index| (i, index))
+        futures::stream::iter(wanted)
+            .map(|(i, key, size)| async move {
+                read_index(store, &key, size).await.map(|index| (i, index))
             })
             .buffer_unordered(FOOTER_READS)
             .try_collect()
