@@ -86,7 +86,17 @@ impl ProducerStates {
             return Verdict::Refuse(ResponseError::InvalidProducerEpoch.code());
         }
         if b.producer_epoch > p.epoch {
-            // A bumped epoch starts its sequences at 0.
+            // A bumped epoch starts its sequences at 0. (librdkafka bumps it
+            // after local message timeouts and re-sends what was in flight
+            // under new sequences: a batch that was durable is then stored
+            // twice, as with any Kafka broker.)
+            tracing::info!(
+                producer_id = b.producer_id,
+                from = p.epoch,
+                to = b.producer_epoch,
+                base_sequence = b.base_sequence,
+                "idempotent producer bumped its epoch"
+            );
             return if b.base_sequence == 0 {
                 Verdict::Append
             } else {

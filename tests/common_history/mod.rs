@@ -10,7 +10,9 @@
 //!
 //! [`History::check`] verifies, per partition:
 //! - every acknowledged record is read back exactly at its acked offset
-//!   (else *lost*, if it is read nowhere, or *wrong offset*);
+//!   (else *lost*, if it is read nowhere, or *wrong offset*); one
+//!   acknowledged without an offset (librdkafka's implicit acknowledgement,
+//!   offset -1001) must be read back somewhere in its partition;
 //! - no offset holds two different values, and no offset was acknowledged
 //!   to two different records;
 //! - every record read was sent (no *phantoms*), in the partition it was
@@ -364,6 +366,8 @@ pub struct Report {
     pub sent_idempotent: u64,
     /// Records acknowledged.
     pub acked: u64,
+    /// Of which without an offset (negative in the delivery report).
+    pub acked_without_offset: u64,
     /// Sends that failed.
     pub errors: u64,
     /// Sends with neither ack nor error recorded.
@@ -425,8 +429,14 @@ impl fmt::Display for Report {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(
             f,
-            "history: sent {} ({} idempotent), acked {}, errors {}, indeterminate {}",
-            self.sent, self.sent_idempotent, self.acked, self.errors, self.indeterminate
+            "history: sent {} ({} idempotent), acked {} ({} without offset), errors {}, \
+             indeterminate {}",
+            self.sent,
+            self.sent_idempotent,
+            self.acked,
+            self.acked_without_offset,
+            self.errors,
+            self.indeterminate
         )?;
         writeln!(
             f,
@@ -547,6 +557,16 @@ pub fn check(events: &[Event]) -> Report {
                 r.acked += 1;
                 acks.insert(value, (*partition, *offset));
                 r.partitions.entry(*partition).or_default().acked += 1;
+                if *offset < 0 {
+                    // Acknowledged without an offset: librdkafka's
+                    // idempotent producer acknowledges messages of a
+                    // request that timed out once a later one succeeds
+                    // (the broker keeps sequences in order), reporting
+                    // RD_KAFKA_OFFSET_INVALID (-1001). It must be read
+                    // back in its partition, at any offset.
+                    r.acked_without_offset += 1;
+                    continue;
+                }
                 match acked_at.get(&(*partition, *offset)) {
                     Some(other) if *other != value.as_str() => {
                         r.violations.push(Violation::OffsetAckedTwice {
@@ -695,7 +715,7 @@ pub fn check(events: &[Event]) -> Report {
     acked.sort_by_key(|(_, pos)| **pos);
     for (v, &(p, o)) in acked {
         let at = positions.get(*v).map(Vec::as_slice).unwrap_or(&[]);
-        if at.contains(&(p, o)) {
+        if at.contains(&(p, o)) || (o < 0 && at.iter().any(|(q, _)| *q == p)) {
             continue;
         }
         let acked = Rec {
