@@ -547,6 +547,24 @@ mod tests {
         WalWriter::new(cfg, store, Arc::new(TailCache::new(1 << 20)), metrics)
     }
 
+    /// A running [`writer`] on a local directory; the writer stops when the
+    /// returned sender is dropped.
+    fn running(
+        flush_bytes: usize,
+    ) -> (
+        tempfile::TempDir,
+        Arc<LocalDirStore>,
+        Arc<WalWriter>,
+        watch::Sender<bool>,
+    ) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Arc::new(LocalDirStore::open(dir.path()).expect("store"));
+        let w = writer(store.clone(), flush_bytes);
+        let (stop, shutdown) = watch::channel(false);
+        tokio::spawn(w.clone().run(shutdown));
+        (dir, store, w, stop)
+    }
+
     fn append(w: &WalWriter, log: &Arc<PartitionLog>, n: usize) -> Completion {
         let records = encode(n, Compression::None, 0);
         let batches = validate(&records, usize::MAX).expect("valid batch");
@@ -557,11 +575,7 @@ mod tests {
 
     #[tokio::test]
     async fn the_size_trigger_flushes_without_waiting_for_the_interval() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let store = Arc::new(LocalDirStore::open(dir.path()).expect("store"));
-        let w = writer(store.clone(), 4096);
-        let (_stop, shutdown) = watch::channel(false);
-        tokio::spawn(w.clone().run(shutdown));
+        let (_dir, store, w, _stop) = running(4096);
         let log = log();
         // Below the trigger: nothing is flushed.
         let small = append(&w, &log, 1);
@@ -609,11 +623,7 @@ mod tests {
 
     #[tokio::test]
     async fn flush_now_writes_the_buffer_and_answers_once_it_is_durable() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let store = Arc::new(LocalDirStore::open(dir.path()).expect("store"));
-        let w = writer(store.clone(), 1 << 20);
-        let (_stop, shutdown) = watch::channel(false);
-        tokio::spawn(w.clone().run(shutdown));
+        let (_dir, store, w, _stop) = running(1 << 20);
         let log = log();
         // Nothing written yet: a flush has nothing to wait for.
         let none = tokio::time::timeout(PATIENCE, w.flush_now()).await;
@@ -635,16 +645,13 @@ mod tests {
         );
         assert_eq!(store.list("ns/wal/").await.expect("list").len(), 1);
     }
+
     /// What a partition opening on a long-lived writer registers as its
     /// stream's first sequence (`next_sequence` before the partition's
     /// first append) is never above the object that holds its data.
     #[tokio::test]
     async fn data_appended_after_next_sequence_is_never_below_it() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let store = Arc::new(LocalDirStore::open(dir.path()).expect("store"));
-        let w = writer(store.clone(), 1 << 20);
-        let (_stop, shutdown) = watch::channel(false);
-        tokio::spawn(w.clone().run(shutdown));
+        let (_dir, store, w, _stop) = running(1 << 20);
         let other = log();
         assert_eq!(w.next_sequence(), 1);
         for _ in 0..5 {
