@@ -128,6 +128,32 @@ async fn forwards_every_operation_faithfully_over_kept_alive_connections() {
     );
 }
 
+/// A held small ranged read (a footer, a seal) fails after the store's
+/// small-read limit, not after the 30 s attempt timeout: a partition open
+/// retries it on a fresh connection instead of waiting (long nemesis).
+#[tokio::test]
+async fn a_held_small_ranged_read_gives_up_long_before_the_attempt_timeout() {
+    let (_moto, direct, proxy, s) = setup(5, Duration::from_secs(30)).await;
+    let key = "ns/wal/w0/1/00000000000000000001";
+    direct
+        .put_if_absent(key, pattern(4096))
+        .await
+        .expect("created directly");
+    proxy.set(Op::GetRange, vec![Rule::new(Fault::Timeout, 1.0)]);
+    let started = Instant::now();
+    assert_transient(s.get_range(key, 0..64).await, "timed out", "held read");
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(4500) && took < Duration::from_secs(15),
+        "a held small read ends by the 5 s small-read limit, took {took:?}"
+    );
+    proxy.clear_all();
+    assert_eq!(
+        s.get_range(key, 0..64).await.expect("read once released"),
+        pattern(4096).slice(0..64)
+    );
+}
+
 #[tokio::test]
 async fn injected_errors_resets_and_timeouts_are_seen_by_the_client() {
     let (_moto, direct, proxy, s) = setup(2, Duration::from_millis(1500)).await;
