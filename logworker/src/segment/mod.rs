@@ -207,9 +207,9 @@ pub async fn recover_blocks(
         .iter()
         .enumerate()
         .filter(|(i, _)| {
-            !published
+            published
                 .get(i + 1)
-                .is_some_and(|(n, _)| *n <= log_start_offset)
+                .is_none_or(|(n, _)| *n > log_start_offset)
         })
         .map(|(_, p)| p)
         .collect();
