@@ -28,6 +28,7 @@ for l in sys.stdin:
         print(m["executable"])' "$name"
 }
 copy=$(mktemp -d /tmp/kafscale-nemesis.XXXXXX)
+trap 'rm -rf "$copy"' EXIT # the copies are large; the cluster logs stay
 test_bin=$(artifact nemesis test --no-run --test nemesis)
 cp "$test_bin" "$copy/nemesis"
 server_bin=$(artifact kafscale build --bin kafscale)
