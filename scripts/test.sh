@@ -19,6 +19,8 @@ python3 -m pip --version >/dev/null 2>&1 || need+=(python3-pip)
 python3 -c 'import ensurepip' >/dev/null 2>&1 || need+=(python3-venv)
 # node checks the k6 scripts' syntax and stage mapping (k6's Kafka extension is not installable).
 command -v node >/dev/null || need+=(nodejs)
+# librdkafka in the rdkafka crate is built with OpenSSL (TLS and SCRAM for the security tests).
+pkg-config --exists openssl 2>/dev/null || need+=(libssl-dev pkg-config)
 if ((${#need[@]})); then
   SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO=sudo
   $SUDO apt-get update -qq
