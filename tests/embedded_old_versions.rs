@@ -603,6 +603,13 @@ async fn bad_message_sets_get_kafkas_errors_and_nothing_is_stored() {
     let other_magic = wrapper(1, 3, &message_set(0, &[(None, Some(b"x"), 0)]));
     let empty_wrapper = wrapper(1, 1, b"");
     let zstd = message(0, 1, 4, 0, None, Some(b"whatever"));
+    // A bad CRC one level down, inside a gzip wrapper whose own CRC holds.
+    let mut inner_bad_crc = message_set(1, &[(Some(b"k"), Some(b"v"), 0)]);
+    inner_bad_crc[14] ^= 0x01;
+    let inner_bad_crc = wrapper(1, 1, &inner_bad_crc);
+    // A wrapper whose payload is not what its codec says.
+    let not_gzip = message(0, 1, 1, 0, None, Some(b"not a gzip stream"));
+    let not_lz4 = message(0, 1, 3, 0, None, Some(b"not an lz4 frame"));
     let cases: Vec<(&str, Bytes, i16)> = vec![
         ("bad CRC", bad_crc.freeze(), CORRUPT_MESSAGE),
         ("unknown magic", unknown_magic.freeze(), CORRUPT_MESSAGE),
@@ -635,6 +642,17 @@ async fn bad_message_sets_get_kafkas_errors_and_nothing_is_stored() {
             zstd.freeze(),
             UNSUPPORTED_COMPRESSION_TYPE,
         ),
+        (
+            "bad CRC inside a compressed wrapper",
+            inner_bad_crc.freeze(),
+            CORRUPT_MESSAGE,
+        ),
+        (
+            "gzip wrapper of garbage",
+            not_gzip.freeze(),
+            CORRUPT_MESSAGE,
+        ),
+        ("lz4 wrapper of garbage", not_lz4.freeze(), CORRUPT_MESSAGE),
     ];
     for (what, set, code) in &cases {
         assert_eq!(
@@ -949,6 +967,10 @@ async fn librdkafka_forced_to_old_versions_produces_consumes_and_resumes_from_co
         ("0.9.0", "lz4"),
         ("0.9.0", "none"),
         ("0.8.2", "lz4"),
+        // From 0.10 on librdkafka turns ApiVersions requests back on by
+        // itself (rd_kafka_new: the fallback is "queryable"), so this
+        // baseline negotiates like a modern client.
+        ("0.10.0", "gzip"),
     ] {
         let topic = format!("rdkafka-{}-{codec}", fallback.replace('.', "-"));
         create_topic(&bootstrap, &topic, 1, &[]).await;
