@@ -355,8 +355,11 @@ fn read_kafka(key: &[u8], value: Option<&[u8]>) -> Kafka {
     }
 }
 
-/// Every record of `__consumer_offsets`: (partition, offset, key, value).
-fn offsets_topic(bootstrap: &str) -> Vec<(i32, i64, Vec<u8>, Option<Vec<u8>>)> {
+/// A record of `__consumer_offsets`: (partition, offset, key, value).
+type OffsetsRecord = (i32, i64, Vec<u8>, Option<Vec<u8>>);
+
+/// Every record of `__consumer_offsets`.
+fn offsets_topic(bootstrap: &str) -> Vec<OffsetsRecord> {
     let probe = consumer(bootstrap, &[]);
     let md = probe
         .fetch_metadata(Some("__consumer_offsets"), Duration::from_secs(10))

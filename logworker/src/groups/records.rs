@@ -193,6 +193,7 @@ impl Replayed {
 pub struct Decoded {
     /// Its offset in the log.
     pub offset: i64,
+    /// What it says.
     pub record: Replayed,
     /// The key, if the record is in the pre-Kafka-schema protobuf format.
     pub legacy_key: Option<Bytes>,
