@@ -192,7 +192,9 @@ impl GroupCoordinator {
     /// coordinator used Kafka's schemas) in Kafka's format, each after a
     /// tombstone of its old key, so the log cleaner drops the old records
     /// and replay ends in the same state (the tombstone first, then the
-    /// record). Runs before the slot is served; durable before it returns.
+    /// record; after a group's tombstone, which drops its offsets on
+    /// replay, the group and all its offsets). Runs before the slot is
+    /// served; durable before it returns.
     async fn migrate(
         &self,
         slot: &Slot,
@@ -211,11 +213,20 @@ impl GroupCoordinator {
                         recs.push(records::offset(group, topic, *partition, Some(c)));
                     }
                 }
-                LegacyKey::Group(_) => recs.push(records::group(&g, None, now)),
+                // Replaying a group tombstone drops the group's offsets
+                // too: the group's whole state follows it.
+                LegacyKey::Group(group) => {
+                    recs.push(records::group(&g, None, now));
+                    recs.extend(
+                        g.offsets
+                            .iter()
+                            .map(|((t, p), c)| records::offset(group, t, *p, Some(c))),
+                    );
+                }
             }
         }
-        // Pairs stay in one batch: a tombstone is never durable without the
-        // record that follows it.
+        // Sections stay in one batch: a tombstone is never durable without the
+        // records that follow it.
         for chunk in recs
             .chunk_by(|_, b| b.1.is_some())
             .collect::<Vec<_>>()
