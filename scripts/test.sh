@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Runs the whole test suite on a fresh Debian machine that has only the Rust
-# toolchain: installs what the tests need (protoc for the gRPC contracts, kcat
-# and kafka-python as real Kafka clients, compression libraries), then lints
-# and tests.
+# toolchain: installs what the tests need (protoc for the gRPC contracts, kcat,
+# kafka-python and Debian's Go clients as real Kafka clients, Burrow with a
+# ZooKeeper, compression libraries), then lints and tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -19,6 +19,16 @@ python3 -m pip --version >/dev/null 2>&1 || need+=(python3-pip)
 python3 -c 'import ensurepip' >/dev/null 2>&1 || need+=(python3-venv)
 # node checks the k6 scripts' syntax and stage mapping (k6's Kafka extension is not installable).
 command -v node >/dev/null || need+=(nodejs)
+# librdkafka in the rdkafka crate is built with OpenSSL (TLS and SCRAM for the security tests).
+pkg-config --exists openssl 2>/dev/null || need+=(libssl-dev pkg-config)
+# Go clients (tests/go_clients.rs): Debian's Go 1.19 and the client sources,
+# built offline in GOPATH mode against /usr/share/gocode.
+command -v go >/dev/null || need+=(golang-go)
+[ -d /usr/share/gocode/src/github.com/Shopify/sarama ] || need+=(golang-github-shopify-sarama-dev)
+[ -d /usr/share/gocode/src/github.com/segmentio/kafka-go ] || need+=(golang-github-segmentio-kafka-go-dev)
+# Burrow reads __consumer_offsets (tests/consumer_offsets_topic.rs) and needs a ZooKeeper.
+command -v Burrow >/dev/null || need+=(burrow)
+[ -f /usr/share/java/zookeeper.jar ] || need+=(zookeeper)
 if ((${#need[@]})); then
   SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO=sudo
   $SUDO apt-get update -qq

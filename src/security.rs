@@ -5,7 +5,7 @@
 use anyhow::Context as _;
 use clap::Args;
 use kafscale_controlplane::Metadata;
-use kafscale_gateway::auth::oauth::{OauthSettings, OauthValidator};
+use kafscale_gateway::auth::oauth::{JwksSource, OauthSettings, OauthValidator};
 use kafscale_gateway::auth::sasl::{Authenticator, SaslMechanism};
 use kafscale_gateway::auth::scram::{Mechanism, DEFAULT_ITERATIONS};
 use kafscale_gateway::auth::tls::TlsSettings;
@@ -41,9 +41,17 @@ pub struct SecurityArgs {
     /// The same as KAFSCALE_SASL_USERS from a file (one `name:password` per line or comma-separated).
     #[arg(long, env = "KAFSCALE_SASL_USERS_FILE")]
     pub sasl_users_file: Option<PathBuf>,
-    /// JWKS file with the keys OAUTHBEARER tokens are signed with (needed to enable OAUTHBEARER).
+    /// JWKS with the keys OAUTHBEARER tokens are signed with, a file path or an
+    /// http(s) URL (needed to enable OAUTHBEARER).
     #[arg(long, env = "KAFSCALE_OAUTHBEARER_JWKS")]
-    pub oauthbearer_jwks: Option<PathBuf>,
+    pub oauthbearer_jwks: Option<String>,
+    /// How often a JWKS URL is fetched again (also on an unknown key id, at most every 10 s).
+    #[arg(
+        long,
+        env = "KAFSCALE_OAUTHBEARER_JWKS_REFRESH_MS",
+        default_value_t = 3_600_000
+    )]
+    pub oauthbearer_jwks_refresh_ms: u64,
     /// Required issuer (`iss`) of OAUTHBEARER tokens.
     #[arg(long, env = "KAFSCALE_OAUTHBEARER_ISSUER")]
     pub oauthbearer_issuer: Option<String>,
@@ -57,6 +65,11 @@ pub struct SecurityArgs {
         default_value = "sub"
     )]
     pub oauthbearer_principal_claim: String,
+    /// Longest SASL session before the client must re-authenticate (KIP-368,
+    /// Kafka's `connections.max.reauth.ms`), shortened to an OAUTHBEARER
+    /// token's expiry; 0: sessions never expire.
+    #[arg(long, env = "KAFSCALE_CONNECTIONS_MAX_REAUTH_MS", default_value_t = 0)]
+    pub connections_max_reauth_ms: u64,
 }
 
 /// `name:password` pairs, comma- or newline-separated.
@@ -107,17 +120,26 @@ impl SecurityArgs {
                 "KAFSCALE_SASL_ENABLED_MECHANISMS names no mechanism"
             );
             let oauth = mechanisms.contains(&SaslMechanism::OAuthBearer);
-            let mut auth = Authenticator::new(meta.clone(), mechanisms, authentications);
+            let mut auth = Authenticator::new(meta.clone(), mechanisms, authentications)
+                .with_max_reauth(Some(std::time::Duration::from_millis(
+                    self.connections_max_reauth_ms,
+                )));
             if oauth {
                 let Some(jwks) = &self.oauthbearer_jwks else {
                     anyhow::bail!("OAUTHBEARER needs KAFSCALE_OAUTHBEARER_JWKS");
                 };
-                auth = auth.with_oauth(OauthValidator::new(OauthSettings {
-                    jwks_file: jwks.clone(),
-                    issuer: self.oauthbearer_issuer.clone(),
-                    audience: self.oauthbearer_audience.clone(),
-                    principal_claim: self.oauthbearer_principal_claim.clone(),
-                })?);
+                auth = auth.with_oauth(
+                    OauthValidator::load(OauthSettings {
+                        jwks: JwksSource::parse(jwks),
+                        jwks_refresh: std::time::Duration::from_millis(
+                            self.oauthbearer_jwks_refresh_ms,
+                        ),
+                        issuer: self.oauthbearer_issuer.clone(),
+                        audience: self.oauthbearer_audience.clone(),
+                        principal_claim: self.oauthbearer_principal_claim.clone(),
+                    })
+                    .await?,
+                );
             }
             Some(Arc::new(auth))
         } else {

@@ -395,6 +395,20 @@ async fn api_versions_advertise_every_version_kafka_3_9_has_for_our_apis() {
     }
     assert_eq!(range(ApiKey::AlterConfigs), Some((0, 2)));
     assert_eq!(range(ApiKey::Produce).map(|r| r.1), Some(12));
+    // The newest versions Kafka 3.9 has for these (KIP-848, KIP-890) and the
+    // ACL APIs' v0 (no pattern types).
+    for (key, wanted) in [
+        (ApiKey::OffsetCommit, (0, 9)),
+        (ApiKey::OffsetFetch, (0, 9)),
+        (ApiKey::FindCoordinator, (0, 5)),
+        (ApiKey::ListGroups, (0, 5)),
+        (ApiKey::InitProducerId, (0, 5)),
+        (ApiKey::DescribeAcls, (0, 3)),
+        (ApiKey::CreateAcls, (0, 3)),
+        (ApiKey::DeleteAcls, (0, 3)),
+    ] {
+        assert_eq!(range(key), Some(wanted), "{key:?}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -589,6 +603,13 @@ async fn bad_message_sets_get_kafkas_errors_and_nothing_is_stored() {
     let other_magic = wrapper(1, 3, &message_set(0, &[(None, Some(b"x"), 0)]));
     let empty_wrapper = wrapper(1, 1, b"");
     let zstd = message(0, 1, 4, 0, None, Some(b"whatever"));
+    // A bad CRC one level down, inside a gzip wrapper whose own CRC holds.
+    let mut inner_bad_crc = message_set(1, &[(Some(b"k"), Some(b"v"), 0)]);
+    inner_bad_crc[14] ^= 0x01;
+    let inner_bad_crc = wrapper(1, 1, &inner_bad_crc);
+    // A wrapper whose payload is not what its codec says.
+    let not_gzip = message(0, 1, 1, 0, None, Some(b"not a gzip stream"));
+    let not_lz4 = message(0, 1, 3, 0, None, Some(b"not an lz4 frame"));
     let cases: Vec<(&str, Bytes, i16)> = vec![
         ("bad CRC", bad_crc.freeze(), CORRUPT_MESSAGE),
         ("unknown magic", unknown_magic.freeze(), CORRUPT_MESSAGE),
@@ -621,6 +642,17 @@ async fn bad_message_sets_get_kafkas_errors_and_nothing_is_stored() {
             zstd.freeze(),
             UNSUPPORTED_COMPRESSION_TYPE,
         ),
+        (
+            "bad CRC inside a compressed wrapper",
+            inner_bad_crc.freeze(),
+            CORRUPT_MESSAGE,
+        ),
+        (
+            "gzip wrapper of garbage",
+            not_gzip.freeze(),
+            CORRUPT_MESSAGE,
+        ),
+        ("lz4 wrapper of garbage", not_lz4.freeze(), CORRUPT_MESSAGE),
     ];
     for (what, set, code) in &cases {
         assert_eq!(
@@ -935,6 +967,10 @@ async fn librdkafka_forced_to_old_versions_produces_consumes_and_resumes_from_co
         ("0.9.0", "lz4"),
         ("0.9.0", "none"),
         ("0.8.2", "lz4"),
+        // From 0.10 on librdkafka turns ApiVersions requests back on by
+        // itself (rd_kafka_new: the fallback is "queryable"), so this
+        // baseline negotiates like a modern client.
+        ("0.10.0", "gzip"),
     ] {
         let topic = format!("rdkafka-{}-{codec}", fallback.replace('.', "-"));
         create_topic(&bootstrap, &topic, 1, &[]).await;
@@ -1038,4 +1074,227 @@ async fn kafka_python_pinned_to_old_api_versions() {
         )
         .await;
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn newest_group_and_producer_versions_of_kafka_3_9() {
+    use kafka_protocol::messages::offset_commit_request::{
+        OffsetCommitRequestPartition, OffsetCommitRequestTopic,
+    };
+    use kafka_protocol::messages::offset_fetch_request::{
+        OffsetFetchRequestGroup, OffsetFetchRequestTopics,
+    };
+    use kafka_protocol::messages::*;
+    use kafka_protocol::protocol::StrBytes;
+    const ILLEGAL_GENERATION: i16 = 22;
+    const GROUP_ID_NOT_FOUND: i16 = 69;
+
+    let server = DevServer::start(DevOptions::default()).await;
+    let topic = "newest-versions";
+    create_topic(&server.bootstrap(), topic, 1, &[]).await;
+    let mut conn = RawConn::connect(server.kafka_addr()).await;
+    let s = |v: &str| StrBytes::from_string(v.to_string());
+    let commit = |group: &str, generation: i32, offset: i64| {
+        let mut p = OffsetCommitRequestPartition::default();
+        p.partition_index = 0;
+        p.committed_offset = offset;
+        let mut t = OffsetCommitRequestTopic::default();
+        t.name = TopicName(s(topic));
+        t.partitions = vec![p];
+        let mut r = OffsetCommitRequest::default();
+        r.group_id = GroupId(s(group));
+        r.generation_id_or_member_epoch = generation;
+        r.topics = vec![t];
+        r
+    };
+    let code = |r: &OffsetCommitResponse| r.topics[0].partitions[0].error_code;
+
+    // A generation for a group that does not exist: v8 says
+    // ILLEGAL_GENERATION, v9 GROUP_ID_NOT_FOUND (Kafka 3.9's coordinator).
+    let r = conn.request(8, &commit("no-such-group", 3, 1)).await;
+    assert_eq!(code(&r), ILLEGAL_GENERATION);
+    let r = conn.request(9, &commit("no-such-group", 3, 1)).await;
+    assert_eq!(code(&r), GROUP_ID_NOT_FOUND);
+    // Member epoch -1 (no group management) commits at v9, creating a
+    // classic group, as Kafka does.
+    let r = conn.request(9, &commit("simple-9", -1, 42)).await;
+    assert_eq!(code(&r), 0);
+
+    // OffsetFetch v9: a classic group ignores member id and epoch.
+    for (member, epoch) in [("", -1), ("someone", 7)] {
+        let mut t = OffsetFetchRequestTopics::default();
+        t.name = TopicName(s(topic));
+        t.partition_indexes = vec![0];
+        let mut g = OffsetFetchRequestGroup::default();
+        g.group_id = GroupId(s("simple-9"));
+        g.member_id = Some(s(member));
+        g.member_epoch = epoch;
+        g.topics = Some(vec![t]);
+        let mut req = OffsetFetchRequest::default();
+        req.groups = vec![g];
+        let r = conn.request(9, &req).await;
+        let g = &r.groups[0];
+        assert_eq!(g.error_code, 0);
+        assert_eq!(g.topics[0].partitions[0].committed_offset, 42, "{member}");
+    }
+
+    // ListGroups v5: the type filter is case-insensitive; every group is
+    // classic.
+    for (types, listed) in [
+        (vec![], true),
+        (vec!["Classic"], true),
+        (vec!["consumer"], false),
+        (vec!["consumer", "CLASSIC"], true),
+    ] {
+        let mut req = ListGroupsRequest::default();
+        req.types_filter = types.iter().map(|t| s(t)).collect();
+        let r = conn.request(5, &req).await;
+        assert_eq!(r.error_code, 0);
+        let g = r.groups.iter().find(|g| g.group_id.as_str() == "simple-9");
+        assert_eq!(g.is_some(), listed, "types {types:?}");
+        if let Some(g) = g {
+            assert_eq!(g.group_type.as_str(), "classic");
+        }
+    }
+
+    // FindCoordinator v5 (batched) and InitProducerId v5.
+    let mut req = FindCoordinatorRequest::default();
+    req.coordinator_keys = vec![s("simple-9")];
+    let r = conn.request(5, &req).await;
+    assert_eq!(r.coordinators.len(), 1);
+    assert_eq!(r.coordinators[0].error_code, 0);
+    assert!(r.coordinators[0].port > 0);
+    let mut req = InitProducerIdRequest::default();
+    req.transaction_timeout_ms = 60_000;
+    req.producer_id = ProducerId(-1);
+    req.producer_epoch = -1;
+    let r = conn.request(5, &req).await;
+    assert_eq!(r.error_code, 0);
+    assert!(r.producer_id.0 >= 0);
+    assert_served(
+        &server,
+        "raw v9/v5 requests",
+        &[
+            ("OffsetCommit", 9),
+            ("OffsetFetch", 9),
+            ("ListGroups", 5),
+            ("FindCoordinator", 5),
+            ("InitProducerId", 5),
+        ],
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acl_apis_v0_see_literal_patterns_only() {
+    use kafka_protocol::messages::create_acls_request::AclCreation;
+    use kafka_protocol::messages::*;
+    use kafka_protocol::protocol::StrBytes;
+    const TOPIC: i8 = 2;
+    const ANY: i8 = 1;
+    const READ: i8 = 3;
+    const ALLOW: i8 = 3;
+    const PREFIXED: i8 = 4;
+    const DESCRIBE_ACLS: i16 = 29;
+    const CREATE_ACLS: i16 = 30;
+    const DELETE_ACLS: i16 = 31;
+
+    let server = DevServer::start(
+        DevOptions::default()
+            .env("KAFSCALE_AUTHORIZER", "acl")
+            .env("KAFSCALE_ALLOW_EVERYONE_IF_NO_ACL_FOUND", "true"),
+    )
+    .await;
+    let mut conn = RawConn::connect(server.kafka_addr()).await;
+    // A prefixed binding through v1, which v0 cannot express.
+    let mut c = AclCreation::default();
+    c.resource_type = TOPIC;
+    c.resource_name = StrBytes::from_static_str("logs-");
+    c.resource_pattern_type = PREFIXED;
+    c.principal = StrBytes::from_static_str("User:bob");
+    c.host = StrBytes::from_static_str("*");
+    c.operation = READ;
+    c.permission_type = ALLOW;
+    let mut req = CreateAclsRequest::default();
+    req.creations = vec![c];
+    let r = conn.request(1, &req).await;
+    assert_eq!(r.results[0].error_code, 0);
+
+    // CreateAcls v0: a literal binding.
+    let mut b = BytesMut::new();
+    b.put_i32(1);
+    b.put_i8(TOPIC);
+    b.string("orders");
+    b.string("User:alice");
+    b.string("*");
+    b.put_i8(READ);
+    b.put_i8(ALLOW);
+    let mut r = Rd(call(&mut conn, CREATE_ACLS, 0, &b).await);
+    assert_eq!(r.i32(), 0, "throttle");
+    assert_eq!(r.i32(), 1);
+    assert_eq!(r.i16(), 0, "created");
+    r.string();
+    r.done();
+
+    // An ANY filter at v0: LITERAL pattern type, so only alice's binding.
+    let filter = |b: &mut BytesMut| {
+        b.put_i8(ANY);
+        b.put_i16(-1);
+        b.put_i16(-1);
+        b.put_i16(-1);
+        b.put_i8(ANY);
+        b.put_i8(ANY);
+    };
+    let mut b = BytesMut::new();
+    filter(&mut b);
+    let mut r = Rd(call(&mut conn, DESCRIBE_ACLS, 0, &b).await);
+    r.i32();
+    assert_eq!(r.i16(), 0);
+    r.string();
+    assert_eq!(r.i32(), 1, "one literal resource");
+    assert_eq!(r.i8(), TOPIC);
+    assert_eq!(r.string().as_deref(), Some("orders"));
+    assert_eq!(r.i32(), 1);
+    assert_eq!(r.string().as_deref(), Some("User:alice"));
+    assert_eq!(r.string().as_deref(), Some("*"));
+    assert_eq!((r.i8(), r.i8()), (READ, ALLOW));
+    r.done();
+
+    // DeleteAcls v0 with the same filter removes alice's binding only.
+    let mut b = BytesMut::new();
+    b.put_i32(1);
+    filter(&mut b);
+    let mut r = Rd(call(&mut conn, DELETE_ACLS, 0, &b).await);
+    r.i32();
+    assert_eq!(r.i32(), 1);
+    assert_eq!(r.i16(), 0);
+    r.string();
+    assert_eq!(r.i32(), 1, "one match");
+    assert_eq!(r.i16(), 0);
+    r.string();
+    assert_eq!(r.i8(), TOPIC);
+    assert_eq!(r.string().as_deref(), Some("orders"));
+    assert_eq!(r.string().as_deref(), Some("User:alice"));
+    assert_eq!(r.string().as_deref(), Some("*"));
+    assert_eq!((r.i8(), r.i8()), (READ, ALLOW));
+    r.done();
+    let left = conn
+        .request(1, &{
+            let mut d = DescribeAclsRequest::default();
+            d.resource_type_filter = ANY;
+            d.resource_name_filter = None;
+            d.principal_filter = None;
+            d.host_filter = None;
+            d.pattern_type_filter = ANY;
+            d.operation = ANY;
+            d.permission_type = ANY;
+            d
+        })
+        .await;
+    let names: Vec<&str> = left
+        .resources
+        .iter()
+        .map(|r| r.resource_name.as_str())
+        .collect();
+    assert_eq!(names, ["logs-"], "the prefixed binding stays");
 }

@@ -299,6 +299,10 @@ fn old_default_body(key: ApiKey, version: i16) -> Option<Vec<u8>> {
         (ApiKey::DescribeConfigs, _) => 4,
         // topics (v1's format: a nullable array, here empty)
         (ApiKey::DescribeLogDirs, _) | (ApiKey::AlterReplicaLogDirs, _) => 4,
+        // resource type, name, principal, host, operation, permission
+        (ApiKey::DescribeAcls, _) => 9,
+        // creations / filters
+        (ApiKey::CreateAcls, _) | (ApiKey::DeleteAcls, _) => 4,
         _ => return None,
     };
     Some(vec![0; len])
@@ -376,6 +380,8 @@ request_types!(
     SaslAuthenticate => SaslAuthenticateRequest,
     DescribeUserScramCredentials => DescribeUserScramCredentialsRequest,
     AlterUserScramCredentials => AlterUserScramCredentialsRequest,
+    DescribeClientQuotas => DescribeClientQuotasRequest,
+    AlterClientQuotas => AlterClientQuotasRequest,
 );
 
 /// Decodes a request frame the way the gateway does: header at the API's

@@ -450,3 +450,346 @@ async fn oauthbearer_accepts_valid_jwts_and_refuses_expired_foreign_and_unsigned
         "{scrape}"
     );
 }
+
+/// A raw connection authenticated with PLAIN (handshake v1, authenticate
+/// v2); returns the session lifetime the gateway announced.
+async fn plain_login(conn: &mut RawConn, user: &str, password: &str) -> (i16, i64) {
+    use kafka_protocol::messages::{SaslAuthenticateRequest, SaslHandshakeRequest};
+    let mut hs = SaslHandshakeRequest::default();
+    hs.mechanism = kafka_protocol::protocol::StrBytes::from_static_str("PLAIN");
+    let resp = conn.request(1, &hs).await;
+    assert_eq!(resp.error_code, 0, "{resp:?}");
+    let mut auth = SaslAuthenticateRequest::default();
+    auth.auth_bytes = format!("\0{user}\0{password}").into_bytes().into();
+    let resp = conn.request(2, &auth).await;
+    (resp.error_code, resp.session_lifetime_ms)
+}
+
+/// Metadata v1 for no topics; `None` if the gateway closed the connection.
+async fn metadata_answered(conn: &mut RawConn) -> bool {
+    let mut req = kafka_protocol::messages::MetadataRequest::default();
+    req.topics = Some(Vec::new());
+    let frame = encode_request(conn.next_correlation_id(), 1, &req);
+    let mut framed = (frame.len() as u32).to_be_bytes().to_vec();
+    framed.extend_from_slice(&frame);
+    conn.write_raw(&framed).await.is_ok() && conn.read_frame().await.is_some()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_expire_unless_re_authenticated_and_revoked_users_are_cut_off() {
+    const LIFETIME_MS: i64 = 2_000;
+    let server = DevServer::start(
+        DevOptions::default()
+            .env("KAFSCALE_SECURITY_PROTOCOL", "SASL_PLAINTEXT")
+            .env("KAFSCALE_SASL_USERS", "admin:admin-secret,bob:bob-secret")
+            .env("KAFSCALE_CONNECTIONS_MAX_REAUTH_MS", LIFETIME_MS),
+    )
+    .await;
+    let addr = server.kafka_addr();
+
+    // A session announces its lifetime and ends with it.
+    let mut lapsed = RawConn::connect(addr).await;
+    let (code, lifetime) = plain_login(&mut lapsed, "bob", "bob-secret").await;
+    assert_eq!(code, 0);
+    assert!(lifetime > 0 && lifetime <= LIFETIME_MS, "{lifetime}");
+    assert!(metadata_answered(&mut lapsed).await);
+
+    // One that re-authenticates in time carries on past the first lifetime.
+    let mut renewed = RawConn::connect(addr).await;
+    assert_eq!(plain_login(&mut renewed, "bob", "bob-secret").await.0, 0);
+    tokio::time::sleep(Duration::from_millis(LIFETIME_MS as u64 / 2)).await;
+    let (code, lifetime) = plain_login(&mut renewed, "bob", "bob-secret").await;
+    assert_eq!(code, 0, "re-authentication");
+    assert!(lifetime > 0);
+    tokio::time::sleep(Duration::from_millis(LIFETIME_MS as u64 * 3 / 4)).await;
+    assert!(
+        metadata_answered(&mut renewed).await,
+        "re-authenticated session was closed"
+    );
+    assert!(
+        !metadata_answered(&mut lapsed).await,
+        "expired session still served"
+    );
+
+    // Re-authenticating as someone else is refused, and the connection closed.
+    let (code, _) = plain_login(&mut renewed, "admin", "admin-secret").await;
+    assert_eq!(code, 58, "SASL_AUTHENTICATION_FAILED");
+    renewed
+        .expect_closed("re-authentication as another principal")
+        .await;
+
+    // librdkafka re-authenticates on its own (KIP-368) and keeps producing.
+    let topic = unique_name("reauth");
+    let bob = [
+        ("security.protocol", "SASL_PLAINTEXT"),
+        ("sasl.mechanisms", "PLAIN"),
+        ("sasl.username", "bob"),
+        ("sasl.password", "bob-secret"),
+        ("message.timeout.ms", "6000"),
+    ];
+    let producer = producer(&server.bootstrap(), &bob);
+    let before = authentications(&server.metrics().await, "PLAIN", "success");
+    let started = std::time::Instant::now();
+    let mut sent = 0;
+    while started.elapsed() < Duration::from_millis(LIFETIME_MS as u64 * 3) {
+        producer
+            .send(
+                rdkafka::producer::FutureRecord::<(), _>::to(&topic).payload("still here"),
+                Duration::from_secs(5),
+            )
+            .await
+            .unwrap_or_else(|(e, _)| panic!("produce {sent} failed: {e}"));
+        sent += 1;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let after = authentications(&server.metrics().await, "PLAIN", "success");
+    assert!(
+        after - before >= 3.0,
+        "{} authentications in three session lifetimes",
+        after - before
+    );
+
+    // Revoking bob's credentials cuts off his established connections
+    // within a lifetime: re-authentication fails and new ones are refused.
+    let mut admin = RawConn::connect(addr).await;
+    assert_eq!(plain_login(&mut admin, "admin", "admin-secret").await.0, 0);
+    let mut req = kafka_protocol::messages::AlterUserScramCredentialsRequest::default();
+    for mechanism in [1, 2] {
+        let mut d = kafka_protocol::messages::alter_user_scram_credentials_request::ScramCredentialDeletion::default();
+        d.name = kafka_protocol::protocol::StrBytes::from_static_str("bob");
+        d.mechanism = mechanism;
+        req.deletions.push(d);
+    }
+    let resp = admin.request(0, &req).await;
+    assert!(resp.results.iter().all(|r| r.error_code == 0), "{resp:?}");
+    tokio::time::sleep(Duration::from_millis(LIFETIME_MS as u64 + 500)).await;
+    let refused = producer
+        .send(
+            rdkafka::producer::FutureRecord::<(), _>::to(&topic).payload("revoked"),
+            Duration::from_secs(5),
+        )
+        .await;
+    assert!(refused.is_err(), "a revoked user's produce was accepted");
+    assert!(authentications(&server.metrics().await, "PLAIN", "failure") >= 1.0);
+}
+
+/// Hands librdkafka a signed OAUTHBEARER token (its built-in unsecured
+/// tokens are unsigned, which the gateway refuses).
+struct TokenContext {
+    token: String,
+}
+
+impl rdkafka::ClientContext for TokenContext {
+    const ENABLE_REFRESH_OAUTH_TOKEN: bool = true;
+
+    fn generate_oauth_token(
+        &self,
+        _config: Option<&str>,
+    ) -> Result<rdkafka::client::OAuthToken, Box<dyn std::error::Error>> {
+        let lifetime_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)?
+            .as_millis() as i64
+            + 600_000;
+        Ok(rdkafka::client::OAuthToken {
+            token: self.token.clone(),
+            principal_name: "carol".into(),
+            lifetime_ms,
+        })
+    }
+}
+
+impl rdkafka::consumer::ConsumerContext for TokenContext {}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_rdkafka_crate_produces_and_consumes_over_sasl_ssl_with_scram_plain_and_oauthbearer() {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::producer::{FutureProducer, FutureRecord};
+    use rdkafka::Message;
+    let pki = Pki::new();
+    let t = tokens();
+    let server = DevServer::start(
+        pki.server_env(DevOptions::default(), false)
+            .env("KAFSCALE_SECURITY_PROTOCOL", "SASL_SSL")
+            .env(
+                "KAFSCALE_SASL_ENABLED_MECHANISMS",
+                "SCRAM-SHA-512,PLAIN,OAUTHBEARER",
+            )
+            .env("KAFSCALE_SASL_USERS", "alice:alice-secret")
+            .env("KAFSCALE_OAUTHBEARER_JWKS", t.jwks.path().display())
+            .env("KAFSCALE_OAUTHBEARER_ISSUER", "https://issuer.test")
+            .env("KAFSCALE_OAUTHBEARER_AUDIENCE", "kafscale"),
+    )
+    .await;
+    let config = |mechanism: &str, user: &str, password: &str| {
+        let mut c = client_config(&server.bootstrap(), &[]);
+        c.set("security.protocol", "SASL_SSL")
+            .set("ssl.ca.location", pki.arg("ca.pem"))
+            .set("sasl.mechanisms", mechanism);
+        if mechanism != "OAUTHBEARER" {
+            c.set("sasl.username", user).set("sasl.password", password);
+        }
+        c
+    };
+    let context = || TokenContext {
+        token: t.good.clone(),
+    };
+    for (mechanism, user, password) in [
+        ("SCRAM-SHA-512", "alice", "alice-secret"),
+        ("PLAIN", "alice", "alice-secret"),
+        ("OAUTHBEARER", "carol", ""),
+    ] {
+        let topic = unique_name("rdkafka-sasl-ssl");
+        let mut pc = config(mechanism, user, password);
+        pc.set("message.timeout.ms", "10000");
+        let producer: FutureProducer<TokenContext> =
+            pc.create_with_context(context()).expect("producer");
+        for i in 0..10 {
+            let value = format!("{mechanism}-{i}");
+            producer
+                .send(
+                    FutureRecord::<(), _>::to(&topic)
+                        .partition(0)
+                        .payload(&value),
+                    Duration::from_secs(10),
+                )
+                .await
+                .unwrap_or_else(|(e, _)| panic!("{mechanism}: produce: {e}"));
+        }
+        let mut cc = config(mechanism, user, password);
+        cc.set("group.id", unique_name("g"))
+            .set("auto.offset.reset", "earliest")
+            .set("enable.auto.commit", "false");
+        let consumer: BaseConsumer<TokenContext> =
+            cc.create_with_context(context()).expect("consumer");
+        consumer.subscribe(&[&topic]).expect("subscribe");
+        let mut got = Vec::new();
+        let started = std::time::Instant::now();
+        while got.len() < 10 && started.elapsed() < Duration::from_secs(30) {
+            if let Some(m) = consumer.poll(Duration::from_millis(200)) {
+                let m = m.unwrap_or_else(|e| panic!("{mechanism}: consume: {e}"));
+                got.push(String::from_utf8_lossy(m.payload().unwrap_or_default()).to_string());
+            }
+        }
+        let want: Vec<String> = (0..10).map(|i| format!("{mechanism}-{i}")).collect();
+        assert_eq!(got, want, "{mechanism}");
+    }
+    // A wrong password gets nothing through.
+    let mut pc = config("SCRAM-SHA-512", "alice", "wrong");
+    pc.set("message.timeout.ms", "3000");
+    let producer: FutureProducer<TokenContext> =
+        pc.create_with_context(context()).expect("producer");
+    let refused = producer
+        .send(
+            FutureRecord::<(), _>::to("anything").payload("x"),
+            Duration::from_secs(5),
+        )
+        .await;
+    assert!(refused.is_err(), "a wrong password produced");
+    let scrape = server.metrics().await;
+    for m in ["SCRAM-SHA-512", "PLAIN", "OAUTHBEARER"] {
+        assert!(
+            authentications(&scrape, m, "success") >= 2.0,
+            "{m}: {scrape}"
+        );
+    }
+    assert!(authentications(&scrape, "SCRAM-SHA-512", "failure") >= 1.0);
+}
+
+/// An ES256 key's JWK with key id `kid`.
+fn jwk(key: &KeyPair, kid: &str) -> serde_json::Value {
+    let point = key.public_key_raw();
+    serde_json::json!({
+        "kty": "EC", "crv": "P-256", "kid": kid, "alg": "ES256", "use": "sig",
+        "x": b64url(&point[1..33]), "y": b64url(&point[33..65]),
+    })
+}
+
+/// A token for `sub` signed by `key` as `kid`, valid for ten minutes.
+fn signed(key: &KeyPair, kid: &str, sub: &str) -> String {
+    use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
+    let exp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs()
+        + 600;
+    let mut header = Header::new(Algorithm::ES256);
+    header.kid = Some(kid.into());
+    encode(
+        &header,
+        &serde_json::json!({"sub": sub, "exp": exp}),
+        &EncodingKey::from_ec_pem(key.serialize_pem().as_bytes()).expect("key"),
+    )
+    .expect("sign")
+}
+
+/// Serves whatever JWKS `jwks` holds at `http://<addr>/jwks.json`.
+async fn serve_jwks(jwks: std::sync::Arc<std::sync::Mutex<String>>) -> std::net::SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            let body = jwks.lock().expect("jwks").clone();
+            tokio::spawn(async move {
+                let mut req = [0u8; 4096];
+                let _ = s.read(&mut req).await;
+                let answer = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = s.write_all(answer.as_bytes()).await;
+            });
+        }
+    });
+    addr
+}
+
+/// Whether an OAUTHBEARER login with `token` succeeds on a raw connection.
+async fn bearer_login(addr: std::net::SocketAddr, token: &str) -> bool {
+    use kafka_protocol::messages::{SaslAuthenticateRequest, SaslHandshakeRequest};
+    let mut conn = RawConn::connect(addr).await;
+    let mut hs = SaslHandshakeRequest::default();
+    hs.mechanism = kafka_protocol::protocol::StrBytes::from_static_str("OAUTHBEARER");
+    assert_eq!(conn.request(1, &hs).await.error_code, 0);
+    let mut auth = SaslAuthenticateRequest::default();
+    auth.auth_bytes = format!("n,,\x01auth=Bearer {token}\x01\x01")
+        .into_bytes()
+        .into();
+    conn.request(2, &auth).await.error_code == 0
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_jwks_url_is_fetched_and_its_key_rotation_followed_without_a_restart() {
+    let (old, new) = (
+        KeyPair::generate().expect("key"),
+        KeyPair::generate().expect("key"),
+    );
+    let jwks = std::sync::Arc::new(std::sync::Mutex::new(
+        serde_json::json!({"keys": [jwk(&old, "old")]}).to_string(),
+    ));
+    let http = serve_jwks(jwks.clone()).await;
+    let server = DevServer::start(
+        DevOptions::default()
+            .env("KAFSCALE_SECURITY_PROTOCOL", "SASL_PLAINTEXT")
+            .env("KAFSCALE_SASL_ENABLED_MECHANISMS", "OAUTHBEARER")
+            .env(
+                "KAFSCALE_OAUTHBEARER_JWKS",
+                format!("http://{http}/jwks.json"),
+            )
+            .env("KAFSCALE_OAUTHBEARER_JWKS_REFRESH_MS", 500),
+    )
+    .await;
+    let addr = server.kafka_addr();
+    assert!(bearer_login(addr, &signed(&old, "old", "carol")).await);
+    assert!(!bearer_login(addr, &signed(&new, "new", "carol")).await);
+    // The identity provider rotates its key: the old one is retired.
+    *jwks.lock().expect("jwks") = serde_json::json!({"keys": [jwk(&new, "new")]}).to_string();
+    eventually(
+        "the rotated key is accepted",
+        Duration::from_secs(20),
+        async || bearer_login(addr, &signed(&new, "new", "carol")).await,
+    )
+    .await;
+    assert!(!bearer_login(addr, &signed(&old, "old", "carol")).await);
+}

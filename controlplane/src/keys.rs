@@ -81,11 +81,10 @@ impl Keys {
     /// One user's SCRAM credential for one mechanism; the name in hex, so
     /// no user name needs escaping.
     pub fn scram_credential(&self, user: &str, mechanism: i32) -> String {
-        let mut k = self.scram_credentials();
-        for b in user.as_bytes() {
-            k.push_str(&format!("{b:02x}"));
-        }
-        format!("{k}/{mechanism}")
+        format!(
+            "{}/{mechanism}",
+            hex_after(self.scram_credentials(), user.as_bytes())
+        )
     }
     /// Prefix of all `AclBinding` keys.
     pub fn acls(&self) -> String {
@@ -94,11 +93,15 @@ impl Keys {
     /// The key of one ACL binding: its canonical encoding in hex, so equal
     /// bindings share a key and no name needs escaping.
     pub fn acl(&self, canonical: &[u8]) -> String {
-        let mut k = self.acls();
-        for b in canonical {
-            k.push_str(&format!("{b:02x}"));
-        }
-        k
+        hex_after(self.acls(), canonical)
+    }
+    /// Prefix of all `ClientQuota` keys.
+    pub fn client_quotas(&self) -> String {
+        format!("{}quotas/", self.root)
+    }
+    /// The key of one client quota entity: its canonical encoding in hex.
+    pub fn client_quota(&self, canonical: &[u8]) -> String {
+        hex_after(self.client_quotas(), canonical)
     }
     /// The assigner leader's key (held under the leader's lease).
     pub fn assigner_leader(&self) -> String {
@@ -108,6 +111,15 @@ impl Keys {
     pub fn stream_epoch(&self, worker_id: &str) -> String {
         format!("{}stream-epochs/{worker_id}", self.root)
     }
+}
+
+/// `prefix` followed by `bytes` in lower-case hex (names in keys need no escaping).
+fn hex_after(mut prefix: String, bytes: &[u8]) -> String {
+    use std::fmt::Write;
+    for b in bytes {
+        let _ = write!(prefix, "{b:02x}");
+    }
+    prefix
 }
 
 #[cfg(test)]

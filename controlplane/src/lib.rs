@@ -15,6 +15,7 @@ pub mod log_policy;
 pub mod metadata;
 pub mod offsets_topic;
 pub mod operator;
+pub mod quota;
 pub mod store;
 pub mod topic_config;
 

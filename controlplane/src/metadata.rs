@@ -8,8 +8,8 @@ use crate::keys::Keys;
 use crate::store::{Compare, MetadataStore, StoreError, TxnOp};
 use bytes::Bytes;
 use kafscale_proto::metadata::v1::{
-    Assignment, ClusterInfo, GatewayRegistration, PartitionState, ProducerIdBlock, ScramCredential,
-    Topic, WorkerRegistration,
+    Assignment, ClientQuota, ClusterInfo, GatewayRegistration, PartitionState, ProducerIdBlock,
+    ScramCredential, Topic, WorkerRegistration,
 };
 use prost::Message;
 use std::collections::HashMap;
@@ -456,6 +456,49 @@ impl Metadata {
         let key = self.keys.scram_credential(user, mechanism);
         self.store.txn(Vec::new(), vec![TxnOp::Delete(key)]).await?;
         Ok(())
+    }
+
+    /// Every stored client quota entity.
+    pub async fn list_client_quotas(&self) -> Result<Vec<ClientQuota>, MetaError> {
+        let mut out = Vec::new();
+        for kv in self.store.range(&self.keys.client_quotas()).await? {
+            out.push(decode(&kv.key, &kv.value)?);
+        }
+        Ok(out)
+    }
+
+    /// Sets (`Some`) or removes (`None`) quota values of one entity in one
+    /// compare-and-swap; an entity left without values is deleted.
+    pub async fn alter_client_quota(
+        &self,
+        entity: &crate::quota::Entity,
+        ops: &[(String, Option<f64>)],
+    ) -> Result<(), MetaError> {
+        let key = self.keys.client_quota(&entity.canonical());
+        loop {
+            let current = self.get_msg::<ClientQuota>(&key).await?;
+            let rev = current.as_ref().map(|(_, r)| *r).unwrap_or(0);
+            let mut q = current.map(|(q, _)| q).unwrap_or_default();
+            q.entity = entity.to_stored();
+            for (k, v) in ops {
+                match v {
+                    Some(v) => q.values.insert(k.clone(), *v),
+                    None => q.values.remove(k),
+                };
+            }
+            let op = if q.values.is_empty() {
+                TxnOp::Delete(key.clone())
+            } else {
+                TxnOp::Put(key.clone(), bytes_of(&q))
+            };
+            let cmp = Compare {
+                key: key.clone(),
+                mod_revision: rev,
+            };
+            if self.store.txn(vec![cmp], vec![op]).await? {
+                return Ok(());
+            }
+        }
     }
 
     /// Every registered gateway.

@@ -4,6 +4,7 @@
 use futures::StreamExt;
 use kafscale_controlplane::acl::AclSet;
 use kafscale_controlplane::metadata::topic_uuid;
+use kafscale_controlplane::quota::QuotaSet;
 use kafscale_controlplane::{MetaError, Metadata};
 use kafscale_proto::metadata::v1::{Assignment, Topic, WorkerRegistration};
 use std::collections::HashMap;
@@ -20,6 +21,10 @@ pub struct Snapshot {
     pub assignments: HashMap<(Uuid, i32), Assignment>,
     pub workers: HashMap<String, WorkerRegistration>,
     pub acls: AclSet,
+    /// Client quotas, shared by every request that reads this snapshot.
+    pub quotas: Arc<QuotaSet>,
+    /// Registered gateways (quotas are divided among them); at least 1.
+    pub gateways: usize,
 }
 
 /// The watched view.
@@ -60,6 +65,8 @@ impl ClusterView {
             .map(|w| (w.worker_id.clone(), w))
             .collect();
         s.acls = AclSet::new(self.meta.list_acls().await?);
+        s.quotas = Arc::new(QuotaSet::new(self.meta.list_client_quotas().await?));
+        s.gateways = self.meta.list_gateways().await?.len().max(1);
         *self.snap.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(s);
         self.version.send_modify(|v| *v += 1);
         Ok(())

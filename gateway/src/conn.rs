@@ -16,8 +16,10 @@
 //! security steps: the TLS handshake, then SASL authentication; the
 //! principal they yield is what every request is authorized as.
 
+use crate::auth::phase::{Reauth, ReauthStep, Session};
 use crate::budget::{Budgets, RequestBudget};
 use crate::dispatch::{Dispatcher, Outcome, Sequenced, ANONYMOUS};
+use crate::quota::Mute;
 use bytes::BytesMut;
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -140,6 +142,11 @@ pub async fn serve(
                         outcome("address_limit");
                         continue;
                     };
+                    if !dispatcher.admit_connection(peer.ip()) {
+                        tracing::debug!(%peer, "refusing connection: connection_creation_rate quota");
+                        outcome("quota");
+                        continue;
+                    }
                     outcome("accepted");
                     let _ = stream.set_nodelay(true);
                     let d = dispatcher.clone();
@@ -184,12 +191,15 @@ async fn establish(
     let security = d.security().clone();
     let Some(acceptor) = security.tls else {
         let mut stream = stream;
-        let principal = match authenticated(&mut stream, ip, &d).await {
-            Some(p) => p,
-            None => return Ok(()),
+        let Ok(session) = authenticated(&mut stream, ip, &d).await else {
+            return Ok(());
         };
+        let principal = session
+            .as_ref()
+            .map_or(ANONYMOUS.to_string(), |s| s.principal.clone());
         let (rd, wr) = stream.into_split();
-        return handle(rd, wr, ip, principal, d, gateway_budget, shutdown).await;
+        let conn = Connection::new(ip, principal, session);
+        return handle(rd, wr, conn, d, gateway_budget, shutdown).await;
     };
     let tls_outcome = |o: &str| {
         d.metrics()
@@ -217,39 +227,63 @@ async fn establish(
         .peer_certificates()
         .and_then(|c| c.first())
         .and_then(crate::auth::tls::certificate_principal);
-    let principal = match authenticated(&mut stream, ip, &d).await {
-        Some(p) if security.sasl.is_some() => p,
-        Some(_) => cert_principal.unwrap_or_else(|| ANONYMOUS.to_string()),
-        None => return Ok(()),
+    let Ok(session) = authenticated(&mut stream, ip, &d).await else {
+        return Ok(());
+    };
+    let principal = match &session {
+        Some(s) => s.principal.clone(),
+        None => cert_principal.unwrap_or_else(|| ANONYMOUS.to_string()),
     };
     let (rd, wr) = tokio::io::split(stream);
-    handle(rd, wr, ip, principal, d, gateway_budget, shutdown).await
+    let conn = Connection::new(ip, principal, session);
+    handle(rd, wr, conn, d, gateway_budget, shutdown).await
 }
 
-/// The SASL principal on SASL listeners (`None`: authentication failed and
-/// the connection is to be closed), [`ANONYMOUS`] elsewhere.
+/// The SASL session on SASL listeners (none elsewhere); `Err`:
+/// authentication failed and the connection is to be closed.
 async fn authenticated<S: AsyncRead + AsyncWrite + Unpin>(
     stream: &mut S,
     ip: IpAddr,
     d: &Dispatcher,
-) -> Option<String> {
+) -> Result<Option<Session>, ()> {
     let Some(auth) = &d.security().sasl else {
-        return Some(ANONYMOUS.to_string());
+        return Ok(None);
     };
     match crate::auth::phase::authenticate(stream, auth, ip, AUTH_DEADLINE).await {
-        Ok(p) => Some(p),
+        Ok(s) => Ok(Some(s)),
         Err(e) => {
             tracing::info!(%ip, error = %e, "closing connection: not authenticated");
-            None
+            Err(())
         }
     }
 }
 
+/// Who is on the other end of a connection.
+struct Connection {
+    ip: IpAddr,
+    principal: Arc<str>,
+    /// The SASL session, re-authenticated in band (SASL listeners only).
+    reauth: Option<Reauth>,
+}
+
+impl Connection {
+    fn new(ip: IpAddr, principal: String, session: Option<Session>) -> Self {
+        Self {
+            ip,
+            principal: principal.into(),
+            reauth: session.map(Reauth::new),
+        }
+    }
+}
+
+/// The API keys of SaslHandshake and SaslAuthenticate, as the first two
+/// bytes of a request frame.
+const SASL_KEYS: [[u8; 2]; 2] = [17i16.to_be_bytes(), 36i16.to_be_bytes()];
+
 async fn handle<R, W>(
     mut rd: R,
     wr: W,
-    ip: IpAddr,
-    principal: String,
+    mut conn: Connection,
     d: Arc<Dispatcher>,
     gateway_budget: Arc<Semaphore>,
     mut shutdown: watch::Receiver<bool>,
@@ -258,8 +292,9 @@ where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin + Send + 'static,
 {
+    let ip = conn.ip;
     let host: Arc<str> = format!("/{ip}").into();
-    let principal: Arc<str> = principal.into();
+    let principal = conn.principal.clone();
     let limits = d.config().limits.clone();
     let budgets = Budgets::connection(limits.connection_bytes, gateway_budget);
     let (tx, mut rx) = mpsc::channel::<(tokio::task::JoinHandle<Outcome>, Arc<RequestBudget>)>(
@@ -296,6 +331,7 @@ where
         within(write_timeout, wr.flush()).await
     });
     let max = d.config().max_frame_bytes;
+    let mute = Mute::default();
     loop {
         let len = tokio::select! {
             len = rd.read_u32() => match len {
@@ -312,6 +348,12 @@ where
                 break;
             }
         };
+        // A client over its quota is muted: no request is served until what
+        // its earlier requests owe is paid (Kafka's throttling).
+        tokio::select! {
+            _ = mute.served() => {}
+            _ = shutdown.wait_for(|s| *s) => break,
+        }
         let len = len as usize;
         if len > max || len < 8 {
             tracing::warn!(len, max, "rejecting frame: size out of bounds");
@@ -336,7 +378,29 @@ where
                 break;
             }
         }
-        let (d2, host, principal) = (d.clone(), host.clone(), principal.clone());
+        // An authenticated SASL connection: re-authentication is served
+        // here, and an expired session serves nothing else.
+        if let (Some(reauth), Some(auth)) = (conn.reauth.as_mut(), &d.security().sasl) {
+            if SASL_KEYS.iter().any(|k| buf[..2] == *k) {
+                let (outcome, close) = match reauth.request(auth, buf.freeze(), ip).await {
+                    ReauthStep::Answer(o) => (o, false),
+                    ReauthStep::AnswerAndClose(o) => (o, true),
+                };
+                let budget = Arc::new(RequestBudget::new(held, None));
+                let answered = tokio::spawn(async move { outcome });
+                if tx.send((answered, budget)).await.is_err() || close {
+                    break;
+                }
+                continue;
+            }
+            if reauth.expired() {
+                tracing::info!(%ip, principal = reauth.principal(), "closing connection: session expired without re-authentication");
+                d.metrics().refused("session_expired");
+                break;
+            }
+        }
+        let (d2, host, principal, mute2) =
+            (d.clone(), host.clone(), principal.clone(), mute.clone());
         let (seq_tx, seq_rx) = tokio::sync::oneshot::channel();
         // A fetch's answer can be far larger than its request: its room is
         // reserved here, in request order (see Budgets::take_response).
@@ -348,7 +412,8 @@ where
         let budget = Arc::new(RequestBudget::new(held, response));
         let b2 = budget.clone();
         let task = tokio::spawn(async move {
-            d2.dispatch(buf.freeze(), &host, &principal, Sequenced::new(seq_tx), &b2)
+            let sequenced = Sequenced::new(seq_tx);
+            d2.dispatch(buf.freeze(), &host, &principal, sequenced, &b2, &mute2)
                 .await
         });
         if tx.send((task, budget)).await.is_err() {

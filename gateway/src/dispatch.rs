@@ -9,6 +9,7 @@ use crate::cluster::ClusterView;
 use crate::config::GatewayConfig;
 use crate::handlers;
 use crate::metrics::GatewayMetrics;
+use crate::quota::{Mute, Quotas, RequestQuota};
 use crate::router::Router;
 use bytes::{Buf, Bytes, BytesMut};
 use kafka_protocol::messages::{ApiKey, RequestHeader, ResponseHeader};
@@ -42,18 +43,18 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::DescribeConfigs, 0, 4),
     (ApiKey::AlterConfigs, 0, 2),
     (ApiKey::IncrementalAlterConfigs, 0, 1),
-    (ApiKey::FindCoordinator, 0, 4),
+    (ApiKey::FindCoordinator, 0, 5),
     (ApiKey::JoinGroup, 0, 9),
     (ApiKey::SyncGroup, 0, 5),
     (ApiKey::Heartbeat, 0, 4),
     (ApiKey::LeaveGroup, 0, 5),
-    (ApiKey::OffsetCommit, 0, 8),
-    (ApiKey::OffsetFetch, 0, 8),
+    (ApiKey::OffsetCommit, 0, 9),
+    (ApiKey::OffsetFetch, 0, 9),
     (ApiKey::DescribeGroups, 0, 5),
-    (ApiKey::ListGroups, 0, 4),
+    (ApiKey::ListGroups, 0, 5),
     (ApiKey::DeleteGroups, 0, 2),
     (ApiKey::OffsetDelete, 0, 0),
-    (ApiKey::InitProducerId, 0, 4),
+    (ApiKey::InitProducerId, 0, 5),
     (ApiKey::ElectLeaders, 0, 2),
     (ApiKey::DeleteRecords, 0, 2),
     (ApiKey::DescribeLogDirs, 0, 4),
@@ -61,13 +62,15 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::ListPartitionReassignments, 0, 0),
     (ApiKey::AlterPartitionReassignments, 0, 0),
     (ApiKey::DescribeTopicPartitions, 0, 0),
-    (ApiKey::DescribeAcls, 1, 3),
-    (ApiKey::CreateAcls, 1, 3),
-    (ApiKey::DeleteAcls, 1, 3),
+    (ApiKey::DescribeAcls, 0, 3),
+    (ApiKey::CreateAcls, 0, 3),
+    (ApiKey::DeleteAcls, 0, 3),
     (ApiKey::SaslHandshake, 0, 1),
     (ApiKey::SaslAuthenticate, 0, 2),
     (ApiKey::DescribeUserScramCredentials, 0, 0),
     (ApiKey::AlterUserScramCredentials, 0, 0),
+    (ApiKey::DescribeClientQuotas, 0, 1),
+    (ApiKey::AlterClientQuotas, 0, 1),
 ];
 
 /// The supported version range of `key`, if served.
@@ -85,6 +88,7 @@ pub struct Dispatcher {
     producer_ids: handlers::init_producer_id::ProducerIds,
     metrics: GatewayMetrics,
     security: crate::auth::Security,
+    quotas: Quotas,
 }
 
 /// Context handed to every handler.
@@ -107,6 +111,8 @@ pub struct Ctx<'a> {
     pub principal: &'a str,
     /// The gateway's metrics (handlers count bytes per topic).
     pub metrics: &'a GatewayMetrics,
+    /// The client quotas that apply (produce and fetch charge their bytes).
+    pub quota: &'a RequestQuota<'a>,
 }
 
 impl Ctx<'_> {
@@ -254,6 +260,7 @@ impl Dispatcher {
             cfg,
             router,
             producer_ids: Default::default(),
+            quotas: Quotas::new(metrics.clone()),
             metrics,
             security: Default::default(),
         }
@@ -281,8 +288,19 @@ impl Dispatcher {
         &self.metrics
     }
 
+    /// Whether a new connection from `ip` fits its connection creation
+    /// rate quota.
+    pub fn admit_connection(&self, ip: std::net::IpAddr) -> bool {
+        let snap = self.router.view().snapshot();
+        snap.quotas.is_empty()
+            || self
+                .quotas
+                .admit_connection(&snap.quotas, snap.gateways, &ip.to_string())
+    }
+
     /// Handles one request frame from the client at `client_host`;
-    /// `sequenced` fires once the next request of the connection may start.
+    /// `sequenced` fires once the next request of the connection may start;
+    /// quota charges the request cannot pay at once are owed on `mute`.
     pub async fn dispatch(
         &self,
         mut frame: Bytes,
@@ -290,6 +308,7 @@ impl Dispatcher {
         principal: &str,
         sequenced: Sequenced,
         budget: &RequestBudget,
+        mute: &Mute,
     ) -> Outcome {
         if frame.len() < 8 {
             return Outcome::Close;
@@ -328,6 +347,12 @@ impl Dispatcher {
             sequenced.fire();
         }
         let client_id = header.client_id.as_deref().unwrap_or("");
+        let snapshot = self.router.view().snapshot();
+        let quota = RequestQuota::new(&self.quotas, &snapshot, principal, client_id, mute);
+        // Produce bytes count as they arrive (see RequestQuota::producing).
+        if key == ApiKey::Produce {
+            quota.producing(frame.len());
+        }
         let ctx = Ctx {
             cfg: &self.cfg,
             router: &self.router,
@@ -340,6 +365,7 @@ impl Dispatcher {
             producer_ids: &self.producer_ids,
             principal,
             metrics: &self.metrics,
+            quota: &quota,
         };
         let span = tracing::info_span!(
             target: TRACE_TARGET,
@@ -353,9 +379,16 @@ impl Dispatcher {
             kafka.topics = tracing::field::Empty,
             client.address = client_host,
         );
-        let outcome = handlers::handle(&ctx, key, header.correlation_id, &mut frame)
-            .instrument(span)
-            .await;
+        let handled =
+            handlers::handle(&ctx, key, header.correlation_id, &mut frame).instrument(span);
+        // request_percentage: the time spent running the request is charged.
+        let outcome = if quota.times_requests() {
+            let (outcome, busy) = crate::quota::timed(handled).await;
+            quota.busy(busy);
+            outcome
+        } else {
+            handled.await
+        };
         if matches!(outcome, Outcome::Close) {
             self.metrics.refused("malformed");
         } else {

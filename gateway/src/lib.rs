@@ -3,7 +3,8 @@
 //!
 //! Where a produce is parsed: `conn` (framing) → `dispatch` (header, version)
 //! → `handlers::produce` → `router` (gRPC to the owning worker). Who the
-//! client is: `auth` (TLS, SASL), between accepting and dispatching.
+//! client is: `auth` (TLS, SASL), between accepting and dispatching. How fast
+//! it may go: `quota` (charged by handlers, paid by muting in `conn`).
 
 pub mod alloc;
 pub mod auth;
@@ -15,6 +16,7 @@ pub mod dispatch;
 pub mod handlers;
 pub mod legacy;
 pub mod metrics;
+pub mod quota;
 pub mod rlimit;
 pub mod router;
 #[cfg(test)]

@@ -40,7 +40,7 @@ pub struct GatewayMetrics {
     pub connections: IntGauge,
     /// `kafscale_gateway_connections_total{outcome}`: accepted connections
     /// (`accepted`) and those closed on accept (`gateway_limit`,
-    /// `address_limit`, `drained`).
+    /// `address_limit`, `quota`, `drained`).
     pub connections_total: IntCounterVec,
     /// `kafscale_gateway_produced_bytes_total{topic}`: record-batch bytes of
     /// produce requests routed to workers.
@@ -56,6 +56,13 @@ pub struct GatewayMetrics {
     /// `kafscale_gateway_down_converted_bytes_total`: stored record-batch
     /// bytes down-converted to magic 0 or 1 for Fetch v0–3.
     pub down_converted_bytes: IntCounter,
+    /// `kafscale_gateway_throttled_total{quota}`: charges that exceeded a
+    /// client quota (a throttled answer, or a connection closed on accept
+    /// for `connection_creation_rate`).
+    pub throttled_total: IntCounterVec,
+    /// `kafscale_gateway_throttle_seconds_total{quota}`: throttle time
+    /// handed to clients (the time their connections stay muted).
+    pub throttle_seconds: prometheus::CounterVec,
     topic_labels: bool,
     /// By (API key, version), for every served pair.
     series: HashMap<(ApiKey, i16), RequestSeries>,
@@ -120,6 +127,20 @@ impl GatewayMetrics {
                 "kafscale_gateway_down_converted_bytes_total",
                 "Stored record-batch bytes down-converted for Fetch v0-3",
             )?,
+            throttled_total: IntCounterVec::new(
+                Opts::new(
+                    "kafscale_gateway_throttled_total",
+                    "Charges that exceeded a client quota, by quota",
+                ),
+                &["quota"],
+            )?,
+            throttle_seconds: prometheus::CounterVec::new(
+                Opts::new(
+                    "kafscale_gateway_throttle_seconds_total",
+                    "Throttle time handed to clients, by quota",
+                ),
+                &["quota"],
+            )?,
             topic_labels,
             series: HashMap::new(),
         };
@@ -151,6 +172,8 @@ impl GatewayMetrics {
         registry.register(Box::new(m.produced_bytes.clone()))?;
         registry.register(Box::new(m.fetched_bytes.clone()))?;
         registry.register(Box::new(m.down_converted_bytes.clone()))?;
+        registry.register(Box::new(m.throttled_total.clone()))?;
+        registry.register(Box::new(m.throttle_seconds.clone()))?;
         Ok(m)
     }
 
@@ -188,6 +211,14 @@ impl GatewayMetrics {
             s.count.inc();
             s.seconds.observe(seconds);
         }
+    }
+
+    /// Counts a charge over the `quota` and the throttle time it earned.
+    pub fn throttled(&self, quota: &str, throttle: std::time::Duration) {
+        self.throttled_total.with_label_values(&[quota]).inc();
+        self.throttle_seconds
+            .with_label_values(&[quota])
+            .inc_by(throttle.as_secs_f64());
     }
 
     /// Counts a request refused by closing the connection.

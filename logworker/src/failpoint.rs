@@ -28,3 +28,19 @@ pub fn hit(name: &str) {
     #[cfg(not(feature = "failpoints"))]
     let _ = name;
 }
+
+/// Whether `KAFSCALE_FAILPOINT` names `name`: for behaviour a test switches
+/// on (such as writing an old record format); always false without the
+/// `failpoints` feature.
+#[inline]
+pub fn active(name: &str) -> bool {
+    #[cfg(feature = "failpoints")]
+    {
+        std::env::var("KAFSCALE_FAILPOINT").is_ok_and(|v| v == name)
+    }
+    #[cfg(not(feature = "failpoints"))]
+    {
+        let _ = name;
+        false
+    }
+}

@@ -298,7 +298,7 @@ impl Drop for DevServer {
 }
 
 /// Distinct free loopback ports (all bound at once, then released).
-fn free_ports<const N: usize>() -> [u16; N] {
+pub fn free_ports<const N: usize>() -> [u16; N] {
     let listeners: Vec<StdTcpListener> = (0..N)
         .map(|_| StdTcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0"))
         .collect();

@@ -10,12 +10,45 @@ use jsonwebtoken::jwk::JwkSet;
 use jsonwebtoken::{decode, decode_header, Algorithm, DecodingKey, Validation};
 use std::collections::HashMap;
 use std::path::PathBuf;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// Where the JWKS comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JwksSource {
+    /// A file, read at start.
+    File(PathBuf),
+    /// An `http(s)://` URL, fetched at start, every refresh interval, and
+    /// when a token names a key id the set does not have.
+    Url(String),
+}
+
+impl JwksSource {
+    /// A URL if `s` starts with `http://` or `https://`, else a file path.
+    pub fn parse(s: &str) -> Self {
+        if s.starts_with("http://") || s.starts_with("https://") {
+            Self::Url(s.to_string())
+        } else {
+            Self::File(PathBuf::from(s))
+        }
+    }
+}
+
+impl std::fmt::Display for JwksSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::File(p) => write!(f, "{}", p.display()),
+            Self::Url(u) => f.write_str(u),
+        }
+    }
+}
 
 /// OAUTHBEARER settings.
 #[derive(Debug, Clone)]
 pub struct OauthSettings {
-    /// The JWKS file with the keys tokens may be signed with.
-    pub jwks_file: PathBuf,
+    /// The JWKS with the keys tokens may be signed with.
+    pub jwks: JwksSource,
+    /// How often a JWKS URL is fetched again.
+    pub jwks_refresh: Duration,
     /// Required `iss`, if set.
     pub issuer: Option<String>,
     /// Required `aud` (one of), if set.
@@ -27,36 +60,92 @@ pub struct OauthSettings {
 /// Errors loading the JWKS.
 #[derive(Debug, thiserror::Error)]
 pub enum OauthError {
-    #[error("{path}: {reason}")]
-    Jwks { path: PathBuf, reason: String },
+    #[error("JWKS {source_name}: {reason}")]
+    Jwks { source_name: String, reason: String },
 }
 
 /// Clock skew tolerated on `exp` and `nbf`.
 const LEEWAY_SECS: u64 = 60;
 
+/// Least time between two fetches of a JWKS URL caused by unknown key ids
+/// (so made-up key ids cannot turn clients into a flood of fetches).
+const MIN_UNKNOWN_KID_REFETCH: Duration = Duration::from_secs(10);
+
+/// Longest a JWKS fetch may take.
+const FETCH_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Validates bearer tokens.
 pub struct OauthValidator {
     settings: OauthSettings,
-    keys: JwkSet,
+    keys: std::sync::RwLock<std::sync::Arc<JwkSet>>,
+    /// When the JWKS URL was last fetched.
+    fetched: std::sync::Mutex<std::time::Instant>,
+    http: reqwest::Client,
 }
 
 impl OauthValidator {
-    /// Loads the JWKS.
-    pub fn new(settings: OauthSettings) -> Result<Self, OauthError> {
-        let err = |reason: String| OauthError::Jwks {
-            path: settings.jwks_file.clone(),
-            reason,
-        };
-        let text = std::fs::read_to_string(&settings.jwks_file).map_err(|e| err(e.to_string()))?;
-        let keys: JwkSet = serde_json::from_str(&text).map_err(|e| err(e.to_string()))?;
-        if keys.keys.is_empty() {
-            return Err(err("no key in the JWKS".into()));
+    /// Loads the JWKS (fetches it, from a URL) and, for a URL, keeps it
+    /// fresh every `jwks_refresh` in a background task.
+    pub async fn load(settings: OauthSettings) -> Result<std::sync::Arc<Self>, OauthError> {
+        let http = reqwest::Client::builder()
+            .timeout(FETCH_TIMEOUT)
+            .build()
+            .map_err(|e| OauthError::Jwks {
+                source_name: settings.jwks.to_string(),
+                reason: e.to_string(),
+            })?;
+        let keys = read_jwks(&settings.jwks, &http).await?;
+        let v = std::sync::Arc::new(Self {
+            settings,
+            keys: std::sync::RwLock::new(std::sync::Arc::new(keys)),
+            fetched: std::sync::Mutex::new(std::time::Instant::now()),
+            http,
+        });
+        if matches!(v.settings.jwks, JwksSource::Url(_)) {
+            let weak = std::sync::Arc::downgrade(&v);
+            let every = v.settings.jwks_refresh.max(Duration::from_secs(1));
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(every).await;
+                    let Some(v) = weak.upgrade() else { return };
+                    v.refetch().await;
+                }
+            });
         }
-        Ok(Self { settings, keys })
+        Ok(v)
     }
 
-    /// The user name a valid token carries, or why it is refused.
-    pub fn validate(&self, token: &str) -> Result<String, String> {
+    /// Fetches the JWKS URL again; a failed fetch keeps the keys in use.
+    async fn refetch(&self) {
+        *self.fetched.lock().unwrap_or_else(|p| p.into_inner()) = std::time::Instant::now();
+        match read_jwks(&self.settings.jwks, &self.http).await {
+            Ok(keys) => {
+                *self.keys.write().unwrap_or_else(|p| p.into_inner()) = std::sync::Arc::new(keys);
+            }
+            Err(e) => tracing::warn!(error = %e, "JWKS refresh failed; keeping the previous keys"),
+        }
+    }
+
+    /// The user name a valid token carries and when the token expires, or
+    /// why it is refused. A token whose key id is unknown makes a JWKS URL
+    /// be fetched again (at most every 10 s) before it is refused.
+    pub async fn validate(&self, token: &str) -> Result<(String, SystemTime), String> {
+        let kid = decode_header(token).ok().and_then(|h| h.kid);
+        let known = |v: &Self| {
+            let keys = v.keys.read().unwrap_or_else(|p| p.into_inner());
+            kid.as_deref().is_none_or(|k| keys.find(k).is_some())
+        };
+        if !known(self) && matches!(self.settings.jwks, JwksSource::Url(_)) {
+            let last = *self.fetched.lock().unwrap_or_else(|p| p.into_inner());
+            if last.elapsed() >= MIN_UNKNOWN_KID_REFETCH {
+                self.refetch().await;
+            }
+        }
+        let keys = self.keys.read().unwrap_or_else(|p| p.into_inner()).clone();
+        self.validate_with(&keys, token)
+    }
+
+    fn validate_with(&self, keys: &JwkSet, token: &str) -> Result<(String, SystemTime), String> {
         let header = decode_header(token).map_err(|e| format!("malformed token: {e}"))?;
         let asymmetric = matches!(
             header.alg,
@@ -74,8 +163,8 @@ impl OauthValidator {
             return Err(format!("algorithm {:?} is not accepted", header.alg));
         }
         let jwk = match &header.kid {
-            Some(kid) => self.keys.find(kid),
-            None if self.keys.keys.len() == 1 => self.keys.keys.first(),
+            Some(kid) => keys.find(kid),
+            None if keys.keys.len() == 1 => keys.keys.first(),
             None => None,
         }
         .ok_or("no key in the JWKS matches the token")?;
@@ -94,14 +183,47 @@ impl OauthValidator {
         }
         let data = decode::<HashMap<String, serde_json::Value>>(token, &key, &v)
             .map_err(|e| format!("invalid token: {e}"))?;
+        let expires = data
+            .claims
+            .get("exp")
+            .and_then(serde_json::Value::as_u64)
+            .map(|s| UNIX_EPOCH + Duration::from_secs(s))
+            .ok_or("the token has no numeric `exp` claim")?;
         match data.claims.get(&self.settings.principal_claim) {
-            Some(serde_json::Value::String(s)) if !s.is_empty() => Ok(s.clone()),
+            Some(serde_json::Value::String(s)) if !s.is_empty() => Ok((s.clone(), expires)),
             _ => Err(format!(
                 "the token has no `{}` claim",
                 self.settings.principal_claim
             )),
         }
     }
+}
+
+/// Reads a JWKS from its source; it must hold at least one key.
+async fn read_jwks(source: &JwksSource, http: &reqwest::Client) -> Result<JwkSet, OauthError> {
+    let err = |reason: String| OauthError::Jwks {
+        source_name: source.to_string(),
+        reason,
+    };
+    let text = match source {
+        JwksSource::File(path) => tokio::fs::read_to_string(path)
+            .await
+            .map_err(|e| err(e.to_string()))?,
+        JwksSource::Url(url) => {
+            let resp = http
+                .get(url)
+                .send()
+                .await
+                .and_then(reqwest::Response::error_for_status)
+                .map_err(|e| err(e.to_string()))?;
+            resp.text().await.map_err(|e| err(e.to_string()))?
+        }
+    };
+    let keys: JwkSet = serde_json::from_str(&text).map_err(|e| err(e.to_string()))?;
+    if keys.keys.is_empty() {
+        return Err(err("no key in the JWKS".into()));
+    }
+    Ok(keys)
 }
 
 /// The bearer token of an OAUTHBEARER client-first message

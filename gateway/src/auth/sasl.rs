@@ -13,7 +13,7 @@ use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use kafscale_controlplane::Metadata;
 use std::net::IpAddr;
 use std::num::NonZeroU32;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 /// A SASL mechanism the gateway can enable.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -72,8 +72,13 @@ pub enum Exchange {
 pub enum Step {
     /// Send these bytes and wait for the next token.
     Continue(Vec<u8>),
-    /// Authenticated as `user`; send these (final) bytes.
-    Done { user: String, reply: Vec<u8> },
+    /// Authenticated as `user`; send these (final) bytes. `expires`: when
+    /// the credential itself stops being valid (an OAUTHBEARER token).
+    Done {
+        user: String,
+        reply: Vec<u8>,
+        expires: Option<SystemTime>,
+    },
     /// Refused; the message is for the client (nothing secret in it).
     Failed(String),
 }
@@ -86,7 +91,10 @@ pub struct Authenticator {
     /// Addresses that failed too often, until when they are refused.
     blocked: DashMap<IpAddr, Instant>,
     metrics: prometheus::IntCounterVec,
-    oauth: Option<super::oauth::OauthValidator>,
+    oauth: Option<std::sync::Arc<super::oauth::OauthValidator>>,
+    /// Longest session before re-authentication (KIP-368); none: sessions
+    /// never expire.
+    max_reauth: Option<Duration>,
 }
 
 /// How long an address that failed too often is refused.
@@ -115,11 +123,32 @@ impl Authenticator {
             blocked: DashMap::new(),
             metrics,
             oauth: None,
+            max_reauth: None,
         }
     }
 
+    /// The same authenticator ending sessions after `max` (Kafka's
+    /// `connections.max.reauth.ms`): clients re-authenticate in time, or
+    /// their connection is closed.
+    pub fn with_max_reauth(mut self, max: Option<Duration>) -> Self {
+        self.max_reauth = max.filter(|d| !d.is_zero());
+        self
+    }
+
+    /// How long a session established now lasts: the re-authentication
+    /// period, shortened to the credential's own expiry; none without a
+    /// period (as Kafka, which then ignores token expiry too).
+    pub fn session_lifetime(&self, credential_expires: Option<SystemTime>) -> Option<Duration> {
+        let max = self.max_reauth?;
+        let left = credential_expires.map(|t| {
+            t.duration_since(SystemTime::now())
+                .unwrap_or(Duration::ZERO)
+        });
+        Some(left.map_or(max, |l| l.min(max)))
+    }
+
     /// The same authenticator validating OAUTHBEARER tokens with `oauth`.
-    pub fn with_oauth(mut self, oauth: super::oauth::OauthValidator) -> Self {
+    pub fn with_oauth(mut self, oauth: std::sync::Arc<super::oauth::OauthValidator>) -> Self {
         self.oauth = Some(oauth);
         self
     }
@@ -171,9 +200,11 @@ impl Authenticator {
             Exchange::Start(SaslMechanism::Plain) => {
                 (SaslMechanism::Plain, None, self.plain(token).await)
             }
-            Exchange::Start(SaslMechanism::OAuthBearer) => {
-                (SaslMechanism::OAuthBearer, None, self.oauthbearer(token))
-            }
+            Exchange::Start(SaslMechanism::OAuthBearer) => (
+                SaslMechanism::OAuthBearer,
+                None,
+                self.oauthbearer(token).await,
+            ),
             Exchange::Start(m @ SaslMechanism::Scram(s)) => {
                 match self.scram_first(s, token).await {
                     Ok((server, reply)) => (
@@ -188,7 +219,11 @@ impl Authenticator {
                 let m = SaslMechanism::Scram(server.mechanism());
                 let user = server.user().to_string();
                 let step = match server.finish(token) {
-                    Ok(reply) => Step::Done { user, reply },
+                    Ok(reply) => Step::Done {
+                        user,
+                        reply,
+                        expires: None,
+                    },
                     Err(e) => Step::Failed(failure_message(m, &e.to_string())),
                 };
                 (m, None, step)
@@ -236,6 +271,7 @@ impl Authenticator {
                         Step::Done {
                             user: user.to_string(),
                             reply: Vec::new(),
+                            expires: None,
                         }
                     } else {
                         Step::Failed(failure_message(m, "invalid credentials"))
@@ -248,7 +284,7 @@ impl Authenticator {
         Step::Failed(failure_message(m, "invalid credentials"))
     }
 
-    fn oauthbearer(&self, token: &[u8]) -> Step {
+    async fn oauthbearer(&self, token: &[u8]) -> Step {
         let m = SaslMechanism::OAuthBearer;
         let Some(oauth) = &self.oauth else {
             return Step::Failed(failure_message(m, "no JWKS configured"));
@@ -256,10 +292,11 @@ impl Authenticator {
         let Some(bearer) = super::oauth::bearer_token(token) else {
             return Step::Failed(failure_message(m, "no bearer token"));
         };
-        match oauth.validate(bearer) {
-            Ok(user) => Step::Done {
+        match oauth.validate(bearer).await {
+            Ok((user, expires)) => Step::Done {
                 user,
                 reply: Vec::new(),
+                expires: Some(expires),
             },
             Err(why) => Step::Failed(failure_message(m, &why)),
         }

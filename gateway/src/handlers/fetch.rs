@@ -221,5 +221,6 @@ pub async fn handle(ctx: &Ctx<'_>, req: FetchRequest) -> FetchResponse {
             ctx.metrics.fetched(name, bytes);
         }
     }
+    resp.throttle_time_ms = ctx.quota.fetched(answered);
     resp
 }

@@ -3,6 +3,7 @@
 pub mod acls;
 pub mod admin_topics;
 pub mod api_versions;
+pub mod client_quotas;
 pub mod configs;
 pub mod create_topics;
 pub mod delete_records;
@@ -185,6 +186,14 @@ pub async fn handle(ctx: &Ctx<'_>, key: ApiKey, cid: i32, body: &mut Bytes) -> O
                 None => Outcome::Close,
             }
         }
+        ApiKey::DescribeClientQuotas => match decode::<DescribeClientQuotasRequest>(body, v) {
+            Some(r) => encode(cid, v, &client_quotas::describe(ctx, r).await),
+            None => Outcome::Close,
+        },
+        ApiKey::AlterClientQuotas => match decode::<AlterClientQuotasRequest>(body, v) {
+            Some(r) => encode(cid, v, &client_quotas::alter(ctx, r).await),
+            None => Outcome::Close,
+        },
         ApiKey::InitProducerId => match decode::<InitProducerIdRequest>(body, v) {
             Some(r) => encode(cid, v, &init_producer_id::handle(ctx, r).await),
             None => Outcome::Close,

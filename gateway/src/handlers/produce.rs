@@ -96,6 +96,7 @@ pub async fn handle(ctx: &Ctx<'_>, req: ProduceRequest) -> ProduceResponse {
             Err(e) => pr.error_code = e.write_code(),
         }
     }
+    resp.throttle_time_ms = ctx.quota.produce_throttle_ms();
     resp
 }
 
@@ -207,6 +208,7 @@ mod tests {
                 crate::auth::ANONYMOUS,
                 Sequenced::new(tx),
                 &RequestBudget::unlimited(),
+                &Default::default(),
             )
             .await
         else {

@@ -14,6 +14,7 @@
 //! answer with stored v2 batches down-converted to magic 0 or 1
 //! ([`down_convert`]).
 
+pub mod acls;
 pub mod admin;
 pub mod compression;
 pub mod down_convert;
@@ -40,6 +41,9 @@ const OLDEST: &[(ApiKey, i16)] = &[
     (ApiKey::DescribeConfigs, 0),
     (ApiKey::DescribeLogDirs, 0),
     (ApiKey::AlterReplicaLogDirs, 0),
+    (ApiKey::DescribeAcls, 0),
+    (ApiKey::CreateAcls, 0),
+    (ApiKey::DeleteAcls, 0),
 ];
 
 /// The lowest version of `key` served here, if it has old versions.
@@ -62,6 +66,9 @@ pub fn reads(key: ApiKey, version: i16, body: &mut Bytes) -> bool {
         ApiKey::DescribeConfigs => admin::read_describe_configs(body).is_some(),
         ApiKey::DescribeLogDirs => decode::<DescribeLogDirsRequest>(body, 1).is_some(),
         ApiKey::AlterReplicaLogDirs => decode::<AlterReplicaLogDirsRequest>(body, 1).is_some(),
+        ApiKey::DescribeAcls => acls::read_describe(body).is_ok(),
+        ApiKey::CreateAcls => acls::read_create(body).is_ok(),
+        ApiKey::DeleteAcls => acls::read_delete(body).is_ok(),
         _ => false,
     }
 }
@@ -107,6 +114,9 @@ pub async fn handle(ctx: &Ctx<'_>, key: ApiKey, cid: i32, body: &mut Bytes) -> O
         ApiKey::DescribeConfigs => admin::describe_configs(ctx, cid, body).await,
         ApiKey::DescribeLogDirs => admin::describe_log_dirs(ctx, cid, body).await,
         ApiKey::AlterReplicaLogDirs => admin::alter_replica_log_dirs(ctx, cid, body),
+        ApiKey::DescribeAcls => acls::describe(ctx, cid, body).await,
+        ApiKey::CreateAcls => acls::create(ctx, cid, body).await,
+        ApiKey::DeleteAcls => acls::delete(ctx, cid, body).await,
         _ => Outcome::Close,
     })
 }

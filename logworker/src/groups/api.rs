@@ -436,6 +436,9 @@ impl GroupCoordinator {
             });
             sequenced.fire();
             let outcome = match checked {
+                // No such group and a generation given: from v9 (KIP-848)
+                // Kafka says so, before it answered ILLEGAL_GENERATION.
+                None if v >= 9 => Err(E::GroupIdNotFound.code()),
                 None => Err(ILLEGAL_GENERATION),
                 Some(Err(code)) => Err(code),
                 Some(Ok(write)) => durable(write).await,
@@ -633,8 +636,18 @@ impl GroupCoordinator {
         let wanted: Vec<String> = r
             .states_filter
             .iter()
-            .map(|s| s.to_ascii_lowercase())
+            .map(|s| s.trim().to_ascii_lowercase())
             .collect();
+        // v5's group types (KIP-848), case-insensitive as in Kafka: every
+        // group here is a classic one.
+        if !r.types_filter.is_empty()
+            && !r
+                .types_filter
+                .iter()
+                .any(|t| t.eq_ignore_ascii_case("classic"))
+        {
+            return ListGroupsResponse::default();
+        }
         let mut resp = ListGroupsResponse::default();
         for slot in self.slots.iter().map(|s| s.clone()).collect::<Vec<_>>() {
             let ids: Vec<String> = slot.groups.iter().map(|g| g.key().clone()).collect();

@@ -16,11 +16,13 @@ use crate::completion::{wait_durable, Completion, WalError};
 use crate::partition::PartitionLog;
 use crate::reader;
 use crate::wal::writer::WalWriter;
+use bytes::Bytes;
 use dashmap::DashMap;
 use group::{Committed, Group, GroupConfig, RestoredMember};
 use kafka_protocol::error::ResponseError;
 use kafscale_controlplane::metadata::now_ms;
 use records::{KeyValue, Replayed};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::watch;
@@ -125,19 +127,32 @@ impl GroupCoordinator {
         let hwm = log.high_watermark();
         let mut offset = log.log_start_offset();
         let mut records = 0usize;
+        // Keys of live records in the pre-Kafka-schema format.
+        let mut legacy: HashMap<Bytes, LegacyKey> = HashMap::new();
         while offset < hwm {
             let data = reader::read(&self.source, &log, offset, 8 << 20, true).await?;
             if data.is_empty() {
                 break;
             }
             let decoded = records::decode(data)?;
-            let Some(last) = decoded.last().map(|(o, _)| *o) else {
+            let Some(last) = decoded.last().map(|d| d.offset) else {
                 break;
             };
-            for (o, r) in decoded {
-                if o >= offset {
+            for d in decoded {
+                if d.offset >= offset {
                     records += 1;
-                    apply_replayed(&slot, o, r, now);
+                    // An old key whose last record is a tombstone needs no
+                    // rewriting: the cleaner drops both in time.
+                    match d.legacy_key {
+                        Some(k) if d.record.is_tombstone() => {
+                            legacy.remove(&k);
+                        }
+                        Some(k) => {
+                            legacy.insert(k, LegacyKey::of(&d.record));
+                        }
+                        None => {}
+                    }
+                    apply_replayed(&slot, d.offset, d.record, now);
                 }
             }
             if last < offset {
@@ -146,6 +161,9 @@ impl GroupCoordinator {
             offset = last + 1;
         }
         slot.groups.retain(|_, g| !lock(g).is_unused());
+        if !legacy.is_empty() {
+            self.migrate(&slot, legacy).await?;
+        }
         let level_info = records > 0;
         if level_info {
             tracing::info!(
@@ -167,6 +185,62 @@ impl GroupCoordinator {
             lock(g.value()).replayed();
         }
         self.slots.insert(log.id.partition, slot);
+        Ok(())
+    }
+
+    /// Rewrites the live records of `legacy` keys (a log written before the
+    /// coordinator used Kafka's schemas) in Kafka's format, each after a
+    /// tombstone of its old key, so the log cleaner drops the old records
+    /// and replay ends in the same state (the tombstone first, then the
+    /// record; after a group's tombstone, which drops its offsets on
+    /// replay, the group and all its offsets). Runs before the slot is
+    /// served; durable before it returns.
+    async fn migrate(
+        &self,
+        slot: &Slot,
+        legacy: HashMap<Bytes, LegacyKey>,
+    ) -> Result<(), GroupLogError> {
+        let now = now_ms();
+        let mut recs: Vec<KeyValue> = Vec::with_capacity(2 * legacy.len());
+        for (old_key, key) in &legacy {
+            recs.push((old_key.clone(), None));
+            let g = slot.groups.get(key.group()).map(|g| g.value().clone());
+            let Some(g) = g else { continue };
+            let g = lock(&g);
+            match key {
+                LegacyKey::Offset(group, topic, partition) => {
+                    if let Some(c) = g.offsets.get(&(topic.clone(), *partition)) {
+                        recs.push(records::offset(group, topic, *partition, Some(c)));
+                    }
+                }
+                // Replaying a group tombstone drops the group's offsets
+                // too: the group's whole state follows it.
+                LegacyKey::Group(group) => {
+                    recs.push(records::group(&g, None, now));
+                    recs.extend(
+                        g.offsets
+                            .iter()
+                            .map(|((t, p), c)| records::offset(group, t, *p, Some(c))),
+                    );
+                }
+            }
+        }
+        // Sections stay in one batch: a tombstone is never durable without the
+        // records that follow it.
+        for chunk in recs
+            .chunk_by(|_, b| b.1.is_some())
+            .collect::<Vec<_>>()
+            .chunks(512)
+        {
+            let recs: Vec<KeyValue> = chunk.concat();
+            let (_, done) = self.persist_raw(slot, &recs)?;
+            wait_durable(done).await?;
+        }
+        tracing::info!(
+            slot = slot.log.id.partition,
+            records = legacy.len(),
+            "coordinator log upgraded to Kafka's record schemas"
+        );
         Ok(())
     }
 
@@ -254,6 +328,22 @@ impl GroupCoordinator {
     /// Appends records to the slot's log (under the caller's group lock, so
     /// log order is state order); await the completion for durability.
     fn persist(&self, slot: &Slot, recs: &[KeyValue]) -> Result<(i64, Completion), GroupLogError> {
+        if crate::failpoint::active(PROTOBUF_RECORDS) {
+            let old: Vec<KeyValue> = recs
+                .iter()
+                .filter_map(records::protobuf::from_kafka)
+                .collect();
+            return self.persist_raw(slot, &old);
+        }
+        self.persist_raw(slot, recs)
+    }
+
+    /// [`Self::persist`] of records exactly as given.
+    fn persist_raw(
+        &self,
+        slot: &Slot,
+        recs: &[KeyValue],
+    ) -> Result<(i64, Completion), GroupLogError> {
         let data = records::batch(recs, now_ms())?;
         let infos = crate::batch::validate(&data, usize::MAX)
             .map_err(|e| records::RecordError::Batch(e.to_string()))?;
@@ -348,6 +438,37 @@ impl GroupCoordinator {
                     }
                 }
             }
+        }
+    }
+}
+
+/// The failpoint under which the coordinator writes the protobuf records of
+/// earlier releases (tests of the upgrade to Kafka's schemas).
+pub const PROTOBUF_RECORDS: &str = "groups.protobuf_records";
+
+/// What a pre-Kafka-schema record was about.
+enum LegacyKey {
+    /// group, topic, partition
+    Offset(String, String, i32),
+    Group(String),
+}
+
+impl LegacyKey {
+    fn of(r: &Replayed) -> Self {
+        match r {
+            Replayed::Offset {
+                group,
+                topic,
+                partition,
+                ..
+            } => LegacyKey::Offset(group.clone(), topic.clone(), *partition),
+            Replayed::Group { group, .. } => LegacyKey::Group(group.clone()),
+        }
+    }
+
+    fn group(&self) -> &str {
+        match self {
+            LegacyKey::Offset(g, _, _) | LegacyKey::Group(g) => g,
         }
     }
 }
