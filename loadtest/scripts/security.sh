@@ -9,7 +9,7 @@
 #   loadtest/scripts/security.sh [ROUNDS]        # default 2
 #
 # Needs release builds of `kafscale` and `kafscale-loadtest`
-# (cargo build --release --bin kafscale -p kafscale-loadtest) in
+# (cargo build --release -p kafscale --bin kafscale -p kafscale-loadtest) in
 # $CARGO_TARGET_DIR, and openssl for the test certificates. Each run starts
 # a fresh `kafscale dev` on free ports and stops it on exit.
 set -euo pipefail
