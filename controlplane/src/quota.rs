@@ -224,6 +224,9 @@ pub struct QuotaGroup {
 #[derive(Debug, Default, Clone)]
 pub struct QuotaSet {
     entities: HashMap<Entity, HashMap<QuotaKind, f64>>,
+    /// The kinds some entity sets, so lookups of unset kinds (and of an
+    /// empty set, on every request) cost nothing.
+    kinds: Vec<QuotaKind>,
 }
 
 impl QuotaSet {
@@ -243,12 +246,21 @@ impl QuotaSet {
                 .collect();
             entities.insert(entity, values);
         }
-        Self { entities }
+        let kinds = QuotaKind::ALL
+            .into_iter()
+            .filter(|k| entities.values().any(|v| v.contains_key(k)))
+            .collect();
+        Self { entities, kinds }
     }
 
     /// Whether no quota is set.
     pub fn is_empty(&self) -> bool {
-        self.entities.values().all(HashMap::is_empty)
+        self.kinds.is_empty()
+    }
+
+    /// Whether some entity sets a `kind` quota.
+    pub fn sets(&self, kind: QuotaKind) -> bool {
+        self.kinds.contains(&kind)
     }
 
     /// Every entity with its values.
@@ -304,6 +316,9 @@ impl QuotaSet {
     /// The connection creation rate for `ip` (its own entity, else the
     /// default ip entity).
     pub fn ip(&self, ip: &str) -> Option<f64> {
+        if !self.sets(QuotaKind::ConnectionCreationRate) {
+            return None;
+        }
         [Entity::Ip(Some(ip.to_string())), Entity::Ip(None)]
             .iter()
             .find_map(|e| {

@@ -317,7 +317,7 @@ impl<'a> RequestQuota<'a> {
     /// Whether a `request_percentage` quota applies (so the request's
     /// running time is to be measured).
     pub fn times_requests(&self) -> bool {
-        !self.set.is_empty()
+        self.set.sets(QuotaKind::RequestPercentage)
             && self
                 .set
                 .client(QuotaKind::RequestPercentage, self.user, self.client_id)
