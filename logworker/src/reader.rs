@@ -1,7 +1,7 @@
 //! Reading record batches back: from the tail cache when the chunk is
 //! cached, from the segment block cache, otherwise by ranged GET from the
 //! WAL object or segment (checksum verified). Reading a segment block loads
-//! the partition's next block ahead.
+//! the partition's next blocks ahead.
 
 use crate::batch;
 use crate::metrics::Metrics;
@@ -53,7 +53,7 @@ pub async fn chunk_bytes(src: &Source, c: &ChunkRef) -> Result<Bytes, ReadError>
     }
     let block = is_segment_block(c);
     if block {
-        if let Some(b) = src.blocks.get(&c.object, c.entry.position) {
+        if let Some(b) = src.blocks.get_or_wait(&c.object, c.entry.position).await {
             src.metrics
                 .cache_reads
                 .with_label_values(&["block_cache"])
@@ -82,31 +82,36 @@ async fn fetch(store: &dyn ObjectStore, c: &ChunkRef) -> Result<Bytes, ReadError
     Ok(data)
 }
 
-/// Loads the partition's segment block after `offset` into the block cache
-/// in the background (read-ahead for sequential readers).
+/// Segment blocks a sequential reader keeps loading ahead of itself: enough
+/// that a consumer catching up from storage waits for one GET's latency per
+/// `READ_AHEAD_BLOCKS` blocks rather than per block.
+pub const READ_AHEAD_BLOCKS: usize = 4;
+
+/// Loads the partition's next [`READ_AHEAD_BLOCKS`] segment blocks after
+/// `offset` into the block cache in the background (read-ahead for
+/// sequential readers); blocks cached or already loading are skipped.
 fn read_ahead(src: &Source, log: &PartitionLog, offset: i64) {
-    let Some(next) = log.chunks_from(offset, 1).into_iter().next() else {
-        return;
-    };
-    if next.cached.is_some()
-        || !is_segment_block(&next)
-        || !src.blocks.begin_load(&next.object, next.entry.position)
-    {
-        return;
-    }
-    let src = src.clone();
-    tokio::spawn(async move {
-        match fetch(src.store.as_ref(), &next).await {
-            Ok(data) => {
-                src.metrics
-                    .cache_reads
-                    .with_label_values(&["read_ahead"])
-                    .inc();
-                src.blocks.insert(&next.object, next.entry.position, data);
-            }
-            Err(_) => src.blocks.end_load(&next.object, next.entry.position),
+    for next in log.chunks_from(offset, READ_AHEAD_BLOCKS) {
+        if next.cached.is_some() || !is_segment_block(&next) {
+            return;
         }
-    });
+        if !src.blocks.begin_load(&next.object, next.entry.position) {
+            continue;
+        }
+        let src = src.clone();
+        tokio::spawn(async move {
+            match fetch(src.store.as_ref(), &next).await {
+                Ok(data) => {
+                    src.metrics
+                        .cache_reads
+                        .with_label_values(&["read_ahead"])
+                        .inc();
+                    src.blocks.insert(&next.object, next.entry.position, data);
+                }
+                Err(_) => src.blocks.end_load(&next.object, next.entry.position),
+            }
+        });
+    }
 }
 
 /// Whole batches holding offsets ≥ `offset` (and below the high watermark),
@@ -177,6 +182,22 @@ pub async fn read(
     })
 }
 
+/// The longest prefix of `records` (whole batches) that fits in `budget`
+/// bytes.
+pub fn whole_batches_within(records: Bytes, budget: usize) -> Bytes {
+    if records.len() <= budget {
+        return records;
+    }
+    let mut end = 0usize;
+    for b in batch::iter_batches(records.clone()) {
+        if end + b.len() > budget {
+            break;
+        }
+        end += b.len();
+    }
+    records.slice(..end)
+}
+
 /// First (offset, timestamp) whose timestamp is ≥ `target`, scanning in offset order.
 pub async fn offset_for_timestamp(
     src: &Source,
@@ -224,4 +245,30 @@ pub async fn max_timestamp_offset(
         }
     }
     Ok(None)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Whole fake batches of the given sizes (only the length field is real).
+    fn batches(sizes: &[usize]) -> Bytes {
+        let mut out = BytesMut::new();
+        for &n in sizes {
+            let mut b = vec![0u8; n];
+            b[8..12].copy_from_slice(&((n - 12) as i32).to_be_bytes());
+            out.extend_from_slice(&b);
+        }
+        out.freeze()
+    }
+
+    #[test]
+    fn a_budget_keeps_only_whole_batches() {
+        let all = batches(&[100, 200, 300]);
+        assert_eq!(whole_batches_within(all.clone(), 600).len(), 600);
+        assert_eq!(whole_batches_within(all.clone(), 599).len(), 300);
+        assert_eq!(whole_batches_within(all.clone(), 300).len(), 300);
+        assert_eq!(whole_batches_within(all.clone(), 99).len(), 0);
+        assert_eq!(whole_batches_within(all, 0).len(), 0);
+    }
 }

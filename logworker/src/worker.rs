@@ -17,6 +17,7 @@ use crate::reader;
 use crate::recovery::StreamCatalog;
 use crate::wal::writer::{WalConfig, WalWriter};
 use dashmap::DashMap;
+use futures::StreamExt as _;
 use kafka_protocol::error::ResponseError;
 use kafscale_controlplane::metadata::now_ms;
 use kafscale_controlplane::{MetaError, Metadata};
@@ -26,6 +27,9 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
 use uuid::Uuid;
+
+/// Partition reads of one fetch that run at once.
+const FETCH_READS: usize = 8;
 
 /// Worker settings.
 #[derive(Debug, Clone)]
@@ -388,7 +392,6 @@ impl Worker {
     }
 
     async fn fetch_once(&self, req: &pb::FetchRequest) -> (pb::FetchResponse, usize, bool) {
-        let mut total = 0usize;
         let mut errors = false;
         let max_total = if req.max_bytes > 0 {
             req.max_bytes as usize
@@ -396,6 +399,8 @@ impl Worker {
             usize::MAX
         };
         let mut out = Vec::with_capacity(req.partitions.len());
+        // (index in `out`, log, fetch offset, partition limit) of each read.
+        let mut to_read = Vec::new();
         for p in &req.partitions {
             let mut r = pb::FetchPartitionResult {
                 partition: p.partition.clone(),
@@ -421,22 +426,47 @@ impl Worker {
             if p.fetch_offset < start || p.fetch_offset > hwm {
                 r.error_code = code(ResponseError::OffsetOutOfRange);
                 errors = true;
-            } else if p.fetch_offset < hwm && total < max_total {
-                let limit = (p.max_bytes.max(0) as usize).min(max_total - total);
-                match reader::read(&self.source, &log, p.fetch_offset, limit, total == 0).await {
-                    Ok(records) => {
-                        total += records.len();
-                        self.metrics.fetched_bytes.inc_by(records.len() as u64);
-                        r.records = records;
-                    }
-                    Err(e) => {
-                        tracing::error!(error = %e, topic = %log.topic, "fetch read failed");
-                        r.error_code = i32::from(e.kafka_code());
-                        errors = true;
-                    }
-                }
+            } else if p.fetch_offset < hwm {
+                let limit = p.max_bytes.max(0) as usize;
+                to_read.push((out.len(), log, p.fetch_offset, limit));
             }
             out.push(r);
+        }
+        // Partitions are read concurrently (a cold read waits for storage,
+        // once per partition rather than once after another), each up to its
+        // own limit; the request's byte budget is then applied in request
+        // order, with KIP-74's oversized first batch for the first non-empty
+        // partition only. At most FETCH_READS reads are ahead of the budget.
+        let source = &self.source;
+        let mut reads = futures::stream::iter(to_read.into_iter().map(
+            |(i, log, offset, limit)| async move {
+                let res = reader::read(source, &log, offset, limit.min(max_total), true).await;
+                (i, log, limit, res)
+            },
+        ))
+        .buffered(FETCH_READS);
+        let mut total = 0usize;
+        while total < max_total {
+            let Some((i, log, limit, res)) = reads.next().await else {
+                break;
+            };
+            match res {
+                Ok(records) => {
+                    let records = if total == 0 {
+                        records
+                    } else {
+                        reader::whole_batches_within(records, limit.min(max_total - total))
+                    };
+                    total += records.len();
+                    self.metrics.fetched_bytes.inc_by(records.len() as u64);
+                    out[i].records = records;
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, topic = %log.topic, "fetch read failed");
+                    out[i].error_code = i32::from(e.kafka_code());
+                    errors = true;
+                }
+            }
         }
         (pb::FetchResponse { partitions: out }, total, errors)
     }

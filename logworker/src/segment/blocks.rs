@@ -1,21 +1,29 @@
 //! A bounded cache of segment blocks (`KAFSCALE_SEGMENT_CACHE_BYTES`), least
 //! recently used out first, with read-ahead: a consumer reading a segment
-//! block gets the next block of the partition loaded in the background, so a
-//! sequential catch-up read waits for S3 about once per block rather than
-//! once per fetch. Blocks are verified (CRC32C) before they are cached.
+//! block gets the next blocks of the partition loaded in the background
+//! (`reader::READ_AHEAD_BLOCKS`), so a sequential catch-up read rarely waits
+//! for S3, and a reader that needs a block being loaded waits for that load
+//! instead of reading it a second time. Blocks are verified (CRC32C) before they are cached.
 
 use bytes::Bytes;
 use lru::LruCache;
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+use tokio::sync::Notify;
+
+/// How long a reader waits for a read-ahead of the block it needs before
+/// reading the block itself.
+const LOAD_WAIT: Duration = Duration::from_secs(5);
 
 type Key = (Arc<str>, u64);
 
 struct Inner {
     lru: LruCache<Key, Bytes>,
     bytes: usize,
-    /// Blocks a read-ahead is loading (so none is loaded twice at once).
-    loading: HashSet<Key>,
+    /// Blocks a read-ahead is loading (so none is loaded twice at once),
+    /// with the signal of the load's end for readers waiting on it.
+    loading: HashMap<Key, Arc<Notify>>,
 }
 
 /// Segment blocks by (object, position).
@@ -32,7 +40,7 @@ impl BlockCache {
             inner: Mutex::new(Inner {
                 lru: LruCache::unbounded(),
                 bytes: 0,
-                loading: HashSet::new(),
+                loading: HashMap::new(),
             }),
         }
     }
@@ -46,17 +54,44 @@ impl BlockCache {
         self.lock().lru.get(&(object.clone(), position)).cloned()
     }
 
+    /// The cached block, or, while a read-ahead loads it, the block once
+    /// that load ends (`None` if it failed or took longer than
+    /// [`LOAD_WAIT`]: the caller reads the block itself).
+    pub async fn get_or_wait(&self, object: &Arc<str>, position: u64) -> Option<Bytes> {
+        let key = (object.clone(), position);
+        let notify;
+        let loaded;
+        {
+            let mut g = self.lock();
+            if let Some(b) = g.lru.get(&key) {
+                return Some(b.clone());
+            }
+            notify = g.loading.get(&key)?.clone();
+            // Created under the lock, so the end of the load cannot be missed.
+            loaded = notify.notified();
+        }
+        let _ = tokio::time::timeout(LOAD_WAIT, loaded).await;
+        self.get(object, position)
+    }
+
+    /// Ends a claimed load and wakes the readers waiting on it.
+    fn finish_load(g: &mut Inner, key: &Key) {
+        if let Some(n) = g.loading.remove(key) {
+            n.notify_waiters();
+        }
+    }
+
     /// Caches a verified block, evicting the least recently used ones; a
     /// block larger than a quarter of the cache is not kept.
     pub fn insert(&self, object: &Arc<str>, position: u64, block: Bytes) {
-        if block.len() > self.limit / 4 {
-            return;
-        }
         let mut g = self.lock();
         let key = (object.clone(), position);
-        g.loading.remove(&key);
+        if block.len() > self.limit / 4 {
+            Self::finish_load(&mut g, &key);
+            return;
+        }
         g.bytes += block.len();
-        if let Some(old) = g.lru.put(key, block) {
+        if let Some(old) = g.lru.put(key.clone(), block) {
             g.bytes -= old.len();
         }
         while g.bytes > self.limit {
@@ -65,6 +100,7 @@ impl BlockCache {
                 None => break,
             }
         }
+        Self::finish_load(&mut g, &key);
     }
 
     /// Claims a read-ahead of the block: false if it is cached or being
@@ -75,15 +111,16 @@ impl BlockCache {
         }
         let mut g = self.lock();
         let key = (object.clone(), position);
-        if g.lru.contains(&key) {
+        if g.lru.contains(&key) || g.loading.contains_key(&key) {
             return false;
         }
-        g.loading.insert(key)
+        g.loading.insert(key, Arc::new(Notify::new()));
+        true
     }
 
     /// Gives up a claimed read-ahead (the load failed).
     pub fn end_load(&self, object: &Arc<str>, position: u64) {
-        self.lock().loading.remove(&(object.clone(), position));
+        Self::finish_load(&mut self.lock(), &(object.clone(), position));
     }
 
     /// Bytes held.
@@ -95,6 +132,37 @@ impl BlockCache {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_reader_waits_for_the_load_in_flight() {
+        let c = Arc::new(BlockCache::new(400));
+        let o: Arc<str> = Arc::from("seg");
+        assert_eq!(
+            c.get_or_wait(&o, 1).await,
+            None,
+            "neither cached nor loading"
+        );
+        assert!(c.begin_load(&o, 1));
+        let waiter = tokio::spawn({
+            let (c, o) = (c.clone(), o.clone());
+            async move { c.get_or_wait(&o, 1).await }
+        });
+        tokio::task::yield_now().await;
+        c.insert(&o, 1, Bytes::from_static(b"block"));
+        assert_eq!(
+            waiter.await.ok().flatten(),
+            Some(Bytes::from_static(b"block"))
+        );
+        // A failed load wakes its waiters with nothing.
+        assert!(c.begin_load(&o, 2));
+        let waiter = tokio::spawn({
+            let (c, o) = (c.clone(), o.clone());
+            async move { c.get_or_wait(&o, 2).await }
+        });
+        tokio::task::yield_now().await;
+        c.end_load(&o, 2);
+        assert_eq!(waiter.await.ok().flatten(), None);
+    }
 
     #[test]
     fn the_least_recently_used_blocks_leave_first() {
