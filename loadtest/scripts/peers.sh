@@ -14,6 +14,7 @@
 #   cargo build --release -p kafscale --bin kafscale -p kafscale-loadtest
 #   loadtest/scripts/peers.sh                 # 3 rounds, ~25 minutes
 #   ROUNDS=1 SYSTEMS="dev tansu-mem" RECORDS=100000 loadtest/scripts/peers.sh
+#   KS_BIN=/path/to/other/kafscale SYSTEMS=dist ...   # another build of ours
 #
 # Per system and round:
 #   lg-produce   our load generator, RECORDS x 1 KiB, PARTITIONS partitions,
@@ -38,7 +39,7 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 ROOT=$PWD
 T=${CARGO_TARGET_DIR:-$HOME/.cache/kafscale-target}
-KS=$T/release/kafscale
+KS=${KS_BIN:-$T/release/kafscale}
 LT=$T/release/kafscale-loadtest
 PROXY=$T/release/s3-count-proxy
 PEERS=${KS_PEERS_DIR:-$HOME/.cache/kafscale-peers}
@@ -111,9 +112,9 @@ start_s3() {
   rm -rf "$OUT/s3" && mkdir -p "$OUT/s3/bench"
   "$PEERS/bin/s3s-fs" --host 127.0.0.1 --port $S3_PORT --access-key k --secret-key s "$OUT/s3" \
     >"$OUT/s3s-fs.log" 2>&1 &
-  INFRA_PIDS+=($!)
+  INFRA_PIDS+=($!); disown
   "$PROXY" 127.0.0.1:$PROXY_PORT 127.0.0.1:$S3_PORT >"$OUT/proxy.log" 2>&1 &
-  PROXY_PID=$!
+  PROXY_PID=$!; disown
   for _ in $(seq 50); do curl -sf "http://127.0.0.1:$PROXY_PORT/__counts" >/dev/null && break; sleep 0.1; done
 }
 
@@ -123,7 +124,7 @@ start() { # system
   case $1 in
     dist)
       start_s3
-      KS_BENCH_DIR=$OUT/cluster KS_S3_ENDPOINT=http://127.0.0.1:$PROXY_PORT \
+      KAFSCALE_BIN=$KS KS_BENCH_DIR=$OUT/cluster KS_S3_ENDPOINT=http://127.0.0.1:$PROXY_PORT \
         loadtest/scripts/cluster.sh start "$DIST_WORKERS" "$DIST_GATEWAYS" >/dev/null
       INFRA_PIDS+=("$(cat "$OUT/cluster/etcd.pid")") ;;
     tansu-s3) start_s3 ;;
@@ -136,7 +137,7 @@ start_server() { # system: its own processes, on the state left by the last ones
     dev)
       KAFSCALE_DATA_DIR=$OUT/dev KAFSCALE_KAFKA_ADDR=$BROKER KAFSCALE_HTTP_ADDR=127.0.0.1:22600 \
         KAFSCALE_ADVERTISED_HOST=127.0.0.1 "$KS" dev >>"$OUT/dev.log" 2>&1 &
-      SYS_PIDS=($!) ;;
+      SYS_PIDS=($!); disown ;;
     dist)
       SYS_PIDS=()
       for f in "$OUT"/cluster/w*.pid "$OUT"/cluster/g*.pid; do SYS_PIDS+=("$(cat "$f")"); done ;;
@@ -148,7 +149,7 @@ start_server() { # system: its own processes, on the state left by the last ones
         "$PEERS/bin/tansu" broker --storage-engine "$engine" \
         --listener-url tcp://$BROKER --advertised-listener-url tcp://$BROKER \
         >>"$OUT/$1.log" 2>&1 &
-      SYS_PIDS=($!) ;;
+      SYS_PIDS=($!); disown ;;
   esac
   wait_kafka
 }
