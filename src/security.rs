@@ -323,4 +323,37 @@ mod tests {
         assert!(parse_users("nopassword").is_err());
         assert!(parse_users(":x").is_err());
     }
+
+    #[test]
+    fn internal_tls_settings_are_checked_per_role() {
+        let path = |p: &str| Some(PathBuf::from(p));
+        let none = InternalTlsArgs::default();
+        assert!(none.server().expect("plaintext worker").is_none());
+        assert!(none.client().expect("plaintext gateway").is_none());
+        // A certificate without its key (or the other way round).
+        let half = InternalTlsArgs {
+            internal_tls_cert_file: path("cert.pem"),
+            ..Default::default()
+        };
+        assert!(half.server().is_err() && half.client().is_err());
+        // A worker cannot require client certificates without serving TLS.
+        let ca_only = InternalTlsArgs {
+            internal_tls_ca_file: path("ca.pem"),
+            ..Default::default()
+        };
+        assert!(ca_only.server().is_err());
+        // A gateway cannot verify workers without a CA.
+        let no_ca = InternalTlsArgs {
+            internal_tls_cert_file: path("cert.pem"),
+            internal_tls_key_file: path("key.pem"),
+            ..Default::default()
+        };
+        assert!(no_ca.client().is_err());
+        let http = HttpArgs {
+            http_addr: "127.0.0.1:0".into(),
+            http_tls_key_file: path("key.pem"),
+            ..Default::default()
+        };
+        assert!(http.acceptor().is_err());
+    }
 }
