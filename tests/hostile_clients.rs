@@ -417,12 +417,7 @@ async fn tls_handshakes_that_never_finish_are_closed_by_the_auth_timeout() {
             .env("KAFSCALE_TLS_CERT_FILE", pki.arg("server.pem"))
             .env("KAFSCALE_TLS_KEY_FILE", pki.arg("server.key"))
             .env("KAFSCALE_AUTH_TIMEOUT_MS", AUTH_TIMEOUT_MS)
-            .env("KAFSCALE_INTERNAL_TLS_CERT_FILE", pki.arg("server.pem"))
-            .env("KAFSCALE_INTERNAL_TLS_KEY_FILE", pki.arg("server.key"))
-            .env("KAFSCALE_INTERNAL_TLS_CA_FILE", pki.arg("ca.pem"))
-            .env("KAFSCALE_HTTP_TLS_CERT_FILE", pki.arg("server.pem"))
-            .env("KAFSCALE_HTTP_TLS_KEY_FILE", pki.arg("server.key"))
-            .https_ca(pki.path("ca.pem")),
+            .internal_and_http_tls(&pki, "server", "server"),
     )
     .await;
     let (b, ca_file) = (server.bootstrap(), pki.arg("ca.pem"));

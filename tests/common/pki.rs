@@ -50,3 +50,29 @@ impl TestPki {
         self.path(file).display().to_string()
     }
 }
+
+impl DevOptions {
+    /// TLS on dev's internal gRPC, mutual, with the certificate `<cert>` of
+    /// the CA `ca.pem`, and on its HTTP endpoint with `<http>` (probed over
+    /// HTTPS trusting `ca.pem`).
+    pub fn internal_and_http_tls(self, pki: &TestPki, cert: &str, http: &str) -> Self {
+        self.env(
+            "KAFSCALE_INTERNAL_TLS_CERT_FILE",
+            pki.arg(&format!("{cert}.pem")),
+        )
+        .env(
+            "KAFSCALE_INTERNAL_TLS_KEY_FILE",
+            pki.arg(&format!("{cert}.key")),
+        )
+        .env("KAFSCALE_INTERNAL_TLS_CA_FILE", pki.arg("ca.pem"))
+        .env(
+            "KAFSCALE_HTTP_TLS_CERT_FILE",
+            pki.arg(&format!("{http}.pem")),
+        )
+        .env(
+            "KAFSCALE_HTTP_TLS_KEY_FILE",
+            pki.arg(&format!("{http}.key")),
+        )
+        .https_ca(pki.path("ca.pem"))
+    }
+}
