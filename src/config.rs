@@ -214,6 +214,10 @@ pub struct KafkaArgs {
         default_value_t = 600_000
     )]
     pub connections_max_idle_ms: u64,
+    /// A TLS handshake, or a SASL authentication on SASL listeners, that has
+    /// not finished this long after the connection opened closes it.
+    #[arg(long, env = "KAFSCALE_AUTH_TIMEOUT_MS", default_value_t = 30_000)]
+    pub auth_timeout_ms: u64,
     /// Largest fetch response (Kafka's broker `fetch.max.bytes`).
     #[arg(long, env = "KAFSCALE_FETCH_MAX_BYTES", default_value_t = 57_671_680)]
     pub fetch_max_bytes: usize,
@@ -257,12 +261,13 @@ pub struct DevArgs {
     pub data_dir: PathBuf,
     #[command(flatten)]
     pub kafka: KafkaArgs,
-    /// HTTP listen address for /metrics, /healthz, /readyz.
-    #[arg(long, env = "KAFSCALE_HTTP_ADDR", default_value = "0.0.0.0:9093")]
-    pub http_addr: String,
+    #[command(flatten)]
+    pub http: crate::security::HttpArgs,
     /// Internal gateway→worker gRPC listen address (loopback in dev).
     #[arg(long, env = "KAFSCALE_GRPC_ADDR", default_value = "127.0.0.1:0")]
     pub grpc_addr: String,
+    #[command(flatten)]
+    pub internal_tls: crate::security::InternalTlsArgs,
     #[command(flatten)]
     pub wal: WalArgs,
     /// Default max.message.bytes of topics.
@@ -351,12 +356,13 @@ pub struct LogworkerArgs {
     /// name in place of an unspecified IP).
     #[arg(long, env = "KAFSCALE_GRPC_ADVERTISED_ADDR")]
     pub grpc_advertised_addr: Option<String>,
-    /// HTTP listen address for /metrics, /healthz, /readyz.
-    #[arg(long, env = "KAFSCALE_HTTP_ADDR", default_value = "0.0.0.0:9093")]
-    pub http_addr: String,
+    #[command(flatten)]
+    pub http: crate::security::HttpArgs,
     /// Stable worker id (default: generated at start).
     #[arg(long, env = "KAFSCALE_WORKER_ID")]
     pub worker_id: Option<String>,
+    #[command(flatten)]
+    pub internal_tls: crate::security::InternalTlsArgs,
     #[command(flatten)]
     pub etcd: EtcdArgs,
     #[command(flatten)]
@@ -380,9 +386,8 @@ pub struct LogworkerArgs {
 pub struct GatewayArgs {
     #[command(flatten)]
     pub kafka: KafkaArgs,
-    /// HTTP listen address for /metrics, /healthz, /readyz.
-    #[arg(long, env = "KAFSCALE_HTTP_ADDR", default_value = "0.0.0.0:9093")]
-    pub http_addr: String,
+    #[command(flatten)]
+    pub http: crate::security::HttpArgs,
     /// Default max.message.bytes of topics.
     #[arg(long, env = "KAFSCALE_MAX_MESSAGE_BYTES", default_value_t = 1_048_588)]
     pub max_message_bytes: usize,
@@ -391,6 +396,8 @@ pub struct GatewayArgs {
     /// Longest a SIGTERM waits for in-flight requests before exiting.
     #[arg(long, env = "KAFSCALE_DRAIN_TIMEOUT_MS", default_value_t = 10_000)]
     pub drain_timeout_ms: u64,
+    #[command(flatten)]
+    pub internal_tls: crate::security::InternalTlsArgs,
     /// Log filter (tracing env-filter syntax).
     #[arg(long, env = "KAFSCALE_LOG_LEVEL", default_value = "info")]
     pub log_level: String,
@@ -405,9 +412,8 @@ pub struct OperatorArgs {
     /// reconciled (all namespaces when unset).
     #[arg(long, env = "KAFSCALE_WATCH_NAMESPACE")]
     pub watch_namespace: Option<String>,
-    /// HTTP listen address for /metrics, /healthz, /readyz and the control API.
-    #[arg(long, env = "KAFSCALE_HTTP_ADDR", default_value = "0.0.0.0:9093")]
-    pub http_addr: String,
+    #[command(flatten)]
+    pub http: crate::security::HttpArgs,
     /// Log filter (tracing env-filter syntax).
     #[arg(long, env = "KAFSCALE_LOG_LEVEL", default_value = "info")]
     pub log_level: String,

@@ -15,11 +15,15 @@ use tokio::sync::watch;
 
 /// Runs the embedded cluster until SIGINT/SIGTERM, then flushes and exits.
 pub async fn run(args: DevArgs) -> anyhow::Result<()> {
+    // The worker serves the internal TLS; the in-process gateway dials it
+    // with the same settings (its certificate must name 127.0.0.1).
+    let grpc_tls = args.internal_tls.server()?;
+    let dial_tls = args.internal_tls.client()?;
     let registry = prometheus::Registry::new();
     let (shutdown_tx, shutdown) = watch::channel(false);
     let (ready_tx, ready) = watch::channel(false);
     let control =
-        process::spawn_http(&args.http_addr, registry.clone(), ready, shutdown.clone()).await?;
+        process::spawn_http(&args.http, registry.clone(), ready, shutdown.clone()).await?;
 
     let store =
         EmbeddedStore::open(&args.data_dir.join("metadata")).context("opening metadata store")?;
@@ -53,7 +57,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         shutdown.clone(),
     )
     .await?;
-    let grpc_server = process::spawn_grpc(grpc, worker.clone(), shutdown.clone());
+    let grpc_server = process::spawn_grpc(grpc, worker.clone(), grpc_tls, shutdown.clone());
     tokio::spawn(assigner::run(
         meta.clone(),
         assigner::moves_counter(&registry),
@@ -66,6 +70,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         kafka,
         meta.clone(),
         &args.kafka,
+        dial_tls,
         args.max_message_bytes,
         &registry,
         shutdown.clone(),

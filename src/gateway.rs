@@ -15,11 +15,12 @@ use tokio::sync::watch;
 
 /// Runs a gateway until SIGTERM.
 pub async fn run(args: GatewayArgs) -> anyhow::Result<()> {
+    let internal_tls = args.internal_tls.client()?;
     let registry = prometheus::Registry::new();
     let (shutdown_tx, shutdown) = watch::channel(false);
     let (ready_tx, ready) = watch::channel(false);
     let control =
-        process::spawn_http(&args.http_addr, registry.clone(), ready, shutdown.clone()).await?;
+        process::spawn_http(&args.http, registry.clone(), ready, shutdown.clone()).await?;
 
     let store = crate::logworker::connect_etcd(&args.etcd).await?;
     let meta = Metadata::new(store.clone(), &args.etcd.namespace);
@@ -30,6 +31,7 @@ pub async fn run(args: GatewayArgs) -> anyhow::Result<()> {
         kafka,
         meta.clone(),
         &args.kafka,
+        internal_tls,
         args.max_message_bytes,
         &registry,
         shutdown.clone(),

@@ -103,11 +103,12 @@ fn advertised(args: &LogworkerArgs, bound: std::net::SocketAddr) -> String {
 
 /// Runs a log worker until SIGTERM (drain) or lease loss (exit).
 pub async fn run(args: LogworkerArgs) -> anyhow::Result<()> {
+    let grpc_tls = args.internal_tls.server()?;
     let registry = prometheus::Registry::new();
     let (shutdown_tx, shutdown) = watch::channel(false);
     let (ready_tx, ready) = watch::channel(false);
     let control =
-        process::spawn_http(&args.http_addr, registry.clone(), ready, shutdown.clone()).await?;
+        process::spawn_http(&args.http, registry.clone(), ready, shutdown.clone()).await?;
 
     let store = connect_etcd(&args.etcd).await?;
     let meta = Metadata::new(store.clone(), &args.etcd.namespace);
@@ -141,7 +142,7 @@ pub async fn run(args: LogworkerArgs) -> anyhow::Result<()> {
         shutdown.clone(),
     )
     .await?;
-    let grpc_server = process::spawn_grpc(grpc, worker.clone(), shutdown.clone());
+    let grpc_server = process::spawn_grpc(grpc, worker.clone(), grpc_tls, shutdown.clone());
     control.install(
         ControlState::new("logworker", ready_tx.clone())
             .with_worker(worker.clone())

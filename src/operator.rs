@@ -17,7 +17,7 @@ pub async fn run(args: OperatorArgs) -> anyhow::Result<()> {
     let registry = prometheus::Registry::new();
     let (_shutdown_tx, shutdown) = watch::channel(false);
     let (ready_tx, ready) = watch::channel(false);
-    let control = process::spawn_http(&args.http_addr, registry, ready, shutdown).await?;
+    let control = process::spawn_http(&args.http, registry, ready, shutdown).await?;
     control.install(ControlState::new("operator", ready_tx.clone()));
     let client = kube::Client::try_default()
         .await

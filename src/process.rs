@@ -17,6 +17,7 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
+use tokio_stream::StreamExt as _;
 
 /// Binds a TCP listener, naming `what` in the error.
 pub async fn bind(addr: &str, what: &str) -> anyhow::Result<TcpListener> {
@@ -25,19 +26,22 @@ pub async fn bind(addr: &str, what: &str) -> anyhow::Result<TcpListener> {
         .with_context(|| format!("binding {what} {addr}"))
 }
 
-/// Serves `/metrics`, `/healthz`, `/readyz` and the control API on `addr`
-/// until shutdown. The control API answers UNAVAILABLE until the process
-/// installs its state in the returned slot.
+/// Serves `/metrics`, `/healthz`, `/readyz` and the control API on the
+/// address of `http` (over TLS when it names a certificate) until shutdown.
+/// The control API answers UNAVAILABLE until the process installs its state
+/// in the returned slot.
 pub async fn spawn_http(
-    addr: &str,
+    http: &crate::security::HttpArgs,
     registry: prometheus::Registry,
     ready: watch::Receiver<bool>,
     shutdown: watch::Receiver<bool>,
 ) -> anyhow::Result<crate::control::ControlSlot> {
-    let http = bind(addr, "HTTP").await?;
+    let acceptor = http.acceptor()?;
+    let listener = bind(&http.http_addr, "HTTP").await?;
     let slot = crate::control::ControlSlot::default();
     tokio::spawn(crate::http::serve(
-        http,
+        listener,
+        acceptor,
         registry,
         ready,
         slot.clone(),
@@ -70,34 +74,44 @@ pub fn worker_config(
     }
 }
 
-/// Serves the worker's data-plane gRPC on `listener` until shutdown.
+/// Serves the worker's data-plane gRPC on `listener` until shutdown, over
+/// TLS when `tls` is set (`KAFSCALE_INTERNAL_TLS_*`).
 pub fn spawn_grpc(
     listener: TcpListener,
     worker: Arc<Worker>,
+    tls: Option<tokio_rustls::TlsAcceptor>,
     mut shutdown: watch::Receiver<bool>,
 ) -> JoinHandle<Result<(), tonic::transport::Error>> {
-    tokio::spawn(
-        tonic::transport::Server::builder()
-            .tcp_nodelay(true)
-            .initial_stream_window_size(Some(16 << 20))
-            .initial_connection_window_size(Some(64 << 20))
-            .add_service(LogWorkerService::server(worker))
-            .serve_with_incoming_shutdown(
-                tokio_stream::wrappers::TcpListenerStream::new(listener),
-                async move {
-                    let _ = shutdown.changed().await;
-                },
-            ),
-    )
+    let router = tonic::transport::Server::builder()
+        .tcp_nodelay(true)
+        .initial_stream_window_size(Some(16 << 20))
+        .initial_connection_window_size(Some(64 << 20))
+        .add_service(LogWorkerService::server(worker));
+    let stop = async move {
+        let _ = shutdown.changed().await;
+    };
+    match tls {
+        None => tokio::spawn(router.serve_with_incoming_shutdown(
+            tokio_stream::wrappers::TcpListenerStream::new(listener),
+            stop,
+        )),
+        Some(acceptor) => {
+            let accepted = kafscale_gateway::auth::internal::incoming(listener, acceptor, "gRPC");
+            let incoming =
+                tokio_stream::wrappers::ReceiverStream::new(accepted).map(Ok::<_, std::io::Error>);
+            tokio::spawn(router.serve_with_incoming_shutdown(incoming, stop))
+        }
+    }
 }
 
 /// Starts a gateway on `listener`: watches the cluster in `meta`, routes to
-/// workers, answers Kafka clients until shutdown. Returns its task and the
-/// handle the control API drains it with.
+/// workers (over TLS when `internal_tls` is set), answers Kafka clients until
+/// shutdown. Returns its task and the handle the control API drains it with.
 pub async fn spawn_gateway(
     listener: TcpListener,
     meta: Metadata,
     kafka: &KafkaArgs,
+    internal_tls: Option<kafscale_gateway::auth::internal::TlsConnector>,
     max_message_bytes: usize,
     registry: &prometheus::Registry,
     shutdown: watch::Receiver<bool>,
@@ -118,6 +132,10 @@ pub async fn spawn_gateway(
         .build(&meta, metrics.authentications.clone())
         .await?;
     let view = ClusterView::start(meta).await?;
+    let mut router = Router::new(view.clone());
+    if let Some(tls) = internal_tls {
+        router = router.with_tls(tls);
+    }
     let control = ListenerControl::new(view.clone(), metrics.connections.clone());
     let dispatcher = Arc::new(
         Dispatcher::new(
@@ -139,10 +157,11 @@ pub async fn spawn_gateway(
                     response_write_timeout: Duration::from_millis(kafka.response_write_timeout_ms),
                     idle_timeout: Duration::from_millis(kafka.connections_max_idle_ms),
                     fetch_max_bytes: kafka.fetch_max_bytes,
+                    auth_timeout: Duration::from_millis(kafka.auth_timeout_ms),
                 },
                 authorizer: kafka.authorizer_config(),
             },
-            Router::new(view),
+            router,
             metrics,
         )
         .with_security(security),

@@ -1,17 +1,144 @@
 //! The listener security settings of `dev` and `gateway`, turned into the
 //! gateway's [`Security`]: TLS acceptor, SASL authenticator, and the users
-//! created at start (`KAFSCALE_SASL_USERS`, `KAFSCALE_SASL_USERS_FILE`).
+//! created at start (`KAFSCALE_SASL_USERS`, `KAFSCALE_SASL_USERS_FILE`);
+//! and the TLS of the internal hops ([`InternalTlsArgs`] for the gateway →
+//! worker gRPC, [`HttpArgs`] for the HTTP endpoint), off by default.
 
 use anyhow::Context as _;
 use clap::Args;
 use kafscale_controlplane::Metadata;
+use kafscale_gateway::auth::internal::{TlsConnector, ALPN_H2, ALPN_HTTP1};
 use kafscale_gateway::auth::oauth::{JwksSource, OauthSettings, OauthValidator};
 use kafscale_gateway::auth::sasl::{Authenticator, SaslMechanism};
 use kafscale_gateway::auth::scram::{Mechanism, DEFAULT_ITERATIONS};
 use kafscale_gateway::auth::tls::TlsSettings;
 use kafscale_gateway::auth::{Security, SecurityProtocol};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use tokio_rustls::TlsAcceptor;
+
+/// TLS of the internal gateway → worker gRPC (dev, gateway, logworker).
+#[derive(Args, Debug, Clone, Default)]
+pub struct InternalTlsArgs {
+    /// PEM certificate chain of the internal gRPC: served by a worker (TLS on
+    /// its gRPC listener), presented by a gateway to workers that require
+    /// client certificates. Re-read when the file changes.
+    #[arg(long, env = "KAFSCALE_INTERNAL_TLS_CERT_FILE")]
+    pub internal_tls_cert_file: Option<PathBuf>,
+    /// PEM private key of KAFSCALE_INTERNAL_TLS_CERT_FILE.
+    #[arg(long, env = "KAFSCALE_INTERNAL_TLS_KEY_FILE")]
+    pub internal_tls_key_file: Option<PathBuf>,
+    /// PEM CA certificates of the internal gRPC: a gateway dials workers over
+    /// TLS and verifies them against these; a worker requires client
+    /// certificates that chain to them (mTLS).
+    #[arg(long, env = "KAFSCALE_INTERNAL_TLS_CA_FILE")]
+    pub internal_tls_ca_file: Option<PathBuf>,
+}
+
+/// The certificate and key files, both or neither.
+fn pair<'a>(
+    cert: &'a Option<PathBuf>,
+    key: &'a Option<PathBuf>,
+    names: (&str, &str),
+) -> anyhow::Result<Option<(&'a Path, &'a Path)>> {
+    match (cert, key) {
+        (Some(c), Some(k)) => Ok(Some((c.as_path(), k.as_path()))),
+        (None, None) => Ok(None),
+        _ => anyhow::bail!("{} and {} are set together", names.0, names.1),
+    }
+}
+
+impl InternalTlsArgs {
+    fn identity(&self) -> anyhow::Result<Option<(&Path, &Path)>> {
+        pair(
+            &self.internal_tls_cert_file,
+            &self.internal_tls_key_file,
+            (
+                "KAFSCALE_INTERNAL_TLS_CERT_FILE",
+                "KAFSCALE_INTERNAL_TLS_KEY_FILE",
+            ),
+        )
+    }
+
+    /// A worker's gRPC acceptor (HTTP/2), requiring client certificates when
+    /// a CA is set; `None`: plaintext.
+    pub fn server(&self) -> anyhow::Result<Option<TlsAcceptor>> {
+        let Some((cert, key)) = self.identity()? else {
+            anyhow::ensure!(
+                self.internal_tls_ca_file.is_none(),
+                "KAFSCALE_INTERNAL_TLS_CA_FILE on a worker needs KAFSCALE_INTERNAL_TLS_CERT_FILE \
+                 and KAFSCALE_INTERNAL_TLS_KEY_FILE"
+            );
+            return Ok(None);
+        };
+        let config = kafscale_gateway::auth::tls::server_config(
+            &TlsSettings {
+                cert_file: cert.to_path_buf(),
+                key_file: key.to_path_buf(),
+                client_ca_file: self.internal_tls_ca_file.clone(),
+            },
+            &[ALPN_H2],
+        )?;
+        tracing::info!(
+            mtls = self.internal_tls_ca_file.is_some(),
+            "internal gRPC over TLS"
+        );
+        Ok(Some(TlsAcceptor::from(Arc::new(config))))
+    }
+
+    /// A gateway's connector to workers; `None`: plaintext.
+    pub fn client(&self) -> anyhow::Result<Option<TlsConnector>> {
+        let identity = self.identity()?;
+        let Some(ca) = &self.internal_tls_ca_file else {
+            anyhow::ensure!(
+                identity.is_none(),
+                "a gateway given KAFSCALE_INTERNAL_TLS_CERT_FILE needs \
+                 KAFSCALE_INTERNAL_TLS_CA_FILE to verify workers with"
+            );
+            return Ok(None);
+        };
+        Ok(Some(TlsConnector::load(ca, identity)?))
+    }
+}
+
+/// The HTTP endpoint (`/metrics`, `/healthz`, `/readyz`, control API) and
+/// its TLS (every subcommand that serves).
+#[derive(Args, Debug, Clone, Default)]
+pub struct HttpArgs {
+    /// HTTP listen address for /metrics, /healthz, /readyz and the control API.
+    #[arg(long, env = "KAFSCALE_HTTP_ADDR", default_value = "0.0.0.0:9093")]
+    pub http_addr: String,
+    /// PEM certificate chain of the HTTP endpoint; set: it serves HTTPS
+    /// only. Re-read when the file changes.
+    #[arg(long, env = "KAFSCALE_HTTP_TLS_CERT_FILE")]
+    pub http_tls_cert_file: Option<PathBuf>,
+    /// PEM private key of KAFSCALE_HTTP_TLS_CERT_FILE.
+    #[arg(long, env = "KAFSCALE_HTTP_TLS_KEY_FILE")]
+    pub http_tls_key_file: Option<PathBuf>,
+}
+
+impl HttpArgs {
+    /// The HTTPS acceptor (HTTP/2 and HTTP/1.1); `None`: plain HTTP.
+    pub fn acceptor(&self) -> anyhow::Result<Option<TlsAcceptor>> {
+        let Some((cert, key)) = pair(
+            &self.http_tls_cert_file,
+            &self.http_tls_key_file,
+            ("KAFSCALE_HTTP_TLS_CERT_FILE", "KAFSCALE_HTTP_TLS_KEY_FILE"),
+        )?
+        else {
+            return Ok(None);
+        };
+        let config = kafscale_gateway::auth::tls::server_config(
+            &TlsSettings {
+                cert_file: cert.to_path_buf(),
+                key_file: key.to_path_buf(),
+                client_ca_file: None,
+            },
+            &[ALPN_H2, ALPN_HTTP1],
+        )?;
+        Ok(Some(TlsAcceptor::from(Arc::new(config))))
+    }
+}
 
 /// Listener security (dev and gateway).
 #[derive(Args, Debug, Clone)]
@@ -195,5 +322,38 @@ mod tests {
         );
         assert!(parse_users("nopassword").is_err());
         assert!(parse_users(":x").is_err());
+    }
+
+    #[test]
+    fn internal_tls_settings_are_checked_per_role() {
+        let path = |p: &str| Some(PathBuf::from(p));
+        let none = InternalTlsArgs::default();
+        assert!(none.server().expect("plaintext worker").is_none());
+        assert!(none.client().expect("plaintext gateway").is_none());
+        // A certificate without its key (or the other way round).
+        let half = InternalTlsArgs {
+            internal_tls_cert_file: path("cert.pem"),
+            ..Default::default()
+        };
+        assert!(half.server().is_err() && half.client().is_err());
+        // A worker cannot require client certificates without serving TLS.
+        let ca_only = InternalTlsArgs {
+            internal_tls_ca_file: path("ca.pem"),
+            ..Default::default()
+        };
+        assert!(ca_only.server().is_err());
+        // A gateway cannot verify workers without a CA.
+        let no_ca = InternalTlsArgs {
+            internal_tls_cert_file: path("cert.pem"),
+            internal_tls_key_file: path("key.pem"),
+            ..Default::default()
+        };
+        assert!(no_ca.client().is_err());
+        let http = HttpArgs {
+            http_addr: "127.0.0.1:0".into(),
+            http_tls_key_file: path("key.pem"),
+            ..Default::default()
+        };
+        assert!(http.acceptor().is_err());
     }
 }

@@ -409,6 +409,7 @@ async fn reads_fall_back_from_an_empty_replica_to_the_primary() {
         read_replica: true,
         // No tail cache: every fetch reads the object store.
         env: vec![("KAFSCALE_CACHE_BYTES".into(), "0".into())],
+        ..Default::default()
     })
     .await;
     let topic = unique_name("replica");

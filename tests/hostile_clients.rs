@@ -4,7 +4,9 @@
 //! beyond the per-address limit are refused, a frame that stalls past the
 //! read timeout, a response not read within the write timeout and an idle
 //! connection lose their connection; thousands of idle connections cost
-//! little; ordinary clients keep producing and consuming throughout.
+//! little; TLS handshakes that never finish (slowloris) are closed by the
+//! auth timeout and garbage instead of a ClientHello at once; ordinary
+//! clients keep producing and consuming throughout.
 //!
 //! Before the budgets, 40 connections declaring 100 MB frames and sending
 //! 25 MB of each grew the server from 15 MB to 1,015 MB of RSS.
@@ -12,13 +14,15 @@
 mod common;
 
 use common::{
-    consume_all, create_topic, encode_request, producer, unique_name, DevOptions, DevServer,
-    RawConn,
+    consume_all, consumer, create_topic, encode_request, producer, unique_name, watermarks,
+    DevOptions, DevServer, RawConn, TestPki,
 };
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchRequest, FetchTopic};
 use kafka_protocol::messages::TopicName;
 use kafka_protocol::protocol::StrBytes;
+use rdkafka::consumer::Consumer;
 use rdkafka::producer::FutureRecord;
+use rdkafka::{Message, Offset, TopicPartitionList};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -331,4 +335,164 @@ async fn thousands_of_idle_connections_cost_little_and_are_closed_when_idle() {
     last.expect_closed("the last idle connection").await;
     server.assert_running();
     produce_and_consume(&server, &topic, 2).await;
+}
+
+/// The first bytes of a TLS ClientHello: a handshake record of 512 bytes,
+/// of which only this much ever arrives.
+const PARTIAL_CLIENT_HELLO: &[u8] = &[
+    0x16, 0x03, 0x01, 0x02, 0x00, // record: handshake, TLS 1.0, 512 bytes
+    0x01, 0x00, 0x01, 0xfc, // ClientHello, 508 bytes
+    0x03, 0x03, 0x5a, 0x5a, 0x5a, 0x5a, // TLS 1.2, the start of the random
+];
+
+/// Whether `s` is closed by the server within `wait` (end of stream or a
+/// reset; any alert it sends first is read and ignored).
+async fn closed_within(s: &mut TcpStream, wait: Duration) -> bool {
+    let mut buf = [0u8; 1024];
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        match tokio::time::timeout_at(deadline, s.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return true,
+            Ok(Ok(_)) => continue,
+            Err(_) => return false,
+        }
+    }
+}
+
+/// One record produced over SSL and the partition read back (its high
+/// watermark `n + 1`), through librdkafka.
+async fn produce_and_consume_tls(bootstrap: &str, ca: &str, topic: &str, n: i64) {
+    let ssl = [("security.protocol", "ssl"), ("ssl.ca.location", ca)];
+    let p = producer(bootstrap, &ssl);
+    p.send(
+        FutureRecord::to(topic).partition(0).key("k").payload("v"),
+        Duration::from_secs(30),
+    )
+    .await
+    .unwrap_or_else(|(e, _)| panic!("an ordinary TLS produce failed during the attack: {e}"));
+    let (b, t, ca) = (bootstrap.to_string(), topic.to_string(), ca.to_string());
+    tokio::task::spawn_blocking(move || {
+        let c = consumer(
+            &b,
+            &[("security.protocol", "ssl"), ("ssl.ca.location", &ca)],
+        );
+        let (_, high) = watermarks(&c, &t, 0);
+        assert_eq!(high, n + 1, "records of the ordinary TLS client");
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition_offset(&t, 0, Offset::Beginning)
+            .expect("partition");
+        c.assign(&tpl).expect("assign");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let mut read = 0;
+        while read < high {
+            assert!(Instant::now() < deadline, "read {read} of {high} records");
+            if let Some(m) = c.poll(Duration::from_millis(500)) {
+                let m = m.expect("consume over TLS");
+                assert_eq!(m.offset(), read, "offsets read in order");
+                read += 1;
+            }
+        }
+    })
+    .await
+    .expect("consumer thread");
+}
+
+/// Slowloris on a TLS listener: hundreds of connections that send half a
+/// ClientHello, or nothing, and stall are closed once
+/// `KAFSCALE_AUTH_TIMEOUT_MS` has passed (not before), cost bounded memory,
+/// and leave an ordinary TLS client unaffected; garbage instead of a
+/// ClientHello is closed at once. The dev server also runs its internal
+/// gRPC and its HTTP endpoint over TLS, so the ordinary client's records
+/// cross the TLS gRPC hop and readiness is probed over HTTPS.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_handshakes_that_never_finish_are_closed_by_the_auth_timeout() {
+    const STALLED: usize = 400;
+    const AUTH_TIMEOUT_MS: u64 = 4000;
+    let pki = TestPki::new();
+    let ca = pki.ca("ca", "test CA");
+    pki.issue("server", "localhost", &ca);
+    let server = DevServer::start(
+        DevOptions::default()
+            .env("KAFSCALE_SECURITY_PROTOCOL", "SSL")
+            .env("KAFSCALE_TLS_CERT_FILE", pki.arg("server.pem"))
+            .env("KAFSCALE_TLS_KEY_FILE", pki.arg("server.key"))
+            .env("KAFSCALE_AUTH_TIMEOUT_MS", AUTH_TIMEOUT_MS)
+            .internal_and_http_tls(&pki, "server", "server"),
+    )
+    .await;
+    let (b, ca_file) = (server.bootstrap(), pki.arg("ca.pem"));
+    let topic = unique_name("slowloris");
+    produce_and_consume_tls(&b, &ca_file, &topic, 0).await;
+    let pid = server.pid().expect("server pid");
+    let before = rss(pid);
+
+    let opened = Instant::now();
+    let mut stalled = Vec::with_capacity(STALLED);
+    for i in 0..STALLED {
+        let mut s = TcpStream::connect(server.kafka_addr())
+            .await
+            .expect("connect");
+        if i % 2 == 0 {
+            s.write_all(PARTIAL_CLIENT_HELLO).await.expect("send");
+        }
+        stalled.push(s);
+    }
+    let opened_in = opened.elapsed();
+    // Garbage instead of a ClientHello: closed at once, long before the
+    // auth timeout.
+    let mut junk = TcpStream::connect(server.kafka_addr())
+        .await
+        .expect("connect");
+    junk.write_all(&[0x47; 600]).await.expect("send");
+    assert!(
+        closed_within(&mut junk, Duration::from_secs(2)).await,
+        "a connection that sent garbage instead of a ClientHello is still open"
+    );
+    // Meanwhile an ordinary client is served.
+    produce_and_consume_tls(&b, &ca_file, &topic, 1).await;
+    let during = rss(pid);
+    eprintln!(
+        "[hostile] {STALLED} stalled TLS handshakes opened in {opened_in:?}: RSS {} MiB before, {} MiB with them",
+        before / MIB,
+        during / MIB
+    );
+    assert!(
+        during.saturating_sub(before) < 200 * MIB,
+        "RSS grew by {} MiB with {STALLED} stalled handshakes",
+        during.saturating_sub(before) / MIB
+    );
+    // Not closed before the timeout (when the test got here in time)...
+    let waited = opened.elapsed();
+    if waited + Duration::from_millis(1500) < Duration::from_millis(AUTH_TIMEOUT_MS) {
+        let last = stalled.last_mut().expect("connections");
+        assert!(
+            !closed_within(last, Duration::from_millis(300)).await,
+            "a stalled handshake was closed before the auth timeout"
+        );
+    }
+    // ...and every one closed after it.
+    let deadline = opened + Duration::from_millis(AUTH_TIMEOUT_MS) + Duration::from_secs(5);
+    let mut open = 0;
+    for s in &mut stalled {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if !closed_within(s, left.max(Duration::from_millis(100))).await {
+            open += 1;
+        }
+    }
+    assert_eq!(
+        open,
+        0,
+        "stalled handshakes still open {:?} after the first was opened",
+        opened.elapsed()
+    );
+    let failures = common::metric_value(
+        &server.metrics().await,
+        "kafscale_gateway_authentications_total",
+        r#"mechanism="TLS",outcome="failure""#,
+    );
+    assert!(
+        failures >= (STALLED + 1) as f64,
+        "TLS failures counted: {failures}"
+    );
+    produce_and_consume_tls(&b, &ca_file, &topic, 2).await;
 }

@@ -51,6 +51,10 @@ pub struct Limits {
     /// Largest fetch response (Kafka's broker `fetch.max.bytes`); a fetch
     /// asking for more is answered with at most this.
     pub fetch_max_bytes: usize,
+    /// The TLS handshake and SASL authentication of a new connection must
+    /// both be done this long after it was accepted, or it is closed (a
+    /// client that never finishes its handshake holds nothing for longer).
+    pub auth_timeout: std::time::Duration,
 }
 
 impl Limits {
@@ -66,6 +70,7 @@ impl Limits {
             response_write_timeout: std::time::Duration::from_secs(60),
             idle_timeout: std::time::Duration::from_secs(600),
             fetch_max_bytes: 57_671_680,
+            auth_timeout: std::time::Duration::from_secs(30),
         }
     }
 }

@@ -174,13 +174,11 @@ pub async fn serve(
     while connections.join_next().await.is_some() {}
 }
 
-/// Longest a TLS handshake or a SASL authentication may take.
-const AUTH_DEADLINE: Duration = Duration::from_secs(30);
-
 /// The steps before dispatch: the TLS handshake on SSL listeners (the
 /// principal of a client certificate, with mTLS), then SASL on SASL
-/// listeners (the authenticated user); then the connection is served with
-/// that principal.
+/// listeners (the authenticated user), both done within the auth timeout
+/// ([`crate::config::Limits::auth_timeout`]) of the accept; then the
+/// connection is served with that principal.
 async fn establish(
     stream: TcpStream,
     ip: IpAddr,
@@ -189,9 +187,10 @@ async fn establish(
     shutdown: watch::Receiver<bool>,
 ) -> std::io::Result<()> {
     let security = d.security().clone();
+    let deadline = tokio::time::Instant::now() + d.config().limits.auth_timeout;
     let Some(acceptor) = security.tls else {
         let mut stream = stream;
-        let Ok(session) = authenticated(&mut stream, ip, &d).await else {
+        let Ok(session) = authenticated(&mut stream, ip, &d, deadline).await else {
             return Ok(());
         };
         let principal = session
@@ -207,7 +206,7 @@ async fn establish(
             .with_label_values(&["TLS", o])
             .inc()
     };
-    let mut stream = match tokio::time::timeout(AUTH_DEADLINE, acceptor.accept(stream)).await {
+    let mut stream = match tokio::time::timeout_at(deadline, acceptor.accept(stream)).await {
         Ok(Ok(s)) => s,
         Ok(Err(e)) => {
             tls_outcome("failure");
@@ -227,7 +226,7 @@ async fn establish(
         .peer_certificates()
         .and_then(|c| c.first())
         .and_then(crate::auth::tls::certificate_principal);
-    let Ok(session) = authenticated(&mut stream, ip, &d).await else {
+    let Ok(session) = authenticated(&mut stream, ip, &d, deadline).await else {
         return Ok(());
     };
     let principal = match &session {
@@ -239,17 +238,20 @@ async fn establish(
     handle(rd, wr, conn, d, gateway_budget, shutdown).await
 }
 
-/// The SASL session on SASL listeners (none elsewhere); `Err`:
-/// authentication failed and the connection is to be closed.
+/// The SASL session on SASL listeners (none elsewhere), finished by
+/// `deadline`; `Err`: authentication failed and the connection is to be
+/// closed.
 async fn authenticated<S: AsyncRead + AsyncWrite + Unpin>(
     stream: &mut S,
     ip: IpAddr,
     d: &Dispatcher,
+    deadline: tokio::time::Instant,
 ) -> Result<Option<Session>, ()> {
     let Some(auth) = &d.security().sasl else {
         return Ok(None);
     };
-    match crate::auth::phase::authenticate(stream, auth, ip, AUTH_DEADLINE).await {
+    let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+    match crate::auth::phase::authenticate(stream, auth, ip, left).await {
         Ok(s) => Ok(Some(s)),
         Err(e) => {
             tracing::info!(%ip, error = %e, "closing connection: not authenticated");

@@ -241,6 +241,8 @@ macro_rules! unary_parts {
 pub struct Router {
     view: ClusterView,
     clients: std::sync::Arc<DashMap<String, WorkerClient>>,
+    /// Set: workers are dialled over TLS (`KAFSCALE_INTERNAL_TLS_CA_FILE`).
+    tls: Option<crate::auth::internal::TlsConnector>,
 }
 
 impl Router {
@@ -249,7 +251,14 @@ impl Router {
         Self {
             view,
             clients: std::sync::Arc::new(DashMap::new()),
+            tls: None,
         }
+    }
+
+    /// Dials workers through `tls` instead of plaintext TCP.
+    pub fn with_tls(mut self, tls: crate::auth::internal::TlsConnector) -> Self {
+        self.tls = Some(tls);
+        self
     }
 
     /// The cluster view used for routing.
@@ -271,7 +280,11 @@ impl Router {
             .initial_connection_window_size(Some(64 << 20))
             .connect_timeout(Duration::from_secs(3));
         let inject: TraceInjector = kafscale_proto::trace_context::inject_current;
-        let c = LogWorkerClient::with_interceptor(ep.connect_lazy(), inject)
+        let channel = match &self.tls {
+            Some(tls) => ep.connect_with_connector_lazy(tls.clone()),
+            None => ep.connect_lazy(),
+        };
+        let c = LogWorkerClient::with_interceptor(channel, inject)
             .max_decoding_message_size(256 << 20)
             .max_encoding_message_size(256 << 20);
         self.clients.insert(addr.to_string(), c.clone());

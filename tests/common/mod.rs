@@ -57,11 +57,14 @@ pub const CLIENT_TIMEOUT: Duration = Duration::from_secs(15);
 pub const RAW_READ_TIMEOUT: Duration = Duration::from_secs(15);
 
 mod clients;
+mod pki;
 mod raw;
 mod server;
 
 #[allow(unused_imports)]
 pub use clients::*;
+#[allow(unused_imports)]
+pub use pki::*;
 #[allow(unused_imports)]
 pub use raw::*;
 #[allow(unused_imports)]

@@ -9,6 +9,9 @@ pub struct DevOptions {
     pub data_dir: Option<PathBuf>,
     /// Extra `KAFSCALE_*` (or other) environment variables; they override the defaults.
     pub env: Vec<(String, String)>,
+    /// Set: the HTTP endpoint serves HTTPS (`KAFSCALE_HTTP_TLS_*` in `env`)
+    /// with a certificate of this CA, and is probed over HTTPS.
+    pub https_ca: Option<PathBuf>,
 }
 
 impl DevOptions {
@@ -19,6 +22,12 @@ impl DevOptions {
 
     pub fn data_dir(mut self, dir: impl Into<PathBuf>) -> Self {
         self.data_dir = Some(dir.into());
+        self
+    }
+
+    /// The HTTP endpoint serves HTTPS with a certificate of the CA in `ca`.
+    pub fn https_ca(mut self, ca: impl Into<PathBuf>) -> Self {
+        self.https_ca = Some(ca.into());
         self
     }
 }
@@ -35,6 +44,7 @@ pub struct DevServer {
     grpc_port: u16,
     env: Vec<(String, String)>,
     runs: u32,
+    https_ca: Option<PathBuf>,
 }
 
 impl DevServer {
@@ -61,6 +71,7 @@ impl DevServer {
             grpc_port,
             env: opts.env,
             runs: 0,
+            https_ca: opts.https_ca,
         };
         server.spawn_and_wait_ready().await;
         server
@@ -83,11 +94,17 @@ impl DevServer {
         &self.data_dir
     }
 
+    /// GET `path` of the HTTP endpoint (over HTTPS when it serves TLS).
+    pub async fn http_get(&self, path: &str) -> std::io::Result<(u16, String)> {
+        match &self.https_ca {
+            Some(ca) => https_get(self.http_addr(), path, ca).await,
+            None => http_get(self.http_addr(), path).await,
+        }
+    }
+
     /// Prometheus text of `GET /metrics` (panics unless it answers 200).
     pub async fn metrics(&self) -> String {
-        let (status, body) = http_get(self.http_addr(), "/metrics")
-            .await
-            .expect("scrape /metrics");
+        let (status, body) = self.http_get("/metrics").await.expect("scrape /metrics");
         assert_eq!(status, 200, "GET /metrics: {body}");
         body
     }
@@ -268,7 +285,7 @@ impl DevServer {
                     "kafscale dev exited with {status} before /readyz answered 200 (server log printed below)",
                 );
             }
-            match http_get(self.http_addr(), "/readyz").await {
+            match self.http_get("/readyz").await {
                 Ok((200, _)) => return,
                 Ok((status, body)) => last = format!("HTTP {status}: {body}"),
                 Err(e) => last = format!("error: {e}"),
@@ -308,16 +325,72 @@ pub fn free_ports<const N: usize>() -> [u16; N] {
 /// Minimal HTTP/1.1 GET; returns (status, body). Bounded by a 3 s timeout.
 pub async fn http_get(addr: SocketAddr, path: &str) -> std::io::Result<(u16, String)> {
     let exchange = async {
-        let mut stream = TcpStream::connect(addr).await?;
-        let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
-        stream.write_all(request.as_bytes()).await?;
-        let mut response = Vec::new();
-        stream.read_to_end(&mut response).await?;
-        Ok::<_, std::io::Error>(response)
+        let stream = TcpStream::connect(addr).await?;
+        get_over(stream, addr, path).await
     };
     let response = tokio::time::timeout(Duration::from_secs(3), exchange)
         .await
         .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "HTTP timeout"))??;
+    parse_http(response)
+}
+
+/// [`http_get`] over TLS, trusting the CA certificates in `ca_file` (the
+/// server's certificate must name 127.0.0.1).
+pub async fn https_get(
+    addr: SocketAddr,
+    path: &str,
+    ca_file: &Path,
+) -> std::io::Result<(u16, String)> {
+    use rustls::pki_types::pem::PemObject;
+    let invalid = |e: String| std::io::Error::new(std::io::ErrorKind::InvalidInput, e);
+    let mut roots = rustls::RootCertStore::empty();
+    for c in rustls::pki_types::CertificateDer::pem_file_iter(ca_file)
+        .map_err(|e| invalid(e.to_string()))?
+    {
+        roots
+            .add(c.map_err(|e| invalid(e.to_string()))?)
+            .map_err(|e| invalid(e.to_string()))?;
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| invalid(e.to_string()))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
+    let exchange = async {
+        let tcp = TcpStream::connect(addr).await?;
+        let name = rustls::pki_types::ServerName::from(addr.ip());
+        let stream = connector.connect(name, tcp).await?;
+        get_over(stream, addr, path).await
+    };
+    let response = tokio::time::timeout(Duration::from_secs(3), exchange)
+        .await
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "HTTPS timeout"))??;
+    parse_http(response)
+}
+
+/// Sends a GET of `path` on `stream` and reads the whole response.
+async fn get_over<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
+    mut stream: S,
+    addr: SocketAddr,
+    path: &str,
+) -> std::io::Result<Vec<u8>> {
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await?;
+    let mut response = Vec::new();
+    // A TLS peer may close without close_notify once the body is sent.
+    match stream.read_to_end(&mut response).await {
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof && !response.is_empty() => {}
+        Err(e) => return Err(e),
+    }
+    Ok(response)
+}
+
+/// (status, body) of an HTTP/1.1 response.
+fn parse_http(response: Vec<u8>) -> std::io::Result<(u16, String)> {
     let text = String::from_utf8_lossy(&response).into_owned();
     let status = text
         .split_whitespace()

@@ -8,7 +8,7 @@
 
 #![allow(dead_code)]
 
-use crate::common::{http_get, send_signal};
+use crate::common::{http_get, https_get, send_signal};
 use crate::common_etcd::Etcd;
 use crate::common_s3::MotoServer;
 use kafscale_controlplane::{Metadata, MetadataStore};
@@ -47,6 +47,8 @@ pub struct Proc {
     log_path: PathBuf,
     child: Option<Child>,
     runs: u32,
+    /// Set: the HTTP endpoint serves HTTPS with a certificate of this CA.
+    https_ca: Option<PathBuf>,
 }
 
 impl Proc {
@@ -65,6 +67,7 @@ impl Proc {
             http_port,
             child: None,
             runs: 0,
+            https_ca: None,
         }
     }
 
@@ -145,7 +148,7 @@ impl Proc {
                     self.log_tail(60)
                 );
             }
-            if let Ok((200, _)) = http_get(self.http_addr(), "/readyz").await {
+            if let Ok((200, _)) = self.http_get("/readyz").await {
                 return;
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
@@ -211,9 +214,17 @@ impl Proc {
         None
     }
 
+    /// GET `path` of the HTTP endpoint (over HTTPS when it serves TLS).
+    pub async fn http_get(&self, path: &str) -> std::io::Result<(u16, String)> {
+        match &self.https_ca {
+            Some(ca) => https_get(self.http_addr(), path, ca).await,
+            None => http_get(self.http_addr(), path).await,
+        }
+    }
+
     /// Prometheus text of `/metrics`.
     pub async fn metrics(&self) -> String {
-        http_get(self.http_addr(), "/metrics")
+        self.http_get("/metrics")
             .await
             .map(|(_, b)| b)
             .unwrap_or_default()
@@ -250,6 +261,14 @@ pub struct ClusterOptions {
     pub env: Vec<(String, String)>,
     /// Also create a second bucket and configure it as the read replica.
     pub read_replica: bool,
+    /// Extra env for workers only.
+    pub worker_env: Vec<(String, String)>,
+    /// Extra env for gateways only.
+    pub gateway_env: Vec<(String, String)>,
+    /// Set: every process serves its HTTP endpoint over TLS with a
+    /// certificate of this CA (`KAFSCALE_HTTP_TLS_*` in `env`), and is
+    /// probed over HTTPS.
+    pub http_ca: Option<PathBuf>,
 }
 
 /// Something between the workers and S3 (a fault-injecting proxy, say), for
@@ -282,6 +301,8 @@ pub struct Cluster {
     pub replica_bucket: Option<String>,
     common_env: Vec<(String, String)>,
     worker_env: Vec<(String, String)>,
+    gateway_env: Vec<(String, String)>,
+    http_ca: Option<PathBuf>,
     dir: tempfile::TempDir,
     kafka_ports: Vec<u16>,
 }
@@ -349,6 +370,7 @@ impl Cluster {
             if let Some(r) = &replica_bucket {
                 v.push(("KAFSCALE_S3_READ_BUCKET".into(), r.clone()));
             }
+            v.extend(opts.worker_env.iter().cloned());
             v
         };
         common_env.extend(opts.env.iter().cloned());
@@ -371,6 +393,8 @@ impl Cluster {
             replica_bucket,
             common_env,
             worker_env,
+            gateway_env: opts.gateway_env.clone(),
+            http_ca: opts.http_ca.clone(),
             dir,
             kafka_ports: Vec::new(),
         };
@@ -395,6 +419,7 @@ impl Cluster {
             format!("127.0.0.1:{}", free_port()),
         ));
         let mut p = Proc::new(format!("worker-{i}"), "logworker", env, self.dir.path());
+        p.https_ca = self.http_ca.clone();
         p.start().await;
         self.workers.push(p);
         i
@@ -402,13 +427,24 @@ impl Cluster {
 
     /// Starts one more gateway and waits until it is ready.
     pub async fn add_gateway(&mut self) -> usize {
+        self.add_gateway_with(&[]).await
+    }
+
+    /// Starts one more gateway with the env changes `changes` (a value of
+    /// `None` removes the variable) and waits until it is ready.
+    pub async fn add_gateway_with(&mut self, changes: &[(&str, Option<&str>)]) -> usize {
         let i = self.gateways.len();
         let port = free_port();
         let mut env = self.common_env.clone();
+        env.extend(self.gateway_env.iter().cloned());
         env.push(("KAFSCALE_KAFKA_ADDR".into(), format!("127.0.0.1:{port}")));
         env.push(("KAFSCALE_ADVERTISED_HOST".into(), "127.0.0.1".into()));
         env.push(("KAFSCALE_ADVERTISED_PORT".into(), port.to_string()));
         let mut p = Proc::new(format!("gateway-{i}"), "gateway", env, self.dir.path());
+        p.https_ca = self.http_ca.clone();
+        for (key, value) in changes {
+            p.set_env(key, *value);
+        }
         p.start().await;
         self.gateways.push(p);
         self.kafka_ports.push(port);

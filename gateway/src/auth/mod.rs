@@ -7,6 +7,7 @@
 //! exchange ([`phase`]) during which only ApiVersions and the SASL APIs are
 //! served, then dispatch with the principal.
 
+pub mod internal;
 pub mod oauth;
 pub mod phase;
 pub mod sasl;

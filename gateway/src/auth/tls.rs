@@ -2,17 +2,20 @@
 //! from PEM files and are read again when the files change (a rotation by
 //! cert-manager needs no restart); with a client CA, client certificates
 //! are required and verified (mTLS), and the principal is taken from the
-//! certificate subject.
+//! certificate subject. The internal hops ([`super::internal`]) build their
+//! server and client configurations from the same pieces, so their
+//! certificates are reloaded the same way.
 //!
 //! Principal mapping rule (documented in docs/configuration.md): the
 //! subject's first Common Name gives `User:<CN>`; a certificate without a
 //! CN gives `User:<subject DN>` in RFC 4514 form, as Kafka's default rule.
 
+use rustls::client::ResolvesClientCert;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
 use rustls::sign::CertifiedKey;
-use rustls::{RootCertStore, ServerConfig};
+use rustls::{ClientConfig, RootCertStore, ServerConfig, SignatureScheme};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant, SystemTime};
@@ -33,8 +36,10 @@ pub struct TlsSettings {
 /// Errors loading TLS material.
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
+    /// A PEM file could not be read or holds nothing usable.
     #[error("{path}: {reason}")]
     File { path: PathBuf, reason: String },
+    /// rustls refused the configuration.
     #[error("TLS configuration: {0}")]
     Config(String),
 }
@@ -129,42 +134,101 @@ impl ReloadingCert {
             }
         }
     }
-}
 
-impl ResolvesServerCert for ReloadingCert {
-    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+    /// The pair in use, reloaded first if its files changed.
+    fn current(&self) -> Option<Arc<CertifiedKey>> {
         self.refresh();
         self.loaded.read().ok().map(|l| l.key.clone())
     }
 }
 
-/// The acceptor for a TLS listener.
-pub fn acceptor(s: &TlsSettings) -> Result<TlsAcceptor, TlsError> {
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+impl ResolvesServerCert for ReloadingCert {
+    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        self.current()
+    }
+}
+
+/// A client certificate (mTLS on an internal hop) is reloaded the same way.
+impl ResolvesClientCert for ReloadingCert {
+    fn resolve(
+        &self,
+        _root_hint_subjects: &[&[u8]],
+        _sigschemes: &[SignatureScheme],
+    ) -> Option<Arc<CertifiedKey>> {
+        self.current()
+    }
+
+    fn has_certs(&self) -> bool {
+        true
+    }
+}
+
+fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::aws_lc_rs::default_provider())
+}
+
+/// The CA certificates of a PEM file.
+fn load_roots(ca: &Path) -> Result<RootCertStore, TlsError> {
+    let mut roots = RootCertStore::empty();
+    for c in CertificateDer::pem_file_iter(ca).map_err(|e| file_error(ca, e))? {
+        roots
+            .add(c.map_err(|e| file_error(ca, e))?)
+            .map_err(|e| file_error(ca, e))?;
+    }
+    if roots.is_empty() {
+        return Err(file_error(ca, "no CA certificate in the file"));
+    }
+    Ok(roots)
+}
+
+/// The server configuration of `s`, offering the ALPN protocols `alpn`
+/// (none on the Kafka listener).
+pub fn server_config(s: &TlsSettings, alpn: &[&[u8]]) -> Result<ServerConfig, TlsError> {
+    let provider = provider();
     let builder = ServerConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
         .map_err(|e| TlsError::Config(e.to_string()))?;
     let builder = match &s.client_ca_file {
         Some(ca) => {
-            let mut roots = RootCertStore::empty();
-            for c in CertificateDer::pem_file_iter(ca).map_err(|e| file_error(ca, e))? {
-                roots
-                    .add(c.map_err(|e| file_error(ca, e))?)
-                    .map_err(|e| file_error(ca, e))?;
-            }
-            if roots.is_empty() {
-                return Err(file_error(ca, "no CA certificate in the file"));
-            }
-            let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
-                .build()
-                .map_err(|e| TlsError::Config(e.to_string()))?;
+            let verifier =
+                WebPkiClientVerifier::builder_with_provider(Arc::new(load_roots(ca)?), provider)
+                    .build()
+                    .map_err(|e| TlsError::Config(e.to_string()))?;
             builder.with_client_cert_verifier(verifier)
         }
         None => builder.with_no_client_auth(),
     };
-    let config =
+    let mut config =
         builder.with_cert_resolver(Arc::new(ReloadingCert::open(&s.cert_file, &s.key_file)?));
-    Ok(TlsAcceptor::from(Arc::new(config)))
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    Ok(config)
+}
+
+/// The acceptor for a TLS listener.
+pub fn acceptor(s: &TlsSettings) -> Result<TlsAcceptor, TlsError> {
+    Ok(TlsAcceptor::from(Arc::new(server_config(s, &[])?)))
+}
+
+/// A client configuration that trusts the CAs in `ca_file`, presents the
+/// certificate and key of `identity` when set (mTLS; reloaded when the
+/// files change), and offers the ALPN protocols `alpn`.
+pub fn client_config(
+    ca_file: &Path,
+    identity: Option<(&Path, &Path)>,
+    alpn: &[&[u8]],
+) -> Result<ClientConfig, TlsError> {
+    let builder = ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| TlsError::Config(e.to_string()))?
+        .with_root_certificates(load_roots(ca_file)?);
+    let mut config = match identity {
+        Some((cert, key)) => {
+            builder.with_client_cert_resolver(Arc::new(ReloadingCert::open(cert, key)?))
+        }
+        None => builder.with_no_client_auth(),
+    };
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    Ok(config)
 }
 
 /// The principal of a verified client certificate (see the module doc).
