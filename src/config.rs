@@ -35,7 +35,8 @@ pub struct WalArgs {
     /// Bytes of recent log data kept in memory.
     #[arg(long, env = "KAFSCALE_CACHE_BYTES", default_value_t = 256 * 1024 * 1024)]
     pub cache_bytes: usize,
-    /// Bytes of segment blocks kept in memory for reads below the tail.
+    /// Bytes of chunks read from storage (segment blocks, WAL chunks below
+    /// the tail cache) kept in memory for reads below the tail.
     #[arg(long, env = "KAFSCALE_SEGMENT_CACHE_BYTES", default_value_t = 128 * 1024 * 1024)]
     pub segment_cache_bytes: usize,
     #[command(flatten)]

@@ -1,7 +1,7 @@
 //! Reading record batches back: from the tail cache when the chunk is
-//! cached, from the segment block cache, otherwise by ranged GET from the
-//! WAL object or segment (checksum verified). Reading a segment block loads
-//! the partition's next blocks ahead.
+//! cached, from the block cache, otherwise by ranged GET from the WAL object
+//! or segment (checksum verified). Reading from storage loads the
+//! partition's next chunks ahead.
 
 use crate::batch;
 use crate::metrics::Metrics;
@@ -18,11 +18,6 @@ pub struct Source {
     pub store: Arc<dyn ObjectStore>,
     pub metrics: Metrics,
     pub blocks: Arc<BlockCache>,
-}
-
-/// Whether a chunk is a segment block (rather than a WAL chunk).
-fn is_segment_block(c: &ChunkRef) -> bool {
-    c.object.contains("/seg/")
 }
 
 /// Errors while reading.
@@ -45,30 +40,28 @@ impl ReadError {
     }
 }
 
-/// The bytes of a chunk, from a cache or storage.
+/// The bytes of a chunk, from a cache or storage. Chunks read from storage
+/// (segment blocks and WAL chunks below the tail cache alike) go into the
+/// block cache: a consumer reading a chunk across several fetches GETs it
+/// once.
 pub async fn chunk_bytes(src: &Source, c: &ChunkRef) -> Result<Bytes, ReadError> {
     if let Some(b) = &c.cached {
         src.metrics.cache_reads.with_label_values(&["cache"]).inc();
         return Ok(b.clone());
     }
-    let block = is_segment_block(c);
-    if block {
-        if let Some(b) = src.blocks.get_or_wait(&c.object, c.entry.position).await {
-            src.metrics
-                .cache_reads
-                .with_label_values(&["block_cache"])
-                .inc();
-            return Ok(b);
-        }
+    if let Some(b) = src.blocks.get_or_wait(&c.object, c.entry.position).await {
+        src.metrics
+            .cache_reads
+            .with_label_values(&["block_cache"])
+            .inc();
+        return Ok(b);
     }
     src.metrics
         .cache_reads
         .with_label_values(&["storage"])
         .inc();
     let data = fetch(src.store.as_ref(), c).await?;
-    if block {
-        src.blocks.insert(&c.object, c.entry.position, data.clone());
-    }
+    src.blocks.insert(&c.object, c.entry.position, data.clone());
     Ok(data)
 }
 
@@ -87,12 +80,13 @@ async fn fetch(store: &dyn ObjectStore, c: &ChunkRef) -> Result<Bytes, ReadError
 /// `READ_AHEAD_BLOCKS` blocks rather than per block.
 pub const READ_AHEAD_BLOCKS: usize = 4;
 
-/// Loads the partition's next [`READ_AHEAD_BLOCKS`] segment blocks after
-/// `offset` into the block cache in the background (read-ahead for
-/// sequential readers); blocks cached or already loading are skipped.
+/// Loads the partition's next [`READ_AHEAD_BLOCKS`] chunks after `offset`
+/// (segment blocks or WAL chunks) into the block cache in the background
+/// (read-ahead for sequential readers); chunks cached or already loading are
+/// skipped, and it stops at the tail cache.
 fn read_ahead(src: &Source, log: &PartitionLog, offset: i64) {
     for next in log.chunks_from(offset, READ_AHEAD_BLOCKS) {
-        if next.cached.is_some() || !is_segment_block(&next) {
+        if next.cached.is_some() {
             return;
         }
         if !src.blocks.begin_load(&next.object, next.entry.position) {
@@ -129,10 +123,10 @@ pub async fn read(
     // one zero-copy slice; bytes are copied only when a read spans chunks.
     let mut pieces: Vec<Bytes> = Vec::new();
     let mut total = 0usize;
-    let mut last_block_end = None;
+    let mut last_stored_end = None;
     'chunks: for c in log.chunks_from(offset, 64) {
         let data = chunk_bytes(src, &c).await?;
-        last_block_end = is_segment_block(&c).then_some(c.entry.last_offset + 1);
+        last_stored_end = c.cached.is_none().then_some(c.entry.last_offset + 1);
         let (mut start, mut end, mut pos) = (None, 0usize, 0usize);
         let mut full = false;
         for b in batch::iter_batches(data.clone()) {
@@ -166,7 +160,7 @@ pub async fn read(
             break 'chunks;
         }
     }
-    if let Some(end) = last_block_end {
+    if let Some(end) = last_stored_end {
         read_ahead(src, log, end);
     }
     Ok(match pieces.len() {

@@ -1,6 +1,7 @@
-//! A bounded cache of segment blocks (`KAFSCALE_SEGMENT_CACHE_BYTES`), least
-//! recently used out first, with read-ahead: a consumer reading a segment
-//! block gets the next blocks of the partition loaded in the background
+//! A bounded cache of chunks read from storage, segment blocks and WAL chunks
+//! below the tail cache (`KAFSCALE_SEGMENT_CACHE_BYTES`), least recently
+//! used out first, with read-ahead: a consumer reading from storage gets the
+//! next chunks of the partition loaded in the background
 //! (`reader::READ_AHEAD_BLOCKS`), so a sequential catch-up read rarely waits
 //! for S3, and a reader that needs a block being loaded waits for that load
 //! instead of reading it a second time. Blocks are verified (CRC32C) before they are cached.

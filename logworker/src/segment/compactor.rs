@@ -398,8 +398,18 @@ mod tests {
         assert!(segment_due(MAX_UNCOMPACTED_CHUNKS, 9_600, young, &policy));
         // Moderate rates: 64 chunks are cut once they hold 16 MiB.
         let small = SMALL_SEGMENT_BYTES;
-        assert!(!segment_due(MIN_COMPACTION_CHUNKS, small - 1, young, &policy));
-        assert!(!segment_due(MIN_COMPACTION_CHUNKS - 1, small, young, &policy));
+        assert!(!segment_due(
+            MIN_COMPACTION_CHUNKS,
+            small - 1,
+            young,
+            &policy
+        ));
+        assert!(!segment_due(
+            MIN_COMPACTION_CHUNKS - 1,
+            small,
+            young,
+            &policy
+        ));
         assert!(segment_due(MIN_COMPACTION_CHUNKS, small, young, &policy));
     }
 }
