@@ -176,6 +176,24 @@ pub async fn read(
     })
 }
 
+/// How many of the next partitions of a fetch to read at once: at most
+/// `max`, and only as many as whose `limits` together fit in `room` bytes
+/// (always at least one while any is left), so concurrent reads never hold
+/// much more than the fetch may answer.
+pub fn read_window(limits: impl Iterator<Item = usize>, room: usize, max: usize) -> usize {
+    let mut n = 0usize;
+    let mut planned = 0usize;
+    for limit in limits.take(max) {
+        let want = limit.min(room);
+        if n > 0 && planned.saturating_add(want) > room {
+            break;
+        }
+        planned = planned.saturating_add(want);
+        n += 1;
+    }
+    n
+}
+
 /// The longest prefix of `records` (whole batches) that fits in `budget`
 /// bytes.
 pub fn whole_batches_within(records: Bytes, budget: usize) -> Bytes {
@@ -254,6 +272,23 @@ mod tests {
             out.extend_from_slice(&b);
         }
         out.freeze()
+    }
+
+    #[test]
+    fn partitions_are_read_together_only_while_their_limits_fit_the_budget() {
+        let mib = 1 << 20;
+        // The usual fetch: 1 MiB per partition out of 50 MiB, 8 at once.
+        assert_eq!(read_window([mib; 12].into_iter(), 50 * mib, 8), 8);
+        assert_eq!(read_window([mib; 3].into_iter(), 50 * mib, 8), 3);
+        // Partition limits as large as the budget: one at a time.
+        assert_eq!(read_window([50 * mib; 4].into_iter(), 50 * mib, 8), 1);
+        assert_eq!(
+            read_window([mib, 49 * mib, mib].into_iter(), 50 * mib, 8),
+            2
+        );
+        // Nothing left to read; a first partition is read whatever the room.
+        assert_eq!(read_window(std::iter::empty(), 50 * mib, 8), 0);
+        assert_eq!(read_window([mib].into_iter(), 10, 8), 1);
     }
 
     #[test]

@@ -17,7 +17,6 @@ use crate::reader;
 use crate::recovery::StreamCatalog;
 use crate::wal::writer::{WalConfig, WalWriter};
 use dashmap::DashMap;
-use futures::StreamExt as _;
 use kafka_protocol::error::ResponseError;
 use kafscale_controlplane::metadata::now_ms;
 use kafscale_controlplane::{MetaError, Metadata};
@@ -432,39 +431,51 @@ impl Worker {
             }
             out.push(r);
         }
-        // Partitions are read concurrently (a cold read waits for storage,
-        // once per partition rather than once after another), each up to its
-        // own limit; the request's byte budget is then applied in request
-        // order, with KIP-74's oversized first batch for the first non-empty
-        // partition only. At most FETCH_READS reads are ahead of the budget.
+        // Partitions are read concurrently (a cold read waits for storage
+        // once per window rather than once per partition), in windows of at
+        // most FETCH_READS partitions whose limits together fit the bytes
+        // left in the request's budget, so a fetch never holds much more than
+        // its budget; the budget is then applied in request order, with
+        // KIP-74's oversized first batch for the first non-empty partition
+        // only.
         let source = &self.source;
-        let mut reads = futures::stream::iter(to_read.into_iter().map(
-            |(i, log, offset, limit)| async move {
-                let res = reader::read(source, &log, offset, limit.min(max_total), true).await;
-                (i, log, limit, res)
-            },
-        ))
-        .buffered(FETCH_READS);
         let mut total = 0usize;
+        let mut pending = to_read.into_iter();
         while total < max_total {
-            let Some((i, log, limit, res)) = reads.next().await else {
+            let room = max_total - total;
+            let n = reader::read_window(
+                pending.as_slice().iter().map(|(_, _, _, limit)| *limit),
+                room,
+                FETCH_READS,
+            );
+            if n == 0 {
                 break;
-            };
-            match res {
-                Ok(records) => {
-                    let records = if total == 0 {
-                        records
-                    } else {
-                        reader::whole_batches_within(records, limit.min(max_total - total))
-                    };
-                    total += records.len();
-                    self.metrics.fetched_bytes.inc_by(records.len() as u64);
-                    out[i].records = records;
-                }
-                Err(e) => {
-                    tracing::error!(error = %e, topic = %log.topic, "fetch read failed");
-                    out[i].error_code = i32::from(e.kafka_code());
-                    errors = true;
+            }
+            let reads = pending
+                .by_ref()
+                .take(n)
+                .map(|(i, log, offset, limit)| async move {
+                    let res = reader::read(source, &log, offset, limit.min(room), true).await;
+                    (i, log, limit, res)
+                });
+            for (i, log, limit, res) in futures::future::join_all(reads).await {
+                match res {
+                    Ok(records) if total < max_total => {
+                        let records = if total == 0 {
+                            records
+                        } else {
+                            reader::whole_batches_within(records, limit.min(max_total - total))
+                        };
+                        total += records.len();
+                        self.metrics.fetched_bytes.inc_by(records.len() as u64);
+                        out[i].records = records;
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        tracing::error!(error = %e, topic = %log.topic, "fetch read failed");
+                        out[i].error_code = i32::from(e.kafka_code());
+                        errors = true;
+                    }
                 }
             }
         }
