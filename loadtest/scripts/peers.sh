@@ -83,22 +83,17 @@ RK=$PEERS/bin/rdkafka_performance
 SYS_PIDS=()   # the system's own processes
 INFRA_PIDS=() # etcd and the S3 server
 
-cpu_ticks() { # pids... -> clock ticks of user + system time
-  local t=0 p
+proc_sum() { # awk-program pids... -> the program's value summed over the processes
+  local prog=$1 t=0 p; shift
   for p in "$@"; do
     [ -r "/proc/$p/stat" ] || continue
-    t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat")))
+    t=$((t + $(awk "$prog" "/proc/$p/${FILE:-stat}")))
   done
   echo $t
 }
-peak_rss_kb() { # pids... -> sum of VmHWM
-  local t=0 p
-  for p in "$@"; do
-    [ -r "/proc/$p/status" ] || continue
-    t=$((t + $(awk '/^VmHWM/ {print $2}' "/proc/$p/status")))
-  done
-  echo $t
-}
+# Clock ticks of user + system time; peak RSS (VmHWM) in KiB.
+cpu_ticks() { proc_sum '{print $14 + $15}' "$@"; }
+peak_rss_kb() { FILE=status proc_sum '/^VmHWM/ {print $2}' "$@"; }
 s3_counts() { curl -sf "http://127.0.0.1:$PROXY_PORT/__counts" || echo '{}'; }
 wait_kafka() {
   for _ in $(seq 150); do

@@ -75,9 +75,9 @@ async fn fetch(store: &dyn ObjectStore, c: &ChunkRef) -> Result<Bytes, ReadError
     Ok(data)
 }
 
-/// Segment blocks a sequential reader keeps loading ahead of itself: enough
-/// that a consumer catching up from storage waits for one GET's latency per
-/// `READ_AHEAD_BLOCKS` blocks rather than per block.
+/// Chunks (segment blocks or WAL chunks) a sequential reader keeps loading
+/// ahead of itself: enough that a consumer catching up from storage waits
+/// for one GET's latency per `READ_AHEAD_BLOCKS` chunks rather than per chunk.
 pub const READ_AHEAD_BLOCKS: usize = 4;
 
 /// Loads the partition's next [`READ_AHEAD_BLOCKS`] chunks after `offset`
