@@ -154,9 +154,15 @@ impl Collector {
             }
             let newest = objects.keys().next_back().copied().unwrap_or(0);
             for (seq, o) in objects {
+                // A hole seal (a sealer's, or a writer's own over a flush
+                // that failed) below the window holds nothing anyone reads.
                 let collectable = retired
                     || (!in_sealing_window(*seq, newest, ended)
-                        && matches!(self.known.get(&o.key), Some(Known::Data(e)) if e.iter().all(|c| view.chunk_is_garbage(c))));
+                        && match self.known.get(&o.key) {
+                            Some(Known::Data(e)) => e.iter().all(|c| view.chunk_is_garbage(c)),
+                            Some(Known::Seal(SealKind::Hole)) => true,
+                            _ => false,
+                        });
                 if collectable {
                     garbage.insert(o.key.clone());
                 }

@@ -20,6 +20,8 @@
 use crate::common::client_config;
 use crate::common_history::{History, ProducerLog};
 use futures::stream::{FuturesUnordered, StreamExt as _};
+use rdkafka::client::ClientContext;
+use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer as _};
 use rdkafka::error::KafkaError;
 use rdkafka::message::Message as _;
@@ -29,6 +31,16 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+/// Prints a torture producer's librdkafka log lines to stderr under its id
+/// (shown when a test fails).
+struct ProducerLogContext(String);
+
+impl ClientContext for ProducerLogContext {
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, line: &str) {
+        eprintln!("[rdkafka {} {level:?} {fac}] {line}", self.0);
+    }
+}
 
 /// One producer of a torture run.
 #[derive(Clone, Debug)]
@@ -60,7 +72,7 @@ pub fn spawn_producer(
     tokio::spawn(async move {
         let mut generation = 0u32;
         let idempotence = if spec.idempotent { "true" } else { "false" };
-        let cfg = client_config(
+        let mut cfg = client_config(
             &spec.bootstrap,
             &[
                 ("acks", "all"),
@@ -77,7 +89,15 @@ pub fn spawn_producer(
                 ("max.in.flight.requests.per.connection", "5"),
             ],
         );
-        let mut p: FutureProducer = cfg.create().expect("create the torture producer");
+        // `KAFSCALE_TORTURE_CLIENT_DEBUG=eos,msg` shows why a producer
+        // retried or bumped its epoch (librdkafka's `debug` contexts).
+        if let Ok(debug) = std::env::var("KAFSCALE_TORTURE_CLIENT_DEBUG") {
+            cfg.set("debug", debug);
+        }
+        let context = || ProducerLogContext(spec.id.clone());
+        let mut p: FutureProducer<ProducerLogContext> = cfg
+            .create_with_context(context())
+            .expect("create the torture producer");
         let per_tick = (spec.rate / 100).max(1);
         let mut tick = tokio::time::interval(Duration::from_millis(10));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -130,7 +150,9 @@ pub fn spawn_producer(
                 // A new instance is a new producer (new id, own send order).
                 generation += 1;
                 log = history.producer(&format!("{}#{generation}", spec.id), spec.idempotent);
-                p = cfg.create().expect("re-create the torture producer");
+                p = cfg
+                    .create_with_context(context())
+                    .expect("re-create the torture producer");
             }
         }
         let _ = p.flush(Duration::from_secs(5));

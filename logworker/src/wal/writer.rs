@@ -15,6 +15,11 @@
 //!   its offsets become a gap and are never reissued. A conditional-create
 //!   conflict means another owner sealed this stream: the writer is fenced
 //!   and accepts nothing more.
+//! - An object is acknowledged only if every lower sequence number holds
+//!   this writer's own object: nothing commits above a slot whose PUT failed
+//!   until the writer has settled that slot (a new owner's end seal may be
+//!   there), and nothing commits at all once the stream is fenced. A failed
+//!   PUT that turns out to have landed commits after all.
 //! - Retrying a failed PUT is the object store's job (its retry wrapper, the
 //!   one retry policy of the worker); the writer only bounds how long one
 //!   flush may take (`put_deadline`) before its appends fail.
@@ -277,7 +282,7 @@ impl WalWriter {
     /// waits for every in-flight object to commit.
     pub async fn run(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
         let (tx, rx) = mpsc::channel::<InFlight>(self.cfg.max_inflight.max(1));
-        let committer = tokio::spawn(self.clone().commit_loop(rx));
+        let committer = tokio::spawn(self.clone().commit_loop(rx, shutdown.clone()));
         let mut seq: u64 = 0;
         loop {
             let stopping = self.wait_for_flush(&mut shutdown).await;
@@ -401,58 +406,148 @@ impl WalWriter {
     }
 
     /// Commits in-flight objects strictly in sequence order.
-    async fn commit_loop(self: Arc<Self>, mut rx: mpsc::Receiver<InFlight>) {
-        while let Some(f) = rx.recv().await {
-            let result = match f.put.await {
+    ///
+    /// An object is acknowledged only if every lower sequence number holds
+    /// this writer's own object: a slot whose PUT failed may hold a new
+    /// owner's end seal, and an object above an end seal is not part of the
+    /// stream (recovery stops at the seal). So the slot of a failed PUT is
+    /// settled ([`Self::settle_failed_slot`]) before anything above it
+    /// commits, and once the stream is fenced nothing above the seal
+    /// commits, however its own PUT went.
+    async fn commit_loop(
+        self: Arc<Self>,
+        mut rx: mpsc::Receiver<InFlight>,
+        shutdown: watch::Receiver<bool>,
+    ) {
+        while let Some(mut f) = rx.recv().await {
+            let result = match (&mut f.put).await {
                 Ok(r) => r,
                 Err(e) => Err(ObjectError::Transient {
                     key: f.key.to_string(),
                     reason: e.to_string(),
                 }),
             };
-            match result {
-                Ok(()) => {
-                    self.metrics.wal_flush_bytes.observe(f.body.len() as f64);
-                    self.metrics
-                        .wal_flush_seconds
-                        .observe(f.started.elapsed().as_secs_f64());
-                    for (entry, log) in f.entries.into_iter().zip(f.logs) {
-                        let start = entry.position as usize;
-                        let data = f.body.slice(start..start + entry.length as usize);
-                        let cache = self.cache.admits(data.len());
-                        let (base, len) = (entry.base_offset, data.len());
-                        log.commit(ChunkRef {
-                            object: f.key.clone(),
-                            entry,
-                            cached: cache.then_some(data),
-                        });
-                        if cache {
-                            self.cache.inserted(&log, base, len);
-                        }
-                    }
-                    self.committed.store(f.seq, Ordering::SeqCst);
-                    self.finished.fetch_add(1, Ordering::SeqCst);
-                    f.done.send_replace(Some(Ok(())));
+            let err = match result {
+                Ok(()) if !self.is_fenced() => {
+                    self.commit(f);
+                    continue;
                 }
+                // Durable, but perhaps above an end seal: never acknowledged.
+                Ok(()) => WalError::Fenced,
+                Err(ObjectError::AlreadyExists(_)) => {
+                    self.fence(&f.key, "WAL object exists");
+                    WalError::Fenced
+                }
+                Err(_) if self.is_fenced() => WalError::Fenced,
                 Err(e) => {
-                    let err = if matches!(e, ObjectError::AlreadyExists(_)) {
-                        self.fenced.store(true, Ordering::SeqCst);
-                        tracing::error!(key = %f.key, "WAL object exists: stream fenced, no further acks");
-                        WalError::Fenced
-                    } else {
-                        tracing::error!(key = %f.key, seq = f.seq, error = %e, "WAL flush failed");
-                        WalError::Storage(e)
-                    };
-                    for (entry, log) in f.entries.iter().zip(&f.logs) {
-                        log.skip_failed(entry.last_offset + 1);
+                    tracing::error!(key = %f.key, seq = f.seq, error = %e, "WAL flush failed");
+                    match self.settle_failed_slot(&f, shutdown.clone()).await {
+                        Slot::OwnObject => {
+                            // The PUT landed after all: durable, in order.
+                            self.commit(f);
+                            continue;
+                        }
+                        Slot::OwnHole => WalError::Storage(e),
+                        Slot::Lost => WalError::Fenced,
                     }
-                    self.finished.fetch_add(1, Ordering::SeqCst);
-                    f.done.send_replace(Some(Err(err)));
+                }
+            };
+            for (entry, log) in f.entries.iter().zip(&f.logs) {
+                log.skip_failed(entry.last_offset + 1);
+            }
+            self.finished.fetch_add(1, Ordering::SeqCst);
+            f.done.send_replace(Some(Err(err)));
+        }
+    }
+
+    /// Makes an object's chunks visible and resolves its appends as durable.
+    fn commit(&self, f: InFlight) {
+        self.metrics.wal_flush_bytes.observe(f.body.len() as f64);
+        self.metrics
+            .wal_flush_seconds
+            .observe(f.started.elapsed().as_secs_f64());
+        for (entry, log) in f.entries.into_iter().zip(f.logs) {
+            let start = entry.position as usize;
+            let data = f.body.slice(start..start + entry.length as usize);
+            let cache = self.cache.admits(data.len());
+            let (base, len) = (entry.base_offset, data.len());
+            log.commit(ChunkRef {
+                object: f.key.clone(),
+                entry,
+                cached: cache.then_some(data),
+            });
+            if cache {
+                self.cache.inserted(&log, base, len);
+            }
+        }
+        self.committed.store(f.seq, Ordering::SeqCst);
+        self.finished.fetch_add(1, Ordering::SeqCst);
+        f.done.send_replace(Some(Ok(())));
+    }
+
+    /// Marks the stream fenced: nothing more is appended or acknowledged.
+    fn fence(&self, key: &str, why: &str) {
+        self.fenced.store(true, Ordering::SeqCst);
+        tracing::error!(%key, why, "WAL stream fenced, no further acks");
+    }
+
+    /// Settles the slot of a flush whose PUT failed: writes this writer's
+    /// own hole seal there, or finds there the flush's object (its PUT
+    /// landed after all) or that seal from an earlier attempt. Anything else
+    /// there was written by a new owner sealing the stream, which fences the
+    /// writer. Retries while the store fails; on shutdown an unsettled slot
+    /// fences the writer too, since it can no longer tell what is there.
+    async fn settle_failed_slot(&self, f: &InFlight, mut shutdown: watch::Receiver<bool>) -> Slot {
+        let own_hole = format::encode_seal(
+            format::SealKind::Hole,
+            &format!("{}@{}/writer", self.cfg.worker_id, self.cfg.stream_epoch),
+        );
+        loop {
+            let found = match self.store.put_if_absent(&f.key, own_hole.clone()).await {
+                Ok(()) => Some(Slot::OwnHole),
+                Err(ObjectError::AlreadyExists(_)) => match self.store.get(&f.key).await {
+                    Ok(there) if there == f.body => Some(Slot::OwnObject),
+                    Ok(there) if there == own_hole => Some(Slot::OwnHole),
+                    Ok(_) => Some(Slot::Lost),
+                    Err(_) => None,
+                },
+                Err(_) => None,
+            };
+            match found {
+                Some(Slot::Lost) => {
+                    self.fence(&f.key, "a new owner sealed the slot of a failed flush");
+                    return Slot::Lost;
+                }
+                Some(slot) => {
+                    tracing::warn!(key = %f.key, own_object = matches!(slot, Slot::OwnObject), "slot of a failed flush settled");
+                    return slot;
+                }
+                None => {}
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(SETTLE_RETRY) => {}
+                _ = shutdown.wait_for(|s| *s) => {
+                    self.fence(&f.key, "shutting down with the slot of a failed flush unsettled");
+                    return Slot::Lost;
                 }
             }
         }
     }
 }
+
+/// What the slot of a flush whose PUT failed turned out to hold.
+enum Slot {
+    /// The flush's own object: its PUT landed after all.
+    OwnObject,
+    /// This writer's own hole seal: the slot holds no data.
+    OwnHole,
+    /// A new owner's seal (or it could not be told): the writer is fenced.
+    Lost,
+}
+
+/// Pause between attempts to settle a failed slot (each attempt already
+/// retries within the store's deadline).
+const SETTLE_RETRY: Duration = Duration::from_secs(1);
 
 /// Creates `key` through the (retrying) store, giving up once `deadline`
 /// has passed: the flush then fails and its appends are answered with a
@@ -695,5 +790,177 @@ mod tests {
             vec![6],
             "the opened partition's data is at or above {from}"
         );
+    }
+
+    /// What the held PUT of slot 1 finds when the test releases it.
+    #[derive(Clone, Copy)]
+    enum SlotOne {
+        /// A new owner's end seal was there before the PUT: 412.
+        SealedBefore,
+        /// The PUT fails transiently and nothing lands.
+        Failed,
+        /// The PUT fails transiently, and a new owner's end seal is there.
+        FailedThenSealed,
+        /// The PUT lands but its answer is lost (a transient error).
+        LandedAnswerLost,
+    }
+
+    /// A store whose first PUT of slot 1 is held until released, then ends
+    /// as the test's [`SlotOne`] says; every other call goes through.
+    struct SlotOneStore {
+        inner: LocalDirStore,
+        key: String,
+        outcome: SlotOne,
+        tripped: AtomicBool,
+        held: Notify,
+        release: tokio::sync::Semaphore,
+    }
+
+    #[async_trait]
+    impl ObjectStore for SlotOneStore {
+        async fn put_if_absent(&self, key: &str, body: Bytes) -> Result<(), ObjectError> {
+            if key != self.key || self.tripped.swap(true, Ordering::SeqCst) {
+                return self.inner.put_if_absent(key, body).await;
+            }
+            self.held.notify_one();
+            drop(self.release.acquire().await);
+            let seal = format::encode_seal(format::SealKind::End, "new-owner");
+            let transient = Err(ObjectError::Transient {
+                key: key.into(),
+                reason: "injected".into(),
+            });
+            match self.outcome {
+                SlotOne::SealedBefore => self.inner.put_if_absent(key, body).await,
+                SlotOne::Failed => transient,
+                SlotOne::FailedThenSealed => {
+                    self.inner.put_if_absent(key, seal).await?;
+                    transient
+                }
+                SlotOne::LandedAnswerLost => {
+                    self.inner.put_if_absent(key, body).await?;
+                    transient
+                }
+            }
+        }
+        async fn get(&self, key: &str) -> Result<Bytes, ObjectError> {
+            self.inner.get(key).await
+        }
+        async fn get_range(&self, key: &str, range: Range<u64>) -> Result<Bytes, ObjectError> {
+            self.inner.get_range(key, range).await
+        }
+        async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>, ObjectError> {
+            self.inner.list(prefix).await
+        }
+        async fn delete(&self, key: &str) -> Result<(), ObjectError> {
+            self.inner.delete(key).await
+        }
+    }
+
+    /// Appends `a` (object 1, its PUT held) and then `b` (object 2, created
+    /// while object 1 is still in flight), releases object 1's PUT, and
+    /// returns both appends' outcomes, the log's committed chunks' base
+    /// offsets and what slot 1 holds at the end.
+    async fn slot_one_then_two(
+        outcome: SlotOne,
+    ) -> (
+        Option<Result<(), WalError>>,
+        Option<Result<(), WalError>>,
+        Vec<i64>,
+        Bytes,
+    ) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let key = crate::wal::object_key("ns", "w", 1, 1);
+        let store = Arc::new(SlotOneStore {
+            inner: LocalDirStore::open(dir.path()).expect("store"),
+            key: key.clone(),
+            outcome,
+            tripped: AtomicBool::new(false),
+            held: Notify::new(),
+            release: tokio::sync::Semaphore::new(0),
+        });
+        if matches!(outcome, SlotOne::SealedBefore) {
+            let seal = format::encode_seal(format::SealKind::End, "new-owner");
+            store.inner.put_if_absent(&key, seal).await.expect("seal");
+        }
+        let w = writer(store.clone(), 1 << 20);
+        let (_stop, shutdown) = watch::channel(false);
+        tokio::spawn(w.clone().run(shutdown));
+        let log = log();
+        let a = append(&w, &log, 2);
+        let first = tokio::spawn({
+            let w = w.clone();
+            async move { w.flush_now().await }
+        });
+        tokio::time::timeout(PATIENCE, store.held.notified())
+            .await
+            .expect("object 1's PUT started");
+        let b = append(&w, &log, 3);
+        let second = tokio::spawn({
+            let w = w.clone();
+            async move { w.flush_now().await }
+        });
+        let two = crate::wal::object_key("ns", "w", 1, 2);
+        tokio::time::timeout(PATIENCE, async {
+            while store.inner.get(&two).await.is_err() {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+        .await
+        .expect("object 2 was created");
+        store.release.add_permits(1);
+        for flush in [first, second] {
+            let _ = tokio::time::timeout(PATIENCE, flush)
+                .await
+                .expect("flush answered");
+        }
+        let committed = log
+            .all_chunks()
+            .iter()
+            .map(|c| c.entry.base_offset)
+            .collect();
+        let slot = store.inner.get(&key).await.expect("slot 1 holds an object");
+        let (a, b) = (a.borrow().clone(), b.borrow().clone());
+        (a, b, committed, slot)
+    }
+
+    /// Regression (torture run under S3 faults: one offset acked twice): a
+    /// writer whose PUT found a new owner's end seal still acknowledged the
+    /// object above it, which recovery ignores (it is beyond the seal), so
+    /// the new owner reissued its offsets.
+    #[tokio::test]
+    async fn nothing_above_a_seal_is_acknowledged_even_if_its_put_succeeded() {
+        let (a, b, committed, _) = slot_one_then_two(SlotOne::SealedBefore).await;
+        assert_eq!(a, Some(Err(WalError::Fenced)));
+        assert_eq!(b, Some(Err(WalError::Fenced)));
+        assert!(committed.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_failed_slot_is_settled_before_the_object_above_it_commits() {
+        let (a, b, committed, slot) = slot_one_then_two(SlotOne::Failed).await;
+        assert!(matches!(a, Some(Err(WalError::Storage(_)))), "{a:?}");
+        assert_eq!(b, Some(Ok(())));
+        assert_eq!(committed, vec![2]);
+        assert_eq!(format::decode_seal(&slot), Some(format::SealKind::Hole));
+    }
+
+    #[tokio::test]
+    async fn a_failed_slot_a_new_owner_sealed_fences_the_writer() {
+        let (a, b, committed, slot) = slot_one_then_two(SlotOne::FailedThenSealed).await;
+        assert_eq!(a, Some(Err(WalError::Fenced)));
+        assert_eq!(b, Some(Err(WalError::Fenced)));
+        assert!(committed.is_empty());
+        assert_eq!(format::decode_seal(&slot), Some(format::SealKind::End));
+    }
+
+    #[tokio::test]
+    async fn a_failed_put_that_landed_after_all_commits_in_order() {
+        let (a, b, committed, slot) = slot_one_then_two(SlotOne::LandedAnswerLost).await;
+        // Durable after all: acknowledged, and a retry of it is answered
+        // as a duplicate rather than stored again.
+        assert_eq!(a, Some(Ok(())));
+        assert_eq!(b, Some(Ok(())));
+        assert_eq!(committed, vec![0, 2]);
+        assert_eq!(format::decode_seal(&slot), None);
     }
 }
