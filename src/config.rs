@@ -254,12 +254,26 @@ impl KafkaArgs {
     }
 }
 
+/// Where `kafscale dev` keeps its data.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DevStorage {
+    /// Under `KAFSCALE_DATA_DIR`: data survives a restart.
+    Disk,
+    /// In the process: gone when it exits.
+    Memory,
+}
+
 /// Settings of the embedded single-process cluster.
 #[derive(Args, Debug, Clone)]
 pub struct DevArgs {
     /// Directory for metadata and log objects.
     #[arg(long, env = "KAFSCALE_DATA_DIR", default_value = "./kafscale-data")]
     pub data_dir: PathBuf,
+    /// Where data lives: `disk` (under the data directory, survives a
+    /// restart) or `memory` (metadata and log objects in the process, gone
+    /// when it exits; no disk I/O).
+    #[arg(long, env = "KAFSCALE_DEV_STORAGE", value_enum, default_value_t = DevStorage::Disk)]
+    pub storage: DevStorage,
     #[command(flatten)]
     pub kafka: KafkaArgs,
     #[command(flatten)]

@@ -1,14 +1,16 @@
-//! `kafscale dev`: embedded metadata store + local object directory, one log
-//! worker reached over real loopback gRPC, the assigner and one gateway.
+//! `kafscale dev`: embedded metadata store + local object directory (or
+//! memory, `KAFSCALE_DEV_STORAGE=memory`), one log worker reached over real
+//! loopback gRPC, the assigner and one gateway.
 
-use crate::config::DevArgs;
+use crate::config::{DevArgs, DevStorage};
 use crate::control::ControlState;
 use crate::process;
 use anyhow::Context;
 use kafscale_controlplane::{assigner, EmbeddedStore, Metadata};
 use kafscale_logworker::metrics::RetryMetrics;
 use kafscale_logworker::objstore::local::LocalDirStore;
-use kafscale_logworker::objstore::with_retries;
+use kafscale_logworker::objstore::memory::MemoryStore;
+use kafscale_logworker::objstore::{with_retries, ObjectStore};
 use kafscale_logworker::Worker;
 use std::sync::Arc;
 use tokio::sync::watch;
@@ -25,18 +27,33 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     let control =
         process::spawn_http(&args.http, registry.clone(), ready, shutdown.clone()).await?;
 
-    let store =
-        EmbeddedStore::open(&args.data_dir.join("metadata")).context("opening metadata store")?;
+    // Memory storage keeps metadata in a directory of its own, removed at
+    // exit with the data it describes.
+    let scratch = match args.storage {
+        DevStorage::Disk => None,
+        DevStorage::Memory => Some(
+            tempfile::Builder::new()
+                .prefix("kafscale-dev-")
+                .tempdir()
+                .context("creating the metadata directory")?,
+        ),
+    };
+    let metadata_dir = scratch.as_ref().map_or_else(
+        || args.data_dir.join("metadata"),
+        |d| d.path().to_path_buf(),
+    );
+    let store = EmbeddedStore::open(&metadata_dir).context("opening metadata store")?;
     let meta = Metadata::new(Arc::new(store), &args.namespace);
     let cluster = meta.cluster_info().await?;
-    tracing::info!(cluster_id = %cluster.cluster_id, data_dir = %args.data_dir.display(), "starting kafscale dev");
+    tracing::info!(cluster_id = %cluster.cluster_id, storage = ?args.storage, data_dir = %args.data_dir.display(), "starting kafscale dev");
     meta.ensure_offsets_topic(args.groups.offsets_topic_partitions)
         .await
         .context("creating the group coordinator topic")?;
-    let objects = with_retries(
-        Arc::new(LocalDirStore::open(&args.data_dir.join("objects"))?),
-        RetryMetrics::new(&registry)?,
-    );
+    let backend: Arc<dyn ObjectStore> = match args.storage {
+        DevStorage::Disk => Arc::new(LocalDirStore::open(&args.data_dir.join("objects"))?),
+        DevStorage::Memory => Arc::new(MemoryStore::new()),
+    };
+    let objects = with_retries(backend, RetryMetrics::new(&registry)?);
 
     // Worker, reached only through gRPC.
     let grpc = process::bind(&args.grpc_addr, "gRPC").await?;

@@ -93,6 +93,7 @@ pub fn spawn_producer(
         // retried or bumped its epoch (librdkafka's `debug` contexts).
         if let Ok(debug) = std::env::var("KAFSCALE_TORTURE_CLIENT_DEBUG") {
             cfg.set("debug", debug);
+            cfg.set_log_level(RDKafkaLogLevel::Debug);
         }
         let context = || ProducerLogContext(spec.id.clone());
         let mut p: FutureProducer<ProducerLogContext> = cfg

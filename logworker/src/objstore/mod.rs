@@ -1,7 +1,7 @@
 //! The `ObjectStore` trait: the only way log data reaches durable storage.
 //!
-//! Implementations: a local directory (embedded mode) and S3 (distributed
-//! mode). Cross-cutting concerns (retry, metrics, read replica) are wrappers
+//! Implementations: a local directory (embedded mode), memory (embedded mode
+//! without disk, gone at exit) and S3 (distributed mode). Cross-cutting concerns (retry, metrics, read replica) are wrappers
 //! implementing the same trait.
 //!
 //! Guarantee every implementation must give: `put_if_absent` either creates
@@ -9,6 +9,7 @@
 //! overwrites an existing object (this is what fences zombie writers).
 
 pub mod local;
+pub mod memory;
 pub mod replica;
 pub mod retry;
 pub mod s3;
