@@ -578,20 +578,57 @@ mod tests {
     use std::ops::Range;
     use uuid::Uuid;
 
-    /// A store whose PUTs wait until the test releases them.
-    struct GatedStore {
+    /// What the held PUT of slot 1 finds when the test releases it.
+    #[derive(Clone, Copy)]
+    enum SlotOne {
+        /// The PUT lands.
+        Lands,
+        /// A new owner's end seal was there before the PUT: 412.
+        SealedBefore,
+        /// The PUT fails transiently and nothing lands.
+        Failed,
+        /// The PUT fails transiently, and a new owner's end seal is there.
+        FailedThenSealed,
+        /// The PUT lands but its answer is lost (a transient error).
+        LandedAnswerLost,
+    }
+
+    /// A store whose first PUT of slot 1 is held until released, then ends
+    /// as the test's [`SlotOne`] says; every other call goes through.
+    struct SlotOneStore {
         inner: LocalDirStore,
-        started: Notify,
+        key: String,
+        outcome: SlotOne,
+        tripped: AtomicBool,
+        held: Notify,
         release: tokio::sync::Semaphore,
     }
 
     #[async_trait]
-    impl ObjectStore for GatedStore {
+    impl ObjectStore for SlotOneStore {
         async fn put_if_absent(&self, key: &str, body: Bytes) -> Result<(), ObjectError> {
-            self.started.notify_one();
-            let permit = self.release.acquire().await;
-            drop(permit);
-            self.inner.put_if_absent(key, body).await
+            if key != self.key || self.tripped.swap(true, Ordering::SeqCst) {
+                return self.inner.put_if_absent(key, body).await;
+            }
+            self.held.notify_one();
+            drop(self.release.acquire().await);
+            let seal = format::encode_seal(format::SealKind::End, "new-owner");
+            let transient = Err(ObjectError::Transient {
+                key: key.into(),
+                reason: "injected".into(),
+            });
+            match self.outcome {
+                SlotOne::Lands | SlotOne::SealedBefore => self.inner.put_if_absent(key, body).await,
+                SlotOne::Failed => transient,
+                SlotOne::FailedThenSealed => {
+                    self.inner.put_if_absent(key, seal).await?;
+                    transient
+                }
+                SlotOne::LandedAnswerLost => {
+                    self.inner.put_if_absent(key, body).await?;
+                    transient
+                }
+            }
         }
         async fn get(&self, key: &str) -> Result<Bytes, ObjectError> {
             self.inner.get(key).await
@@ -605,6 +642,17 @@ mod tests {
         async fn delete(&self, key: &str) -> Result<(), ObjectError> {
             self.inner.delete(key).await
         }
+    }
+
+    fn slot_one_store(dir: &std::path::Path, outcome: SlotOne) -> Arc<SlotOneStore> {
+        Arc::new(SlotOneStore {
+            inner: LocalDirStore::open(dir).expect("store"),
+            key: crate::wal::object_key("ns", "w", 1, 1),
+            outcome,
+            tripped: AtomicBool::new(false),
+            held: Notify::new(),
+            release: tokio::sync::Semaphore::new(0),
+        })
     }
 
     fn log() -> Arc<PartitionLog> {
@@ -689,17 +737,13 @@ mod tests {
     #[tokio::test]
     async fn an_append_is_acknowledged_only_once_its_object_exists() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let store = Arc::new(GatedStore {
-            inner: LocalDirStore::open(dir.path()).expect("store"),
-            started: Notify::new(),
-            release: tokio::sync::Semaphore::new(0),
-        });
+        let store = slot_one_store(dir.path(), SlotOne::Lands);
         let w = writer(store.clone(), 1);
         let (_stop, shutdown) = watch::channel(false);
         tokio::spawn(w.clone().run(shutdown));
         let log = log();
         let done = append(&w, &log, 3);
-        tokio::time::timeout(PATIENCE, store.started.notified())
+        tokio::time::timeout(PATIENCE, store.held.notified())
             .await
             .expect("the flush started its PUT");
         // The PUT is in flight, not done: no ack, no visible offsets.
@@ -792,70 +836,6 @@ mod tests {
         );
     }
 
-    /// What the held PUT of slot 1 finds when the test releases it.
-    #[derive(Clone, Copy)]
-    enum SlotOne {
-        /// A new owner's end seal was there before the PUT: 412.
-        SealedBefore,
-        /// The PUT fails transiently and nothing lands.
-        Failed,
-        /// The PUT fails transiently, and a new owner's end seal is there.
-        FailedThenSealed,
-        /// The PUT lands but its answer is lost (a transient error).
-        LandedAnswerLost,
-    }
-
-    /// A store whose first PUT of slot 1 is held until released, then ends
-    /// as the test's [`SlotOne`] says; every other call goes through.
-    struct SlotOneStore {
-        inner: LocalDirStore,
-        key: String,
-        outcome: SlotOne,
-        tripped: AtomicBool,
-        held: Notify,
-        release: tokio::sync::Semaphore,
-    }
-
-    #[async_trait]
-    impl ObjectStore for SlotOneStore {
-        async fn put_if_absent(&self, key: &str, body: Bytes) -> Result<(), ObjectError> {
-            if key != self.key || self.tripped.swap(true, Ordering::SeqCst) {
-                return self.inner.put_if_absent(key, body).await;
-            }
-            self.held.notify_one();
-            drop(self.release.acquire().await);
-            let seal = format::encode_seal(format::SealKind::End, "new-owner");
-            let transient = Err(ObjectError::Transient {
-                key: key.into(),
-                reason: "injected".into(),
-            });
-            match self.outcome {
-                SlotOne::SealedBefore => self.inner.put_if_absent(key, body).await,
-                SlotOne::Failed => transient,
-                SlotOne::FailedThenSealed => {
-                    self.inner.put_if_absent(key, seal).await?;
-                    transient
-                }
-                SlotOne::LandedAnswerLost => {
-                    self.inner.put_if_absent(key, body).await?;
-                    transient
-                }
-            }
-        }
-        async fn get(&self, key: &str) -> Result<Bytes, ObjectError> {
-            self.inner.get(key).await
-        }
-        async fn get_range(&self, key: &str, range: Range<u64>) -> Result<Bytes, ObjectError> {
-            self.inner.get_range(key, range).await
-        }
-        async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>, ObjectError> {
-            self.inner.list(prefix).await
-        }
-        async fn delete(&self, key: &str) -> Result<(), ObjectError> {
-            self.inner.delete(key).await
-        }
-    }
-
     /// Appends `a` (object 1, its PUT held) and then `b` (object 2, created
     /// while object 1 is still in flight), releases object 1's PUT, and
     /// returns both appends' outcomes, the log's committed chunks' base
@@ -869,15 +849,8 @@ mod tests {
         Bytes,
     ) {
         let dir = tempfile::tempdir().expect("tempdir");
-        let key = crate::wal::object_key("ns", "w", 1, 1);
-        let store = Arc::new(SlotOneStore {
-            inner: LocalDirStore::open(dir.path()).expect("store"),
-            key: key.clone(),
-            outcome,
-            tripped: AtomicBool::new(false),
-            held: Notify::new(),
-            release: tokio::sync::Semaphore::new(0),
-        });
+        let store = slot_one_store(dir.path(), outcome);
+        let key = store.key.clone();
         if matches!(outcome, SlotOne::SealedBefore) {
             let seal = format::encode_seal(format::SealKind::End, "new-owner");
             store.inner.put_if_absent(&key, seal).await.expect("seal");
