@@ -2,14 +2,15 @@
 # Side-by-side benchmark against a peer (issue 15): the same load, on this
 # machine, against
 #   dev        `kafscale dev` (embedded: no etcd, no S3)
+#   dev-mem    `kafscale dev` with KAFSCALE_DEV_STORAGE=memory (no disk I/O)
 #   dist       distributed mode: etcd + S3, ${DIST_WORKERS:-3} workers, ${DIST_GATEWAYS:-2} gateways
 #   tansu-mem  Tansu 0.6.0, memory engine
 #   tansu-s3   Tansu 0.6.0, S3 engine
 # with both S3 systems on the same s3s-fs server, behind s3-count-proxy (which
 # counts S3 requests by operation for every system alike). Rounds are
 # interleaved (each round runs every system once, from a fresh start) and the
-# report gives medians over the rounds, with ratios to the peer (dev to
-# tansu-mem, dist to tansu-s3).
+# report gives medians over the rounds, with ratios to the peer (dev and
+# dev-mem to tansu-mem, dist to tansu-s3).
 #
 #   cargo build --release -p kafscale --bin kafscale -p kafscale-loadtest
 #   loadtest/scripts/peers.sh                 # 3 rounds, ~25 minutes
@@ -26,7 +27,7 @@
 #   rk-produce   librdkafka's rdkafka_performance, the same load: MB/s
 #   rk-consume   rdkafka_performance reading it back from offset 0: MB/s
 #   lg-cold      after a restart of the system's own processes (not for
-#                tansu-mem, which loses its data), the lg-produce records
+#                tansu-mem and dev-mem, which lose their data), the lg-produce records
 #                read back from offset 0 again: MB/s with no cache warm
 # Peak RSS is the sum of the system's own processes (not etcd or s3s-fs);
 # CPU is reported for the system's own processes and with etcd and the S3
@@ -45,7 +46,7 @@ PROXY=$T/release/s3-count-proxy
 PEERS=${KS_PEERS_DIR:-$HOME/.cache/kafscale-peers}
 OUT=${KS_PEERS_OUT:-/tmp/kafscale-peers}
 ROUNDS=${ROUNDS:-3}
-SYSTEMS=${SYSTEMS:-dev dist tansu-mem tansu-s3}
+SYSTEMS=${SYSTEMS:-dev dev-mem dist tansu-mem tansu-s3}
 RECORDS=${RECORDS:-500000}
 PARTITIONS=${PARTITIONS:-6}
 RATE=${RATE:-5000}
@@ -129,9 +130,12 @@ start() { # system
 
 start_server() { # system: its own processes, on the state left by the last ones
   case $1 in
-    dev)
-      KAFSCALE_DATA_DIR=$OUT/dev KAFSCALE_KAFKA_ADDR=$BROKER KAFSCALE_HTTP_ADDR=127.0.0.1:22600 \
-        KAFSCALE_ADVERTISED_HOST=127.0.0.1 "$KS" dev >>"$OUT/dev.log" 2>&1 &
+    dev|dev-mem)
+      local storage=disk
+      [ "$1" = dev-mem ] && storage=memory
+      KAFSCALE_DEV_STORAGE=$storage KAFSCALE_DATA_DIR=$OUT/dev KAFSCALE_KAFKA_ADDR=$BROKER \
+        KAFSCALE_HTTP_ADDR=127.0.0.1:22600 KAFSCALE_ADVERTISED_HOST=127.0.0.1 "$KS" dev \
+        >>"$OUT/$1.log" 2>&1 &
       SYS_PIDS=($!); disown ;;
     dist)
       SYS_PIDS=()
@@ -219,7 +223,7 @@ print(json.dumps({"p50_ms": p.get("p50_ms"), "p99_ms": p.get("p99_ms"), "e2e_p99
   lg --topic rk-$r --mode produce --records 1 >/dev/null
   record "$r" "$s" rk-produce "{\"mb_s\": $(rk_mbps -P -t rk-$r -s 1024 -c "$RECORDS" -X acks=all -X linger.ms=5)}"
   record "$r" "$s" rk-consume "{\"mb_s\": $(rk_mbps -G rk-$r -X auto.offset.reset=earliest -t rk-$r -c "$RECORDS")}"
-  if [ "$s" != tansu-mem ]; then
+  if [ "$s" != tansu-mem ] && [ "$s" != dev-mem ]; then
     # Cold: the same records from offset 0 after a restart (no cache holds them).
 
     rss=$(peak_rss_kb "${SYS_PIDS[@]}")

@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Medians over rounds of loadtest/scripts/peers.sh results, as a markdown
-table with ratios to the peer (dev / tansu-mem, dist / tansu-s3).
+table with ratios to the peer (dev and dev-mem / tansu-mem, dist / tansu-s3).
 
 Usage: peers_report.py results.jsonl
 """
@@ -8,7 +8,7 @@ import json
 import statistics
 import sys
 
-PEER = {"dev": "tansu-mem", "dist": "tansu-s3"}
+PEER = {"dev": "tansu-mem", "dev-mem": "tansu-mem", "dist": "tansu-s3"}
 # (label, test, key, higher is better)
 ROWS = [
     ("produce MB/s, our generator", "lg-produce", "mb_s", True),
