@@ -1,6 +1,9 @@
 //! `kafscale dev`: embedded metadata store + local object directory (or
-//! memory, `KAFSCALE_DEV_STORAGE=memory`), one log worker reached over real
-//! loopback gRPC, the assigner and one gateway.
+//! memory, `KAFSCALE_DEV_STORAGE=memory`), one log worker, the assigner and
+//! one gateway. The gateway calls the worker's gRPC service in process (the
+//! same requests and streams, without HTTP/2 or a socket), or over loopback
+//! TLS when internal TLS is set; the worker also serves gRPC on
+//! `KAFSCALE_GRPC_ADDR`.
 
 use crate::config::{DevArgs, DevStorage};
 use crate::control::ControlState;
@@ -55,12 +58,13 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     };
     let objects = with_retries(backend, RetryMetrics::new(&registry)?);
 
-    // Worker, reached only through gRPC.
+    // Worker, reached through its gRPC service.
     let grpc = process::bind(&args.grpc_addr, "gRPC").await?;
+    let worker_addr = grpc.local_addr()?.to_string();
     let cfg = process::worker_config(
         "dev-0".into(),
         &args.namespace,
-        grpc.local_addr()?.to_string(),
+        worker_addr.clone(),
         &args.wal,
         args.max_message_bytes,
         &args.groups,
@@ -83,11 +87,17 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     tokio::spawn(worker.run_gc(shutdown.clone()));
 
     let kafka = process::bind(&args.kafka.kafka_addr, "Kafka").await?;
+    // The gateway calls the worker's service in this process; with internal
+    // TLS set it dials it over TLS on loopback instead, as asked.
+    let dial = match dial_tls {
+        Some(tls) => process::WorkerDial::Tls(tls),
+        None => process::WorkerDial::InProcess(worker_addr, worker.clone()),
+    };
     let (gateway, listener) = process::spawn_gateway(
         kafka,
         meta.clone(),
         &args.kafka,
-        dial_tls,
+        dial,
         args.max_message_bytes,
         &registry,
         shutdown.clone(),

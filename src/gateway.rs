@@ -31,7 +31,7 @@ pub async fn run(args: GatewayArgs) -> anyhow::Result<()> {
         kafka,
         meta.clone(),
         &args.kafka,
-        internal_tls,
+        internal_tls.map_or(process::WorkerDial::Plain, process::WorkerDial::Tls),
         args.max_message_bytes,
         &registry,
         shutdown.clone(),

@@ -104,14 +104,25 @@ pub fn spawn_grpc(
     }
 }
 
+/// How a gateway reaches its workers.
+pub enum WorkerDial {
+    /// Over plaintext TCP.
+    Plain,
+    /// Over TLS (`KAFSCALE_INTERNAL_TLS_CA_FILE`).
+    Tls(kafscale_gateway::auth::internal::TlsConnector),
+    /// The worker registered at this address runs in this process: its
+    /// service is called directly (`kafscale dev`).
+    InProcess(String, Arc<Worker>),
+}
+
 /// Starts a gateway on `listener`: watches the cluster in `meta`, routes to
-/// workers (over TLS when `internal_tls` is set), answers Kafka clients until
-/// shutdown. Returns its task and the handle the control API drains it with.
+/// workers as `dial` says, answers Kafka clients until shutdown. Returns its
+/// task and the handle the control API drains it with.
 pub async fn spawn_gateway(
     listener: TcpListener,
     meta: Metadata,
     kafka: &KafkaArgs,
-    internal_tls: Option<kafscale_gateway::auth::internal::TlsConnector>,
+    dial: WorkerDial,
     max_message_bytes: usize,
     registry: &prometheus::Registry,
     shutdown: watch::Receiver<bool>,
@@ -132,10 +143,13 @@ pub async fn spawn_gateway(
         .build(&meta, metrics.authentications.clone())
         .await?;
     let view = ClusterView::start(meta).await?;
-    let mut router = Router::new(view.clone());
-    if let Some(tls) = internal_tls {
-        router = router.with_tls(tls);
-    }
+    let router = match dial {
+        WorkerDial::Plain => Router::new(view.clone()),
+        WorkerDial::Tls(tls) => Router::new(view.clone()).with_tls(tls),
+        WorkerDial::InProcess(addr, worker) => {
+            Router::new(view.clone()).with_in_process(&addr, LogWorkerService::server(worker))
+        }
+    };
     let control = ListenerControl::new(view.clone(), metrics.connections.clone());
     let dispatcher = Arc::new(
         Dispatcher::new(

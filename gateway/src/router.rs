@@ -26,7 +26,7 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::time::Duration;
 use tonic::service::interceptor::InterceptedService;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Endpoint;
 use tracing::Instrument;
 use uuid::Uuid;
 
@@ -43,7 +43,54 @@ const RETRY_PAUSE: Duration = Duration::from_millis(25);
 type TraceInjector = fn(tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status>;
 
 /// A client of one worker; every call carries the current trace context.
-pub type WorkerClient = LogWorkerClient<InterceptedService<Channel, TraceInjector>>;
+pub type WorkerClient = LogWorkerClient<InterceptedService<WorkerTransport, TraceInjector>>;
+
+/// What carries a worker client's calls: an HTTP/2 channel to the worker's
+/// address, or the worker's gRPC service itself when the worker runs in this
+/// process (`kafscale dev`): the same requests, encodings and streams, with
+/// no HTTP/2 framing and no loopback socket in between.
+#[derive(Clone)]
+pub enum WorkerTransport {
+    /// Dialled over the network.
+    Remote(tonic::transport::Channel),
+    /// The worker's service, called in this process.
+    InProcess(InProcessService),
+}
+
+type HttpRequest = tonic::codegen::http::Request<tonic::body::Body>;
+type HttpResponse = tonic::codegen::http::Response<tonic::body::Body>;
+type ResponseFuture =
+    std::pin::Pin<Box<dyn Future<Output = Result<HttpResponse, tower::BoxError>> + Send>>;
+
+/// A gRPC service in this process, as a function from request to response.
+#[derive(Clone)]
+pub struct InProcessService(std::sync::Arc<dyn Fn(HttpRequest) -> ResponseFuture + Send + Sync>);
+
+impl tower::Service<HttpRequest> for WorkerTransport {
+    type Response = HttpResponse;
+    type Error = tower::BoxError;
+    type Future = ResponseFuture;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        match self {
+            WorkerTransport::Remote(c) => c.poll_ready(cx).map_err(Into::into),
+            WorkerTransport::InProcess(_) => std::task::Poll::Ready(Ok(())),
+        }
+    }
+
+    fn call(&mut self, req: HttpRequest) -> Self::Future {
+        match self {
+            WorkerTransport::Remote(c) => {
+                let call = c.call(req);
+                Box::pin(async move { call.await.map_err(Into::into) })
+            }
+            WorkerTransport::InProcess(s) => (s.0)(req),
+        }
+    }
+}
 
 /// Errors talking to workers.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -243,6 +290,8 @@ pub struct Router {
     clients: std::sync::Arc<DashMap<String, WorkerClient>>,
     /// Set: workers are dialled over TLS (`KAFSCALE_INTERNAL_TLS_CA_FILE`).
     tls: Option<crate::auth::internal::TlsConnector>,
+    /// Workers in this process, by registered address: called directly.
+    in_process: std::sync::Arc<DashMap<String, WorkerTransport>>,
 }
 
 impl Router {
@@ -252,12 +301,38 @@ impl Router {
             view,
             clients: std::sync::Arc::new(DashMap::new()),
             tls: None,
+            in_process: std::sync::Arc::new(DashMap::new()),
         }
     }
 
     /// Dials workers through `tls` instead of plaintext TCP.
     pub fn with_tls(mut self, tls: crate::auth::internal::TlsConnector) -> Self {
         self.tls = Some(tls);
+        self
+    }
+
+    /// Calls the worker registered at `addr` through `service`, its gRPC
+    /// service running in this process, instead of dialling it.
+    pub fn with_in_process<S>(self, addr: &str, service: S) -> Self
+    where
+        S: tower::Service<HttpRequest, Response = HttpResponse, Error = std::convert::Infallible>
+            + Clone
+            + Send
+            + Sync
+            + 'static,
+        S::Future: Send + 'static,
+    {
+        let call = move |req: HttpRequest| -> ResponseFuture {
+            let mut service = service.clone();
+            Box::pin(async move {
+                match service.call(req).await {
+                    Ok(response) => Ok(response),
+                    Err(never) => match never {},
+                }
+            })
+        };
+        let transport = WorkerTransport::InProcess(InProcessService(std::sync::Arc::new(call)));
+        self.in_process.insert(addr.to_string(), transport);
         self
     }
 
@@ -271,6 +346,11 @@ impl Router {
         if let Some(c) = self.clients.get(addr) {
             return Ok(c.clone());
         }
+        if let Some(t) = self.in_process.get(addr) {
+            let c = Self::worker_client(t.clone());
+            self.clients.insert(addr.to_string(), c.clone());
+            return Ok(c);
+        }
         let ep = Endpoint::from_shared(format!("http://{addr}"))
             .map_err(|_| RouteError::BadAddress(addr.to_string()))?
             .tcp_nodelay(true)
@@ -279,16 +359,20 @@ impl Router {
             .initial_stream_window_size(Some(16 << 20))
             .initial_connection_window_size(Some(64 << 20))
             .connect_timeout(Duration::from_secs(3));
-        let inject: TraceInjector = kafscale_proto::trace_context::inject_current;
         let channel = match &self.tls {
             Some(tls) => ep.connect_with_connector_lazy(tls.clone()),
             None => ep.connect_lazy(),
         };
-        let c = LogWorkerClient::with_interceptor(channel, inject)
-            .max_decoding_message_size(256 << 20)
-            .max_encoding_message_size(256 << 20);
+        let c = Self::worker_client(WorkerTransport::Remote(channel));
         self.clients.insert(addr.to_string(), c.clone());
         Ok(c)
+    }
+
+    fn worker_client(transport: WorkerTransport) -> WorkerClient {
+        let inject: TraceInjector = kafscale_proto::trace_context::inject_current;
+        LogWorkerClient::with_interceptor(transport, inject)
+            .max_decoding_message_size(256 << 20)
+            .max_encoding_message_size(256 << 20)
     }
 
     /// Calls the worker at `addr` with `f`: the one call site of the
