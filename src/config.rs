@@ -13,9 +13,10 @@ use std::time::Duration;
 #[derive(Args, Debug, Clone)]
 pub struct WalArgs {
     /// The WAL flush profile whose settings apply where none of the four
-    /// below is set: balanced, cost or latency.
-    #[arg(long, env = "KAFSCALE_WAL_FLUSH_PROFILE", default_value_t = FlushProfile::Balanced)]
-    pub wal_flush_profile: FlushProfile,
+    /// below is set: balanced, cost, latency or local [default: local in
+    /// dev, balanced in logworker].
+    #[arg(long, env = "KAFSCALE_WAL_FLUSH_PROFILE")]
+    pub wal_flush_profile: Option<FlushProfile>,
     /// No buffered byte waits longer than this before its flush [default: from the profile].
     #[arg(long, env = "KAFSCALE_WAL_FLUSH_INTERVAL_MS")]
     pub wal_flush_interval_ms: Option<u64>,
@@ -44,9 +45,10 @@ pub struct WalArgs {
 }
 
 impl WalArgs {
-    /// The flush settings: the profile's, each overridden where set.
-    pub fn flush_settings(&self) -> FlushSettings {
-        let p = self.wal_flush_profile.settings();
+    /// The flush settings: the profile's (`default` where none is set), each
+    /// overridden where set.
+    pub fn flush_settings(&self, default: FlushProfile) -> FlushSettings {
+        let p = self.wal_flush_profile.unwrap_or(default).settings();
         let ms = Duration::from_millis;
         FlushSettings {
             flush_bytes: self.wal_flush_bytes.unwrap_or(p.flush_bytes),

@@ -66,6 +66,8 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         &args.namespace,
         worker_addr.clone(),
         &args.wal,
+        // Local files or memory have no price per write: flush within 5 ms.
+        kafscale_logworker::wal::policy::FlushProfile::Local,
         args.max_message_bytes,
         &args.groups,
     );

@@ -128,6 +128,7 @@ pub async fn run(args: LogworkerArgs) -> anyhow::Result<()> {
         &args.etcd.namespace,
         advertised(&args, grpc.local_addr()?),
         &args.wal,
+        kafscale_logworker::wal::policy::FlushProfile::Balanced,
         args.max_message_bytes,
         &args.groups,
     );

@@ -11,6 +11,7 @@ use kafscale_gateway::metrics::GatewayMetrics;
 use kafscale_gateway::router::Router;
 use kafscale_gateway::GatewayConfig;
 use kafscale_logworker::service::LogWorkerService;
+use kafscale_logworker::wal::policy::FlushProfile;
 use kafscale_logworker::{Worker, WorkerConfig};
 use std::sync::Arc;
 use std::time::Duration;
@@ -50,12 +51,14 @@ pub async fn spawn_http(
     Ok(slot)
 }
 
-/// The worker settings shared by `dev` and `logworker`.
+/// The worker settings shared by `dev` and `logworker`; `profile` is the
+/// flush profile where `KAFSCALE_WAL_FLUSH_PROFILE` is unset.
 pub fn worker_config(
     worker_id: String,
     namespace: &str,
     grpc_advertised_addr: String,
     wal: &WalArgs,
+    profile: FlushProfile,
     max_message_bytes: usize,
     groups: &GroupArgs,
 ) -> WorkerConfig {
@@ -63,7 +66,7 @@ pub fn worker_config(
         worker_id,
         namespace: namespace.to_string(),
         grpc_advertised_addr,
-        flush: wal.flush_settings(),
+        flush: wal.flush_settings(profile),
         max_inflight_puts: wal.wal_max_inflight,
         cache_bytes: wal.cache_bytes,
         default_max_message_bytes: max_message_bytes,

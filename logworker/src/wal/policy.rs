@@ -30,6 +30,9 @@ pub enum FlushProfile {
     Cost,
     /// Objects of ~1 MiB, bytes wait at most 50 ms: lowest ack latency.
     Latency,
+    /// Objects of ~1 MiB, bytes wait at most 5 ms: for a store without a
+    /// price per request (`kafscale dev`'s local directory or memory).
+    Local,
 }
 
 /// The thresholds of the flush policy.
@@ -59,6 +62,7 @@ impl std::str::FromStr for FlushProfile {
             "balanced" => Ok(FlushProfile::Balanced),
             "cost" => Ok(FlushProfile::Cost),
             "latency" => Ok(FlushProfile::Latency),
+            "local" => Ok(FlushProfile::Local),
             other => Err(UnknownProfile(other.to_string())),
         }
     }
@@ -70,6 +74,7 @@ impl std::fmt::Display for FlushProfile {
             FlushProfile::Balanced => "balanced",
             FlushProfile::Cost => "cost",
             FlushProfile::Latency => "latency",
+            FlushProfile::Local => "local",
         })
     }
 }
@@ -99,6 +104,12 @@ impl FlushProfile {
                 target_bytes: mib,
                 min_interval: ms(5),
                 max_interval: ms(50),
+            },
+            FlushProfile::Local => FlushSettings {
+                flush_bytes: 8 * mib,
+                target_bytes: mib,
+                min_interval: ms(1),
+                max_interval: ms(5),
             },
         }
     }
@@ -287,7 +298,7 @@ mod tests {
 
     #[test]
     fn profile_names_round_trip() {
-        for name in ["balanced", "cost", "latency"] {
+        for name in ["balanced", "cost", "latency", "local"] {
             let p: FlushProfile = name.parse().expect("known");
             assert_eq!(p.to_string(), name);
         }
@@ -313,6 +324,7 @@ mod tests {
             FlushProfile::Balanced,
             FlushProfile::Cost,
             FlushProfile::Latency,
+            FlushProfile::Local,
         ] {
             let s = profile.settings();
             assert_eq!(s, s.normalized(), "{profile:?}");
@@ -323,6 +335,7 @@ mod tests {
             FlushProfile::Latency.settings(),
         );
         assert!(c.max_interval > b.max_interval && b.max_interval > l.max_interval);
+        assert!(l.max_interval > FlushProfile::Local.settings().max_interval);
         assert!(c.target_bytes > b.target_bytes && b.target_bytes > l.target_bytes);
     }
 }
