@@ -323,9 +323,9 @@ impl Router {
         S::Future: Send + 'static,
     {
         let call = move |req: HttpRequest| -> ResponseFuture {
-            let mut service = service.clone();
+            let service = service.clone();
             Box::pin(async move {
-                match service.call(req).await {
+                match tower::ServiceExt::oneshot(service, req).await {
                     Ok(response) => Ok(response),
                     Err(never) => match never {},
                 }
