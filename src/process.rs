@@ -149,9 +149,8 @@ pub async fn spawn_gateway(
     let router = match dial {
         WorkerDial::Plain => Router::new(view.clone()),
         WorkerDial::Tls(tls) => Router::new(view.clone()).with_tls(tls),
-        WorkerDial::InProcess(addr, worker) => {
-            Router::new(view.clone()).with_in_process(&addr, LogWorkerService::server(worker))
-        }
+        WorkerDial::InProcess(addr, worker) => Router::new(view.clone())
+            .with_in_process(&addr, Arc::new(LogWorkerService::new(worker))),
     };
     let control = ListenerControl::new(view.clone(), metrics.connections.clone());
     let dispatcher = Arc::new(

@@ -17,16 +17,20 @@
 
 use crate::cluster::{ClusterView, Snapshot};
 use dashmap::DashMap;
+use futures::stream::{BoxStream, StreamExt};
 use kafka_protocol::error::ResponseError;
 use kafscale_controlplane::metadata::topic_uuid;
 use kafscale_proto::data::v1 as pb;
 use kafscale_proto::data::v1::log_worker_client::LogWorkerClient;
+use kafscale_proto::data::v1::log_worker_server::LogWorker;
 use kafscale_proto::metadata::v1::Topic;
 use std::collections::HashMap;
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 use tonic::service::interceptor::InterceptedService;
-use tonic::transport::Endpoint;
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Request, Response, Status};
 use tracing::Instrument;
 use uuid::Uuid;
 
@@ -40,56 +44,70 @@ pub const RETRY_FOR: Duration = Duration::from_secs(5);
 const RETRY_PAUSE: Duration = Duration::from_millis(25);
 
 /// The interceptor that carries the caller's trace context to the worker.
-type TraceInjector = fn(tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status>;
+type TraceInjector = fn(Request<()>) -> Result<Request<()>, Status>;
+
+/// A gRPC client of a worker reached over the network.
+type RemoteClient = LogWorkerClient<InterceptedService<Channel, TraceInjector>>;
+
+/// A worker's streamed answer, however the worker was reached.
+pub type AnswerStream<M> = BoxStream<'static, Result<M, Status>>;
+
+/// A worker's data-plane service running in this process (`kafscale dev`),
+/// called with the request messages as they are.
+pub type LocalWorker = dyn LogWorker<
+    ProduceStream = AnswerStream<pb::ProduceResponse>,
+    GroupStream = AnswerStream<pb::GroupResponse>,
+>;
 
 /// A client of one worker; every call carries the current trace context.
-pub type WorkerClient = LogWorkerClient<InterceptedService<WorkerTransport, TraceInjector>>;
-
-/// What carries a worker client's calls: an HTTP/2 channel to the worker's
-/// address, or the worker's gRPC service itself when the worker runs in this
-/// process (`kafscale dev`): the same requests, encodings and streams, with
-/// no HTTP/2 framing and no loopback socket in between.
 #[derive(Clone)]
-pub enum WorkerTransport {
-    /// Dialled over the network.
-    Remote(tonic::transport::Channel),
-    /// The worker's service, called in this process.
-    InProcess(InProcessService),
+pub enum WorkerClient {
+    /// gRPC over HTTP/2 to the worker's address.
+    Remote(RemoteClient),
+    /// The worker's service in this process: the same requests and answers,
+    /// handed over as they are, with nothing encoded or decoded and no
+    /// socket in between.
+    Local(Arc<LocalWorker>),
 }
 
-type HttpRequest = tonic::codegen::http::Request<tonic::body::Body>;
-type HttpResponse = tonic::codegen::http::Response<tonic::body::Body>;
-type ResponseFuture =
-    std::pin::Pin<Box<dyn Future<Output = Result<HttpResponse, tower::BoxError>> + Send>>;
+/// `msg` as a request carrying the current trace context, as the remote
+/// client's interceptor would send it.
+fn traced<T>(msg: T) -> Result<Request<T>, Status> {
+    let (metadata, extensions, ()) =
+        kafscale_proto::trace_context::inject_current(Request::new(()))?.into_parts();
+    Ok(Request::from_parts(metadata, extensions, msg))
+}
 
-/// A gRPC service in this process, as a function from request to response.
-#[derive(Clone)]
-pub struct InProcessService(std::sync::Arc<dyn Fn(HttpRequest) -> ResponseFuture + Send + Sync>);
-
-impl tower::Service<HttpRequest> for WorkerTransport {
-    type Response = HttpResponse;
-    type Error = tower::BoxError;
-    type Future = ResponseFuture;
-
-    fn poll_ready(
-        &mut self,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Result<(), Self::Error>> {
-        match self {
-            WorkerTransport::Remote(c) => c.poll_ready(cx).map_err(Into::into),
-            WorkerTransport::InProcess(_) => std::task::Poll::Ready(Ok(())),
+/// Client methods that call a worker over gRPC or in this process alike.
+macro_rules! worker_calls {
+    ($($(#[$doc:meta])* $method:ident($request:ident) -> $answer:ty, $wrap:expr;)*) => {
+        impl WorkerClient {
+            $(
+                $(#[$doc])*
+                pub async fn $method(&mut self, r: pb::$request) -> Result<Response<$answer>, Status> {
+                    match self {
+                        WorkerClient::Remote(c) => Ok(c.$method(r).await?.map($wrap)),
+                        WorkerClient::Local(w) => w.$method(traced(r)?).await,
+                    }
+                }
+            )*
         }
-    }
+    };
+}
 
-    fn call(&mut self, req: HttpRequest) -> Self::Future {
-        match self {
-            WorkerTransport::Remote(c) => {
-                let call = c.call(req);
-                Box::pin(async move { call.await.map_err(Into::into) })
-            }
-            WorkerTransport::InProcess(s) => (s.0)(req),
-        }
-    }
+worker_calls! {
+    /// Appends a produce's batches; streams "sequenced", then the result.
+    produce(ProduceRequest) -> AnswerStream<pb::ProduceResponse>, StreamExt::boxed;
+    /// A consumer-group request; streams "sequenced", then the result.
+    group(GroupRequest) -> AnswerStream<pb::GroupResponse>, StreamExt::boxed;
+    /// Reads records.
+    fetch(FetchRequest) -> pb::FetchResponse, std::convert::identity;
+    /// Looks up offsets by time or position.
+    list_offsets(ListOffsetsRequest) -> pb::ListOffsetsResponse, std::convert::identity;
+    /// Moves log start offsets forward.
+    delete_records(DeleteRecordsRequest) -> pb::DeleteRecordsResponse, std::convert::identity;
+    /// Reports partition sizes.
+    partition_sizes(PartitionSizesRequest) -> pb::PartitionSizesResponse, std::convert::identity;
 }
 
 /// Errors talking to workers.
@@ -255,12 +273,12 @@ impl Sequencing for pb::GroupResponse {
 /// before that never reports sequenced: the caller's request then counts as
 /// sequenced only when it is answered, so nothing after it can overtake it.
 pub async fn streamed_answer<M: Sequencing>(
-    stream: Result<tonic::Response<tonic::Streaming<M>>, tonic::Status>,
+    stream: Result<Response<AnswerStream<M>>, Status>,
     sequenced: impl Fn(),
 ) -> Result<M, RouteError> {
     let mut stream = stream?.into_inner();
     loop {
-        match stream.message().await? {
+        match stream.next().await.transpose()? {
             Some(m) if m.is_sequenced() => sequenced(),
             Some(m) => return Ok(m),
             None => return Err(RouteError::StreamClosed),
@@ -287,11 +305,10 @@ macro_rules! unary_parts {
 #[derive(Clone)]
 pub struct Router {
     view: ClusterView,
-    clients: std::sync::Arc<DashMap<String, WorkerClient>>,
+    /// Clients by worker address, workers in this process among them.
+    clients: Arc<DashMap<String, WorkerClient>>,
     /// Set: workers are dialled over TLS (`KAFSCALE_INTERNAL_TLS_CA_FILE`).
     tls: Option<crate::auth::internal::TlsConnector>,
-    /// Workers in this process, by registered address: called directly.
-    in_process: std::sync::Arc<DashMap<String, WorkerTransport>>,
 }
 
 impl Router {
@@ -299,9 +316,8 @@ impl Router {
     pub fn new(view: ClusterView) -> Self {
         Self {
             view,
-            clients: std::sync::Arc::new(DashMap::new()),
+            clients: Arc::new(DashMap::new()),
             tls: None,
-            in_process: std::sync::Arc::new(DashMap::new()),
         }
     }
 
@@ -311,28 +327,11 @@ impl Router {
         self
     }
 
-    /// Calls the worker registered at `addr` through `service`, its gRPC
-    /// service running in this process, instead of dialling it.
-    pub fn with_in_process<S>(self, addr: &str, service: S) -> Self
-    where
-        S: tower::Service<HttpRequest, Response = HttpResponse, Error = std::convert::Infallible>
-            + Clone
-            + Send
-            + Sync
-            + 'static,
-        S::Future: Send + 'static,
-    {
-        let call = move |req: HttpRequest| -> ResponseFuture {
-            let service = service.clone();
-            Box::pin(async move {
-                match tower::ServiceExt::oneshot(service, req).await {
-                    Ok(response) => Ok(response),
-                    Err(never) => match never {},
-                }
-            })
-        };
-        let transport = WorkerTransport::InProcess(InProcessService(std::sync::Arc::new(call)));
-        self.in_process.insert(addr.to_string(), transport);
+    /// Calls the worker registered at `addr` through `worker`, its
+    /// data-plane service running in this process, instead of dialling it.
+    pub fn with_in_process(self, addr: &str, worker: Arc<LocalWorker>) -> Self {
+        self.clients
+            .insert(addr.to_string(), WorkerClient::Local(worker));
         self
     }
 
@@ -346,11 +345,6 @@ impl Router {
         if let Some(c) = self.clients.get(addr) {
             return Ok(c.clone());
         }
-        if let Some(t) = self.in_process.get(addr) {
-            let c = Self::worker_client(t.clone());
-            self.clients.insert(addr.to_string(), c.clone());
-            return Ok(c);
-        }
         let ep = Endpoint::from_shared(format!("http://{addr}"))
             .map_err(|_| RouteError::BadAddress(addr.to_string()))?
             .tcp_nodelay(true)
@@ -363,16 +357,14 @@ impl Router {
             Some(tls) => ep.connect_with_connector_lazy(tls.clone()),
             None => ep.connect_lazy(),
         };
-        let c = Self::worker_client(WorkerTransport::Remote(channel));
+        let inject: TraceInjector = kafscale_proto::trace_context::inject_current;
+        let c = WorkerClient::Remote(
+            LogWorkerClient::with_interceptor(channel, inject)
+                .max_decoding_message_size(256 << 20)
+                .max_encoding_message_size(256 << 20),
+        );
         self.clients.insert(addr.to_string(), c.clone());
         Ok(c)
-    }
-
-    fn worker_client(transport: WorkerTransport) -> WorkerClient {
-        let inject: TraceInjector = kafscale_proto::trace_context::inject_current;
-        LogWorkerClient::with_interceptor(transport, inject)
-            .max_decoding_message_size(256 << 20)
-            .max_encoding_message_size(256 << 20)
     }
 
     /// Calls the worker at `addr` with `f`: the one call site of the

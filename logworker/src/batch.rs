@@ -6,7 +6,7 @@
 //! does not cover `baseOffset` or `partitionLeaderEpoch`, so patching those two
 //! fields keeps the client's bytes (and checksum) valid.
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::records::RecordBatchDecoder;
 
@@ -250,7 +250,7 @@ fn read_varint(buf: &[u8]) -> Option<(i64, usize)> {
 
 /// Copies a validated batch into `out`, patching its base offset and leader
 /// epoch. Returns the last offset of the batch.
-pub fn append_patched(out: &mut BytesMut, batch: &[u8], base: i64, leader_epoch: i32) -> i64 {
+pub fn append_patched(out: &mut Vec<u8>, batch: &[u8], base: i64, leader_epoch: i32) -> i64 {
     let start = out.len();
     out.extend_from_slice(batch);
     out[start..start + 8].copy_from_slice(&base.to_be_bytes());
@@ -298,6 +298,7 @@ pub fn find_max_timestamp(batch: &Bytes) -> Option<(i64, i64)> {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+    use bytes::BytesMut;
     use indexmap::IndexMap;
     use kafka_protocol::records::{
         Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
@@ -395,12 +396,12 @@ pub(crate) mod tests {
     #[test]
     fn patching_keeps_crc_valid_and_sets_offsets() {
         let b = encode(4, Compression::Lz4, 0);
-        let mut out = BytesMut::new();
+        let mut out = Vec::new();
         let last = append_patched(&mut out, &b, 100, 7);
         assert_eq!(last, 103);
         assert!(validate(&out, 1 << 20).is_ok());
         assert_eq!(base_offset(&out), 100);
-        let mut decoded = out.freeze();
+        let mut decoded = Bytes::from(out);
         let set = RecordBatchDecoder::decode(&mut decoded).unwrap();
         assert_eq!(set.records[3].offset, 103);
         assert_eq!(set.records[0].partition_leader_epoch, 7);
@@ -408,9 +409,9 @@ pub(crate) mod tests {
 
     #[test]
     fn finds_first_offset_at_or_after_timestamp() {
-        let mut out = BytesMut::new();
+        let mut out = Vec::new();
         append_patched(&mut out, &encode(10, Compression::Zstd, 500), 20, 0);
-        let batch = out.freeze();
+        let batch = Bytes::from(out);
         assert_eq!(find_timestamp(&batch, 503), Some((23, 503)));
         assert_eq!(find_timestamp(&batch, 10_000), None);
         assert_eq!(find_max_timestamp(&batch), Some((29, 509)));

@@ -32,10 +32,15 @@ pub struct LogWorkerService {
 }
 
 impl LogWorkerService {
+    /// The service of `worker`, to be called in this process.
+    pub fn new(worker: Arc<Worker>) -> Self {
+        Self { worker }
+    }
+
     /// The tonic server for `worker`, with message limits large enough for
     /// maximum-size Kafka requests.
     pub fn server(worker: Arc<Worker>) -> LogWorkerServer<Self> {
-        LogWorkerServer::new(Self { worker })
+        LogWorkerServer::new(Self::new(worker))
             .max_decoding_message_size(256 << 20)
             .max_encoding_message_size(256 << 20)
     }

@@ -5,7 +5,7 @@
 //! directory: an object is either absent or complete, never torn, and never
 //! overwritten.
 
-use super::{ObjectError, ObjectMeta, ObjectStore};
+use super::{Body, ObjectError, ObjectMeta, ObjectStore};
 use async_trait::async_trait;
 use bytes::Bytes;
 use std::io::{Read, Seek, SeekFrom, Write};
@@ -105,7 +105,7 @@ fn list_into(
 
 #[async_trait]
 impl ObjectStore for LocalDirStore {
-    async fn put_if_absent(&self, key: &str, body: Bytes) -> Result<(), ObjectError> {
+    async fn put_body_if_absent(&self, key: &str, body: Body) -> Result<(), ObjectError> {
         let path = self.path_of(key)?;
         let tmp = self
             .root
@@ -118,7 +118,9 @@ impl ObjectStore for LocalDirStore {
                 .ok_or_else(|| ObjectError::InvalidKey(key.clone()))?;
             std::fs::create_dir_all(parent).map_err(|e| transient(&key, e))?;
             let mut f = std::fs::File::create(&tmp).map_err(|e| transient(&key, e))?;
-            f.write_all(&body).map_err(|e| transient(&key, e))?;
+            for part in body.parts() {
+                f.write_all(part).map_err(|e| transient(&key, e))?;
+            }
             f.sync_all().map_err(|e| transient(&key, e))?;
             drop(f);
             let linked = std::fs::hard_link(&tmp, &path);

@@ -5,7 +5,7 @@
 //! nothing more: every object is gone when the process exits. For test
 //! pipelines and benchmarks that want a broker without disk I/O.
 
-use super::{ObjectError, ObjectMeta, ObjectStore};
+use super::{Body, ObjectError, ObjectMeta, ObjectStore};
 use async_trait::async_trait;
 use bytes::Bytes;
 use std::collections::BTreeMap;
@@ -15,7 +15,9 @@ use std::sync::{Mutex, MutexGuard};
 /// Objects in a sorted map (listings by prefix are range scans).
 #[derive(Debug, Default)]
 pub struct MemoryStore {
-    objects: Mutex<BTreeMap<String, Bytes>>,
+    /// Objects as they were created, in parts (a WAL object's chunks are
+    /// kept as they were buffered, not copied into one buffer).
+    objects: Mutex<BTreeMap<String, Body>>,
 }
 
 impl MemoryStore {
@@ -24,7 +26,14 @@ impl MemoryStore {
         Self::default()
     }
 
-    fn lock(&self) -> MutexGuard<'_, BTreeMap<String, Bytes>> {
+    fn object(&self, key: &str) -> Result<Body, ObjectError> {
+        self.lock()
+            .get(key)
+            .cloned()
+            .ok_or_else(|| ObjectError::NotFound(key.to_string()))
+    }
+
+    fn lock(&self) -> MutexGuard<'_, BTreeMap<String, Body>> {
         self.objects.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
@@ -38,7 +47,7 @@ fn check_key(key: &str) -> Result<(), ObjectError> {
 
 #[async_trait]
 impl ObjectStore for MemoryStore {
-    async fn put_if_absent(&self, key: &str, body: Bytes) -> Result<(), ObjectError> {
+    async fn put_body_if_absent(&self, key: &str, body: Body) -> Result<(), ObjectError> {
         check_key(key)?;
         match self.lock().entry(key.to_string()) {
             std::collections::btree_map::Entry::Occupied(_) => {
@@ -52,25 +61,21 @@ impl ObjectStore for MemoryStore {
     }
 
     async fn get(&self, key: &str) -> Result<Bytes, ObjectError> {
-        self.lock()
-            .get(key)
-            .cloned()
-            .ok_or_else(|| ObjectError::NotFound(key.to_string()))
+        Ok(self.object(key)?.to_bytes())
     }
 
     async fn get_range(&self, key: &str, range: Range<u64>) -> Result<Bytes, ObjectError> {
-        let object = self.get(key).await?;
+        let object = self.object(key)?;
         let (start, end) = (range.start as usize, range.end as usize);
-        if start > end || end > object.len() {
-            return Err(ObjectError::Permanent {
+        object
+            .slice(start..end)
+            .ok_or_else(|| ObjectError::Permanent {
                 key: key.to_string(),
                 reason: format!(
                     "range {start}..{end} is outside the object's {} bytes",
                     object.len()
                 ),
-            });
-        }
-        Ok(object.slice(start..end))
+            })
     }
 
     async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>, ObjectError> {

@@ -4,7 +4,8 @@
 //! without disk, gone at exit) and S3 (distributed mode). Cross-cutting concerns (retry, metrics, read replica) are wrappers
 //! implementing the same trait.
 //!
-//! Guarantee every implementation must give: `put_if_absent` either creates
+//! Guarantee every implementation must give: `put_body_if_absent` (and
+//! `put_if_absent`, which calls it) either creates
 //! the object with exactly the given bytes, durably, or fails; it never
 //! overwrites an existing object (this is what fences zombie writers).
 
@@ -85,11 +86,95 @@ pub struct ObjectMeta {
     pub size: u64,
 }
 
+/// The bytes of an object to create, in one or more parts written back to
+/// back. A WAL object is its header, each partition's chunk as it was
+/// buffered and its footer: no store has to copy them into one buffer
+/// unless its protocol needs one.
+#[derive(Debug, Clone, Default)]
+pub struct Body {
+    parts: Vec<Bytes>,
+    len: usize,
+}
+
+impl Body {
+    /// The object made of `parts`, in order.
+    pub fn from_parts(parts: Vec<Bytes>) -> Self {
+        let len = parts.iter().map(Bytes::len).sum();
+        Self { parts, len }
+    }
+
+    /// Length of the object in bytes.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// True for an empty object.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The parts, in order.
+    pub fn parts(&self) -> &[Bytes] {
+        &self.parts
+    }
+
+    /// The object in one buffer: free for a body of one part, a copy
+    /// otherwise.
+    pub fn to_bytes(&self) -> Bytes {
+        match self.parts.as_slice() {
+            [] => Bytes::new(),
+            [one] => one.clone(),
+            many => Bytes::from(many.concat()),
+        }
+    }
+
+    /// Bytes `range` of the object: a slice of one part, without a copy,
+    /// when the range lies within one. `None` if the range is not wholly
+    /// inside the object.
+    pub fn slice(&self, range: Range<usize>) -> Option<Bytes> {
+        if range.start > range.end || range.end > self.len {
+            return None;
+        }
+        let mut start = 0;
+        for p in &self.parts {
+            let end = start + p.len();
+            if range.start >= start && range.end <= end {
+                return Some(p.slice(range.start - start..range.end - start));
+            }
+            start = end;
+        }
+        Some(self.to_bytes().slice(range))
+    }
+
+    /// True if `bytes` are exactly this object's bytes.
+    pub fn matches(&self, bytes: &[u8]) -> bool {
+        if bytes.len() != self.len {
+            return false;
+        }
+        let mut rest = bytes;
+        self.parts.iter().all(|p| {
+            let (head, tail) = rest.split_at(p.len());
+            rest = tail;
+            head == &p[..]
+        })
+    }
+}
+
+impl From<Bytes> for Body {
+    fn from(b: Bytes) -> Self {
+        Self::from_parts(vec![b])
+    }
+}
+
 /// Durable object storage keyed by `/`-separated strings.
 #[async_trait]
 pub trait ObjectStore: Send + Sync + 'static {
     /// Creates `key` with `body` iff it does not exist; durable on success.
-    async fn put_if_absent(&self, key: &str, body: Bytes) -> Result<(), ObjectError>;
+    async fn put_body_if_absent(&self, key: &str, body: Body) -> Result<(), ObjectError>;
+    /// [`Self::put_body_if_absent`] of a body in one buffer.
+    async fn put_if_absent(&self, key: &str, body: Bytes) -> Result<(), ObjectError> {
+        self.put_body_if_absent(key, body.into()).await
+    }
     /// The whole object.
     async fn get(&self, key: &str) -> Result<Bytes, ObjectError>;
     /// A byte range of the object.
@@ -98,4 +183,28 @@ pub trait ObjectStore: Send + Sync + 'static {
     async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>, ObjectError>;
     /// Deletes an object; deleting a missing object is not an error.
     async fn delete(&self, key: &str) -> Result<(), ObjectError>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_body_in_parts_reads_as_one_object() {
+        let parts = [&b"ab"[..], b"cde", b"", b"f"]
+            .map(Bytes::from_static)
+            .to_vec();
+        let body = Body::from_parts(parts);
+        assert_eq!(body.len(), 6);
+        assert_eq!(body.to_bytes(), Bytes::from_static(b"abcdef"));
+        assert!(body.matches(b"abcdef"));
+        assert!(!body.matches(b"abcdeX"));
+        assert!(!body.matches(b"abcde"));
+        let within = body.slice(2..5).expect("in range");
+        assert_eq!(within, Bytes::from_static(b"cde"));
+        assert_eq!(within.as_ptr(), body.parts()[1].as_ptr(), "no copy");
+        assert_eq!(body.slice(1..4), Some(Bytes::from_static(b"bcd")));
+        assert_eq!(body.slice(4..7), None);
+        assert!(Body::default().matches(b""));
+    }
 }

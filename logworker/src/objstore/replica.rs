@@ -14,7 +14,7 @@
 //!   `outcome="hit"` when the replica served it, `"fallback"` when the primary
 //!   was asked.
 
-use super::{ObjectError, ObjectMeta, ObjectStore};
+use super::{Body, ObjectError, ObjectMeta, ObjectStore};
 use crate::metrics::S3Metrics;
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -61,8 +61,8 @@ impl ReplicaReadStore {
 
 #[async_trait]
 impl ObjectStore for ReplicaReadStore {
-    async fn put_if_absent(&self, key: &str, body: Bytes) -> Result<(), ObjectError> {
-        self.primary.put_if_absent(key, body).await
+    async fn put_body_if_absent(&self, key: &str, body: Body) -> Result<(), ObjectError> {
+        self.primary.put_body_if_absent(key, body).await
     }
 
     async fn get(&self, key: &str) -> Result<Bytes, ObjectError> {
@@ -110,7 +110,7 @@ mod tests {
 
     #[async_trait]
     impl ObjectStore for Down {
-        async fn put_if_absent(&self, key: &str, _: Bytes) -> Result<(), ObjectError> {
+        async fn put_body_if_absent(&self, key: &str, _: Body) -> Result<(), ObjectError> {
             Err(ObjectError::Transient {
                 key: key.into(),
                 reason: "down".into(),

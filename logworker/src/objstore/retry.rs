@@ -16,7 +16,7 @@
 //! This is the worker's only retry policy for storage: the WAL writer,
 //! sealing, recovery and reads call the store once and rely on it.
 
-use super::{ObjectError, ObjectMeta, ObjectStore};
+use super::{Body, ObjectError, ObjectMeta, ObjectStore};
 use crate::metrics::RetryMetrics;
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -123,14 +123,14 @@ impl RetryingStore {
 
 #[async_trait]
 impl ObjectStore for RetryingStore {
-    async fn put_if_absent(&self, key: &str, body: Bytes) -> Result<(), ObjectError> {
+    async fn put_body_if_absent(&self, key: &str, body: Body) -> Result<(), ObjectError> {
         let mut backoff = Backoff::new(&self.policy);
         let mut ambiguous = false;
         loop {
-            match self.inner.put_if_absent(key, body.clone()).await {
+            match self.inner.put_body_if_absent(key, body.clone()).await {
                 Err(ObjectError::AlreadyExists(_)) if ambiguous => {
                     return match self.get(key).await {
-                        Ok(existing) if existing == body => Ok(()),
+                        Ok(existing) if body.matches(&existing) => Ok(()),
                         Ok(_) | Err(ObjectError::NotFound(_)) => {
                             Err(ObjectError::AlreadyExists(key.to_string()))
                         }
@@ -217,14 +217,14 @@ mod tests {
 
     #[async_trait]
     impl ObjectStore for Flaky {
-        async fn put_if_absent(&self, key: &str, body: Bytes) -> Result<(), ObjectError> {
+        async fn put_body_if_absent(&self, key: &str, body: Body) -> Result<(), ObjectError> {
             if let Err(e) = self.fail(key) {
                 if self.lose_put_responses {
-                    let _ = self.inner.put_if_absent(key, body).await;
+                    let _ = self.inner.put_body_if_absent(key, body).await;
                 }
                 return Err(e);
             }
-            self.inner.put_if_absent(key, body).await
+            self.inner.put_body_if_absent(key, body).await
         }
         async fn get(&self, key: &str) -> Result<Bytes, ObjectError> {
             self.fail(key)?;

@@ -20,7 +20,7 @@
 //! - Every call is counted in [`S3Metrics`] (`kafscale_s3_requests_total`,
 //!   `kafscale_s3_request_seconds`, `kafscale_s3_bytes_total`).
 
-use super::{ObjectError, ObjectMeta, ObjectStore};
+use super::{Body, ObjectError, ObjectMeta, ObjectStore};
 use crate::metrics::S3Metrics;
 use async_trait::async_trait;
 use aws_config::{BehaviorVersion, Region};
@@ -552,12 +552,16 @@ fn call_span(op: Op, key: &str) -> Span {
 
 #[async_trait]
 impl ObjectStore for S3Store {
-    async fn put_if_absent(&self, key: &str, body: Bytes) -> Result<(), ObjectError> {
+    async fn put_body_if_absent(&self, key: &str, body: Body) -> Result<(), ObjectError> {
         check_key(key)?;
         let started = Instant::now();
         let len = body.len();
         let span = call_span(Op::Put, key);
-        let r = self.do_put(key, body).instrument(span.clone()).await;
+        // One buffer: the request is signed over its payload.
+        let r = self
+            .do_put(key, body.to_bytes())
+            .instrument(span.clone())
+            .await;
         self.record(Op::Put, &span, started, r.as_ref().map(|_| len));
         r
     }

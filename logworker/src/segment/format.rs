@@ -179,8 +179,10 @@ pub fn decode_footer(
         let in_order = blocks
             .last()
             .is_none_or(|p: &ChunkEntry| e.base_offset > p.last_offset);
+        let Some(end) = e.end().filter(|end| *end <= footer_pos) else {
+            return Err(FormatError::Malformed("block entry out of range"));
+        };
         if e.position < previous_end
-            || e.position + u64::from(e.length) > footer_pos
             || e.last_offset < e.base_offset
             || e.base_offset < base_offset
             || e.last_offset >= end_offset
@@ -188,7 +190,7 @@ pub fn decode_footer(
         {
             return Err(FormatError::Malformed("block entry out of range"));
         }
-        previous_end = e.position + u64::from(e.length);
+        previous_end = end;
         blocks.push(e);
     }
     if end_offset < base_offset {

@@ -38,6 +38,14 @@ pub struct ChunkEntry {
     pub crc: u32,
 }
 
+impl ChunkEntry {
+    /// Where the chunk ends in its object; `None` if a corrupt entry's end
+    /// does not fit in 64 bits.
+    pub fn end(&self) -> Option<u64> {
+        self.position.checked_add(u64::from(self.length))
+    }
+}
+
 /// Errors reading a WAL object.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum FormatError {
@@ -65,57 +73,65 @@ pub struct ChunkInput {
     pub data: Bytes,
 }
 
-/// Serializes chunks into one WAL object; returns the object and its entries.
-pub fn encode(chunks: &[ChunkInput]) -> (Bytes, Vec<ChunkEntry>) {
-    let data_len: usize = chunks.iter().map(|c| c.data.len()).sum();
-    let mut out =
-        BytesMut::with_capacity(8 + data_len + 4 + chunks.len() * ENTRY_LEN + TRAILER_LEN);
-    out.put_slice(HEADER_MAGIC);
+/// Serializes chunks into one WAL object, as the parts it is written in,
+/// back to back: the header, each chunk's own bytes (not copied) and the
+/// footer with the trailer. Returns the parts and the chunks' entries.
+pub fn encode_parts(chunks: Vec<ChunkInput>) -> (Vec<Bytes>, Vec<ChunkEntry>) {
+    let mut parts = Vec::with_capacity(chunks.len() + 2);
+    parts.push(Bytes::from_static(HEADER_MAGIC));
+    let mut position = HEADER_MAGIC.len() as u64;
     let mut entries = Vec::with_capacity(chunks.len());
     for c in chunks {
-        entries.push(append_chunk(&mut out, c));
+        let entry = ChunkEntry {
+            topic_id: c.topic_id,
+            partition: c.partition,
+            base_offset: c.base_offset,
+            last_offset: c.last_offset,
+            max_timestamp: c.max_timestamp,
+            position,
+            length: c.data.len() as u32,
+            batch_count: c.batch_count,
+            crc: crc32c::crc32c(&c.data),
+        };
+        position += c.data.len() as u64;
+        entries.push(entry);
+        parts.push(c.data);
     }
-    let footer_pos = out.len();
-    out.put_u32(entries.len() as u32);
+    let mut footer = BytesMut::with_capacity(4 + entries.len() * ENTRY_LEN + TRAILER_LEN);
+    footer.put_u32(entries.len() as u32);
     for e in &entries {
-        out.put_slice(e.topic_id.as_bytes());
-        out.put_i32(e.partition);
-        out.put_i64(e.base_offset);
-        out.put_i64(e.last_offset);
-        out.put_i64(e.max_timestamp);
-        out.put_u64(e.position);
-        out.put_u32(e.length);
-        out.put_u32(e.batch_count);
-        out.put_u32(e.crc);
+        footer.put_slice(e.topic_id.as_bytes());
+        footer.put_i32(e.partition);
+        footer.put_i64(e.base_offset);
+        footer.put_i64(e.last_offset);
+        footer.put_i64(e.max_timestamp);
+        footer.put_u64(e.position);
+        footer.put_u32(e.length);
+        footer.put_u32(e.batch_count);
+        footer.put_u32(e.crc);
     }
-    put_trailer(&mut out, footer_pos, TRAILER_MAGIC);
-    (out.freeze(), entries)
+    put_trailer_at(&mut footer, 0, position, TRAILER_MAGIC);
+    parts.push(footer.freeze());
+    (parts, entries)
 }
 
-/// Appends a chunk's bytes to an object being built; returns its entry
-/// (position, length and CRC32C filled in). Shared with segments, whose
-/// blocks are chunks of one partition.
-pub(crate) fn append_chunk(out: &mut BytesMut, c: &ChunkInput) -> ChunkEntry {
-    let entry = ChunkEntry {
-        topic_id: c.topic_id,
-        partition: c.partition,
-        base_offset: c.base_offset,
-        last_offset: c.last_offset,
-        max_timestamp: c.max_timestamp,
-        position: out.len() as u64,
-        length: c.data.len() as u32,
-        batch_count: c.batch_count,
-        crc: crc32c::crc32c(&c.data),
-    };
-    out.put_slice(&c.data);
-    entry
+/// [`encode_parts`] into one buffer: the object and its entries.
+pub fn encode(chunks: &[ChunkInput]) -> (Bytes, Vec<ChunkEntry>) {
+    let (parts, entries) = encode_parts(chunks.to_vec());
+    (Bytes::from(parts.concat()), entries)
 }
 
 /// Ends an object whose footer starts at `footer_pos` with the trailer WAL
 /// objects and segments share: footer position, footer CRC32C, `magic`.
 pub(crate) fn put_trailer(out: &mut BytesMut, footer_pos: usize, magic: &[u8; 4]) {
-    let footer_crc = crc32c::crc32c(&out[footer_pos..]);
-    out.put_u64(footer_pos as u64);
+    put_trailer_at(out, footer_pos, footer_pos as u64, magic);
+}
+
+/// [`put_trailer`] for a buffer that is the object's last part: its footer
+/// starts at `footer_start` in `out` and at `footer_pos` in the object.
+fn put_trailer_at(out: &mut BytesMut, footer_start: usize, footer_pos: u64, magic: &[u8; 4]) {
+    let footer_crc = crc32c::crc32c(&out[footer_start..]);
+    out.put_u64(footer_pos);
     out.put_u32(footer_crc);
     out.put_slice(magic);
 }
@@ -140,7 +156,9 @@ pub(crate) fn get_trailer(
     let mut t = trailer;
     let footer_pos = t.get_u64();
     let footer_crc = t.get_u32();
-    if footer_pos < header || footer_pos + min_footer > object_len - trailer_len {
+    // Checked: a corrupt trailer may hold any position.
+    let footer_end = footer_pos.checked_add(min_footer);
+    if footer_pos < header || footer_end.is_none_or(|end| end > object_len - trailer_len) {
         return Err(FormatError::Malformed("footer position out of range"));
     }
     Ok((footer_pos, footer_crc))
@@ -204,7 +222,7 @@ pub fn decode_footer_bytes(
             crc: f.get_u32(),
         };
         if e.position < 8
-            || e.position + u64::from(e.length) > footer_pos
+            || e.end().is_none_or(|end| end > footer_pos)
             || e.last_offset < e.base_offset
         {
             return Err(FormatError::Malformed("chunk entry out of range"));
@@ -301,5 +319,31 @@ mod tests {
             verify_chunk(&entries[0], b"abcdeX"),
             Err(FormatError::ChunkCrc)
         );
+    }
+
+    /// Regression (found by tests/fuzz_decoders.rs): a trailer whose footer
+    /// position is near 2^64 overflowed the range check.
+    #[test]
+    fn a_footer_position_near_the_end_of_u64_is_out_of_range() {
+        let mut trailer = BytesMut::new();
+        trailer.put_u64(u64::MAX - 1);
+        trailer.put_u32(0);
+        trailer.put_slice(TRAILER_MAGIC);
+        assert_eq!(
+            decode_trailer(&trailer, 1 << 20),
+            Err(FormatError::Malformed("footer position out of range"))
+        );
+    }
+
+    #[test]
+    fn parts_are_the_object_and_chunks_are_not_copied() {
+        let inputs = [chunk(0, 10, b"hello"), chunk(3, 0, b"world!")];
+        let (parts, entries) = encode_parts(inputs.to_vec());
+        assert_eq!(parts.len(), 4, "header, two chunks, footer");
+        assert_eq!(parts[1].as_ptr(), inputs[0].data.as_ptr(), "no copy");
+        let (whole, whole_entries) = encode(&inputs);
+        assert_eq!(whole, Bytes::from(parts.concat()));
+        assert_eq!(entries, whole_entries);
+        assert_eq!(decode_footer(&whole), Ok(entries));
     }
 }

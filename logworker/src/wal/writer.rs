@@ -34,9 +34,9 @@ use crate::batch::{append_patched, BatchInfo};
 use crate::cache::TailCache;
 use crate::completion::{self, wait_durable, Completion, CompletionSender, WalError};
 use crate::metrics::Metrics;
-use crate::objstore::{ObjectError, ObjectStore};
+use crate::objstore::{Body, ObjectError, ObjectStore};
 use crate::partition::{ChunkRef, PartitionId, PartitionLog};
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use indexmap::IndexMap;
 use kafscale_proto::trace_context::{add_links, current_link, TraceLink, TRACE_TARGET};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -66,7 +66,7 @@ struct Pending {
     last_offset: i64,
     max_timestamp: i64,
     batch_count: u32,
-    data: BytesMut,
+    data: Vec<u8>,
 }
 
 struct Buffer {
@@ -98,7 +98,7 @@ impl Buffer {
 struct InFlight {
     seq: u64,
     key: Arc<str>,
-    body: Bytes,
+    body: Body,
     entries: Vec<format::ChunkEntry>,
     logs: Vec<Arc<PartitionLog>>,
     done: CompletionSender,
@@ -252,7 +252,7 @@ impl WalWriter {
             last_offset: base - 1,
             max_timestamp: -1,
             batch_count: 0,
-            data: BytesMut::new(),
+            data: Vec::new(),
         });
         let mut offset = base;
         let mut added = 0;
@@ -361,11 +361,12 @@ impl WalWriter {
                 last_offset: p.last_offset,
                 max_timestamp: p.max_timestamp,
                 batch_count: p.batch_count,
-                data: p.data.freeze(),
+                data: exact(p.data),
             });
             logs.push(p.log);
         }
-        let (body, entries) = format::encode(&inputs);
+        let (parts, entries) = format::encode_parts(inputs);
+        let body = Body::from_parts(parts);
         let key: Arc<str> = Arc::from(super::object_key(
             &self.cfg.namespace,
             &self.cfg.worker_id,
@@ -466,9 +467,10 @@ impl WalWriter {
         self.metrics
             .wal_flush_seconds
             .observe(f.started.elapsed().as_secs_f64());
-        for (entry, log) in f.entries.into_iter().zip(f.logs) {
-            let start = entry.position as usize;
-            let data = f.body.slice(start..start + entry.length as usize);
+        // Parts: the header, then each entry's chunk, then the footer.
+        let chunks = f.body.parts().iter().skip(1);
+        for ((entry, log), data) in f.entries.into_iter().zip(f.logs).zip(chunks) {
+            let data = data.clone();
             let cache = self.cache.admits(data.len());
             let (base, len) = (entry.base_offset, data.len());
             log.commit(ChunkRef {
@@ -506,7 +508,7 @@ impl WalWriter {
             let found = match self.store.put_if_absent(&f.key, own_hole.clone()).await {
                 Ok(()) => Some(Slot::OwnHole),
                 Err(ObjectError::AlreadyExists(_)) => match self.store.get(&f.key).await {
-                    Ok(there) if there == f.body => Some(Slot::OwnObject),
+                    Ok(there) if f.body.matches(&there) => Some(Slot::OwnObject),
                     Ok(there) if there == own_hole => Some(Slot::OwnHole),
                     Ok(_) => Some(Slot::Lost),
                     Err(_) => None,
@@ -535,6 +537,15 @@ impl WalWriter {
     }
 }
 
+/// A chunk's buffer as `Bytes` that hold no more memory than its length: a
+/// chunk is written as it was buffered and then kept in the tail cache,
+/// which counts its length, while the buffer grew by doubling. Shrinking
+/// in place does not copy.
+fn exact(mut data: Vec<u8>) -> Bytes {
+    data.shrink_to_fit();
+    Bytes::from(data)
+}
+
 /// What the slot of a flush whose PUT failed turned out to hold.
 enum Slot {
     /// The flush's own object: its PUT landed after all.
@@ -555,10 +566,10 @@ const SETTLE_RETRY: Duration = Duration::from_secs(1);
 async fn put_within(
     store: Arc<dyn ObjectStore>,
     key: Arc<str>,
-    body: Bytes,
+    body: Body,
     deadline: Duration,
 ) -> Result<(), ObjectError> {
-    match tokio::time::timeout(deadline, store.put_if_absent(&key, body)).await {
+    match tokio::time::timeout(deadline, store.put_body_if_absent(&key, body)).await {
         Ok(r) => r,
         Err(_) => Err(ObjectError::Transient {
             key: key.to_string(),
@@ -606,9 +617,9 @@ mod tests {
 
     #[async_trait]
     impl ObjectStore for SlotOneStore {
-        async fn put_if_absent(&self, key: &str, body: Bytes) -> Result<(), ObjectError> {
+        async fn put_body_if_absent(&self, key: &str, body: Body) -> Result<(), ObjectError> {
             if key != self.key || self.tripped.swap(true, Ordering::SeqCst) {
-                return self.inner.put_if_absent(key, body).await;
+                return self.inner.put_body_if_absent(key, body).await;
             }
             self.held.notify_one();
             drop(self.release.acquire().await);
@@ -618,14 +629,16 @@ mod tests {
                 reason: "injected".into(),
             });
             match self.outcome {
-                SlotOne::Lands | SlotOne::SealedBefore => self.inner.put_if_absent(key, body).await,
+                SlotOne::Lands | SlotOne::SealedBefore => {
+                    self.inner.put_body_if_absent(key, body).await
+                }
                 SlotOne::Failed => transient,
                 SlotOne::FailedThenSealed => {
                     self.inner.put_if_absent(key, seal).await?;
                     transient
                 }
                 SlotOne::LandedAnswerLost => {
-                    self.inner.put_if_absent(key, body).await?;
+                    self.inner.put_body_if_absent(key, body).await?;
                     transient
                 }
             }
