@@ -13,6 +13,7 @@ use kafscale_gateway::GatewayConfig;
 use kafscale_logworker::service::LogWorkerService;
 use kafscale_logworker::wal::policy::FlushProfile;
 use kafscale_logworker::{Worker, WorkerConfig};
+use kafscale_proto::data::http2;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
@@ -87,8 +88,9 @@ pub fn spawn_grpc(
 ) -> JoinHandle<Result<(), tonic::transport::Error>> {
     let router = tonic::transport::Server::builder()
         .tcp_nodelay(true)
-        .initial_stream_window_size(Some(16 << 20))
-        .initial_connection_window_size(Some(64 << 20))
+        .initial_stream_window_size(Some(http2::STREAM_WINDOW))
+        .initial_connection_window_size(Some(http2::CONNECTION_WINDOW))
+        .max_frame_size(Some(http2::MAX_FRAME))
         .add_service(LogWorkerService::server(worker));
     let stop = async move {
         let _ = shutdown.changed().await;

@@ -20,6 +20,7 @@ use dashmap::DashMap;
 use futures::stream::{BoxStream, StreamExt};
 use kafka_protocol::error::ResponseError;
 use kafscale_controlplane::metadata::topic_uuid;
+use kafscale_proto::data::http2;
 use kafscale_proto::data::v1 as pb;
 use kafscale_proto::data::v1::log_worker_client::LogWorkerClient;
 use kafscale_proto::data::v1::log_worker_server::LogWorker;
@@ -348,10 +349,9 @@ impl Router {
         let ep = Endpoint::from_shared(format!("http://{addr}"))
             .map_err(|_| RouteError::BadAddress(addr.to_string()))?
             .tcp_nodelay(true)
-            // Large HTTP/2 windows: produce bodies are up to a request's
-            // size, and the 64 KiB default serialises them on window updates.
-            .initial_stream_window_size(Some(16 << 20))
-            .initial_connection_window_size(Some(64 << 20))
+            .initial_stream_window_size(Some(http2::STREAM_WINDOW))
+            .initial_connection_window_size(Some(http2::CONNECTION_WINDOW))
+            .max_frame_size(Some(http2::MAX_FRAME))
             .connect_timeout(Duration::from_secs(3));
         let channel = match &self.tls {
             Some(tls) => ep.connect_with_connector_lazy(tls.clone()),

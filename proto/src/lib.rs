@@ -17,6 +17,19 @@ pub mod data {
     pub mod v1 {
         tonic::include_proto!("kafscale.data.v1");
     }
+
+    /// HTTP/2 settings of the data plane, on both ends of the gateway →
+    /// worker hop. Produce bodies and fetch answers are up to a request's
+    /// size: small windows serialise them on window updates, and small
+    /// frames cost a header, a flow-control step and a wake-up per 16 KiB.
+    pub mod http2 {
+        /// Initial flow-control window of each stream.
+        pub const STREAM_WINDOW: u32 = 16 << 20;
+        /// Initial flow-control window of each connection.
+        pub const CONNECTION_WINDOW: u32 = 64 << 20;
+        /// Largest DATA frame either end accepts.
+        pub const MAX_FRAME: u32 = 1 << 20;
+    }
 }
 
 impl data::v1::ProducePartitionResult {
