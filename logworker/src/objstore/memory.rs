@@ -26,11 +26,16 @@ impl MemoryStore {
         Self::default()
     }
 
-    fn object(&self, key: &str) -> Result<Body, ObjectError> {
-        self.lock()
-            .get(key)
-            .cloned()
-            .ok_or_else(|| ObjectError::NotFound(key.to_string()))
+    /// `f` of the object at `key`, under the lock.
+    fn read<T>(
+        &self,
+        key: &str,
+        f: impl FnOnce(&Body) -> Result<T, ObjectError>,
+    ) -> Result<T, ObjectError> {
+        match self.lock().get(key) {
+            Some(object) => f(object),
+            None => Err(ObjectError::NotFound(key.to_string())),
+        }
     }
 
     fn lock(&self) -> MutexGuard<'_, BTreeMap<String, Body>> {
@@ -61,21 +66,22 @@ impl ObjectStore for MemoryStore {
     }
 
     async fn get(&self, key: &str) -> Result<Bytes, ObjectError> {
-        Ok(self.object(key)?.to_bytes())
+        self.read(key, |object| Ok(object.to_bytes()))
     }
 
     async fn get_range(&self, key: &str, range: Range<u64>) -> Result<Bytes, ObjectError> {
-        let object = self.object(key)?;
         let (start, end) = (range.start as usize, range.end as usize);
-        object
-            .slice(start..end)
-            .ok_or_else(|| ObjectError::Permanent {
-                key: key.to_string(),
-                reason: format!(
-                    "range {start}..{end} is outside the object's {} bytes",
-                    object.len()
-                ),
-            })
+        self.read(key, |object| {
+            object
+                .slice(start..end)
+                .ok_or_else(|| ObjectError::Permanent {
+                    key: key.to_string(),
+                    reason: format!(
+                        "range {start}..{end} is outside the object's {} bytes",
+                        object.len()
+                    ),
+                })
+        })
     }
 
     async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>, ObjectError> {

@@ -129,21 +129,26 @@ impl Body {
     }
 
     /// Bytes `range` of the object: a slice of one part, without a copy,
-    /// when the range lies within one. `None` if the range is not wholly
-    /// inside the object.
+    /// when the range lies within one, else a copy of the range alone.
+    /// `None` if the range is not wholly inside the object.
     pub fn slice(&self, range: Range<usize>) -> Option<Bytes> {
         if range.start > range.end || range.end > self.len {
             return None;
         }
+        let mut joined = Vec::new();
         let mut start = 0;
         for p in &self.parts {
             let end = start + p.len();
             if range.start >= start && range.end <= end {
                 return Some(p.slice(range.start - start..range.end - start));
             }
+            let (from, to) = (range.start.max(start), range.end.min(end));
+            if from < to {
+                joined.extend_from_slice(&p[from - start..to - start]);
+            }
             start = end;
         }
-        Some(self.to_bytes().slice(range))
+        Some(Bytes::from(joined))
     }
 
     /// True if `bytes` are exactly this object's bytes.
@@ -204,6 +209,7 @@ mod tests {
         assert_eq!(within, Bytes::from_static(b"cde"));
         assert_eq!(within.as_ptr(), body.parts()[1].as_ptr(), "no copy");
         assert_eq!(body.slice(1..4), Some(Bytes::from_static(b"bcd")));
+        assert_eq!(body.slice(0..6), Some(Bytes::from_static(b"abcdef")));
         assert_eq!(body.slice(4..7), None);
         assert!(Body::default().matches(b""));
     }
