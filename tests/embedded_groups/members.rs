@@ -195,12 +195,21 @@ impl ConsumerContext for Recorder {
         }
     }
 
+    /// Records the callback and what the member owns after it. Nothing here
+    /// asks librdkafka for its state: a synchronous request to the consumer
+    /// group (`assignment()`, `rebalance_protocol()`) from the revoke callback
+    /// that closing the consumer runs can wait forever, because the group
+    /// may already have stopped serving its requests (the closing thread
+    /// then hangs in `rd_kafka_op_req`; librdkafka issues #4041 and #4884).
+    /// What the member owns follows from the callbacks instead: an assign
+    /// adds its partitions (an eager one comes after a revoke of all), a
+    /// revoke removes them.
     fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        let owned = consumer
-            .assignment()
-            .map(|tpl| partitions_of(&tpl))
-            .unwrap_or_default();
-        let protocol = protocol_name(consumer.rebalance_protocol());
+        // An assign never runs while closing: asking for the protocol is safe.
+        let protocol = match rebalance {
+            Rebalance::Assign(_) => Some(protocol_name(consumer.rebalance_protocol())),
+            _ => None,
+        };
         let mut guard = self.log.lock();
         let inner = &mut *guard;
         let callback = match rebalance {
@@ -224,11 +233,15 @@ impl ConsumerContext for Recorder {
             Rebalance::Error(e) => Callback::Error(e.to_string()),
         };
         let record = inner.members.get_mut(&self.name).expect("member record");
-        if matches!(callback, Callback::Assign(_)) {
+        if let Some(protocol) = protocol {
             record.protocol = protocol;
         }
+        match &callback {
+            Callback::Assign(added) => record.owned.extend(added),
+            Callback::Revoke(revoked) => record.owned.retain(|p| !revoked.contains(p)),
+            Callback::Error(_) => {}
+        }
         record.callbacks.push(callback);
-        record.owned = owned;
     }
 }
 

@@ -91,6 +91,7 @@ impl GroupCoordinator {
         let Ok(key) = ApiKey::try_from(req.api_key as i16) else {
             return pb::GroupResponse::default();
         };
+        tracing::debug!(api = ?key, v, client = %client.id, "group request");
         // Only commits depend on their order; everything else is sequenced now.
         if key != ApiKey::OffsetCommit {
             sequenced.fire();
@@ -155,6 +156,7 @@ impl GroupCoordinator {
             },
             _ => Bytes::new(),
         };
+        tracing::debug!(api = ?key, client = %client.id, "group request answered");
         pb::GroupResponse {
             not_coordinator: false,
             body,
