@@ -343,6 +343,11 @@ pub struct S3Args {
     /// Path-style addressing (most S3-compatible stores need it).
     #[arg(long, env = "KAFSCALE_S3_PATH_STYLE", default_value_t = false, action = clap::ArgAction::Set)]
     pub s3_path_style: bool,
+    /// Whether PUT payloads are covered by the request signature: `auto`
+    /// (unsigned over HTTPS, signed over plain HTTP), `signed` or `unsigned`.
+    /// Every PUT carries a CRC32C the server checks, whichever is chosen.
+    #[arg(long, env = "KAFSCALE_S3_PAYLOAD_SIGNING", default_value = "auto")]
+    pub s3_payload_signing: kafscale_logworker::objstore::s3::PayloadSigning,
     /// Static access key (else the standard AWS credential chain).
     #[arg(long, env = "KAFSCALE_S3_ACCESS_KEY")]
     pub s3_access_key: Option<String>,

@@ -35,6 +35,7 @@ fn s3_config(bucket: &str, region: &str, endpoint: Option<String>, a: &S3Args) -
     let mut cfg = S3Config::new(bucket, region);
     cfg.endpoint = endpoint;
     cfg.path_style = a.s3_path_style;
+    cfg.payload_signing = a.s3_payload_signing;
     cfg.access_key = a.s3_access_key.clone();
     cfg.secret_key = a.s3_secret_key.clone();
     cfg.session_token = a.s3_session_token.clone();

@@ -3,7 +3,10 @@
 # machine, against
 #   dev        `kafscale dev` (embedded: no etcd, no S3)
 #   dev-mem    `kafscale dev` with KAFSCALE_DEV_STORAGE=memory (no disk I/O)
-#   dist       distributed mode: etcd + S3, ${DIST_WORKERS:-3} workers, ${DIST_GATEWAYS:-2} gateways
+#   dist       distributed mode: etcd + S3, ${DIST_WORKERS:-3} workers, ${DIST_GATEWAYS:-2} gateways,
+#              PUT payloads ${DIST_PAYLOAD_SIGNING:-unsigned} (KAFSCALE_S3_PAYLOAD_SIGNING: unsigned is
+#              what the default, auto, picks on HTTPS, as on AWS; s3s-fs here is
+#              plain HTTP on loopback, where auto would sign)
 #   tansu-mem  Tansu 0.6.0, memory engine
 #   tansu-s3   Tansu 0.6.0, S3 engine
 # with both S3 systems on the same s3s-fs server, behind s3-count-proxy (which
@@ -120,6 +123,7 @@ start() { # system
   case $1 in
     dist)
       start_s3
+      KAFSCALE_S3_PAYLOAD_SIGNING=${DIST_PAYLOAD_SIGNING:-unsigned} \
       KAFSCALE_BIN=$KS KS_BENCH_DIR=$OUT/cluster KS_S3_ENDPOINT=http://127.0.0.1:$PROXY_PORT \
         loadtest/scripts/cluster.sh start "$DIST_WORKERS" "$DIST_GATEWAYS" >/dev/null
       INFRA_PIDS+=("$(cat "$OUT/cluster/etcd.pid")") ;;

@@ -117,6 +117,10 @@ pub struct S3Spec {
     pub endpoint: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub path_style: Option<bool>,
+    /// `auto` (default: unsigned over HTTPS, signed over plain HTTP),
+    /// `signed` or `unsigned`: whether PUT payloads are signed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub payload_signing: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub read_bucket: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -127,6 +127,9 @@ fn meta(c: &KafscaleCluster, name: String, component: &str, owner: &OwnerReferen
     }
 }
 
+/// The values `KAFSCALE_S3_PAYLOAD_SIGNING` accepts.
+const PAYLOAD_SIGNING: [&str; 3] = ["auto", "signed", "unsigned"];
+
 /// The `KAFSCALE_*` settings of the ConfigMap (shared by both components;
 /// each process reads the ones it knows).
 pub fn settings(c: &KafscaleCluster) -> Result<BTreeMap<String, String>, SpecError> {
@@ -138,6 +141,13 @@ pub fn settings(c: &KafscaleCluster) -> Result<BTreeMap<String, String>, SpecErr
     }
     if s.s3.bucket.is_empty() {
         return Err(SpecError::Invalid("spec.s3.bucket is empty".into()));
+    }
+    if let Some(p) = &s.s3.payload_signing {
+        if !PAYLOAD_SIGNING.contains(&p.as_str()) {
+            return Err(SpecError::Invalid(format!(
+                "spec.s3.payloadSigning is {p:?}, not one of {PAYLOAD_SIGNING:?}"
+            )));
+        }
     }
     let mut m = BTreeMap::new();
     let mut set = |k: &str, v: String| {
@@ -153,6 +163,7 @@ pub fn settings(c: &KafscaleCluster) -> Result<BTreeMap<String, String>, SpecErr
             "KAFSCALE_S3_PATH_STYLE",
             s.s3.path_style.map(|b| b.to_string()),
         ),
+        ("KAFSCALE_S3_PAYLOAD_SIGNING", s.s3.payload_signing.clone()),
         ("KAFSCALE_S3_READ_BUCKET", s.s3.read_bucket.clone()),
         ("KAFSCALE_S3_READ_REGION", s.s3.read_region.clone()),
         ("KAFSCALE_S3_READ_ENDPOINT", s.s3.read_endpoint.clone()),
@@ -603,4 +614,35 @@ pub fn cluster_objects(c: &KafscaleCluster) -> Result<ClusterObjects, SpecError>
         worker_pdb: pdb(c, wk, "worker", &owner),
         worker_hpa,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cluster(s3: serde_json::Value) -> KafscaleCluster {
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "kafscale.io/v1alpha1",
+            "kind": "KafscaleCluster",
+            "metadata": {"name": "c", "namespace": "ns"},
+            "spec": {"image": "kafscale:dev", "s3": s3, "etcd": {"endpoints": ["http://etcd:2379"]}},
+        }))
+        .expect("a cluster")
+    }
+
+    #[test]
+    fn payload_signing_is_passed_on_and_checked() {
+        let base = serde_json::json!({"bucket": "b", "region": "r"});
+        let plain = settings(&cluster(base.clone())).expect("valid");
+        assert!(!plain.contains_key("KAFSCALE_S3_PAYLOAD_SIGNING"));
+        let mut s3 = base.clone();
+        s3["payloadSigning"] = "unsigned".into();
+        let set = settings(&cluster(s3.clone())).expect("valid");
+        assert_eq!(set["KAFSCALE_S3_PAYLOAD_SIGNING"], "unsigned");
+        s3["payloadSigning"] = "off".into();
+        assert!(matches!(
+            settings(&cluster(s3)),
+            Err(SpecError::Invalid(m)) if m.contains("payloadSigning")
+        ));
+    }
 }

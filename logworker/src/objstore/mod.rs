@@ -151,6 +151,13 @@ impl Body {
         Some(Bytes::from(joined))
     }
 
+    /// CRC32C (Castagnoli) of the object's bytes, computed over the parts.
+    pub fn crc32c(&self) -> u32 {
+        self.parts
+            .iter()
+            .fold(0, |crc, p| crc32c::crc32c_append(crc, p))
+    }
+
     /// True if `bytes` are exactly this object's bytes.
     pub fn matches(&self, bytes: &[u8]) -> bool {
         if bytes.len() != self.len {
@@ -212,5 +219,6 @@ mod tests {
         assert_eq!(body.slice(0..6), Some(Bytes::from_static(b"abcdef")));
         assert_eq!(body.slice(4..7), None);
         assert!(Body::default().matches(b""));
+        assert_eq!(body.crc32c(), crc32c::crc32c(b"abcdef"));
     }
 }

@@ -7,6 +7,9 @@
 //!   The SDK's own retries are disabled (one HTTP attempt per call), so a 412
 //!   always answers *this* request and never a hidden SDK retry of a PUT whose
 //!   first response was lost; callers retry with their own jittered backoff.
+//! - Every PUT carries the object's CRC32C, which the server checks before it
+//!   stores the object. Its payload is signed or not as [`PayloadSigning`]
+//!   says; an unsigned one is streamed from the object's parts, uncopied.
 //! - Errors are classified for retrying: missing objects are
 //!   [`ObjectError::NotFound`]; throttling, 5xx, timeouts, connection and I/O
 //!   failures, credential refresh failures and `409 ConditionalRequestConflict`
@@ -27,9 +30,13 @@ use aws_config::{BehaviorVersion, Region};
 use aws_sdk_s3::config::retry::RetryConfig;
 use aws_sdk_s3::config::timeout::TimeoutConfig;
 use aws_sdk_s3::config::Credentials;
+use aws_sdk_s3::config::RequestChecksumCalculation;
 use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
-use aws_sdk_s3::primitives::ByteStream;
+use aws_sdk_s3::primitives::{ByteStream, SdkBody};
+use aws_sdk_s3::types::ChecksumAlgorithm;
 use aws_sdk_s3::Client;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use base64::Engine as _;
 use bytes::Bytes;
 use kafscale_proto::trace_context::TRACE_TARGET;
 use std::fmt;
@@ -71,6 +78,55 @@ pub struct S3Config {
     /// almost surely held by a stuck connection, and another attempt on a
     /// fresh one is cheaper than waiting.
     pub small_read_timeout: Duration,
+    /// Whether PUT payloads are covered by the request signature
+    /// (`KAFSCALE_S3_PAYLOAD_SIGNING`).
+    pub payload_signing: PayloadSigning,
+}
+
+/// Whether a PUT's payload is covered by its SigV4 signature. Whichever is
+/// chosen, every PUT carries the object's CRC32C (`x-amz-checksum-crc32c`,
+/// a signed header), which the server checks before it stores the object.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum PayloadSigning {
+    /// Unsigned over HTTPS, where TLS already protects the payload, and
+    /// signed over plain HTTP: what AWS's own SDKs do.
+    #[default]
+    Auto,
+    /// Always signed: the payload is hashed with SHA-256 on both sides.
+    Signed,
+    /// Never signed (`UNSIGNED-PAYLOAD`), also over plain HTTP: for a
+    /// trusted network, where the SHA-256 costs more than it protects.
+    Unsigned,
+}
+
+impl PayloadSigning {
+    /// True if PUTs to `endpoint` (`None`: AWS S3, always HTTPS) are sent
+    /// with an unsigned payload.
+    pub fn unsigned_for(self, endpoint: Option<&str>) -> bool {
+        match self {
+            PayloadSigning::Signed => false,
+            PayloadSigning::Unsigned => true,
+            PayloadSigning::Auto => endpoint.is_none_or(|e| {
+                e.get(..8)
+                    .is_some_and(|scheme| scheme.eq_ignore_ascii_case("https://"))
+            }),
+        }
+    }
+}
+
+impl std::str::FromStr for PayloadSigning {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "auto" => Ok(PayloadSigning::Auto),
+            "signed" => Ok(PayloadSigning::Signed),
+            "unsigned" => Ok(PayloadSigning::Unsigned),
+            other => Err(format!(
+                "unknown payload signing {other:?} (expected auto, signed or unsigned)"
+            )),
+        }
+    }
 }
 
 /// Ranged reads up to this size use [`S3Config::small_read_timeout`].
@@ -93,6 +149,7 @@ impl S3Config {
             connect_timeout: Duration::from_secs(3),
             attempt_timeout: Duration::from_secs(30),
             small_read_timeout: Duration::from_secs(5),
+            payload_signing: PayloadSigning::Auto,
         }
     }
 }
@@ -118,6 +175,7 @@ impl fmt::Debug for S3Config {
             .field("connect_timeout", &self.connect_timeout)
             .field("attempt_timeout", &self.attempt_timeout)
             .field("small_read_timeout", &self.small_read_timeout)
+            .field("payload_signing", &self.payload_signing)
             .finish()
     }
 }
@@ -134,6 +192,8 @@ pub struct S3Store {
     attempt_timeout: Duration,
     /// Bound on a small ranged GET attempt.
     small_read_timeout: Duration,
+    /// PUTs stream their parts with an unsigned payload (see [`PayloadSigning`]).
+    unsigned_payload: bool,
 }
 
 /// The store operations, as metrics label values.
@@ -307,9 +367,14 @@ impl S3Store {
                 "no S3 region configured (set the region or AWS_REGION)",
             ));
         }
+        // PUTs carry the CRC32C computed here; the SDK adds no checksum of
+        // its own (with one it would hash every body again, or stream it
+        // in aws-chunked encoding).
         let s3_config = aws_sdk_s3::config::Builder::from(&shared)
             .force_path_style(cfg.path_style)
+            .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
             .build();
+        let unsigned_payload = cfg.payload_signing.unsigned_for(cfg.endpoint.as_deref());
         Ok(Self {
             client: Client::from_conf(s3_config),
             bucket: cfg.bucket,
@@ -317,6 +382,7 @@ impl S3Store {
             metrics,
             attempt_timeout: cfg.attempt_timeout,
             small_read_timeout: cfg.small_read_timeout,
+            unsigned_payload,
         })
     }
 
@@ -423,19 +489,28 @@ impl S3Store {
         }
     }
 
-    async fn do_put(&self, key: &str, body: Bytes) -> Result<(), ObjectError> {
-        let len = body.len() as i64;
-        self.client
+    /// One PutObject attempt. An unsigned payload is streamed from the
+    /// body's parts; a signed one is hashed, so it goes as one buffer.
+    async fn do_put(&self, key: &str, body: Body) -> Result<(), ObjectError> {
+        let put = self
+            .client
             .put_object()
             .bucket(&self.bucket)
             .key(key)
             .if_none_match("*")
-            .content_length(len)
-            .body(ByteStream::from(body))
-            .send()
-            .await
-            .map(|_| ())
-            .map_err(|e| map_sdk_error(Op::Put, key, e))
+            .content_length(body.len() as i64)
+            .checksum_algorithm(ChecksumAlgorithm::Crc32C)
+            .checksum_crc32_c(BASE64.encode(body.crc32c().to_be_bytes()));
+        let sent = if self.unsigned_payload {
+            put.body(ByteStream::new(PartsBody::sdk_body(body)))
+                .customize()
+                .disable_payload_signing()
+                .send()
+                .await
+        } else {
+            put.body(ByteStream::from(body.to_bytes())).send().await
+        };
+        sent.map(|_| ()).map_err(|e| map_sdk_error(Op::Put, key, e))
     }
 
     /// One GET attempt, head and body, within `limit`: a connection that
@@ -537,6 +612,49 @@ impl S3Store {
 }
 
 /// The trace span of one S3 call (outcome and bytes recorded when it ends).
+/// A PUT body that streams an object's parts as they are, with its exact
+/// length (so the request has a `Content-Length`, not chunked encoding).
+struct PartsBody {
+    parts: std::vec::IntoIter<Bytes>,
+    remaining: u64,
+}
+
+impl PartsBody {
+    /// A body the SDK can replay: each attempt streams the same parts.
+    fn sdk_body(body: Body) -> SdkBody {
+        SdkBody::retryable(move || {
+            SdkBody::from_body_1_x(PartsBody {
+                parts: body.parts().to_vec().into_iter(),
+                remaining: body.len() as u64,
+            })
+        })
+    }
+}
+
+impl http_body::Body for PartsBody {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
+        let next = self.parts.by_ref().find(|p| !p.is_empty());
+        if let Some(p) = &next {
+            self.remaining -= p.len() as u64;
+        }
+        std::task::Poll::Ready(next.map(|p| Ok(http_body::Frame::data(p))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.remaining == 0
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        http_body::SizeHint::with_exact(self.remaining)
+    }
+}
+
 fn call_span(op: Op, key: &str) -> Span {
     tracing::info_span!(
         target: TRACE_TARGET,
@@ -557,11 +675,7 @@ impl ObjectStore for S3Store {
         let started = Instant::now();
         let len = body.len();
         let span = call_span(Op::Put, key);
-        // One buffer: the request is signed over its payload.
-        let r = self
-            .do_put(key, body.to_bytes())
-            .instrument(span.clone())
-            .await;
+        let r = self.do_put(key, body).instrument(span.clone()).await;
         self.record(Op::Put, &span, started, r.as_ref().map(|_| len));
         r
     }
@@ -637,6 +751,57 @@ impl ObjectStore for S3Store {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn payload_signing_auto_signs_only_over_plain_http() {
+        let auto = PayloadSigning::Auto;
+        assert!(auto.unsigned_for(None), "AWS S3 is HTTPS");
+        assert!(auto.unsigned_for(Some("https://s3.example:9000")));
+        assert!(auto.unsigned_for(Some("HTTPS://s3.example")));
+        assert!(!auto.unsigned_for(Some("http://127.0.0.1:9000")));
+        assert!(!auto.unsigned_for(Some("s3.example")));
+        assert!(!PayloadSigning::Signed.unsigned_for(None));
+        assert!(PayloadSigning::Unsigned.unsigned_for(Some("http://127.0.0.1:9000")));
+        for (text, mode) in [
+            ("auto", PayloadSigning::Auto),
+            ("signed", PayloadSigning::Signed),
+            ("unsigned", PayloadSigning::Unsigned),
+        ] {
+            assert_eq!(text.parse::<PayloadSigning>(), Ok(mode));
+        }
+        assert!("yes".parse::<PayloadSigning>().is_err());
+    }
+
+    #[test]
+    fn a_parts_body_streams_every_part_with_its_exact_length() {
+        use http_body::Body as _;
+        let parts = vec![
+            Bytes::from_static(b"head"),
+            Bytes::new(),
+            Bytes::from_static(b"chunk"),
+        ];
+        let mut body = PartsBody {
+            parts: parts.into_iter(),
+            remaining: 9,
+        };
+        assert_eq!(body.size_hint().exact(), Some(9));
+        let waker = futures::task::noop_waker();
+        let mut cx = std::task::Context::from_waker(&waker);
+        let mut got = Vec::new();
+        while let std::task::Poll::Ready(Some(frame)) =
+            std::pin::Pin::new(&mut body).poll_frame(&mut cx)
+        {
+            let data = frame
+                .expect("infallible")
+                .into_data()
+                .expect("a data frame");
+            assert!(!data.is_empty(), "no empty frames");
+            got.extend_from_slice(&data);
+        }
+        assert_eq!(got, b"headchunk");
+        assert!(body.is_end_stream());
+        assert_eq!(body.size_hint().exact(), Some(0));
+    }
 
     #[test]
     fn classifies_s3_errors() {
