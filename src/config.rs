@@ -345,7 +345,7 @@ pub struct S3Args {
     pub s3_path_style: bool,
     /// Whether PUT payloads are covered by the request signature: `auto`
     /// (unsigned over HTTPS, signed over plain HTTP), `signed` or `unsigned`.
-    /// Every PUT carries a CRC32C the server checks, whichever is chosen.
+    /// Every PUT carries a CRC32C that S3 checks, whichever is chosen.
     #[arg(long, env = "KAFSCALE_S3_PAYLOAD_SIGNING", default_value = "auto")]
     pub s3_payload_signing: kafscale_logworker::objstore::s3::PayloadSigning,
     /// Static access key (else the standard AWS credential chain).

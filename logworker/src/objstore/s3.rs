@@ -7,7 +7,7 @@
 //!   The SDK's own retries are disabled (one HTTP attempt per call), so a 412
 //!   always answers *this* request and never a hidden SDK retry of a PUT whose
 //!   first response was lost; callers retry with their own jittered backoff.
-//! - Every PUT carries the object's CRC32C, which the server checks before it
+//! - Every PUT carries the object's CRC32C, which S3 checks before it
 //!   stores the object. Its payload is signed or not as [`PayloadSigning`]
 //!   says; an unsigned one is streamed from the object's parts, uncopied.
 //! - Errors are classified for retrying: missing objects are
@@ -85,7 +85,7 @@ pub struct S3Config {
 
 /// Whether a PUT's payload is covered by its SigV4 signature. Whichever is
 /// chosen, every PUT carries the object's CRC32C (`x-amz-checksum-crc32c`,
-/// a signed header), which the server checks before it stores the object.
+/// a signed header), which S3 checks before it stores the object.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum PayloadSigning {
     /// Unsigned over HTTPS, where TLS already protects the payload, and
