@@ -620,14 +620,17 @@ struct PartsBody {
 }
 
 impl PartsBody {
+    /// Streams `body`'s parts, from the first.
+    fn new(body: &Body) -> Self {
+        Self {
+            parts: body.parts().to_vec().into_iter(),
+            remaining: body.len() as u64,
+        }
+    }
+
     /// A body the SDK can replay: each attempt streams the same parts.
     fn sdk_body(body: Body) -> SdkBody {
-        SdkBody::retryable(move || {
-            SdkBody::from_body_1_x(PartsBody {
-                parts: body.parts().to_vec().into_iter(),
-                remaining: body.len() as u64,
-            })
-        })
+        SdkBody::retryable(move || SdkBody::from_body_1_x(PartsBody::new(&body)))
     }
 }
 
@@ -775,15 +778,11 @@ mod tests {
     #[test]
     fn a_parts_body_streams_every_part_with_its_exact_length() {
         use http_body::Body as _;
-        let parts = vec![
+        let mut body = PartsBody::new(&Body::from_parts(vec![
             Bytes::from_static(b"head"),
             Bytes::new(),
             Bytes::from_static(b"chunk"),
-        ];
-        let mut body = PartsBody {
-            parts: parts.into_iter(),
-            remaining: 9,
-        };
+        ]));
         assert_eq!(body.size_hint().exact(), Some(9));
         let waker = futures::task::noop_waker();
         let mut cx = std::task::Context::from_waker(&waker);
