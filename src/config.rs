@@ -391,6 +391,12 @@ pub struct LogworkerArgs {
     pub s3: S3Args,
     #[command(flatten)]
     pub wal: WalArgs,
+    /// Which workers the elected assigner gives partitions: spread (every
+    /// worker) or pack (only as many as the cluster's ingest rate needs, at
+    /// the rate where WAL objects reach their target size) [default: pack
+    /// with the cost flush profile, spread otherwise].
+    #[arg(long, env = "KAFSCALE_PLACEMENT", value_parser = clap::builder::PossibleValuesParser::new(kafscale_controlplane::assigner::PLACEMENT_NAMES))]
+    pub placement: Option<String>,
     /// Default max.message.bytes of topics.
     #[arg(long, env = "KAFSCALE_MAX_MESSAGE_BYTES", default_value_t = 1_048_588)]
     pub max_message_bytes: usize,
@@ -401,6 +407,18 @@ pub struct LogworkerArgs {
     pub log_level: String,
     #[command(flatten)]
     pub trace: crate::telemetry::TraceArgs,
+}
+
+impl LogworkerArgs {
+    /// The placement's name: as set, else `pack` with the cost flush
+    /// profile (fewest PUTs) and `spread` otherwise.
+    pub fn placement_name(&self) -> &str {
+        match (&self.placement, self.wal.wal_flush_profile) {
+            (Some(p), _) => p,
+            (None, Some(FlushProfile::Cost)) => "pack",
+            (None, _) => "spread",
+        }
+    }
 }
 
 /// Settings of `kafscale gateway`.
@@ -439,4 +457,39 @@ pub struct OperatorArgs {
     /// Log filter (tracing env-filter syntax).
     #[arg(long, env = "KAFSCALE_LOG_LEVEL", default_value = "info")]
     pub log_level: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        worker: LogworkerArgs,
+    }
+
+    fn placement(args: &[&str]) -> String {
+        let mut argv = vec![
+            "kafscale",
+            "--etcd-endpoints",
+            "http://e:2379",
+            "--s3-bucket",
+            "b",
+        ];
+        argv.extend_from_slice(args);
+        Cli::parse_from(argv).worker.placement_name().to_string()
+    }
+
+    #[test]
+    fn the_cost_profile_packs_unless_told_otherwise() {
+        assert_eq!(placement(&[]), "spread");
+        assert_eq!(placement(&["--wal-flush-profile", "cost"]), "pack");
+        assert_eq!(
+            placement(&["--wal-flush-profile", "cost", "--placement", "spread"]),
+            "spread"
+        );
+        assert_eq!(placement(&["--placement", "pack"]), "pack");
+    }
 }

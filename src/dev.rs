@@ -83,6 +83,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     let grpc_server = process::spawn_grpc(grpc, worker.clone(), grpc_tls, shutdown.clone());
     tokio::spawn(assigner::run(
         meta.clone(),
+        assigner::Placement::Spread,
         assigner::moves_counter(&registry),
         shutdown.clone(),
     ));

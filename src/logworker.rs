@@ -133,6 +133,7 @@ pub async fn run(args: LogworkerArgs) -> anyhow::Result<()> {
         args.max_message_bytes,
         &args.groups,
     );
+    let placement = assigner::Placement::named(args.placement_name(), cfg.flush.target_rate())?;
     let lease = Lease::grant(store, Duration::from_millis(args.etcd.lease_ttl_ms)).await?;
     tracing::info!(cluster_id = %cluster.cluster_id, worker = %worker_id, advertised = %cfg.grpc_advertised_addr, "starting log worker");
     let (worker, flusher) = Worker::start(
@@ -158,8 +159,11 @@ pub async fn run(args: LogworkerArgs) -> anyhow::Result<()> {
     );
     tokio::spawn(assigner::run_elected(
         meta.clone(),
-        worker_id.clone(),
-        lease.id(),
+        assigner::Candidate {
+            id: worker_id.clone(),
+            lease: lease.id(),
+        },
+        placement,
         assigner::moves_counter(&registry),
         Some({
             let w = worker.clone();

@@ -25,12 +25,29 @@ struct Acks {
     failed: Vec<String>,
 }
 
-/// Produces records with unique ids (acks=all, up to 64 in flight) until
+/// How a producer of a [`Load`] sends.
+#[derive(Clone, Copy)]
+struct Shape {
+    /// Records in flight at once.
+    in_flight: usize,
+    /// Each value is the record's id left-padded with zeros to this many
+    /// bytes (it still parses as the id).
+    value_bytes: usize,
+}
+
+/// Small records, 64 in flight.
+const LIGHT: Shape = Shape {
+    in_flight: 64,
+    value_bytes: 0,
+};
+
+/// Produces records with unique ids (acks=all, shaped by `shape`) until
 /// `stop`, recording every acknowledgement.
 fn spawn_producer(
     bootstrap: String,
     topic: String,
     first_id: u64,
+    shape: Shape,
     stop: Arc<AtomicBool>,
     acks: Arc<Mutex<Acks>>,
 ) -> tokio::task::JoinHandle<()> {
@@ -47,15 +64,16 @@ fn spawn_producer(
         let mut inflight = FuturesUnordered::new();
         let mut id = first_id;
         loop {
-            while inflight.len() < 64 && !stop.load(Ordering::SeqCst) {
+            while inflight.len() < shape.in_flight && !stop.load(Ordering::SeqCst) {
                 let key = id.to_string();
+                let value = format!("{id:0>width$}", width = shape.value_bytes);
                 let p2 = p.clone();
                 let t = topic.clone();
                 let this = id;
                 inflight.push(async move {
                     let r = p2
                         .send(
-                            FutureRecord::to(&t).key(&key).payload(&key),
+                            FutureRecord::to(&t).key(&key).payload(&value),
                             Duration::from_secs(60),
                         )
                         .await;
@@ -90,6 +108,10 @@ struct Load {
 
 impl Load {
     fn start(bootstrap: String, topic: &str, producers: u64) -> Load {
+        Self::start_shaped(bootstrap, topic, producers, LIGHT)
+    }
+
+    fn start_shaped(bootstrap: String, topic: &str, producers: u64, shape: Shape) -> Load {
         let stop = Arc::new(AtomicBool::new(false));
         let acks = Arc::new(Mutex::new(Acks::default()));
         let tasks = (0..producers)
@@ -98,6 +120,7 @@ impl Load {
                     bootstrap.clone(),
                     topic.to_string(),
                     i * 1_000_000_000,
+                    shape,
                     stop.clone(),
                     acks.clone(),
                 )
@@ -622,4 +645,79 @@ async fn fetch_spanning_workers_answers_once_one_has_data() {
     // Far below the 20 s wait (not a timing benchmark: it only tells
     // "answered with the data" from "waited for the idle worker").
     assert!(took < Duration::from_secs(10), "fetch took {took:?}");
+}
+
+/// How many workers own `topic`'s `partitions`, per etcd.
+async fn topic_owners(c: &Cluster, topic: &str, partitions: i32) -> usize {
+    let mut owners = std::collections::BTreeSet::new();
+    for p in 0..partitions {
+        owners.extend(c.owner(topic, p).await);
+    }
+    owners.len()
+}
+
+/// How many workers own partitions (of any topic), per etcd.
+async fn owning_workers(c: &Cluster) -> usize {
+    let mut n = 0;
+    for i in 0..c.workers.len() {
+        if c.owned_by(i).await > 0 {
+            n += 1;
+        }
+    }
+    n
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn pack_placement_follows_the_ingest_rate_without_losing_an_acked_record() {
+    let _serial = SERIAL.lock().await;
+    // Objects reach their 256 KiB target from 1.3 MB/s per worker (256 KiB
+    // per 200 ms ceiling): the rate `pack` gives one worker.
+    let c = Cluster::start(ClusterOptions {
+        workers: 3,
+        gateways: 1,
+        worker_env: vec![
+            ("KAFSCALE_PLACEMENT".into(), "pack".into()),
+            ("KAFSCALE_WAL_TARGET_OBJECT_BYTES".into(), "262144".into()),
+        ],
+        ..Default::default()
+    })
+    .await;
+    let topic = unique_name("pack");
+    create_topic(&c.bootstrap(0), &topic, 6, &[]).await;
+    c.wait_all_assigned(Duration::from_secs(30)).await;
+    assert_eq!(
+        owning_workers(&c).await,
+        1,
+        "an idle cluster is packed: the topic's 6 partitions and the coordinator topic's 8"
+    );
+
+    // Several MB/s: more than one worker's share.
+    let heavy = Shape {
+        in_flight: 256,
+        value_bytes: 4096,
+    };
+    let load = Load::start_shaped(c.bootstrap(0), &topic, 2, heavy);
+    eventually(
+        "the load spread the topic's partitions over every worker",
+        Duration::from_secs(60),
+        async || topic_owners(&c, &topic, 6).await == 3,
+    )
+    .await;
+    sleep_ms(2000).await;
+    let acks = load.finish().await;
+    assert!(
+        acks.failed.is_empty(),
+        "produce errors reached the client: {:?}",
+        &acks.failed[..acks.failed.len().min(5)]
+    );
+    verify_acked(&c.bootstrap(0), &topic, 6, &acks);
+
+    // Idle again: packed back onto one worker, and every record still reads.
+    eventually(
+        "the idle cluster was packed again",
+        Duration::from_secs(120),
+        async || owning_workers(&c).await == 1,
+    )
+    .await;
+    verify_acked(&c.bootstrap(0), &topic, 6, &acks);
 }

@@ -4,8 +4,14 @@
 //! registration says it is draining (control API `Drain`) is given nothing,
 //! so its partitions move to the others.
 //!
-//! `plan` is a pure function (tested directly); `run` applies it whenever
-//! topics or workers change.
+//! Which workers own partitions at all is the [`Placement`]'s choice:
+//! `spread` uses every assignable worker; `pack` only as many as the
+//! cluster's ingest rate needs, so a lightly loaded cluster does not pay one
+//! WAL stream (and its PUTs) per worker (docs/architecture.md, "PUT cost and
+//! the number of workers").
+//!
+//! `active_workers` and `plan` are pure functions (tested directly); `run`
+//! applies them whenever topics or workers change.
 
 use crate::metadata::{topic_uuid, MetaError, Metadata};
 use futures::StreamExt;
@@ -18,9 +24,188 @@ use uuid::Uuid;
 /// A partition: (topic id, partition index).
 pub type PartitionId = (Uuid, i32);
 
+/// How the assigner chooses the workers that own partitions
+/// (`KAFSCALE_PLACEMENT`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Placement {
+    /// Every assignable worker owns partitions.
+    Spread,
+    /// Only as many workers own partitions as the cluster's ingest rate
+    /// needs at `worker_bytes_per_sec` each (at least one). More are taken
+    /// as soon as the rate needs them; fewer only once the rate would fit
+    /// in fewer at half that figure each, so a rate near a boundary does
+    /// not move partitions back and forth.
+    Pack {
+        /// The ingest rate one worker is given before another is taken.
+        worker_bytes_per_sec: u64,
+    },
+}
+
+/// The names [`Placement::named`] accepts.
+pub const PLACEMENT_NAMES: [&str; 2] = ["spread", "pack"];
+
+/// A placement name that is neither `spread` nor `pack`.
+#[derive(Debug, thiserror::Error)]
+#[error("unknown placement {0:?} (spread or pack)")]
+pub struct UnknownPlacement(String);
+
+impl Placement {
+    /// The placement called `name`; `pack` gives each worker
+    /// `worker_bytes_per_sec` (at least 1).
+    pub fn named(name: &str, worker_bytes_per_sec: u64) -> Result<Self, UnknownPlacement> {
+        match name {
+            "spread" => Ok(Placement::Spread),
+            "pack" => Ok(Placement::Pack {
+                worker_bytes_per_sec: worker_bytes_per_sec.max(1),
+            }),
+            other => Err(UnknownPlacement(other.to_string())),
+        }
+    }
+}
+
+/// An assignable worker and its reported ingest rate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WorkerLoad {
+    /// The worker's id.
+    pub worker_id: String,
+    /// Its smoothed ingest rate, bytes per second.
+    pub bytes_per_sec: u64,
+}
+
+/// The workers that are to own partitions under `placement`, out of
+/// `workers` (all assignable). `pack` keeps the workers that already own
+/// the most partitions, so a change of their number moves as few as it can.
+pub fn active_workers(
+    placement: Placement,
+    workers: &[WorkerLoad],
+    current: &HashMap<PartitionId, Assignment>,
+) -> Vec<String> {
+    let Placement::Pack {
+        worker_bytes_per_sec: per_worker,
+    } = placement
+    else {
+        return workers.iter().map(|w| w.worker_id.clone()).collect();
+    };
+    let mut owned: HashMap<&str, usize> = HashMap::new();
+    for a in current.values() {
+        *owned.entry(a.worker_id.as_str()).or_default() += 1;
+    }
+    let owned_by = |w: &WorkerLoad| owned.get(w.worker_id.as_str()).copied().unwrap_or(0);
+    let total: u64 = workers.iter().map(|w| w.bytes_per_sec).sum();
+    let per_worker = per_worker.max(1);
+    let needed = |per: u64| total.div_ceil(per.max(1)).max(1) as usize;
+    let grow = needed(per_worker);
+    let shrink = needed(per_worker / 2);
+    let now = workers.iter().filter(|w| owned_by(w) > 0).count();
+    let count = if now == 0 || grow > now {
+        grow
+    } else {
+        now.min(shrink)
+    };
+    let mut ranked: Vec<&WorkerLoad> = workers.iter().collect();
+    ranked.sort_by(|a, b| {
+        owned_by(b)
+            .cmp(&owned_by(a))
+            .then_with(|| a.worker_id.cmp(&b.worker_id))
+    });
+    ranked
+        .into_iter()
+        .take(count)
+        .map(|w| w.worker_id.clone())
+        .collect()
+}
+
+/// The partitions each worker is given while a plan is made, with counts per
+/// topic.
+struct Loads {
+    owned: BTreeMap<String, Vec<PartitionId>>,
+    /// Partitions per topic, by worker.
+    per_topic: HashMap<String, HashMap<Uuid, usize>>,
+}
+
+impl Loads {
+    fn new(workers: &[String]) -> Self {
+        Self {
+            owned: workers.iter().map(|w| (w.clone(), Vec::new())).collect(),
+            per_topic: HashMap::new(),
+        }
+    }
+
+    fn has(&self, w: &str) -> bool {
+        self.owned.contains_key(w)
+    }
+
+    fn of_topic(&self, w: &str, topic: Uuid) -> usize {
+        self.per_topic
+            .get(w)
+            .and_then(|t| t.get(&topic))
+            .copied()
+            .unwrap_or(0)
+    }
+
+    fn add(&mut self, w: &str, p: PartitionId) {
+        if let Some(v) = self.owned.get_mut(w) {
+            v.push(p);
+            *self
+                .per_topic
+                .entry(w.to_string())
+                .or_default()
+                .entry(p.0)
+                .or_default() += 1;
+        }
+    }
+
+    /// The least loaded worker and its load (the first by id among equals).
+    fn least(&self) -> Option<(String, usize)> {
+        self.owned
+            .iter()
+            .min_by_key(|(w, v)| (v.len(), *w))
+            .map(|(w, v)| (w.clone(), v.len()))
+    }
+
+    /// The most loaded worker and its load (the first by id among equals).
+    fn most(&self) -> Option<(String, usize)> {
+        self.owned
+            .iter()
+            .max_by_key(|(w, v)| (v.len(), std::cmp::Reverse(*w)))
+            .map(|(w, v)| (w.clone(), v.len()))
+    }
+
+    /// The worker a new partition of `topic` goes to: the least loaded,
+    /// and among those the one holding the fewest of `topic`.
+    fn least_for(&self, topic: Uuid) -> Option<String> {
+        self.owned
+            .iter()
+            .min_by_key(|(w, v)| (v.len(), self.of_topic(w, topic), *w))
+            .map(|(w, _)| w.clone())
+    }
+
+    /// Takes from `from` the partition to move to `to`: the one whose topic
+    /// `from` holds the most more of than `to` (the latest given among
+    /// equals).
+    fn take_for(&mut self, from: &str, to: &str) -> Option<PartitionId> {
+        let v = self.owned.get(from)?;
+        let (at, p) = v.iter().enumerate().max_by_key(|(i, p)| {
+            let surplus = self.of_topic(from, p.0) as i64 - self.of_topic(to, p.0) as i64;
+            (surplus, *i)
+        })?;
+        let p = *p;
+        if let Some(v) = self.owned.get_mut(from) {
+            v.remove(at);
+        }
+        if let Some(n) = self.per_topic.get_mut(from).and_then(|t| t.get_mut(&p.0)) {
+            *n = n.saturating_sub(1);
+        }
+        Some(p)
+    }
+}
+
 /// Computes the assignments that must change so that every partition in
 /// `partitions` is owned by one of `workers`, loads differ by at most one,
 /// and partitions already on a live worker stay there unless balancing needs them.
+/// Among the choices that keep those, a topic's partitions go to the workers
+/// holding the fewest of that topic, so one topic's load is spread, not only
+/// the count (Kafka spreads each topic's leaders likewise).
 pub fn plan(
     partitions: &[PartitionId],
     workers: &[String],
@@ -30,49 +215,33 @@ pub fn plan(
         return Vec::new();
     }
     let mut owner: BTreeMap<PartitionId, String> = BTreeMap::new();
-    let mut load: BTreeMap<&str, Vec<PartitionId>> =
-        workers.iter().map(|w| (w.as_str(), Vec::new())).collect();
+    let mut load = Loads::new(workers);
     let mut orphans = Vec::new();
     for p in partitions {
         match current.get(p) {
-            Some(a) if load.contains_key(a.worker_id.as_str()) => {
-                if let Some(v) = load.get_mut(a.worker_id.as_str()) {
-                    v.push(*p);
-                }
+            Some(a) if load.has(&a.worker_id) => {
+                load.add(&a.worker_id, *p);
                 owner.insert(*p, a.worker_id.clone());
             }
             _ => orphans.push(*p),
         }
     }
-    let least = |load: &BTreeMap<&str, Vec<PartitionId>>| -> Option<String> {
-        load.iter()
-            .min_by_key(|(w, v)| (v.len(), **w))
-            .map(|(w, _)| w.to_string())
-    };
     for p in orphans {
-        if let Some(w) = least(&load) {
-            if let Some(v) = load.get_mut(w.as_str()) {
-                v.push(p);
-            }
+        if let Some(w) = load.least_for(p.0) {
+            load.add(&w, p);
             owner.insert(p, w);
         }
     }
-    // Balance: move from the most to the least loaded until within one.
-    while let Some((max_w, max_n)) = load
-        .iter()
-        .max_by_key(|(w, v)| (v.len(), std::cmp::Reverse(**w)))
-        .map(|(w, v)| (w.to_string(), v.len()))
-    {
-        let Some(min_w) = least(&load) else { break };
-        let min_n = load.get(min_w.as_str()).map(Vec::len).unwrap_or(0);
+    // Balance: move from the most to the least loaded until within one,
+    // each time the partition whose topic the source holds most more of.
+    while let (Some((max_w, max_n)), Some((min_w, min_n))) = (load.most(), load.least()) {
         if max_n <= min_n + 1 {
             break;
         }
-        let moved = load.get_mut(max_w.as_str()).and_then(Vec::pop);
-        let Some(p) = moved else { break };
-        if let Some(v) = load.get_mut(min_w.as_str()) {
-            v.push(p);
-        }
+        let Some(p) = load.take_for(&max_w, &min_w) else {
+            break;
+        };
+        load.add(&min_w, p);
         owner.insert(p, min_w);
     }
     owner
@@ -93,18 +262,23 @@ pub fn plan(
         .collect()
 }
 
-/// Applies one round of `plan` to the metadata; returns the number of moves.
-pub async fn reconcile_once(meta: &Metadata) -> Result<usize, MetaError> {
+/// Applies one round of `active_workers` and `plan` to the metadata;
+/// returns the number of moves.
+pub async fn reconcile_once(meta: &Metadata, placement: Placement) -> Result<usize, MetaError> {
     let topics = meta.list_topics().await?;
-    let workers: Vec<String> = meta
+    let assignable: Vec<WorkerLoad> = meta
         .list_workers()
         .await?
         .into_iter()
         .filter(|w| !w.draining)
-        .map(|w| w.worker_id)
+        .map(|w| WorkerLoad {
+            worker_id: w.worker_id,
+            bytes_per_sec: w.ingest_bytes_per_sec,
+        })
         .collect();
     let current: HashMap<PartitionId, Assignment> =
         meta.list_assignments().await?.into_iter().collect();
+    let workers = active_workers(placement, &assignable, &current);
     let mut names = HashMap::new();
     let mut partitions = Vec::new();
     for t in &topics {
@@ -125,9 +299,11 @@ pub async fn reconcile_once(meta: &Metadata) -> Result<usize, MetaError> {
 }
 
 /// Runs the assigner until `shutdown` flips to true: reconciles at start and
-/// after every change to topics or workers (and periodically as a safety net).
+/// after every change to topics or workers (a worker's reported rate is
+/// one), and periodically as a safety net.
 pub async fn run(
     meta: Metadata,
+    placement: Placement,
     moves: prometheus::IntCounter,
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<(), MetaError> {
@@ -135,7 +311,7 @@ pub async fn run(
     let mut topics = store.watch(&meta.keys().topics()).await?;
     let mut workers = store.watch(&meta.keys().workers()).await?;
     loop {
-        match reconcile_once(&meta).await {
+        match reconcile_once(&meta, placement).await {
             Ok(n) if n > 0 => {
                 moves.inc_by(n as u64);
                 tracing::info!(moves = n, "assigner applied partition moves")
@@ -171,14 +347,23 @@ pub fn moves_counter(registry: &prometheus::Registry) -> prometheus::IntCounter 
 pub type LeaderTask =
     Box<dyn Fn(watch::Receiver<bool>) -> futures::future::BoxFuture<'static, ()> + Send + Sync>;
 
+/// A process campaigning to be the assigner leader.
+#[derive(Debug, Clone)]
+pub struct Candidate {
+    /// The value of the leader key while it leads (its worker id).
+    pub id: String,
+    /// The etcd lease the leader key is held under.
+    pub lease: i64,
+}
+
 /// Runs the assigner while this process is the elected leader: campaigns
-/// for the leader key under `lease`, assigns (and runs `also`) while it
-/// holds it, and campaigns again when the key disappears (the leader's lease
-/// lapsed). Returns on shutdown or when `lease` is lost.
+/// for the leader key under the candidate's lease, assigns (and runs `also`)
+/// while it holds it, and campaigns again when the key disappears (the
+/// leader's lease lapsed). Returns on shutdown or when the lease is lost.
 pub async fn run_elected(
     meta: Metadata,
-    candidate: String,
-    lease: i64,
+    candidate: Candidate,
+    placement: Placement,
     moves: prometheus::IntCounter,
     also: Option<LeaderTask>,
     mut lease_lost: watch::Receiver<bool>,
@@ -199,14 +384,18 @@ pub async fn run_elected(
             }
         };
         match store
-            .campaign(&key, bytes::Bytes::from(candidate.clone()), lease)
+            .campaign(
+                &key,
+                bytes::Bytes::from(candidate.id.clone()),
+                candidate.lease,
+            )
             .await
         {
             Ok(true) => {
-                tracing::info!(candidate = %candidate, "elected assigner leader");
+                tracing::info!(candidate = %candidate.id, "elected assigner leader");
                 let (stop_tx, stop) = watch::channel(false);
                 let also = also.as_ref().map(|f| tokio::spawn(f(stop.clone())));
-                let assigning = tokio::spawn(run(meta.clone(), moves.clone(), stop));
+                let assigning = tokio::spawn(run(meta.clone(), placement, moves.clone(), stop));
                 tokio::select! {
                     _ = shutdown.changed() => {}
                     _ = lease_lost.changed() => {}
@@ -276,5 +465,148 @@ mod tests {
         apply(&mut cur, moved);
         assert_eq!(count(&cur, "b"), 0);
         assert!(plan(&ps, &ws3, &cur).is_empty(), "stable once balanced");
+    }
+
+    fn loads(rates: &[(&str, u64)]) -> Vec<WorkerLoad> {
+        rates
+            .iter()
+            .map(|(w, r)| WorkerLoad {
+                worker_id: w.to_string(),
+                bytes_per_sec: *r,
+            })
+            .collect()
+    }
+
+    const MB: u64 = 1_000_000;
+    const PACK: Placement = Placement::Pack {
+        worker_bytes_per_sec: 20 * MB,
+    };
+
+    /// Runs `active_workers` and `plan` once and applies the moves.
+    fn round(
+        ps: &[PartitionId],
+        ws: &[WorkerLoad],
+        cur: &mut HashMap<PartitionId, Assignment>,
+    ) -> usize {
+        let active = active_workers(PACK, ws, cur);
+        let ch = plan(ps, &active, cur);
+        apply(cur, ch)
+    }
+
+    fn owners(cur: &HashMap<PartitionId, Assignment>) -> std::collections::BTreeSet<String> {
+        cur.values().map(|a| a.worker_id.clone()).collect()
+    }
+
+    #[test]
+    fn spread_uses_every_worker_whatever_the_rate() {
+        let ws = loads(&[("a", 0), ("b", 0), ("c", 0)]);
+        assert_eq!(
+            active_workers(Placement::Spread, &ws, &HashMap::new()),
+            vec!["a", "b", "c"]
+        );
+    }
+
+    #[test]
+    fn pack_puts_an_idle_or_light_cluster_on_one_worker() {
+        let ps = parts(12);
+        let mut cur = HashMap::new();
+        round(&ps, &loads(&[("a", 0), ("b", 0), ("c", 0)]), &mut cur);
+        assert_eq!(owners(&cur).len(), 1);
+        // 15 MB/s in all fits one worker at 20 MB/s: nothing moves.
+        let ws = loads(&[("a", 15 * MB), ("b", 0), ("c", 0)]);
+        assert_eq!(round(&ps, &ws, &mut cur), 0);
+    }
+
+    #[test]
+    fn pack_takes_workers_as_the_rate_needs_them_and_gives_them_back_with_hysteresis() {
+        let ps = parts(12);
+        let mut cur = HashMap::new();
+        round(&ps, &loads(&[("a", 0), ("b", 0), ("c", 0)]), &mut cur);
+        let first: Vec<String> = owners(&cur).into_iter().collect();
+        assert_eq!(first, vec!["a"]);
+        // 45 MB/s needs three workers at 20 MB/s: half of the partitions...
+        let ws = loads(&[("a", 45 * MB), ("b", 0), ("c", 0)]);
+        assert_eq!(round(&ps, &ws, &mut cur), 8, "a keeps 4 of its 12");
+        assert_eq!(owners(&cur).len(), 3);
+        // 25 MB/s would fit two at 20, but not two at half of it: stay.
+        let ws = loads(&[("a", 9 * MB), ("b", 8 * MB), ("c", 8 * MB)]);
+        assert_eq!(round(&ps, &ws, &mut cur), 0);
+        // 15 MB/s fits two at 10 MB/s each: give one back (the last by
+        // id among equals), and only its partitions move.
+        let before = cur.clone();
+        let ws = loads(&[("a", 5 * MB), ("b", 5 * MB), ("c", 5 * MB)]);
+        let moved = round(&ps, &ws, &mut cur);
+        assert_eq!(moved, 4);
+        assert_eq!(owners(&cur).len(), 2);
+        assert!(before
+            .iter()
+            .filter(|(p, a)| cur[*p].worker_id != a.worker_id)
+            .all(|(_, a)| a.worker_id == "c"));
+        // Idle: back to one worker; then stable.
+        let ws = loads(&[("a", 0), ("b", 0), ("c", 0)]);
+        round(&ps, &ws, &mut cur);
+        assert_eq!(owners(&cur).len(), 1);
+        assert_eq!(round(&ps, &ws, &mut cur), 0, "stable once packed");
+    }
+
+    /// How many of `topic`'s partitions each of `ws` owns.
+    fn spread_of(cur: &HashMap<PartitionId, Assignment>, topic: u128, ws: &[&str]) -> Vec<usize> {
+        ws.iter()
+            .map(|w| {
+                cur.iter()
+                    .filter(|(p, a)| p.0 == Uuid::from_u128(topic) && a.worker_id == *w)
+                    .count()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn each_topic_is_spread_when_partitions_are_placed_or_moved() {
+        let topic = |id: u128, n: i32| (0..n).map(move |p| (Uuid::from_u128(id), p));
+        let ws = ["a", "b", "c"];
+        let names: Vec<String> = ws.iter().map(|w| w.to_string()).collect();
+        // A big topic first, then a small one on the balanced workers.
+        let mut ps: Vec<PartitionId> = topic(1, 50).collect();
+        let mut cur = HashMap::new();
+        let ch = plan(&ps, &names, &cur);
+        apply(&mut cur, ch);
+        ps.extend(topic(2, 6));
+        let ch = plan(&ps, &names, &cur);
+        apply(&mut cur, ch);
+        assert_eq!(spread_of(&cur, 2, &ws), vec![2, 2, 2]);
+        // Both packed on one worker, then spread over three: each topic is
+        // spread, not only the counts.
+        let mut packed = HashMap::new();
+        let ch = plan(&ps, &names[..1], &packed);
+        apply(&mut packed, ch);
+        let ch = plan(&ps, &names, &packed);
+        let moved = apply(&mut packed, ch);
+        assert_eq!(moved, 56 - 19, "a keeps its share of 56");
+        assert_eq!(spread_of(&packed, 2, &ws), vec![2, 2, 2]);
+        let big = spread_of(&packed, 1, &ws);
+        assert!(big.iter().all(|n| (16..=17).contains(n)), "{big:?}");
+    }
+
+    #[test]
+    fn pack_never_asks_for_more_workers_than_there_are() {
+        let ps = parts(4);
+        let mut cur = HashMap::new();
+        round(&ps, &loads(&[("a", 500 * MB), ("b", 0)]), &mut cur);
+        assert_eq!(owners(&cur).len(), 2);
+    }
+
+    #[test]
+    fn placement_names() {
+        assert_eq!(
+            Placement::named("spread", 5).expect("spread"),
+            Placement::Spread
+        );
+        assert_eq!(
+            Placement::named("pack", 0).expect("pack"),
+            Placement::Pack {
+                worker_bytes_per_sec: 1
+            }
+        );
+        assert!(Placement::named("packed", 5).is_err());
     }
 }

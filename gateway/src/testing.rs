@@ -136,7 +136,7 @@ impl FakeCluster {
                 grpc_addr: addr.to_string(),
                 started_at_ms: 0,
                 stream_epoch: 1,
-                draining: false,
+                ..Default::default()
             },
             None,
         )

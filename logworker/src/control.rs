@@ -142,14 +142,6 @@ impl Worker {
     }
 
     async fn set_registered_draining(&self, draining: bool) -> Result<(), MetaError> {
-        let mut reg = self
-            .registration
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone();
-        reg.draining = draining;
-        self.meta.register_worker(&reg, self.lease).await?;
-        *self.registration.lock().unwrap_or_else(|p| p.into_inner()) = reg;
-        Ok(())
+        self.update_registration(|r| r.draining = draining).await
     }
 }

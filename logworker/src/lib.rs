@@ -11,6 +11,7 @@ pub mod failpoint;
 pub mod gc;
 pub mod groups;
 pub mod inflate;
+pub mod load_report;
 pub mod metrics;
 pub mod objstore;
 pub mod offset_metrics;

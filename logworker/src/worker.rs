@@ -90,8 +90,9 @@ pub struct Worker {
     /// Set by `drain` and by a drain on request: no partition is opened.
     pub(crate) draining: std::sync::atomic::AtomicBool,
     pub(crate) ready: watch::Sender<bool>,
-    /// This worker's registration as last written (under `lease`).
-    pub(crate) registration: std::sync::Mutex<WorkerRegistration>,
+    /// This worker's registration as last written (under `lease`); held
+    /// while it is rewritten, so two updates never undo each other.
+    pub(crate) registration: tokio::sync::Mutex<WorkerRegistration>,
     pub(crate) lease: Option<i64>,
 }
 
@@ -147,7 +148,7 @@ impl Worker {
             grpc_addr: cfg.grpc_advertised_addr.clone(),
             started_at_ms: now_ms(),
             stream_epoch,
-            draining: false,
+            ..Default::default()
         };
         meta.register_worker(&registration, lease).await?;
         let worker = Arc::new(Self {
@@ -167,7 +168,7 @@ impl Worker {
             opened: tokio::sync::Notify::new(),
             draining: std::sync::atomic::AtomicBool::new(false),
             ready: watch::channel(false).0,
-            registration: std::sync::Mutex::new(registration),
+            registration: tokio::sync::Mutex::new(registration),
             lease,
         });
         registry
@@ -178,6 +179,7 @@ impl Worker {
         let flusher = tokio::spawn(wal.run(shutdown.clone()));
         tokio::spawn(groups.run_timers(shutdown.clone()));
         tokio::spawn(worker.clone().compaction_loop(shutdown.clone()));
+        tokio::spawn(worker.clone().report_load_loop(shutdown.clone()));
         tokio::spawn(worker.clone().ownership_loop(shutdown));
         Ok((worker, flusher))
     }
@@ -202,6 +204,29 @@ impl Worker {
     /// nothing more and must be restarted (with a fresh stream epoch).
     pub fn is_fenced(&self) -> bool {
         self.wal.is_fenced()
+    }
+
+    /// Rewrites this worker's registration with `change` applied.
+    pub(crate) async fn update_registration(
+        &self,
+        change: impl FnOnce(&mut WorkerRegistration),
+    ) -> Result<(), MetaError> {
+        let mut reg = self.registration.lock().await;
+        let mut next = reg.clone();
+        change(&mut next);
+        self.meta.register_worker(&next, self.lease).await?;
+        *reg = next;
+        Ok(())
+    }
+
+    /// The ingest rate this worker's registration says, bytes per second.
+    pub(crate) async fn published_rate(&self) -> u64 {
+        self.registration.lock().await.ingest_bytes_per_sec
+    }
+
+    /// Bytes produced to this worker since it started.
+    pub(crate) fn produced_bytes(&self) -> u64 {
+        self.metrics.produced_bytes.get()
     }
 
     /// Becomes true once the partitions assigned at start are open.

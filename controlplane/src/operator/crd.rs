@@ -90,6 +90,10 @@ pub struct WorkerSpec {
     pub resources: Option<ResourceRequirements>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub autoscaling: Option<AutoscalingSpec>,
+    /// `spread` (every worker owns partitions) or `pack` (only as many as
+    /// the cluster's ingest rate needs) (`KAFSCALE_PLACEMENT`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub placement: Option<String>,
 }
 
 /// Horizontal autoscaling bounds and target.

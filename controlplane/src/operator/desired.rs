@@ -130,6 +130,16 @@ fn meta(c: &KafscaleCluster, name: String, component: &str, owner: &OwnerReferen
 /// The values `KAFSCALE_S3_PAYLOAD_SIGNING` accepts.
 const PAYLOAD_SIGNING: [&str; 3] = ["auto", "signed", "unsigned"];
 
+/// Fails unless `value` (the spec field `field`) is unset or one of `allowed`.
+fn check_one_of(field: &str, value: &Option<String>, allowed: &[&str]) -> Result<(), SpecError> {
+    match value {
+        Some(v) if !allowed.contains(&v.as_str()) => Err(SpecError::Invalid(format!(
+            "{field} is {v:?}, not one of {allowed:?}"
+        ))),
+        _ => Ok(()),
+    }
+}
+
 /// The `KAFSCALE_*` settings of the ConfigMap (shared by both components;
 /// each process reads the ones it knows).
 pub fn settings(c: &KafscaleCluster) -> Result<BTreeMap<String, String>, SpecError> {
@@ -142,13 +152,16 @@ pub fn settings(c: &KafscaleCluster) -> Result<BTreeMap<String, String>, SpecErr
     if s.s3.bucket.is_empty() {
         return Err(SpecError::Invalid("spec.s3.bucket is empty".into()));
     }
-    if let Some(p) = &s.s3.payload_signing {
-        if !PAYLOAD_SIGNING.contains(&p.as_str()) {
-            return Err(SpecError::Invalid(format!(
-                "spec.s3.payloadSigning is {p:?}, not one of {PAYLOAD_SIGNING:?}"
-            )));
-        }
-    }
+    check_one_of(
+        "spec.s3.payloadSigning",
+        &s.s3.payload_signing,
+        &PAYLOAD_SIGNING,
+    )?;
+    check_one_of(
+        "spec.worker.placement",
+        &s.worker.placement,
+        &crate::assigner::PLACEMENT_NAMES,
+    )?;
     let mut m = BTreeMap::new();
     let mut set = |k: &str, v: String| {
         m.insert(k.to_string(), v);
@@ -167,6 +180,7 @@ pub fn settings(c: &KafscaleCluster) -> Result<BTreeMap<String, String>, SpecErr
         ("KAFSCALE_S3_READ_BUCKET", s.s3.read_bucket.clone()),
         ("KAFSCALE_S3_READ_REGION", s.s3.read_region.clone()),
         ("KAFSCALE_S3_READ_ENDPOINT", s.s3.read_endpoint.clone()),
+        ("KAFSCALE_PLACEMENT", s.worker.placement.clone()),
         (
             "KAFSCALE_WAL_FLUSH_PROFILE",
             s.wal.as_ref().and_then(|w| w.flush_profile.clone()),
@@ -643,6 +657,22 @@ mod tests {
         assert!(matches!(
             settings(&cluster(s3)),
             Err(SpecError::Invalid(m)) if m.contains("payloadSigning")
+        ));
+    }
+
+    #[test]
+    fn placement_is_passed_on_and_checked() {
+        let s3 = serde_json::json!({"bucket": "b", "region": "r"});
+        let mut c = cluster(s3);
+        assert!(!settings(&c)
+            .expect("valid")
+            .contains_key("KAFSCALE_PLACEMENT"));
+        c.spec.worker.placement = Some("pack".into());
+        assert_eq!(settings(&c).expect("valid")["KAFSCALE_PLACEMENT"], "pack");
+        c.spec.worker.placement = Some("packed".into());
+        assert!(matches!(
+            settings(&c),
+            Err(SpecError::Invalid(m)) if m.contains("spec.worker.placement")
         ));
     }
 }

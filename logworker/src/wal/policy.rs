@@ -127,6 +127,16 @@ impl FlushSettings {
     }
 }
 
+impl FlushSettings {
+    /// The ingest rate (bytes per second) from which objects reach
+    /// `target_bytes` within `max_interval`; below it a worker writes one
+    /// object per `max_interval` whatever its rate.
+    pub fn target_rate(&self) -> u64 {
+        let secs = self.max_interval.as_secs_f64().max(1e-3);
+        (self.target_bytes as f64 / secs).round() as u64
+    }
+}
+
 /// The flush policy of one writer, with its estimate of the ingest rate.
 #[derive(Debug)]
 pub struct FlushPolicy {
