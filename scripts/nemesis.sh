@@ -7,6 +7,7 @@
 # ./nemesis-report.txt); docs/reliability.md quotes it.
 #
 #   scripts/nemesis.sh [STEPS] [SEED]      # defaults: 180 steps, seed 0x4e4e0016
+#   KAFSCALE_NEMESIS_PLACEMENT=pack scripts/nemesis.sh   # workers packed (KAFSCALE_PLACEMENT)
 #
 # The test and server binaries are copied first, so rebuilding while it runs
 # changes nothing. Needs what scripts/test.sh installs (etcd, moto, protoc).

@@ -26,7 +26,10 @@
 //! gateways and the history checker must find no violation.
 //!
 //! `KAFSCALE_NEMESIS_STEPS` (default 8) and `KAFSCALE_NEMESIS_SEED` set the
-//! run; `KAFSCALE_NEMESIS_REPORT=<file>` appends the summary to a file. The
+//! run; `KAFSCALE_NEMESIS_PLACEMENT` the workers' `KAFSCALE_PLACEMENT`
+//! (default `spread`; `pack` keeps this light load on one worker, so every
+//! failover of it moves all partitions);
+//! `KAFSCALE_NEMESIS_REPORT=<file>` appends the summary to a file. The
 //! short default run is part of the test suite; `scripts/nemesis.sh` is the
 //! long one (≥ 100 worker failovers) whose result is in docs/reliability.md.
 
@@ -204,6 +207,10 @@ async fn no_acked_record_is_lost_under_a_random_nemesis() {
             // Compaction and garbage collection run all along (they delete
             // data, so they must face the same faults).
             env: vec![("KAFSCALE_COMPACTION_INTERVAL_MS".into(), "1000".into())],
+            worker_env: vec![(
+                "KAFSCALE_PLACEMENT".into(),
+                std::env::var("KAFSCALE_NEMESIS_PLACEMENT").unwrap_or_else(|_| "spread".into()),
+            )],
             ..Default::default()
         },
         S3Proxy::new(move |moto| {
