@@ -20,7 +20,7 @@ use crate::auth::phase::{Reauth, ReauthStep, Session};
 use crate::budget::{Budgets, RequestBudget};
 use crate::dispatch::{Dispatcher, Outcome, Sequenced, ANONYMOUS};
 use crate::quota::Mute;
-use bytes::BytesMut;
+use bytes::{BufMut, BytesMut};
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
@@ -282,6 +282,20 @@ impl Connection {
 /// bytes of a request frame.
 const SASL_KEYS: [[u8; 2]; 2] = [17i16.to_be_bytes(), 36i16.to_be_bytes()];
 
+/// Reads a frame body of exactly `len` bytes into a buffer of that
+/// capacity: nothing is zeroed first (a produce frame is megabytes) and
+/// nothing past the frame is read.
+async fn read_frame<R: AsyncRead + Unpin>(rd: &mut R, len: usize) -> std::io::Result<BytesMut> {
+    let mut buf = BytesMut::with_capacity(len);
+    while buf.len() < len {
+        let want = len - buf.len();
+        if rd.read_buf(&mut (&mut buf).limit(want)).await? == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+    }
+    Ok(buf)
+}
+
 async fn handle<R, W>(
     mut rd: R,
     wr: W,
@@ -371,15 +385,16 @@ where
             },
             _ = shutdown.wait_for(|s| *s) => break,
         };
-        let mut buf = BytesMut::zeroed(len);
-        match tokio::time::timeout(limits.frame_read_timeout, rd.read_exact(&mut buf)).await {
-            Ok(Ok(_)) => {}
+        let buf = match tokio::time::timeout(limits.frame_read_timeout, read_frame(&mut rd, len))
+            .await
+        {
+            Ok(Ok(buf)) => buf,
             Ok(Err(_)) => break,
             Err(_) => {
                 tracing::warn!(len, timeout = ?limits.frame_read_timeout, "closing connection: frame not received in time");
                 break;
             }
-        }
+        };
         // An authenticated SASL connection: re-authentication is served
         // here, and an expired session serves nothing else.
         if let (Some(reauth), Some(auth)) = (conn.reauth.as_mut(), &d.security().sasl) {
@@ -455,5 +470,34 @@ async fn idle<T>(tx: &mpsc::Sender<T>, timeout: Duration) {
         if tx.capacity() == tx.max_capacity() {
             return;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_frame_is_read_whole_and_nothing_past_it() {
+        // A small pipe: frames arrive in pieces, and both are in flight at once.
+        let (mut client, mut server) = tokio::io::duplex(7);
+        let first: Vec<u8> = (0..100u8).collect();
+        let second: Vec<u8> = (100..130u8).collect();
+        let sent = [first.clone(), second.clone()].concat();
+        let writer = tokio::spawn(async move {
+            client.write_all(&sent).await.expect("write");
+            client
+        });
+        assert_eq!(
+            read_frame(&mut server, 100).await.expect("first")[..],
+            first
+        );
+        assert_eq!(
+            read_frame(&mut server, 30).await.expect("second")[..],
+            second
+        );
+        drop(writer.await.expect("writer"));
+        let eof = read_frame(&mut server, 1).await.expect_err("nothing left");
+        assert_eq!(eof.kind(), std::io::ErrorKind::UnexpectedEof);
     }
 }
