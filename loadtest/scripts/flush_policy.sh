@@ -6,7 +6,10 @@
 #   loadtest/scripts/flush_policy.sh                       # ~20 minutes
 #   WORKERS="1" SETTINGS="fixed50 balanced" RATES="5 0" loadtest/scripts/flush_policy.sh
 # SETTINGS: fixed50 (the policy before profiles: a fixed 50 ms interval and an
-# 8 MiB size trigger), balanced, cost, latency (KAFSCALE_WAL_FLUSH_PROFILE).
+# 8 MiB size trigger), balanced, cost, latency (KAFSCALE_WAL_FLUSH_PROFILE);
+# pack and cost-pack are balanced and cost with KAFSCALE_PLACEMENT=pack (the
+# cluster rate is still RATES x workers; the workers that own partitions are
+# as many as it needs).
 # RATES are MB/s per worker (1 KiB records, so 1,000 records/s per MB/s);
 # 0 is flat out. Each point produces for ${SECS:-15} s (flat out: 300,000
 # records) to its own 12-partition topic, acks=all, linger 5 ms (100 ms
@@ -32,30 +35,29 @@ SETTINGS=${SETTINGS:-fixed50 balanced cost latency}
 RATES=${RATES:-1 5 15 50 0}
 SECS=${SECS:-15}
 cluster=loadtest/scripts/cluster.sh
+# shellcheck source=loadtest/scripts/bench_lib.sh
+. loadtest/scripts/bench_lib.sh
 if [ "${S3:-moto}" = s3s-fs ]; then
-  rm -rf "$KS_BENCH_DIR-s3" && mkdir -p "$KS_BENCH_DIR-s3/bench"
-  "${KS_PEERS_DIR:-$HOME/.cache/kafscale-peers}/bin/s3s-fs" --host 127.0.0.1 --port 23010 \
-    --access-key k --secret-key s "$KS_BENCH_DIR-s3" >/dev/null 2>&1 &
-  S3_PID=$!
+  start_s3s_fs 23010 "$KS_BENCH_DIR-s3"
   trap 'kill $S3_PID 2>/dev/null; rm -rf "$KS_BENCH_DIR-s3"' EXIT
-  export KS_S3_ENDPOINT=http://127.0.0.1:23010
-  sleep 1
 fi
 
 # Sum over the workers' /metrics of: WAL objects written, S3 PUTs.
 counters() { # workers
-  for i in $(seq 0 $(($1 - 1))); do curl -s "http://127.0.0.1:$((22500 + i))/metrics"; done | awk '
+  worker_metrics "$1" | awk '
     /^kafscale_wal_flush_bytes_count/ { wal += $NF }
     /^kafscale_s3_requests_total/ && /op="put"/ { put += $NF }
     END { printf "%d %d\n", wal, put }'
 }
 
-linger_for() { case $1 in cost) echo 100 ;; *) echo 5 ;; esac; }
+linger_for() { case $1 in cost*) echo 100 ;; *) echo 5 ;; esac; }
 
 settings_env() {
   case $1 in
     fixed50) echo KAFSCALE_WAL_FLUSH_INTERVAL_MS=50 KAFSCALE_WAL_FLUSH_MIN_INTERVAL_MS=50 \
       KAFSCALE_WAL_TARGET_OBJECT_BYTES=8388608 KAFSCALE_WAL_FLUSH_BYTES=8388608 ;;
+    pack) echo KAFSCALE_WAL_FLUSH_PROFILE=balanced KAFSCALE_PLACEMENT=pack ;;
+    cost-pack) echo KAFSCALE_WAL_FLUSH_PROFILE=cost KAFSCALE_PLACEMENT=pack ;;
     *) echo KAFSCALE_WAL_FLUSH_PROFILE=$1 ;;
   esac
 }
