@@ -84,6 +84,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     tokio::spawn(assigner::run(
         meta.clone(),
         assigner::Placement::Spread,
+        assigner::JoinSettle::NONE,
         assigner::moves_counter(&registry),
         shutdown.clone(),
     ));

@@ -721,3 +721,89 @@ async fn pack_placement_follows_the_ingest_rate_without_losing_an_acked_record()
     .await;
     verify_acked(&c.bootstrap(0), &topic, 6, &acks);
 }
+
+/// Every partition's assignment epoch (topics and consumer-offsets slots).
+async fn assignment_epochs(c: &Cluster) -> BTreeMap<(uuid::Uuid, i32), u64> {
+    c.meta()
+        .await
+        .list_assignments()
+        .await
+        .expect("list assignments")
+        .into_iter()
+        .map(|(p, a)| (p, a.epoch))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn restarting_every_worker_at_once_moves_each_partition_at_most_once() {
+    let _serial = SERIAL.lock().await;
+    let (mut c, topic, load) = loaded_cluster(3, 1, "restart-all", 12, 1).await;
+    sleep_ms(2000).await;
+    // SIGTERM to every worker at once (each drains), then all started
+    // together, as `cluster.sh restart` or a rollout of every pod does.
+    for w in &c.workers {
+        w.signal("TERM");
+    }
+    for w in c.workers.iter_mut() {
+        let status = w.wait_exit(Duration::from_secs(30)).await;
+        assert!(
+            status.is_some_and(|s| s.success()),
+            "{} did not drain and exit: {status:?}",
+            w.name
+        );
+    }
+    // The drains moved partitions among the workers still assignable; what
+    // matters is what the restart does.
+    let before = assignment_epochs(&c).await;
+    for w in c.workers.iter_mut() {
+        w.spawn();
+    }
+    for w in c.workers.iter_mut() {
+        w.wait_ready().await;
+    }
+    c.wait_all_assigned(Duration::from_secs(30)).await;
+    let per_worker = before.len() / c.workers.len();
+    eventually(
+        "the partitions are spread over the restarted workers",
+        Duration::from_secs(30),
+        async || {
+            let mut owned = Vec::new();
+            for i in 0..c.workers.len() {
+                owned.push(c.owned_by(i).await);
+            }
+            owned.iter().all(|&n| n >= per_worker)
+        },
+    )
+    .await;
+    sleep_ms(3000).await;
+    // The assigner waited for the workers to register: a partition moved
+    // at most once (to balance), not to the first worker back and then on
+    // to the others, mid-open.
+    let after = assignment_epochs(&c).await;
+    let moved_twice: Vec<_> = after
+        .iter()
+        .filter(|(p, e)| **e > before.get(p).copied().unwrap_or(0) + 1)
+        .collect();
+    assert!(
+        moved_twice.is_empty(),
+        "{} of {} partitions moved more than once: {:?}",
+        moved_twice.len(),
+        after.len(),
+        &moved_twice[..moved_twice.len().min(5)]
+    );
+    for w in c.workers.iter_mut() {
+        assert!(
+            w.try_exit().is_none(),
+            "{} exited after the restart",
+            w.name
+        );
+        assert!(
+            !w.log().contains("sealed WAL stream"),
+            "{} had to seal a stream",
+            w.name
+        );
+    }
+    let acks = load.finish().await;
+    assert!(!acks.acked.is_empty(), "nothing was acknowledged");
+    verify_acked(&c.bootstrap(0), &topic, 12, &acks);
+}

@@ -10,15 +10,21 @@
 //! WAL stream (and its PUTs) per worker (docs/architecture.md, "PUT cost and
 //! the number of workers").
 //!
-//! `active_workers` and `plan` are pure functions (tested directly); `run`
-//! applies them whenever topics or workers change.
+//! Workers that join one after another (a cluster starting or restarting
+//! all at once, a scale-out) are waited for ([`JoinSettle`]), so each
+//! partition is placed once on the final set of workers instead of on the
+//! first to arrive and then moved, mid-open, as the others register.
+//!
+//! `active_workers`, `plan` and the join window are pure (tested directly);
+//! `run` applies them whenever topics or workers change.
 
 use crate::metadata::{topic_uuid, MetaError, Metadata};
 use futures::StreamExt;
 use kafscale_proto::metadata::v1::Assignment;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Duration;
 use tokio::sync::watch;
+use tokio::time::Instant;
 use uuid::Uuid;
 
 /// A partition: (topic id, partition index).
@@ -262,11 +268,76 @@ pub fn plan(
         .collect()
 }
 
-/// Applies one round of `active_workers` and `plan` to the metadata;
-/// returns the number of moves.
-pub async fn reconcile_once(meta: &Metadata, placement: Placement) -> Result<usize, MetaError> {
-    let topics = meta.list_topics().await?;
-    let assignable: Vec<WorkerLoad> = meta
+/// How long planning waits for workers that join one after another.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct JoinSettle {
+    /// Planning waits until no worker has joined for this long ...
+    pub quiet: Duration,
+    /// ... but never longer than this after the first of them joined.
+    pub max_wait: Duration,
+}
+
+impl JoinSettle {
+    /// Plans at once: one process owns everything (`kafscale dev`).
+    pub const NONE: JoinSettle = JoinSettle {
+        quiet: Duration::ZERO,
+        max_wait: Duration::ZERO,
+    };
+    /// Distributed mode: workers started together register within about a
+    /// second of each other; a failover (a worker leaving) never waits.
+    pub const CLUSTER: JoinSettle = JoinSettle {
+        quiet: Duration::from_secs(1),
+        max_wait: Duration::from_secs(5),
+    };
+}
+
+/// The assignable workers seen last, and the open join window.
+#[derive(Debug)]
+struct Joins {
+    settle: JoinSettle,
+    known: HashSet<String>,
+    /// (first join, last join) of the window, while one is open.
+    window: Option<(Instant, Instant)>,
+}
+
+impl Joins {
+    fn new(settle: JoinSettle) -> Self {
+        Self {
+            settle,
+            known: HashSet::new(),
+            window: None,
+        }
+    }
+
+    /// Records the assignable workers seen at `now`: one not seen before
+    /// opens a window, or extends the open one. Leaving, draining and rate
+    /// reports open none.
+    fn observe(&mut self, workers: &[WorkerLoad], now: Instant) {
+        let ids: HashSet<String> = workers.iter().map(|w| w.worker_id.clone()).collect();
+        if ids.iter().any(|id| !self.known.contains(id)) {
+            let first = self.window.map_or(now, |(first, _)| first);
+            self.window = Some((first, now));
+        }
+        self.known = ids;
+    }
+
+    /// `None` when planning may go ahead at `now` (the window, if any, is
+    /// closed); else the instant it may.
+    fn hold_until(&mut self, now: Instant) -> Option<Instant> {
+        let (first, last) = self.window?;
+        let until = (last + self.settle.quiet).min(first + self.settle.max_wait);
+        if now >= until {
+            self.window = None;
+            return None;
+        }
+        Some(until)
+    }
+}
+
+/// The workers that may be given partitions (registered, not draining),
+/// with their reported rates.
+async fn assignable_workers(meta: &Metadata) -> Result<Vec<WorkerLoad>, MetaError> {
+    Ok(meta
         .list_workers()
         .await?
         .into_iter()
@@ -275,10 +346,20 @@ pub async fn reconcile_once(meta: &Metadata, placement: Placement) -> Result<usi
             worker_id: w.worker_id,
             bytes_per_sec: w.ingest_bytes_per_sec,
         })
-        .collect();
+        .collect())
+}
+
+/// Applies one round of `active_workers` and `plan` to the metadata for
+/// the `assignable` workers; returns the number of moves.
+async fn reconcile(
+    meta: &Metadata,
+    placement: Placement,
+    assignable: &[WorkerLoad],
+) -> Result<usize, MetaError> {
+    let topics = meta.list_topics().await?;
     let current: HashMap<PartitionId, Assignment> =
         meta.list_assignments().await?.into_iter().collect();
-    let workers = active_workers(placement, &assignable, &current);
+    let workers = active_workers(placement, assignable, &current);
     let mut names = HashMap::new();
     let mut partitions = Vec::new();
     for t in &topics {
@@ -300,29 +381,48 @@ pub async fn reconcile_once(meta: &Metadata, placement: Placement) -> Result<usi
 
 /// Runs the assigner until `shutdown` flips to true: reconciles at start and
 /// after every change to topics or workers (a worker's reported rate is
-/// one), and periodically as a safety net.
+/// one), and periodically as a safety net; while workers are joining, it
+/// waits as `settle` says first.
 pub async fn run(
     meta: Metadata,
     placement: Placement,
+    settle: JoinSettle,
     moves: prometheus::IntCounter,
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<(), MetaError> {
     let store = meta.store().clone();
     let mut topics = store.watch(&meta.keys().topics()).await?;
     let mut workers = store.watch(&meta.keys().workers()).await?;
+    let mut joins = Joins::new(settle);
     loop {
-        match reconcile_once(&meta, placement).await {
-            Ok(n) if n > 0 => {
-                moves.inc_by(n as u64);
-                tracing::info!(moves = n, "assigner applied partition moves")
+        let safety_net = Instant::now() + Duration::from_secs(5);
+        let wake = match assignable_workers(&meta).await {
+            Err(e) => {
+                tracing::warn!(error = %e, "assigner round failed");
+                safety_net
             }
-            Ok(_) => {}
-            Err(e) => tracing::warn!(error = %e, "assigner round failed"),
-        }
+            Ok(assignable) => {
+                joins.observe(&assignable, Instant::now());
+                if let Some(until) = joins.hold_until(Instant::now()) {
+                    tracing::debug!("workers are joining; planning waits for them");
+                    until
+                } else {
+                    match reconcile(&meta, placement, &assignable).await {
+                        Ok(0) => {}
+                        Ok(n) => {
+                            moves.inc_by(n as u64);
+                            tracing::info!(moves = n, "assigner applied partition moves");
+                        }
+                        Err(e) => tracing::warn!(error = %e, "assigner round failed"),
+                    }
+                    safety_net
+                }
+            }
+        };
         tokio::select! {
             _ = topics.next() => {}
             _ = workers.next() => {}
-            _ = tokio::time::sleep(Duration::from_secs(5)) => {}
+            _ = tokio::time::sleep_until(wake) => {}
             _ = shutdown.changed() => return Ok(()),
         }
     }
@@ -395,7 +495,13 @@ pub async fn run_elected(
                 tracing::info!(candidate = %candidate.id, "elected assigner leader");
                 let (stop_tx, stop) = watch::channel(false);
                 let also = also.as_ref().map(|f| tokio::spawn(f(stop.clone())));
-                let assigning = tokio::spawn(run(meta.clone(), placement, moves.clone(), stop));
+                let assigning = tokio::spawn(run(
+                    meta.clone(),
+                    placement,
+                    JoinSettle::CLUSTER,
+                    moves.clone(),
+                    stop,
+                ));
                 tokio::select! {
                     _ = shutdown.changed() => {}
                     _ = lease_lost.changed() => {}
@@ -426,6 +532,61 @@ mod tests {
     fn parts(n: i32) -> Vec<PartitionId> {
         let id = Uuid::from_u128(1);
         (0..n).map(|p| (id, p)).collect()
+    }
+
+    fn workers(ids: &[&str]) -> Vec<WorkerLoad> {
+        ids.iter()
+            .map(|id| WorkerLoad {
+                worker_id: id.to_string(),
+                bytes_per_sec: 0,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn workers_joining_one_after_another_are_waited_for_up_to_the_maximum() {
+        let mut j = Joins::new(JoinSettle::CLUSTER);
+        let t0 = Instant::now();
+        let s = |ms: u64| t0 + Duration::from_millis(ms);
+        j.observe(&workers(&["w0"]), s(0));
+        assert_eq!(j.hold_until(s(0)), Some(s(1000)));
+        j.observe(&workers(&["w0", "w1"]), s(600));
+        assert_eq!(
+            j.hold_until(s(600)),
+            Some(s(1600)),
+            "a join extends the wait"
+        );
+        // A rate report or a repeated listing is no join.
+        j.observe(&workers(&["w0", "w1"]), s(900));
+        assert_eq!(j.hold_until(s(900)), Some(s(1600)));
+        // One more every 900 ms: the wait never passes the maximum.
+        let mut ids = vec!["w0".to_string(), "w1".to_string()];
+        for (i, at) in [1500, 2400, 3300, 4200].into_iter().enumerate() {
+            ids.push(format!("w{}", i + 2));
+            let now: Vec<&str> = ids.iter().map(String::as_str).collect();
+            j.observe(&workers(&now), s(at));
+            assert_eq!(j.hold_until(s(at)), Some(s(at + 1000).min(s(5000))));
+        }
+        assert_eq!(j.hold_until(s(5000)), None);
+        j.observe(&workers(&["w0", "w1", "w2", "w3", "w4", "w5"]), s(5001));
+        assert_eq!(j.hold_until(s(5001)), None, "the window stays closed");
+    }
+
+    #[test]
+    fn a_worker_leaving_never_holds_planning_and_nothing_holds_in_dev() {
+        let mut j = Joins::new(JoinSettle::CLUSTER);
+        let t0 = Instant::now();
+        j.observe(&workers(&["w0", "w1", "w2"]), t0);
+        assert_eq!(j.hold_until(t0 + Duration::from_secs(2)), None);
+        let t1 = t0 + Duration::from_secs(3);
+        j.observe(&workers(&["w0", "w2"]), t1);
+        assert_eq!(j.hold_until(t1), None, "a failover is planned at once");
+        // The same id back (a restart after its lease lapsed) is a join.
+        j.observe(&workers(&["w0", "w1", "w2"]), t1);
+        assert_eq!(j.hold_until(t1), Some(t1 + Duration::from_secs(1)));
+        let mut dev = Joins::new(JoinSettle::NONE);
+        dev.observe(&workers(&["w0"]), t0);
+        assert_eq!(dev.hold_until(t0), None);
     }
 
     fn apply(
