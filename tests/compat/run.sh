@@ -49,6 +49,11 @@ KP_BROKER_VERSION="${KAFSCALE_COMPAT_KP_KAFKA_VERSION:-4.0.0}"
 # librdkafka's trivup clusters and kafka-python's fixture both auto-create topics with 4
 # partitions (num.partitions=4); the suites count on it.
 PARTITIONS=4
+# group.initial.rebalance.delay.ms: trivup leaves Kafka's default (3 s), and librdkafka's tests
+# count on it (0118 needs both consumers in the first generation; 0113 waits "3000 ms
+# (default)"); kafka-python's broker config sets 0.
+RDK_INITIAL_REBALANCE_DELAY_MS=3000
+KP_INITIAL_REBALANCE_DELAY_MS=0
 PY="${PYTHON:-python3}"
 COMPAT="$PY $HERE/compat.py"
 
@@ -106,7 +111,6 @@ start_server() {
   KAFSCALE_HTTP_ADDR="127.0.0.1:$http" \
   KAFSCALE_AUTO_CREATE_TOPICS=true \
   KAFSCALE_AUTO_CREATE_PARTITIONS="$PARTITIONS" \
-  KAFSCALE_GROUP_INITIAL_REBALANCE_DELAY_MS=0 \
   KAFSCALE_LOG_LEVEL="${KAFSCALE_LOG_LEVEL:-info}" NO_COLOR=1 \
     env "$@" "$BIN" dev >"$OUT/$name/server.log" 2>&1 &
   SERVER_PID=$!
@@ -180,7 +184,7 @@ run_librdkafka() {
   local out="$OUT/librdkafka" t start secs res detail
   prepare_librdkafka
   RDK_VERSION="$(rdkafka_sys_version)"
-  start_server librdkafka
+  start_server librdkafka KAFSCALE_GROUP_INITIAL_REBALANCE_DELAY_MS=$RDK_INITIAL_REBALANCE_DELAY_MS
   mkdir -p "$out"
   cat >"$out/test.conf" <<EOF
 bootstrap.servers=127.0.0.1:$PORT
@@ -212,7 +216,7 @@ EOF
       wait "$SERVER_PID" 2>/dev/null || true
       SERVER_PID=""
       stop_server
-      start_server librdkafka
+      start_server librdkafka KAFSCALE_GROUP_INITIAL_REBALANCE_DELAY_MS=$RDK_INITIAL_REBALANCE_DELAY_MS
       sed -i "s/^bootstrap.servers=.*/bootstrap.servers=127.0.0.1:$PORT/" "$out/test.conf"
     fi
   done
@@ -276,9 +280,11 @@ run_kafka_python() {
   cp "$HERE/kafka_python/conftest.py" "$work/test/conftest.py"
   cp "$HERE/kafka_python/service.py" "$work/test/service.py"   # the sdist lacks it too
   # kafka-python's test broker (servers/resources/default/kafka.properties in its repository)
-  # runs with group.min.session.timeout.ms=1000 (test_group asks for 3000) and, from its
+  # runs with group.min.session.timeout.ms=1000 (test_group asks for 3000),
+  # group.initial.rebalance.delay.ms=0 and, from its
   # fixture, an ACL authorizer with allow.everyone.if.no.acl.found=true.
   start_server kafka-python KAFSCALE_GROUP_MIN_SESSION_TIMEOUT_MS=1000 \
+    KAFSCALE_GROUP_INITIAL_REBALANCE_DELAY_MS=$KP_INITIAL_REBALANCE_DELAY_MS \
     KAFSCALE_AUTHORIZER=acl KAFSCALE_ALLOW_EVERYONE_IF_NO_ACL_FOUND=true
   local sel=()
   [ -n "$KP_TESTS" ] && sel=(-k "$KP_TESTS")
