@@ -284,7 +284,10 @@ impl JoinSettle {
         max_wait: Duration::ZERO,
     };
     /// Distributed mode: workers started together register within about a
-    /// second of each other; a failover (a worker leaving) never waits.
+    /// second of each other. A worker leaving is planned for at once; only a
+    /// newly elected leader waits its first second (all workers it sees are
+    /// new to it), so the failover of the leader's own partitions takes
+    /// that second longer.
     pub const CLUSTER: JoinSettle = JoinSettle {
         quiet: Duration::from_secs(1),
         max_wait: Duration::from_secs(5),
