@@ -138,13 +138,31 @@ impl RouteError {
 
     /// The Kafka error for a write (produce) that failed this way: when the
     /// worker may have applied it, REQUEST_TIMED_OUT (retriable; the outcome
-    /// is unknown, as after a broker timeout), never success.
+    /// is unknown, as after a broker timeout), never success. A call that
+    /// never reached a worker gets NOT_LEADER_OR_FOLLOWER: an idempotent
+    /// producer must not take its batch for possibly persisted (librdkafka
+    /// then treats a later out-of-sequence answer as fatal).
     pub fn write_code(&self) -> i16 {
         match self {
             RouteError::NoOwner | RouteError::BadAddress(_) => self.kafka_code(),
+            RouteError::Call(status) if never_sent(status) => self.kafka_code(),
             _ => ResponseError::RequestTimedOut.code(),
         }
     }
+}
+
+/// Whether a failed call never reached the worker: no connection to it could
+/// be made (tonic's `ConnectError` is in the status's sources), so nothing of
+/// the request was sent.
+fn never_sent(status: &tonic::Status) -> bool {
+    let mut source = std::error::Error::source(status);
+    while let Some(e) = source {
+        if e.is::<tonic::ConnectError>() {
+            return true;
+        }
+        source = e.source();
+    }
+    false
 }
 
 /// Which failures [`Router::fan_out`] retries (moves are always retried).
@@ -587,6 +605,30 @@ fn check_answer<R: Routed>(
 mod tests {
     use super::*;
     use crate::testing::{FakeCluster, ShortAnswers};
+
+    #[test]
+    fn only_a_call_that_never_reached_a_worker_is_answered_as_not_applied() {
+        use std::io::{Error, ErrorKind};
+        let refused = tonic::Status::from_error(Box::new(tonic::ConnectError(Box::new(
+            Error::from(ErrorKind::ConnectionRefused),
+        ))));
+        assert_eq!(refused.code(), tonic::Code::Unavailable);
+        assert_eq!(
+            RouteError::Call(refused).write_code(),
+            ResponseError::NotLeaderOrFollower.code()
+        );
+        // Unavailable after the request may have gone out (a reset, a
+        // keep-alive timeout) or any other failure: the outcome is unknown.
+        let reset = tonic::Status::from_error(Box::new(Error::from(ErrorKind::ConnectionReset)));
+        for e in [
+            RouteError::Call(reset),
+            RouteError::Call(tonic::Status::unavailable("worker says so")),
+            RouteError::Call(tonic::Status::cancelled("connection closed")),
+            RouteError::StreamClosed,
+        ] {
+            assert_eq!(e.write_code(), ResponseError::RequestTimedOut.code(), "{e}");
+        }
+    }
 
     /// Regression (nemesis: idempotent producers failed with "sequence
     /// desynchronization"): a produce part that was appended and then not
