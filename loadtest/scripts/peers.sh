@@ -15,7 +15,7 @@
 # report gives medians over the rounds, with ratios to the peer (dev and
 # dev-mem to tansu-mem, dist to tansu-s3).
 #
-#   cargo build --release -p kafscale --bin kafscale -p kafscale-loadtest
+#   cargo build --release -p kafscale -p kafscale-loadtest --bins
 #   loadtest/scripts/peers.sh                 # 3 rounds, ~25 minutes
 #   ROUNDS=1 SYSTEMS="dev tansu-mem" RECORDS=100000 loadtest/scripts/peers.sh
 #   KS_BIN=/path/to/other/kafscale SYSTEMS=dist ...   # another build of ours
@@ -65,7 +65,7 @@ RESULTS=$OUT/results.jsonl
 
 # --- tools -----------------------------------------------------------------
 for f in "$KS" "$LT" "$PROXY"; do
-  [ -x "$f" ] || { echo "missing $f: cargo build --release -p kafscale --bin kafscale -p kafscale-loadtest" >&2; exit 2; }
+  [ -x "$f" ] || { echo "missing $f: cargo build --release -p kafscale -p kafscale-loadtest --bins" >&2; exit 2; }
 done
 if [ ! -x "$PEERS/bin/tansu" ]; then
   cargo install tansu --version 0.6.0 --locked --no-default-features --features dynostore \

@@ -10,7 +10,7 @@
 #   PARTS=2 loadtest/scripts/security.sh         # quotas only
 #
 # Needs release builds of `kafscale` and `kafscale-loadtest`
-# (cargo build --release -p kafscale --bin kafscale -p kafscale-loadtest) in
+# (cargo build --release -p kafscale -p kafscale-loadtest --bins) in
 # $CARGO_TARGET_DIR, and openssl for the test certificates. Each run starts
 # a fresh `kafscale dev` on free ports and stops it on exit.
 set -euo pipefail
