@@ -18,7 +18,7 @@
 //! is larger than `retention.bytes`: it moves the log start offset with the
 //! same epoch-checked swap first, then deletes the segments below it.
 
-use crate::objstore::ObjectError;
+use crate::objstore::{Body, ObjectError};
 use crate::partition::{ChunkRef, PartitionLog};
 use crate::reader;
 use crate::segment::{format, read_index, segment_key, SegmentError};
@@ -129,9 +129,11 @@ impl Worker {
         let start = log.compacted_offset();
         let end = take.last().map_or(start, |c| c.entry.last_offset + 1);
         let blocks = self.blocks_of(&take).await?;
-        let (body, index) = format::encode(log.id.topic_id, log.id.partition, start, end, &blocks);
+        let (parts, index) =
+            format::encode_parts(log.id.topic_id, log.id.partition, start, end, &blocks);
         let key = segment_key(&self.cfg.namespace, log.id, start);
-        let index = match self.store.put_if_absent(&key, body).await {
+        let body = Body::from_parts(parts);
+        let index = match self.store.put_body_if_absent(&key, body).await {
             Ok(()) => index,
             // An earlier owner cut this segment and could not publish it:
             // its data is the log's (only durable chunks are compacted), so

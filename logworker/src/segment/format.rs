@@ -20,7 +20,7 @@
 //! the footer. A segment whose trailer or footer does not verify is never
 //! served.
 
-use crate::wal::format::{get_trailer, put_trailer, ChunkEntry, FormatError};
+use crate::wal::format::{get_trailer, put_trailer_at, ChunkEntry, FormatError};
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use uuid::Uuid;
 
@@ -33,8 +33,8 @@ const HEAD_LEN: usize = 16 + 4 + 8 + 8 + 4;
 const ENTRY_LEN: usize = 8 + 8 + 8 + 8 + 4 + 4 + 4;
 
 /// One block to be written: whole batches of the partition, in pieces
-/// (the WAL chunks it is made of) that are written back to back, so
-/// compaction copies each byte once, into the segment.
+/// (the WAL chunks it is made of) that become parts of the segment object
+/// as they are, so compaction copies no record bytes in memory.
 #[derive(Debug, Clone)]
 pub struct BlockInput {
     pub base_offset: i64,
@@ -67,27 +67,29 @@ pub struct SegmentIndex {
     pub blocks: Vec<ChunkEntry>,
 }
 
-/// Serializes a segment of `[base_offset, end_offset)`; returns the object
-/// and its index.
-pub fn encode(
+/// Serializes a segment of `[base_offset, end_offset)` as the object's
+/// parts, in order: the header, each block's pieces as they are (no copy of
+/// the records), and the footer with its trailer. Returns the parts and the
+/// segment's index.
+pub fn encode_parts(
     topic_id: Uuid,
     partition: i32,
     base_offset: i64,
     end_offset: i64,
     blocks: &[BlockInput],
-) -> (Bytes, SegmentIndex) {
-    let data_len: usize = blocks.iter().map(BlockInput::len).sum();
-    let mut out = BytesMut::with_capacity(
-        HEADER_MAGIC.len() + data_len + HEAD_LEN + blocks.len() * ENTRY_LEN + TRAILER_LEN,
-    );
-    out.put_slice(HEADER_MAGIC);
+) -> (Vec<Bytes>, SegmentIndex) {
+    let pieces: usize = blocks.iter().map(|b| b.data.len()).sum();
+    let mut parts = Vec::with_capacity(pieces + 2);
+    parts.push(Bytes::from_static(HEADER_MAGIC));
+    let mut position = HEADER_MAGIC.len() as u64;
     let mut entries = Vec::with_capacity(blocks.len());
     for b in blocks {
-        let position = out.len() as u64;
+        let start = position;
         let mut crc = 0;
         for piece in &b.data {
             crc = crc32c::crc32c_append(crc, piece);
-            out.put_slice(piece);
+            position += piece.len() as u64;
+            parts.push(piece.clone());
         }
         entries.push(ChunkEntry {
             topic_id,
@@ -95,28 +97,29 @@ pub fn encode(
             base_offset: b.base_offset,
             last_offset: b.last_offset,
             max_timestamp: b.max_timestamp,
-            position,
-            length: (out.len() as u64 - position) as u32,
+            position: start,
+            length: (position - start) as u32,
             batch_count: b.batch_count,
             crc,
         });
     }
-    let footer_pos = out.len();
-    out.put_slice(topic_id.as_bytes());
-    out.put_i32(partition);
-    out.put_i64(base_offset);
-    out.put_i64(end_offset);
-    out.put_u32(entries.len() as u32);
+    let mut footer = BytesMut::with_capacity(HEAD_LEN + entries.len() * ENTRY_LEN + TRAILER_LEN);
+    footer.put_slice(topic_id.as_bytes());
+    footer.put_i32(partition);
+    footer.put_i64(base_offset);
+    footer.put_i64(end_offset);
+    footer.put_u32(entries.len() as u32);
     for e in &entries {
-        out.put_i64(e.base_offset);
-        out.put_i64(e.last_offset);
-        out.put_i64(e.max_timestamp);
-        out.put_u64(e.position);
-        out.put_u32(e.length);
-        out.put_u32(e.batch_count);
-        out.put_u32(e.crc);
+        footer.put_i64(e.base_offset);
+        footer.put_i64(e.last_offset);
+        footer.put_i64(e.max_timestamp);
+        footer.put_u64(e.position);
+        footer.put_u32(e.length);
+        footer.put_u32(e.batch_count);
+        footer.put_u32(e.crc);
     }
-    put_trailer(&mut out, footer_pos, TRAILER_MAGIC);
+    put_trailer_at(&mut footer, 0, position, TRAILER_MAGIC);
+    parts.push(footer.freeze());
     let index = SegmentIndex {
         topic_id,
         partition,
@@ -124,7 +127,19 @@ pub fn encode(
         end_offset,
         blocks: entries,
     };
-    (out.freeze(), index)
+    (parts, index)
+}
+
+/// [`encode_parts`] into one buffer: the object and its index.
+pub fn encode(
+    topic_id: Uuid,
+    partition: i32,
+    base_offset: i64,
+    end_offset: i64,
+    blocks: &[BlockInput],
+) -> (Bytes, SegmentIndex) {
+    let (parts, index) = encode_parts(topic_id, partition, base_offset, end_offset, blocks);
+    (Bytes::from(parts.concat()), index)
 }
 
 /// The footer position and CRC from a segment's trailer (the last
@@ -251,6 +266,21 @@ mod tests {
             assert_eq!(data, &b.data.concat()[..]);
             verify_chunk(e, data).expect("block checksum");
         }
+    }
+
+    #[test]
+    fn the_parts_of_a_segment_are_the_blocks_pieces_themselves() {
+        let blocks = [block(10, 19, 1), block(25, 30, 2)];
+        let (parts, index) = encode_parts(Uuid::from_u128(7), 3, 10, 40, &blocks);
+        // Header, four pieces, footer: the pieces are shared, not copied.
+        assert_eq!(parts.len(), 6);
+        let pieces = blocks.iter().flat_map(|b| &b.data);
+        for (part, piece) in parts[1..5].iter().zip(pieces) {
+            assert_eq!(part.as_ptr(), piece.as_ptr());
+        }
+        let (joined, joined_index) = encode(Uuid::from_u128(7), 3, 10, 40, &blocks);
+        assert_eq!(parts.concat(), joined.to_vec());
+        assert_eq!(index, joined_index);
     }
 
     #[test]

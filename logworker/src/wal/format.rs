@@ -121,22 +121,22 @@ pub fn encode(chunks: &[ChunkInput]) -> (Bytes, Vec<ChunkEntry>) {
     (Bytes::from(parts.concat()), entries)
 }
 
-/// Ends an object whose footer starts at `footer_pos` with the trailer WAL
-/// objects and segments share: footer position, footer CRC32C, `magic`.
-pub(crate) fn put_trailer(out: &mut BytesMut, footer_pos: usize, magic: &[u8; 4]) {
-    put_trailer_at(out, footer_pos, footer_pos as u64, magic);
-}
-
-/// [`put_trailer`] for a buffer that is the object's last part: its footer
-/// starts at `footer_start` in `out` and at `footer_pos` in the object.
-fn put_trailer_at(out: &mut BytesMut, footer_start: usize, footer_pos: u64, magic: &[u8; 4]) {
+/// Ends an object's last part, whose footer starts at `footer_start` in
+/// `out` and at `footer_pos` in the object, with the trailer WAL objects and
+/// segments share: footer position, footer CRC32C, `magic`.
+pub(crate) fn put_trailer_at(
+    out: &mut BytesMut,
+    footer_start: usize,
+    footer_pos: u64,
+    magic: &[u8; 4],
+) {
     let footer_crc = crc32c::crc32c(&out[footer_start..]);
     out.put_u64(footer_pos);
     out.put_u32(footer_crc);
     out.put_slice(magic);
 }
 
-/// Reads a trailer written by [`put_trailer`] at the end of an object of
+/// Reads a trailer written by [`put_trailer_at`] at the end of an object of
 /// `object_len` bytes (an 8-byte header, a footer of at least `min_footer`
 /// bytes): (footer position, footer CRC32C).
 pub(crate) fn get_trailer(
