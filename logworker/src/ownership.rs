@@ -11,13 +11,12 @@
 //!   accepted is durable, its stream is marked closed for the partition so
 //!   the new owner need not seal it (if the mark fails, the new owner seals).
 //! - Idempotent producers' recent batches are rebuilt from the newest
-//!   objects of each stream (see [`recent_chunks`]).
+//!   chunks of the partition's log (see [`producer_scan`]).
 
 use crate::partition::{ChunkRef, PartitionId, PartitionLog};
 use crate::reader;
 use crate::recovery::recover_chunks;
 use crate::seal::seal_stream;
-use crate::wal::split_object_key;
 use crate::worker::{Worker, WorkerError};
 use futures::StreamExt;
 use kafscale_controlplane::metadata::topic_uuid;
@@ -29,40 +28,33 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
 
-/// How many of each WAL stream's newest objects holding a partition's data a
-/// new owner reads to rebuild the partition's idempotent producers, as a
-/// multiple of the writes in flight: a batch that was durable but not yet
-/// acknowledged when its writer died is in the stream's last
-/// `max_inflight_puts` objects, so its retry finds it.
+/// How many of the partition's newest chunks a new owner reads to rebuild
+/// its idempotent producers, as a multiple of the writes in flight: a batch
+/// that was durable but not yet acknowledged when its writer died is in the
+/// writer's last `max_inflight_puts` objects, which hold the log's newest
+/// chunks (one chunk per object and partition), so its retry finds it.
 const PRODUCER_SCAN_INFLIGHT_MULTIPLE: usize = 2;
 
 /// How many chunks a new owner reads at once to rebuild its producers.
 const PRODUCER_SCAN_READS: usize = 8;
 
-/// How many of the newest segment blocks a new owner reads for idempotent
-/// producers' recent batches (they may have been compacted already).
-const SEGMENT_BLOCKS_SCANNED: usize = 2;
+/// Chunks read beyond the multiple above, so that a log whose newest data
+/// was just compacted still shows its last batches (segment blocks count as
+/// chunks).
+const PRODUCER_SCAN_EXTRA: usize = 2;
 
 /// The chunks in which a new owner looks for idempotent producers' recent
-/// batches: per stream, those in the newest `objects` objects of that stream
-/// holding the partition's data (in offset order). Bounds the reads of a
-/// partition open to `objects` ranged reads per stream.
-fn recent_chunks(chunks: &[ChunkRef], objects: usize) -> Vec<&ChunkRef> {
-    let mut newest: HashMap<&str, u64> = HashMap::new();
-    for (stream, seq) in chunks.iter().filter_map(|c| split_object_key(&c.object)) {
-        let n = newest.entry(stream).or_insert(seq);
-        *n = (*n).max(seq);
-    }
-    chunks
-        .iter()
-        .filter(|c| {
-            split_object_key(&c.object).is_some_and(|(stream, seq)| {
-                newest
-                    .get(stream)
-                    .is_some_and(|n| seq + objects as u64 > *n)
-            })
-        })
-        .collect()
+/// batches: the partition's newest `n` chunks (`chunks` in offset order,
+/// segment blocks and WAL chunks alike). They are a contiguous end of the
+/// log, so every batch newer than one that is read is read too, and each
+/// producer's rebuilt state ends at its newest batch; a producer seen in none
+/// of them is unknown to the new owner and may continue at any sequence.
+/// (A window per WAL stream plus the newest segment blocks, as before, could
+/// skip the chunks between them: a producer idle there was rebuilt at an
+/// older batch and its next one refused as out of sequence, which
+/// librdkafka treats as fatal; long nemesis.)
+fn producer_scan(chunks: &[ChunkRef], n: usize) -> &[ChunkRef] {
+    &chunks[chunks.len().saturating_sub(n)..]
 }
 
 /// This worker's stream as it is listed in a partition's state when the
@@ -410,32 +402,14 @@ impl Worker {
     }
 
     /// Rebuilds the idempotent producers' recent batches from the newest
-    /// chunks of the partition's durable log (see [`recent_chunks`]).
+    /// chunks of the partition's durable log (see [`producer_scan`]).
     async fn restore_producers(&self, log: &PartitionLog) -> Result<(), WorkerError> {
         let chunks = log.all_chunks();
-        let objects = PRODUCER_SCAN_INFLIGHT_MULTIPLE * self.cfg.max_inflight_puts.max(1);
+        let n = PRODUCER_SCAN_INFLIGHT_MULTIPLE * self.cfg.max_inflight_puts.max(1)
+            + PRODUCER_SCAN_EXTRA;
         let mut restored = 0usize;
-        // The newest batches may already be compacted: the last segment
-        // blocks count too.
-        let compacted = log.compacted_offset();
-        let in_segments: Vec<&ChunkRef> = chunks
-            .iter()
-            .filter(|c| c.entry.base_offset < compacted)
-            .collect();
-        let newest_blocks =
-            &in_segments[in_segments.len().saturating_sub(SEGMENT_BLOCKS_SCANNED)..];
-        let wal: Vec<ChunkRef> = chunks
-            .iter()
-            .filter(|c| c.entry.base_offset >= compacted)
-            .cloned()
-            .collect();
         // Read several at a time, applied in offset order.
-        let scanned: Vec<ChunkRef> = newest_blocks
-            .iter()
-            .copied()
-            .chain(recent_chunks(&wal, objects))
-            .cloned()
-            .collect();
+        let scanned: Vec<ChunkRef> = producer_scan(&chunks, n).to_vec();
         let source = self.source.clone();
         let mut reads = futures::stream::iter(scanned)
             .map(move |c| {
@@ -533,31 +507,62 @@ mod tests {
         }
     }
 
+    /// A batch of producer 7 (epoch 0) starting at `seq` with one record.
+    fn batch_of_7(seq: i32) -> crate::batch::BatchInfo {
+        crate::batch::BatchInfo {
+            position: 0,
+            size: 0,
+            record_count: 1,
+            base_timestamp: 0,
+            max_timestamp: 0,
+            producer_id: 7,
+            producer_epoch: 0,
+            base_sequence: seq,
+        }
+    }
+
     #[test]
-    fn recent_chunks_are_the_newest_objects_of_each_stream() {
-        let mut chunks = Vec::new();
-        // Stream a: objects 1..=10; stream b: objects 3 and 40.
-        for (i, seq) in (1..=10).enumerate() {
+    fn a_producer_is_rebuilt_at_its_newest_batch_or_not_at_all() {
+        use crate::producers::{ProducerStates, Verdict};
+        // Offsets 0..=1: segment blocks; 2..=21: WAL objects 1..=20 of one
+        // stream. Producer 7 wrote offsets 0 and 1 (sequences 0, 1) and 4
+        // (sequence 2), then went quiet while others filled the rest.
+        let mut chunks = vec![chunk("ns/seg/t/0/0", 0), chunk("ns/seg/t/0/0", 1)];
+        for seq in 1..=20u64 {
             chunks.push(chunk(
                 &format!("ns/wal/a/00000000000000000001/{seq:020}"),
-                i as i64,
+                seq as i64 + 1,
             ));
         }
-        chunks.push(chunk(
-            "ns/wal/b/00000000000000000002/00000000000000000003",
-            10,
-        ));
-        chunks.push(chunk(
-            "ns/wal/b/00000000000000000002/00000000000000000040",
-            11,
-        ));
-        let picked: Vec<i64> = recent_chunks(&chunks, 3)
-            .iter()
-            .map(|c| c.entry.base_offset)
-            .collect();
-        // a: objects 8, 9, 10; b: object 40 (3 is 37 objects older).
-        assert_eq!(picked, vec![7, 8, 9, 11]);
+        let producer_7 = |offset: i64| match offset {
+            0 => Some(0),
+            1 => Some(1),
+            4 => Some(2),
+            _ => None,
+        };
+        for n in 1..=chunks.len() {
+            let scanned = producer_scan(&chunks, n);
+            // A contiguous end of the log, in offset order.
+            let first = chunks.len() - scanned.len();
+            assert_eq!(scanned.len(), n);
+            assert!(scanned
+                .iter()
+                .zip(&chunks[first..])
+                .all(|(a, b)| a.entry.base_offset == b.entry.base_offset));
+            let mut states = ProducerStates::default();
+            for c in scanned {
+                if let Some(seq) = producer_7(c.entry.base_offset) {
+                    states.restore(&batch_of_7(seq), c.entry.base_offset);
+                }
+            }
+            // Whatever the window, the producer's next batch is taken.
+            assert!(
+                matches!(states.check(&batch_of_7(3)), Verdict::Append),
+                "window of {n} chunks refused the next batch"
+            );
+        }
     }
+
     #[test]
     fn a_newly_registered_stream_is_read_from_the_writers_next_object() {
         let own = StreamRef {
