@@ -220,7 +220,38 @@ impl DevServer {
         }
     }
 
+    /// Starts the server and waits until it is ready. A listener port taken
+    /// between [`free_ports`] choosing it and the server binding it (another
+    /// test's socket got it meanwhile) is not the server's fault: the first
+    /// start then moves to fresh ports, a restart (whose clients know the
+    /// ports) tries the same ones again a little later.
     async fn spawn_and_wait_ready(&mut self) {
+        const ATTEMPTS: u32 = 10;
+        for attempt in 1..=ATTEMPTS {
+            let log_before = self.log().len();
+            self.spawn();
+            let Err(status) = self.wait_ready().await else {
+                return;
+            };
+            let this_run = self.log().get(log_before..).unwrap_or_default().to_string();
+            if attempt == ATTEMPTS || !this_run.contains("Address already in use") {
+                panic!(
+                    "kafscale dev exited with {status} before /readyz answered 200 (server log printed below)",
+                );
+            }
+            self.child = None;
+            if self.runs == 1 {
+                [self.kafka_port, self.http_port, self.grpc_port] = free_ports();
+                self.runs = 0;
+            } else {
+                self.runs -= 1;
+                tokio::time::sleep(Duration::from_millis(300)).await;
+            }
+            self.note("a port was taken by another socket; starting again");
+        }
+    }
+
+    fn spawn(&mut self) {
         self.runs += 1;
         let log = OpenOptions::new()
             .create(true)
@@ -269,10 +300,11 @@ impl DevServer {
             .spawn()
             .unwrap_or_else(|e| panic!("spawn {}: {e}", kafscale_bin()));
         self.child = Some(child);
-        self.wait_ready().await;
     }
 
-    async fn wait_ready(&mut self) {
+    /// Waits until `/readyz` answers 200; `Err` with the exit status if the
+    /// process exited first. Panics if it is not ready in time.
+    async fn wait_ready(&mut self) -> Result<(), std::process::ExitStatus> {
         let started = Instant::now();
         let mut last = String::from("no attempt yet");
         while started.elapsed() < READY_TIMEOUT {
@@ -281,12 +313,10 @@ impl DevServer {
                 .as_mut()
                 .and_then(|c| c.try_wait().expect("try_wait"))
             {
-                panic!(
-                    "kafscale dev exited with {status} before /readyz answered 200 (server log printed below)",
-                );
+                return Err(status);
             }
             match self.http_get("/readyz").await {
-                Ok((200, _)) => return,
+                Ok((200, _)) => return Ok(()),
                 Ok((status, body)) => last = format!("HTTP {status}: {body}"),
                 Err(e) => last = format!("error: {e}"),
             }
