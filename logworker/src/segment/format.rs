@@ -20,7 +20,9 @@
 //! the footer. A segment whose trailer or footer does not verify is never
 //! served.
 
-use crate::wal::format::{get_trailer, put_trailer_at, ChunkEntry, FormatError};
+use crate::wal::format::{
+    get_entry_fields, get_trailer, put_entry_fields, put_trailer, ChunkEntry, FormatError,
+};
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use uuid::Uuid;
 
@@ -110,15 +112,9 @@ pub fn encode_parts(
     footer.put_i64(end_offset);
     footer.put_u32(entries.len() as u32);
     for e in &entries {
-        footer.put_i64(e.base_offset);
-        footer.put_i64(e.last_offset);
-        footer.put_i64(e.max_timestamp);
-        footer.put_u64(e.position);
-        footer.put_u32(e.length);
-        footer.put_u32(e.batch_count);
-        footer.put_u32(e.crc);
+        put_entry_fields(&mut footer, e);
     }
-    put_trailer_at(&mut footer, 0, position, TRAILER_MAGIC);
+    put_trailer(&mut footer, position, TRAILER_MAGIC);
     parts.push(footer.freeze());
     let index = SegmentIndex {
         topic_id,
@@ -180,17 +176,7 @@ pub fn decode_footer(
     let mut blocks = Vec::with_capacity(count);
     let mut previous_end = HEADER_MAGIC.len() as u64;
     for _ in 0..count {
-        let e = ChunkEntry {
-            topic_id,
-            partition,
-            base_offset: f.get_i64(),
-            last_offset: f.get_i64(),
-            max_timestamp: f.get_i64(),
-            position: f.get_u64(),
-            length: f.get_u32(),
-            batch_count: f.get_u32(),
-            crc: f.get_u32(),
-        };
+        let e = get_entry_fields(&mut f, topic_id, partition);
         let in_order = blocks
             .last()
             .is_none_or(|p: &ChunkEntry| e.base_offset > p.last_offset);

@@ -102,15 +102,9 @@ pub fn encode_parts(chunks: Vec<ChunkInput>) -> (Vec<Bytes>, Vec<ChunkEntry>) {
     for e in &entries {
         footer.put_slice(e.topic_id.as_bytes());
         footer.put_i32(e.partition);
-        footer.put_i64(e.base_offset);
-        footer.put_i64(e.last_offset);
-        footer.put_i64(e.max_timestamp);
-        footer.put_u64(e.position);
-        footer.put_u32(e.length);
-        footer.put_u32(e.batch_count);
-        footer.put_u32(e.crc);
+        put_entry_fields(&mut footer, e);
     }
-    put_trailer_at(&mut footer, 0, position, TRAILER_MAGIC);
+    put_trailer(&mut footer, position, TRAILER_MAGIC);
     parts.push(footer.freeze());
     (parts, entries)
 }
@@ -121,22 +115,45 @@ pub fn encode(chunks: &[ChunkInput]) -> (Bytes, Vec<ChunkEntry>) {
     (Bytes::from(parts.concat()), entries)
 }
 
-/// Ends an object's last part, whose footer starts at `footer_start` in
-/// `out` and at `footer_pos` in the object, with the trailer WAL objects and
-/// segments share: footer position, footer CRC32C, `magic`.
-pub(crate) fn put_trailer_at(
-    out: &mut BytesMut,
-    footer_start: usize,
-    footer_pos: u64,
-    magic: &[u8; 4],
-) {
-    let footer_crc = crc32c::crc32c(&out[footer_start..]);
-    out.put_u64(footer_pos);
-    out.put_u32(footer_crc);
-    out.put_slice(magic);
+/// Ends a footer, the object's last part, that starts at `footer_pos` in
+/// the object, with the trailer WAL objects and segments share: footer
+/// position, footer CRC32C, `magic`.
+pub(crate) fn put_trailer(footer: &mut BytesMut, footer_pos: u64, magic: &[u8; 4]) {
+    let footer_crc = crc32c::crc32c(footer);
+    footer.put_u64(footer_pos);
+    footer.put_u32(footer_crc);
+    footer.put_slice(magic);
 }
 
-/// Reads a trailer written by [`put_trailer_at`] at the end of an object of
+/// Writes the fields of a chunk entry that WAL and segment footers share
+/// (all but the topic and partition), in their stored order.
+pub(crate) fn put_entry_fields(out: &mut BytesMut, e: &ChunkEntry) {
+    out.put_i64(e.base_offset);
+    out.put_i64(e.last_offset);
+    out.put_i64(e.max_timestamp);
+    out.put_u64(e.position);
+    out.put_u32(e.length);
+    out.put_u32(e.batch_count);
+    out.put_u32(e.crc);
+}
+
+/// Reads what [`put_entry_fields`] wrote, as an entry of a chunk of
+/// `topic_id` / `partition`. The caller checks that enough bytes remain.
+pub(crate) fn get_entry_fields(f: &mut impl Buf, topic_id: Uuid, partition: i32) -> ChunkEntry {
+    ChunkEntry {
+        topic_id,
+        partition,
+        base_offset: f.get_i64(),
+        last_offset: f.get_i64(),
+        max_timestamp: f.get_i64(),
+        position: f.get_u64(),
+        length: f.get_u32(),
+        batch_count: f.get_u32(),
+        crc: f.get_u32(),
+    }
+}
+
+/// Reads a trailer written by [`put_trailer`] at the end of an object of
 /// `object_len` bytes (an 8-byte header, a footer of at least `min_footer`
 /// bytes): (footer position, footer CRC32C).
 pub(crate) fn get_trailer(
@@ -210,17 +227,8 @@ pub fn decode_footer_bytes(
     for _ in 0..count {
         let mut id = [0u8; 16];
         f.copy_to_slice(&mut id);
-        let e = ChunkEntry {
-            topic_id: Uuid::from_bytes(id),
-            partition: f.get_i32(),
-            base_offset: f.get_i64(),
-            last_offset: f.get_i64(),
-            max_timestamp: f.get_i64(),
-            position: f.get_u64(),
-            length: f.get_u32(),
-            batch_count: f.get_u32(),
-            crc: f.get_u32(),
-        };
+        let partition = f.get_i32();
+        let e = get_entry_fields(&mut f, Uuid::from_bytes(id), partition);
         if e.position < 8
             || e.end().is_none_or(|end| end > footer_pos)
             || e.last_offset < e.base_offset
