@@ -118,6 +118,68 @@ fn expected_value(i: i64, size: usize) -> Vec<u8> {
     format!("v{i:08}-{}", "x".repeat(size)).into_bytes()
 }
 
+/// The `kafscale_chunk_reads_total` of `source` in a /metrics text.
+fn chunk_reads(metrics: &str, source: &str) -> f64 {
+    metrics
+        .lines()
+        .find(|l| {
+            l.starts_with(&format!(
+                "kafscale_chunk_reads_total{{source=\"{source}\"}}"
+            ))
+        })
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn segments_cut_from_cached_chunks_are_read_from_memory() {
+    const SIZE: usize = 200;
+    let server =
+        DevServer::start(DevOptions::default().env("KAFSCALE_COMPACTION_INTERVAL_MS", 300)).await;
+    let topic = unique_name("cached-segments");
+    create_topic(
+        &server.bootstrap(),
+        &topic,
+        1,
+        &[("segment.bytes", "16384"), ("retention.ms", "-1")],
+    )
+    .await;
+    produce(&server, &topic, 0, 600, SIZE).await;
+    let dir = server.data_dir().to_path_buf();
+    eventually(
+        "segments are written",
+        Duration::from_secs(30),
+        async || segment_objects(&dir).len() >= 4,
+    )
+    .await;
+    let storage_reads = async || {
+        let (_, metrics) = http_get(server.http_addr(), "/metrics")
+            .await
+            .expect("metrics");
+        chunk_reads(&metrics, "storage")
+    };
+    let before = storage_reads().await;
+    let records = {
+        let s = &server;
+        let t = topic.clone();
+        tokio::task::block_in_place(|| read(s, &t, 0, 600))
+    };
+    assert_eq!(records.len(), 600, "every record read back");
+    for (i, r) in records.iter().enumerate() {
+        assert_eq!(r.offset, i as i64);
+        assert_eq!(
+            r.value.as_deref(),
+            Some(&expected_value(i as i64, SIZE)[..])
+        );
+    }
+    assert_eq!(
+        storage_reads().await,
+        before,
+        "compacted records were read from storage, not from the tail cache"
+    );
+}
+
 fn read(server: &DevServer, topic: &str, from: i64, to: i64) -> Vec<common::Consumed> {
     consume_ranges(
         &server.bootstrap(),
@@ -132,8 +194,14 @@ fn read(server: &DevServer, topic: &str, from: i64, to: i64) -> Vec<common::Cons
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wal_data_is_cut_into_segments_and_read_back_byte_for_byte_after_a_kill_9() {
     const SIZE: usize = 200;
-    let mut server =
-        DevServer::start(DevOptions::default().env("KAFSCALE_COMPACTION_INTERVAL_MS", 300)).await;
+    // No tail cache: segment blocks cut from cached chunks would stay
+    // cached, and this test reads them from storage.
+    let mut server = DevServer::start(
+        DevOptions::default()
+            .env("KAFSCALE_COMPACTION_INTERVAL_MS", 300)
+            .env("KAFSCALE_CACHE_BYTES", 0),
+    )
+    .await;
     let topic = unique_name("segments");
     create_topic(
         &server.bootstrap(),
@@ -185,18 +253,7 @@ async fn wal_data_is_cut_into_segments_and_read_back_byte_for_byte_after_a_kill_
     let (_, metrics) = http_get(server.http_addr(), "/metrics")
         .await
         .expect("metrics");
-    let reads = |source: &str| -> f64 {
-        metrics
-            .lines()
-            .find(|l| {
-                l.starts_with(&format!(
-                    "kafscale_chunk_reads_total{{source=\"{source}\"}}"
-                ))
-            })
-            .and_then(|l| l.rsplit(' ').next())
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0.0)
-    };
+    let reads = |source: &str| chunk_reads(&metrics, source);
     eprintln!(
         "[lifecycle] chunk reads: storage {}, read-ahead {}, block cache {}",
         reads("storage"),

@@ -26,6 +26,9 @@ pub struct TailCache {
 #[derive(Debug, Default)]
 struct State {
     used: usize,
+    /// Bytes ever inserted (a chunk is evicted once about `budget` bytes
+    /// were inserted after it).
+    inserted: u64,
     fifo: VecDeque<(Weak<dyn Evict>, i64, usize)>,
 }
 
@@ -50,6 +53,7 @@ impl TailCache {
         {
             let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
             s.used += len;
+            s.inserted += len as u64;
             s.fifo.push_back((owner, base_offset, len));
             while s.used > self.budget {
                 let Some((w, base, l)) = s.fifo.pop_front() else {
@@ -64,6 +68,20 @@ impl TailCache {
                 owner.evict(base);
             }
         }
+    }
+
+    /// Bytes ever inserted: a chunk inserted when this was `at` is evicted
+    /// once it has grown by about the budget.
+    pub fn inserted_bytes(&self) -> u64 {
+        self.state
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .inserted
+    }
+
+    /// The budget in bytes.
+    pub fn budget(&self) -> u64 {
+        self.budget as u64
     }
 
     /// Bytes currently accounted as cached.

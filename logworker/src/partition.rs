@@ -21,13 +21,35 @@ pub struct PartitionId {
     pub partition: i32,
 }
 
-/// A durable chunk of this partition inside a WAL object.
+/// A durable chunk of this partition inside a WAL object (or a block of a
+/// segment).
 #[derive(Debug, Clone)]
 pub struct ChunkRef {
     pub object: Arc<str>,
     pub entry: ChunkEntry,
     /// The chunk's bytes while it is in the tail cache.
-    pub cached: Option<Bytes>,
+    pub cached: Option<Cached>,
+}
+
+/// A chunk's bytes in the tail cache.
+#[derive(Debug, Clone)]
+pub enum Cached {
+    /// A WAL chunk's buffer, cached when the tail cache's
+    /// [`inserted_bytes`](crate::cache::TailCache::inserted_bytes) was `at`.
+    Chunk { data: Bytes, at: u64 },
+    /// A segment block cut from cached WAL chunks: their buffers, in order
+    /// (each whole batches), kept until the tail cache evicts one of them.
+    Block(Arc<[Bytes]>),
+}
+
+impl Cached {
+    /// The bytes in order, in pieces of whole batches.
+    pub fn pieces(&self) -> &[Bytes] {
+        match self {
+            Cached::Chunk { data, .. } => std::slice::from_ref(data),
+            Cached::Block(pieces) => pieces,
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -44,11 +66,23 @@ struct Inner {
     /// process's clock, not by record timestamps: a retried batch carries
     /// its old timestamp and must not force a tiny segment).
     uncompacted_since: Option<std::time::Instant>,
+    /// Bytes of the chunks from `compacted_offset` on (kept with `chunks`).
+    uncompacted_bytes: u64,
     chunks: BTreeMap<i64, ChunkRef>,
     closed: bool,
 }
 
 impl Inner {
+    /// Sums the bytes waiting for compaction again (after the index or the
+    /// compacted offset changed other than by a commit).
+    fn recount_uncompacted(&mut self) {
+        self.uncompacted_bytes = self
+            .chunks
+            .range(self.compacted_offset..)
+            .map(|(_, c)| u64::from(c.entry.length))
+            .sum();
+    }
+
     /// Drops the index entries starting in `range` and indexes `blocks`
     /// instead (those still above the log start).
     fn replace_blocks(&mut self, range: impl std::ops::RangeBounds<i64>, blocks: Vec<ChunkRef>) {
@@ -61,6 +95,16 @@ impl Inner {
             self.chunks.insert(b.entry.base_offset, b);
         }
     }
+}
+
+/// What of a partition waits to be compacted.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Uncompacted {
+    /// Bytes of the WAL chunks not yet in a segment.
+    pub bytes: u64,
+    /// When the oldest of them entered the tail cache, if it is still there
+    /// (a segment cut now reads it from memory rather than from storage).
+    pub oldest_cached_at: Option<u64>,
 }
 
 /// One published segment of the partition, as the log's index knows it.
@@ -119,21 +163,24 @@ impl PartitionLog {
             .map(|c| (c.entry.base_offset, c))
             .collect();
         let (hwm, _) = watch::channel(end);
+        let mut inner = Inner {
+            next_offset: end,
+            high_watermark: end,
+            log_start_offset,
+            compacted_offset,
+            cleaned_offset,
+            clean_generation,
+            uncompacted_since: waiting.then(std::time::Instant::now),
+            uncompacted_bytes: 0,
+            chunks,
+            closed: false,
+        };
+        inner.recount_uncompacted();
         Self {
             id,
             topic,
             leader_epoch,
-            inner: Mutex::new(Inner {
-                next_offset: end,
-                high_watermark: end,
-                log_start_offset,
-                compacted_offset,
-                cleaned_offset,
-                clean_generation,
-                uncompacted_since: waiting.then(std::time::Instant::now),
-                chunks,
-                closed: false,
-            }),
+            inner: Mutex::new(inner),
             hwm,
             producers: Mutex::default(),
         }
@@ -178,6 +225,9 @@ impl PartitionLog {
             let mut g = self.lock();
             g.uncompacted_since
                 .get_or_insert_with(std::time::Instant::now);
+            if chunk.entry.base_offset >= g.compacted_offset {
+                g.uncompacted_bytes += u64::from(chunk.entry.length);
+            }
             g.chunks.insert(chunk.entry.base_offset, chunk);
             g.high_watermark = g.high_watermark.max(end);
         }
@@ -209,6 +259,7 @@ impl PartitionLog {
         if offset > g.log_start_offset {
             g.log_start_offset = offset;
             g.chunks.retain(|_, c| c.entry.last_offset >= offset);
+            g.recount_uncompacted();
         }
         g.log_start_offset
     }
@@ -279,14 +330,23 @@ impl PartitionLog {
     /// Replaces the WAL chunks of `[start, end)` by the blocks of the
     /// segment just published and moves the compacted offset to `end`.
     /// Readers holding the old chunks keep reading the WAL objects, which
-    /// garbage collection deletes only later.
-    pub fn install_segment(&self, start: i64, end: i64, blocks: Vec<ChunkRef>) {
+    /// garbage collection deletes only later. A block stays cached only if
+    /// every chunk it replaces still is: the tail cache evicts it with the
+    /// first of them it evicts.
+    pub fn install_segment(&self, start: i64, end: i64, mut blocks: Vec<ChunkRef>) {
         let mut g = self.lock();
         if start != g.compacted_offset || end <= start {
             return;
         }
+        for b in blocks.iter_mut().filter(|b| b.cached.is_some()) {
+            let replaced = b.entry.base_offset..=b.entry.last_offset;
+            if g.chunks.range(replaced).any(|(_, c)| c.cached.is_none()) {
+                b.cached = None;
+            }
+        }
         g.replace_blocks(start..end, blocks);
         g.compacted_offset = end;
+        g.recount_uncompacted();
         // What is left waits from now on (an upper bound on its age).
         g.uncompacted_since = g
             .chunks
@@ -319,6 +379,20 @@ impl PartitionLog {
         g.replace_blocks(..end, blocks);
         g.cleaned_offset = end;
         g.clean_generation = generation;
+    }
+
+    /// What waits to be compacted (without copying the index).
+    pub fn uncompacted(&self) -> Uncompacted {
+        let g = self.lock();
+        Uncompacted {
+            bytes: g.uncompacted_bytes,
+            oldest_cached_at: g.chunks.range(g.compacted_offset..).next().and_then(
+                |(_, c)| match c.cached {
+                    Some(Cached::Chunk { at, .. }) => Some(at),
+                    _ => None,
+                },
+            ),
+        }
     }
 
     /// How long the oldest uncompacted chunk has been waiting.
@@ -369,10 +443,14 @@ impl PartitionLog {
 }
 
 impl crate::cache::Evict for PartitionLog {
-    /// Drops the cached bytes of the chunk at `base_offset` (tail-cache eviction).
+    /// Drops the cached bytes of the chunk that starts at `base_offset`, or
+    /// of the segment block it was compacted into (tail-cache eviction).
     fn evict(&self, base_offset: i64) {
-        if let Some(c) = self.lock().chunks.get_mut(&base_offset) {
-            c.cached = None;
+        let mut g = self.lock();
+        if let Some((_, c)) = g.chunks.range_mut(..=base_offset).next_back() {
+            if c.entry.last_offset >= base_offset {
+                c.cached = None;
+            }
         }
     }
 }
@@ -397,6 +475,94 @@ mod tests {
             },
             cached: None,
         }
+    }
+
+    fn sized(base: i64, last: i64, length: u32, cached: bool) -> ChunkRef {
+        let mut c = chunk(base, last);
+        c.entry.length = length;
+        c.cached = cached.then(|| Cached::Chunk {
+            data: Bytes::from(vec![0u8; length as usize]),
+            at: base as u64,
+        });
+        c
+    }
+
+    #[test]
+    fn what_waits_for_compaction_is_counted_through_commits_segments_and_retention() {
+        let id = PartitionId {
+            topic_id: Uuid::nil(),
+            partition: 0,
+        };
+        let published = crate::segment::Published {
+            compacted_offset: 5,
+            ..Default::default()
+        };
+        // Recovered: a segment block below the compacted offset, an evicted chunk above.
+        let log = PartitionLog::recovered(
+            id,
+            "t".into(),
+            1,
+            published,
+            vec![sized(0, 4, 1_000, false), sized(5, 9, 100, false)],
+        );
+        let none_cached = Uncompacted {
+            bytes: 100,
+            oldest_cached_at: None,
+        };
+        assert_eq!(log.uncompacted(), none_cached);
+        log.commit(sized(10, 14, 200, true));
+        assert_eq!(log.uncompacted().bytes, 300);
+        assert_eq!(log.uncompacted().oldest_cached_at, None);
+        // A segment of [5, 10): what is left is the cached chunk.
+        log.install_segment(5, 10, vec![sized(5, 9, 100, false)]);
+        let cached = Uncompacted {
+            bytes: 200,
+            oldest_cached_at: Some(10),
+        };
+        assert_eq!(log.uncompacted(), cached);
+        // Tail-cache eviction.
+        crate::cache::Evict::evict(&log, 10);
+        assert_eq!(log.uncompacted().oldest_cached_at, None);
+        // Retention (DeleteRecords) past the compacted offset.
+        log.advance_log_start(15);
+        assert_eq!(log.uncompacted(), Uncompacted::default());
+    }
+
+    #[test]
+    fn a_block_cut_from_cached_chunks_stays_cached_until_one_of_them_is_evicted() {
+        let id = PartitionId {
+            topic_id: Uuid::nil(),
+            partition: 0,
+        };
+        let log = PartitionLog::recovered(id, "t".into(), 1, Default::default(), Vec::new());
+        for base in [0, 5, 10, 15] {
+            log.commit(sized(base, base + 4, 10, true));
+        }
+        crate::cache::Evict::evict(&log, 15);
+        let block = |base: i64, last: i64| {
+            let mut b = sized(base, last, 20, false);
+            b.object = Arc::from("segment");
+            b.cached = Some(Cached::Block(Arc::from(vec![
+                Bytes::from(vec![0u8; 10]),
+                Bytes::from(vec![0u8; 10]),
+            ])));
+            b
+        };
+        // [0, 10) replaces two cached chunks; [10, 20) one cached, one evicted.
+        log.install_segment(0, 20, vec![block(0, 9), block(10, 19)]);
+        let cached: Vec<bool> = log
+            .segment_blocks()
+            .iter()
+            .map(|b| b.cached.is_some())
+            .collect();
+        assert_eq!(cached, [true, false]);
+        let first = &log.chunks_from(3, 1)[0];
+        assert_eq!(first.cached.as_ref().map(|c| c.pieces().len()), Some(2));
+        let len = |c: &Cached| c.pieces().iter().map(Bytes::len).sum::<usize>();
+        assert_eq!(first.cached.as_ref().map(len), Some(20));
+        // The tail cache evicts the second chunk the block was cut from.
+        crate::cache::Evict::evict(&log, 5);
+        assert!(log.segment_blocks()[0].cached.is_none());
     }
 
     #[test]

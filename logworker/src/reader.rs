@@ -45,16 +45,22 @@ impl ReadError {
 /// block cache: a consumer reading a chunk across several fetches GETs it
 /// once.
 pub async fn chunk_bytes(src: &Source, c: &ChunkRef) -> Result<Bytes, ReadError> {
+    Ok(join(chunk_pieces(src, c).await?))
+}
+
+/// A chunk's bytes, in the pieces of whole batches the tail cache holds
+/// them in (one piece when they come from storage).
+pub async fn chunk_pieces(src: &Source, c: &ChunkRef) -> Result<Vec<Bytes>, ReadError> {
     if let Some(b) = &c.cached {
         src.metrics.cache_reads.with_label_values(&["cache"]).inc();
-        return Ok(b.clone());
+        return Ok(b.pieces().to_vec());
     }
     if let Some(b) = src.blocks.get_or_wait(&c.object, c.entry.position).await {
         src.metrics
             .cache_reads
             .with_label_values(&["block_cache"])
             .inc();
-        return Ok(b);
+        return Ok(vec![b]);
     }
     src.metrics
         .cache_reads
@@ -62,7 +68,7 @@ pub async fn chunk_bytes(src: &Source, c: &ChunkRef) -> Result<Bytes, ReadError>
         .inc();
     let data = fetch(src.store.as_ref(), c).await?;
     src.blocks.insert(&c.object, c.entry.position, data.clone());
-    Ok(data)
+    Ok(vec![data])
 }
 
 /// A chunk's bytes from storage, verified.
@@ -119,61 +125,66 @@ pub async fn read(
     allow_oversized_first: bool,
 ) -> Result<Bytes, ReadError> {
     let hwm = log.high_watermark();
-    // Whole batches are contiguous inside a chunk, so each chunk contributes
-    // one zero-copy slice; bytes are copied only when a read spans chunks.
+    // Whole batches are contiguous inside a chunk (or a piece of a cached
+    // block), so each contributes one zero-copy slice; bytes are copied only
+    // when a read spans several.
     let mut pieces: Vec<Bytes> = Vec::new();
     let mut total = 0usize;
     let mut last_stored_end = None;
     'chunks: for c in log.chunks_from(offset, 64) {
-        let data = chunk_bytes(src, &c).await?;
+        let chunk = chunk_pieces(src, &c).await?;
         last_stored_end = c.cached.is_none().then_some(c.entry.last_offset + 1);
-        let (mut start, mut end, mut pos) = (None, 0usize, 0usize);
-        let mut full = false;
-        for b in batch::iter_batches(data.clone()) {
-            let here = pos;
-            pos += b.len();
-            if batch::last_offset(&b) < offset {
-                continue;
+        for data in &chunk {
+            let (mut start, mut end, mut pos) = (None, 0usize, 0usize);
+            let mut full = false;
+            for b in batch::iter_batches(data.clone()) {
+                let here = pos;
+                pos += b.len();
+                if batch::last_offset(&b) < offset {
+                    continue;
+                }
+                if batch::base_offset(&b) >= hwm {
+                    full = true;
+                    break;
+                }
+                let fits = total + b.len() <= max_bytes;
+                let oversized_first = total == 0 && allow_oversized_first;
+                if !(fits || oversized_first) {
+                    full = true;
+                    break;
+                }
+                start.get_or_insert(here);
+                end = pos;
+                total += b.len();
+                if total >= max_bytes {
+                    full = true;
+                    break;
+                }
             }
-            if batch::base_offset(&b) >= hwm {
-                full = true;
-                break;
+            if let Some(start) = start {
+                pieces.push(data.slice(start..end));
             }
-            let fits = total + b.len() <= max_bytes;
-            let oversized_first = total == 0 && allow_oversized_first;
-            if !(fits || oversized_first) {
-                full = true;
-                break;
+            if full {
+                break 'chunks;
             }
-            start.get_or_insert(here);
-            end = pos;
-            total += b.len();
-            if total >= max_bytes {
-                full = true;
-                break;
-            }
-        }
-        if let Some(start) = start {
-            pieces.push(data.slice(start..end));
-        }
-        if full {
-            break 'chunks;
         }
     }
     if let Some(end) = last_stored_end {
         read_ahead(src, log, end);
     }
-    Ok(match pieces.len() {
-        0 => Bytes::new(),
-        1 => pieces.swap_remove(0),
-        _ => {
-            let mut out = BytesMut::with_capacity(total);
-            for p in &pieces {
-                out.extend_from_slice(p);
-            }
-            out.freeze()
-        }
-    })
+    Ok(join(pieces))
+}
+
+/// The pieces as one buffer: the piece itself when there is one, else a copy.
+fn join(mut pieces: Vec<Bytes>) -> Bytes {
+    if pieces.len() == 1 {
+        return pieces.swap_remove(0);
+    }
+    let mut out = BytesMut::with_capacity(pieces.iter().map(Bytes::len).sum());
+    for p in &pieces {
+        out.extend_from_slice(p);
+    }
+    out.freeze()
 }
 
 /// How many of the next partitions of a fetch to read at once: at most

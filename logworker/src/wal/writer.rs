@@ -473,10 +473,11 @@ impl WalWriter {
             let data = data.clone();
             let cache = self.cache.admits(data.len());
             let (base, len) = (entry.base_offset, data.len());
+            let at = self.cache.inserted_bytes() + len as u64;
             log.commit(ChunkRef {
                 object: f.key.clone(),
                 entry,
-                cached: cache.then_some(data),
+                cached: cache.then_some(crate::partition::Cached::Chunk { data, at }),
             });
             if cache {
                 self.cache.inserted(&log, base, len);
