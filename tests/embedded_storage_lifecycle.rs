@@ -118,6 +118,20 @@ fn expected_value(i: i64, size: usize) -> Vec<u8> {
     format!("v{i:08}-{}", "x".repeat(size)).into_bytes()
 }
 
+/// Asserts that `records` are the first `count` records `produce` wrote
+/// (values of `size` bytes), byte for byte, at their offsets.
+fn assert_read_back(records: &[common::Consumed], count: usize, size: usize) {
+    assert_eq!(records.len(), count, "every record read back");
+    for (i, r) in records.iter().enumerate() {
+        assert_eq!(r.offset, i as i64);
+        assert_eq!(r.key.as_deref(), Some(format!("k{i}").as_bytes()));
+        assert_eq!(
+            r.value.as_deref(),
+            Some(&expected_value(i as i64, size)[..])
+        );
+    }
+}
+
 /// The `kafscale_chunk_reads_total` of `source` in a /metrics text.
 fn chunk_reads(metrics: &str, source: &str) -> f64 {
     metrics
@@ -165,14 +179,7 @@ async fn segments_cut_from_cached_chunks_are_read_from_memory() {
         let t = topic.clone();
         tokio::task::block_in_place(|| read(s, &t, 0, 600))
     };
-    assert_eq!(records.len(), 600, "every record read back");
-    for (i, r) in records.iter().enumerate() {
-        assert_eq!(r.offset, i as i64);
-        assert_eq!(
-            r.value.as_deref(),
-            Some(&expected_value(i as i64, SIZE)[..])
-        );
-    }
+    assert_read_back(&records, 600, SIZE);
     assert_eq!(
         storage_reads().await,
         before,
@@ -223,17 +230,7 @@ async fn wal_data_is_cut_into_segments_and_read_back_byte_for_byte_after_a_kill_
         async || segment_objects(&dir).len() >= 4,
     )
     .await;
-    let check = |records: &[common::Consumed]| {
-        assert_eq!(records.len(), 600, "every record read back");
-        for (i, r) in records.iter().enumerate() {
-            assert_eq!(r.offset, i as i64);
-            assert_eq!(r.key.as_deref(), Some(format!("k{i}").as_bytes()));
-            assert_eq!(
-                r.value.as_deref(),
-                Some(&expected_value(i as i64, SIZE)[..])
-            );
-        }
-    };
+    let check = |records: &[common::Consumed]| assert_read_back(records, 600, SIZE);
     // A consumer catching up in small fetches reads segment blocks that
     // were loaded ahead and cached.
     let (b, t) = (server.bootstrap(), topic.clone());

@@ -30,7 +30,7 @@ trap 'KS_BENCH_DIR=$WORK/cluster "$ROOT/loadtest/scripts/cluster.sh" stop >/dev/
 cpu_seconds() { # pids...
   local p t=0
   for p in "$@"; do t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat"))); done
-  echo "scale=1; $t / $(getconf CLK_TCK)" | bc
+  awk -v t="$t" -v hz="$(getconf CLK_TCK)" 'BEGIN { printf "%.1f", t / hz }'
 }
 
 metric_sum() { # name-with-labels, metrics text on stdin

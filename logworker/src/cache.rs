@@ -8,6 +8,7 @@
 //! path.
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 
 /// An owner of cached chunks, asked to drop one when the budget is exceeded.
@@ -20,15 +21,15 @@ pub trait Evict: Send + Sync {
 #[derive(Debug)]
 pub struct TailCache {
     budget: usize,
+    /// Bytes ever inserted (a chunk is evicted once about `budget` bytes
+    /// were inserted after it); read without the lock on the commit path.
+    inserted: AtomicU64,
     state: Mutex<State>,
 }
 
 #[derive(Debug, Default)]
 struct State {
     used: usize,
-    /// Bytes ever inserted (a chunk is evicted once about `budget` bytes
-    /// were inserted after it).
-    inserted: u64,
     fifo: VecDeque<(Weak<dyn Evict>, i64, usize)>,
 }
 
@@ -37,6 +38,7 @@ impl TailCache {
     pub fn new(budget: usize) -> Self {
         Self {
             budget,
+            inserted: AtomicU64::new(0),
             state: Mutex::new(State::default()),
         }
     }
@@ -53,7 +55,7 @@ impl TailCache {
         {
             let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
             s.used += len;
-            s.inserted += len as u64;
+            self.inserted.fetch_add(len as u64, Ordering::Relaxed);
             s.fifo.push_back((owner, base_offset, len));
             while s.used > self.budget {
                 let Some((w, base, l)) = s.fifo.pop_front() else {
@@ -73,10 +75,7 @@ impl TailCache {
     /// Bytes ever inserted: a chunk inserted when this was `at` is evicted
     /// once it has grown by about the budget.
     pub fn inserted_bytes(&self) -> u64 {
-        self.state
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .inserted
+        self.inserted.load(Ordering::Relaxed)
     }
 
     /// The budget in bytes.

@@ -45,22 +45,28 @@ impl ReadError {
 /// block cache: a consumer reading a chunk across several fetches GETs it
 /// once.
 pub async fn chunk_bytes(src: &Source, c: &ChunkRef) -> Result<Bytes, ReadError> {
-    Ok(join(chunk_pieces(src, c).await?))
+    match tail_cached(src, c) {
+        Some(pieces) => Ok(join(pieces)),
+        None => stored_chunk_bytes(src, c).await,
+    }
 }
 
-/// A chunk's bytes, in the pieces of whole batches the tail cache holds
-/// them in (one piece when they come from storage).
-pub async fn chunk_pieces(src: &Source, c: &ChunkRef) -> Result<Vec<Bytes>, ReadError> {
-    if let Some(b) = &c.cached {
-        src.metrics.cache_reads.with_label_values(&["cache"]).inc();
-        return Ok(b.pieces().to_vec());
-    }
+/// The chunk's bytes if it is in the tail cache, in the pieces of whole
+/// batches the cache holds them in (several for a segment block).
+fn tail_cached<'a>(src: &Source, c: &'a ChunkRef) -> Option<&'a [Bytes]> {
+    let cached = c.cached.as_ref()?;
+    src.metrics.cache_reads.with_label_values(&["cache"]).inc();
+    Some(cached.pieces())
+}
+
+/// The bytes of a chunk outside the tail cache: from the block cache or storage.
+async fn stored_chunk_bytes(src: &Source, c: &ChunkRef) -> Result<Bytes, ReadError> {
     if let Some(b) = src.blocks.get_or_wait(&c.object, c.entry.position).await {
         src.metrics
             .cache_reads
             .with_label_values(&["block_cache"])
             .inc();
-        return Ok(vec![b]);
+        return Ok(b);
     }
     src.metrics
         .cache_reads
@@ -68,7 +74,7 @@ pub async fn chunk_pieces(src: &Source, c: &ChunkRef) -> Result<Vec<Bytes>, Read
         .inc();
     let data = fetch(src.store.as_ref(), c).await?;
     src.blocks.insert(&c.object, c.entry.position, data.clone());
-    Ok(vec![data])
+    Ok(data)
 }
 
 /// A chunk's bytes from storage, verified.
@@ -132,9 +138,16 @@ pub async fn read(
     let mut total = 0usize;
     let mut last_stored_end = None;
     'chunks: for c in log.chunks_from(offset, 64) {
-        let chunk = chunk_pieces(src, &c).await?;
+        let stored;
+        let chunk = match tail_cached(src, &c) {
+            Some(pieces) => pieces,
+            None => {
+                stored = stored_chunk_bytes(src, &c).await?;
+                std::slice::from_ref(&stored)
+            }
+        };
         last_stored_end = c.cached.is_none().then_some(c.entry.last_offset + 1);
-        for data in &chunk {
+        for data in chunk {
             let (mut start, mut end, mut pos) = (None, 0usize, 0usize);
             let mut full = false;
             for b in batch::iter_batches(data.clone()) {
@@ -172,16 +185,16 @@ pub async fn read(
     if let Some(end) = last_stored_end {
         read_ahead(src, log, end);
     }
-    Ok(join(pieces))
+    Ok(join(&pieces))
 }
 
 /// The pieces as one buffer: the piece itself when there is one, else a copy.
-fn join(mut pieces: Vec<Bytes>) -> Bytes {
-    if pieces.len() == 1 {
-        return pieces.swap_remove(0);
+fn join(pieces: &[Bytes]) -> Bytes {
+    if let [one] = pieces {
+        return one.clone();
     }
     let mut out = BytesMut::with_capacity(pieces.iter().map(Bytes::len).sum());
-    for p in &pieces {
+    for p in pieces {
         out.extend_from_slice(p);
     }
     out.freeze()
