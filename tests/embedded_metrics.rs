@@ -2,7 +2,7 @@
 //! bytes produced and fetched per topic equal the record batches sent and
 //! read back, requests are counted per API and version, a refused request
 //! and a connection are counted; consumer lag is high watermark minus the
-//! committed offset.
+//! committed offset; the compaction backlog is the bytes not yet in segments.
 
 mod common;
 
@@ -107,15 +107,12 @@ async fn gateway_counters_move_by_the_traffic() {
     assert_eq!(refused, refused_before + 1.0);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn consumer_lag_is_what_was_produced_minus_what_was_committed() {
-    let server = DevServer::start(DevOptions::default()).await;
-    let topic = unique_name("lag");
-    create_topic(&server.bootstrap(), &topic, 1, &[]).await;
+/// Ten small records to partition 0 of `topic`, each acknowledged.
+async fn produce_ten(server: &DevServer, topic: &str) {
     let p = producer(&server.bootstrap(), &[]);
     for i in 0..10 {
         p.send(
-            rdkafka::producer::FutureRecord::to(&topic)
+            rdkafka::producer::FutureRecord::to(topic)
                 .partition(0)
                 .key("k")
                 .payload(&format!("v{i}")),
@@ -124,6 +121,14 @@ async fn consumer_lag_is_what_was_produced_minus_what_was_committed() {
         .await
         .unwrap_or_else(|(e, _)| panic!("produce: {e}"));
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consumer_lag_is_what_was_produced_minus_what_was_committed() {
+    let server = DevServer::start(DevOptions::default()).await;
+    let topic = unique_name("lag");
+    create_topic(&server.bootstrap(), &topic, 1, &[]).await;
+    produce_ten(&server, &topic).await;
     let group = unique_name("lagging");
     let (b, g, t) = (server.bootstrap(), group.clone(), topic.clone());
     tokio::task::spawn_blocking(move || commit_offset(&b, &g, &t, 4))
@@ -149,4 +154,30 @@ async fn consumer_lag_is_what_was_produced_minus_what_was_committed() {
         6.0,
         "lag is the 10 produced minus the 4 committed"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_compaction_backlog_is_what_waits_in_wal_objects_until_a_segment_is_cut() {
+    let server =
+        DevServer::start(DevOptions::default().env("KAFSCALE_COMPACTION_INTERVAL_MS", 300)).await;
+    let topic = unique_name("backlog");
+    // Cut by age 3 s after the first record: time enough to see the backlog.
+    create_topic(&server.bootstrap(), &topic, 1, &[("segment.ms", "3000")]).await;
+    produce_ten(&server, &topic).await;
+    let series =
+        format!("kafscale_partition_uncompacted_bytes{{partition=\"0\",topic=\"{topic}\"}}");
+    let waiting = metric_value(&server.metrics().await, &series, "");
+    assert!(
+        waiting > 100.0,
+        "10 acknowledged records wait for compaction: {waiting} bytes"
+    );
+    eventually(
+        "the segment is cut and nothing waits",
+        Duration::from_secs(30),
+        async || {
+            let scrape = server.metrics().await;
+            scrape.lines().any(|l| l == format!("{series} 0"))
+        },
+    )
+    .await;
 }

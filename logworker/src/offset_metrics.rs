@@ -1,12 +1,16 @@
-//! Consumer progress as Prometheus series, read from the worker's state at
-//! each scrape:
+//! Consumer progress and the compaction backlog as Prometheus series, read
+//! from the worker's state at each scrape:
 //! - `kafscale_consumer_group_committed_offset{group,topic,partition}`: the
 //!   committed offsets of the groups this worker coordinates;
 //! - `kafscale_partition_high_watermark{topic,partition}`: the high
 //!   watermarks of the partitions it owns;
 //! - `kafscale_consumer_group_lag{group,topic,partition}`: high watermark
 //!   minus committed offset, for the committed partitions this worker also
-//!   owns (all of them in `kafscale dev`).
+//!   owns (all of them in `kafscale dev`);
+//! - `kafscale_partition_uncompacted_bytes{topic,partition}`: the bytes of
+//!   the partitions it owns still in WAL objects, waiting for compaction (a
+//!   backlog that keeps growing means compaction falls behind the produce,
+//!   and WAL objects pile up until it catches up).
 //!
 //! A group's coordinator and its partitions' owners are often different
 //! workers, so lag across a cluster is the join of the first two series
@@ -45,6 +49,14 @@ fn high_watermark_vec() -> IntGaugeVec {
     )
 }
 
+fn uncompacted_vec() -> IntGaugeVec {
+    gauge(
+        "kafscale_partition_uncompacted_bytes",
+        "Bytes per partition in WAL objects waiting for compaction (on the partition's owner)",
+        &["topic", "partition"],
+    )
+}
+
 fn lag_vec() -> IntGaugeVec {
     gauge(
         "kafscale_consumer_group_lag",
@@ -61,10 +73,15 @@ fn gauge(name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
 impl OffsetMetrics {
     /// A collector reading `worker`'s state.
     pub fn new(worker: Weak<Worker>) -> Self {
-        let descs = [committed_vec(), high_watermark_vec(), lag_vec()]
-            .iter()
-            .flat_map(|v| v.desc().into_iter().cloned())
-            .collect();
+        let descs = [
+            committed_vec(),
+            high_watermark_vec(),
+            lag_vec(),
+            uncompacted_vec(),
+        ]
+        .iter()
+        .flat_map(|v| v.desc().into_iter().cloned())
+        .collect();
         Self { worker, descs }
     }
 }
@@ -75,7 +92,12 @@ impl Collector for OffsetMetrics {
     }
 
     fn collect(&self) -> Vec<MetricFamily> {
-        let (committed, hwm, lag) = (committed_vec(), high_watermark_vec(), lag_vec());
+        let (committed, hwm, lag, uncompacted) = (
+            committed_vec(),
+            high_watermark_vec(),
+            lag_vec(),
+            uncompacted_vec(),
+        );
         if let Some(w) = self.worker.upgrade() {
             let mut watermarks: HashMap<(&str, i32), i64> = HashMap::new();
             let logs: Vec<_> = w.partitions.iter().map(|p| p.value().clone()).collect();
@@ -84,8 +106,10 @@ impl Collector for OffsetMetrics {
                     continue;
                 }
                 let h = log.high_watermark();
-                hwm.with_label_values(&[&log.topic, &log.id.partition.to_string()])
-                    .set(h);
+                let labels = [log.topic.as_str(), &log.id.partition.to_string()];
+                hwm.with_label_values(&labels).set(h);
+                let waiting = i64::try_from(log.uncompacted().bytes).unwrap_or(i64::MAX);
+                uncompacted.with_label_values(&labels).set(waiting);
                 watermarks.insert((log.topic.as_str(), log.id.partition), h);
             }
             for c in w.groups.committed_offsets() {
@@ -97,7 +121,7 @@ impl Collector for OffsetMetrics {
                 }
             }
         }
-        [committed, hwm, lag]
+        [committed, hwm, lag, uncompacted]
             .iter()
             .flat_map(Collector::collect)
             .collect()

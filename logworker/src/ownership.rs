@@ -35,9 +35,6 @@ use tokio::sync::watch;
 /// chunks (one chunk per object and partition), so its retry finds it.
 const PRODUCER_SCAN_INFLIGHT_MULTIPLE: usize = 2;
 
-/// How many chunks a new owner reads at once to rebuild its producers.
-const PRODUCER_SCAN_READS: usize = 8;
-
 /// Chunks read beyond the multiple above, so that a log whose newest data
 /// was just compacted still shows its last batches (segment blocks count as
 /// chunks).
@@ -409,16 +406,10 @@ impl Worker {
             + PRODUCER_SCAN_EXTRA;
         let mut restored = 0usize;
         // Read several at a time, applied in offset order.
-        let scanned: Vec<ChunkRef> = producer_scan(&chunks, n).to_vec();
-        let source = self.source.clone();
-        let mut reads = futures::stream::iter(scanned)
-            .map(move |c| {
-                let source = source.clone();
-                async move { reader::chunk_bytes(&source, &c).await }
-            })
-            .buffered(PRODUCER_SCAN_READS);
-        while let Some(bytes) = reads.next().await {
-            let bytes = bytes?;
+        let scanned = producer_scan(&chunks, n).to_vec();
+        let mut reads = std::pin::pin!(reader::chunks_in_order(&self.source, scanned));
+        while let Some(read) = reads.next().await {
+            let (_, bytes) = read?;
             let mut states = log.producers();
             for (base_offset, b) in crate::batch::stored_batches(bytes) {
                 if b.producer_id >= 0 {

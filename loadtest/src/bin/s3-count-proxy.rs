@@ -3,8 +3,12 @@
 //! benchmark can report S3 requests per GiB for any system (ours reports
 //! them in its metrics; a peer such as Tansu does not).
 //!
-//! Usage: `s3-count-proxy LISTEN_ADDR UPSTREAM_ADDR`, e.g.
-//! `s3-count-proxy 127.0.0.1:23001 127.0.0.1:23000`. Point the system's S3
+//! Usage: `s3-count-proxy LISTEN_ADDR UPSTREAM_ADDR [DELAY_MS]`, e.g.
+//! `s3-count-proxy 127.0.0.1:23001 127.0.0.1:23000`. With `DELAY_MS`, every
+//! request waits that long before it is forwarded: a local server then
+//! answers with the time to first byte of a remote object store (S3 Standard
+//! is in the tens of milliseconds), so that a benchmark shows what
+//! sequential requests cost there. Point the system's S3
 //! endpoint at the listen address (path-style addressing). `GET
 //! /__counts` answers the counts so far as JSON (`{"PutObject": 12, ...}`)
 //! and is not forwarded or counted. Requests are forwarded unchanged,
@@ -14,6 +18,7 @@ use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use anyhow::Context as _;
 use http_body_util::{combinators::BoxBody, BodyExt as _, Full};
@@ -67,6 +72,7 @@ async fn handle(
     upstream: SocketAddr,
     client: Client<HttpConnector, Incoming>,
     counts: Counts,
+    delay: Duration,
 ) -> Result<Response<Body>, Infallible> {
     if req.method() == Method::GET && req.uri().path() == "/__counts" {
         let json = match counts.lock() {
@@ -78,6 +84,9 @@ async fn handle(
     let op = operation(req.method(), req.uri());
     if let Ok(mut c) = counts.lock() {
         *c.entry(op).or_default() += 1;
+    }
+    if !delay.is_zero() {
+        tokio::time::sleep(delay).await;
     }
     let (mut parts, body) = req.into_parts();
     let path = parts
@@ -106,9 +115,13 @@ async fn handle(
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let mut args = std::env::args().skip(1);
-    let usage = "usage: s3-count-proxy LISTEN_ADDR UPSTREAM_ADDR";
+    let usage = "usage: s3-count-proxy LISTEN_ADDR UPSTREAM_ADDR [DELAY_MS]";
     let listen: SocketAddr = args.next().context(usage)?.parse().context(usage)?;
     let upstream: SocketAddr = args.next().context(usage)?.parse().context(usage)?;
+    let delay = match args.next() {
+        Some(ms) => Duration::from_millis(ms.parse().context(usage)?),
+        None => Duration::ZERO,
+    };
     let listener = TcpListener::bind(listen)
         .await
         .with_context(|| format!("bind {listen}"))?;
@@ -123,7 +136,7 @@ async fn main() -> anyhow::Result<()> {
         let (client, counts) = (client.clone(), counts.clone());
         tokio::spawn(async move {
             let service =
-                service_fn(move |req| handle(req, upstream, client.clone(), counts.clone()));
+                service_fn(move |req| handle(req, upstream, client.clone(), counts.clone(), delay));
             // A client closing mid-request is not the proxy's error.
             let _ = http1::Builder::new()
                 .serve_connection(TokioIo::new(stream), service)

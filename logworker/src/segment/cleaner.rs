@@ -31,6 +31,7 @@ use crate::segment::compactor::{owner_epoch, still_owner, CompactionError, BLOCK
 use crate::segment::{cleaned_key, format, parse_key, partition_prefix};
 use crate::worker::Worker;
 use bytes::{Bytes, BytesMut};
+use futures::StreamExt;
 use kafka_protocol::records::{
     Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions,
 };
@@ -197,8 +198,12 @@ impl Worker {
         let mut latest: HashMap<KeyHash, i64> = HashMap::new();
         let mut end = cleaned;
         for s in &dirty {
-            for c in blocks_of(s) {
-                let data = reader::chunk_bytes(&self.source, c).await?;
+            let mut reads = std::pin::pin!(reader::chunks_in_order(
+                &self.source,
+                blocks_of(s).into_iter().cloned().collect()
+            ));
+            while let Some(read) = reads.next().await {
+                let (_, data) = read?;
                 for b in batch::iter_batches(data) {
                     let Some(set) = records_of(&b)? else { continue };
                     for r in &set.records {
@@ -228,8 +233,12 @@ impl Worker {
         let inputs: Vec<&SegmentSpan> = segments.iter().filter(|s| s.end_offset <= end).collect();
         for (i, s) in inputs.iter().enumerate() {
             out_base.get_or_insert(s.base_offset);
-            for c in blocks_of(s) {
-                let data = reader::chunk_bytes(&self.source, c).await?;
+            let mut reads = std::pin::pin!(reader::chunks_in_order(
+                &self.source,
+                blocks_of(s).into_iter().cloned().collect()
+            ));
+            while let Some(read) = reads.next().await {
+                let (_, data) = read?;
                 for b in batch::iter_batches(data) {
                     if b.len() < batch::HEADER_LEN {
                         continue;

@@ -29,6 +29,7 @@ use crate::reader;
 use crate::segment::{format, read_index, segment_key, SegmentError};
 use crate::wal::{split_object_key, stream_prefix};
 use crate::worker::Worker;
+use futures::StreamExt;
 use kafscale_controlplane::log_policy::LogPolicy;
 use kafscale_controlplane::metadata::now_ms;
 use kafscale_controlplane::MetaError;
@@ -244,8 +245,12 @@ impl Worker {
     ) -> Result<(Vec<format::BlockInput>, Vec<bool>), CompactionError> {
         let mut blocks: Vec<format::BlockInput> = Vec::new();
         let mut in_cache: Vec<bool> = Vec::new();
-        for c in chunks {
-            let data = reader::chunk_bytes(&self.source, c).await?;
+        let mut reads = std::pin::pin!(reader::chunks_in_order(
+            &self.source,
+            chunks.iter().copied().cloned().collect()
+        ));
+        while let Some(read) = reads.next().await {
+            let (c, data) = read?;
             let cached = c.cached.is_some();
             match blocks.last_mut() {
                 Some(b) if b.len() + data.len() <= BLOCK_BYTES => {
