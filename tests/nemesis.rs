@@ -11,6 +11,10 @@
 //!   out);
 //! - `pause`: SIGSTOP a worker past its lease TTL, SIGCONT it: it must notice
 //!   it lost its lease (or was fenced) and exit; then it is restarted;
+//! - `partition`: cut a worker off from etcd alone past its lease TTL (it
+//!   keeps running and reaching S3, the gateways keep reaching it), heal the
+//!   link: it must leave (lease lost, or fenced by a new owner's seal); then
+//!   it is restarted;
 //! - `drain`: SIGTERM a worker (planned handover), restart it;
 //! - `gateway`: SIGKILL a gateway, restart it;
 //! - `etcd`: kill etcd for a while, restart it (data kept);
@@ -21,7 +25,7 @@
 //! whole time, so faults hit them mid-way and the final reads come mostly
 //! from segments.
 //!
-//! The first six steps cover every kind once (in seeded order); later steps
+//! The first seven steps cover every kind once (in seeded order); later steps
 //! are drawn at random. Afterwards everything is read back through both
 //! gateways and the history checker must find no violation.
 //!
@@ -45,7 +49,7 @@ use common::create_topic;
 use common_cluster::{Cluster, ClusterOptions, S3Proxy, LEASE_TTL_MS};
 use common_faults::FaultProxy;
 use common_history::History;
-use common_torture::{check_run, spawn_group_consumer, ProducerSpec, Producers};
+use common_torture::{check_run, spawn_group_consumer, ProducerSpec, Producers, SMALL_SEGMENTS};
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom as _;
 use rand::{Rng as _, SeedableRng as _};
@@ -60,15 +64,17 @@ const PARTITIONS: i32 = 6;
 enum Kind {
     Kill9,
     Pause,
+    Partition,
     Drain,
     Gateway,
     Etcd,
     S3,
 }
 
-const KINDS: [Kind; 6] = [
+const KINDS: [Kind; 7] = [
     Kind::Kill9,
     Kind::Pause,
+    Kind::Partition,
     Kind::Drain,
     Kind::Gateway,
     Kind::Etcd,
@@ -76,9 +82,10 @@ const KINDS: [Kind; 6] = [
 ];
 
 /// Random draws after the first round: worker failovers dominate.
-const WEIGHTS: [(Kind, u32); 6] = [
+const WEIGHTS: [(Kind, u32); 7] = [
     (Kind::Kill9, 4),
     (Kind::Pause, 2),
+    (Kind::Partition, 2),
     (Kind::Drain, 2),
     (Kind::Gateway, 1),
     (Kind::Etcd, 1),
@@ -137,6 +144,22 @@ async fn inject(kind: Kind, c: &mut Cluster, proxy: &FaultProxy, rng: &mut StdRn
             );
             c.workers[w].start().await;
             format!("SIGSTOP worker {w} for {paused:?}, SIGCONT (exited {exit:?}), restarted")
+        }
+        Kind::Partition => {
+            c.etcd_links[w].cut();
+            let cut = Duration::from_millis(LEASE_TTL_MS + 1500) + ms(rng, 0, 3000);
+            tokio::time::sleep(cut).await;
+            c.etcd_links[w].heal();
+            // Lease lost (exit 3) or fenced by a seal (exit 4).
+            let exit = c.workers[w].wait_exit(Duration::from_secs(60)).await;
+            let code = exit.and_then(|e| e.code());
+            assert!(
+                matches!(code, Some(3 | 4)),
+                "worker {w} did not leave after {cut:?} cut off from etcd ({exit:?}):\n{}",
+                c.workers[w].log_tail(40)
+            );
+            c.workers[w].start().await;
+            format!("worker {w} cut off from etcd for {cut:?}, healed (exit {code:?}), restarted")
         }
         Kind::Drain => {
             c.workers[w].signal("TERM");
@@ -204,6 +227,7 @@ async fn no_acked_record_is_lost_under_a_random_nemesis() {
         ClusterOptions {
             workers: 3,
             gateways: 2,
+            etcd_links: true,
             // Compaction and garbage collection run all along (they delete
             // data, so they must face the same faults).
             env: vec![("KAFSCALE_COMPACTION_INTERVAL_MS".into(), "1000".into())],
@@ -220,23 +244,9 @@ async fn no_acked_record_is_lost_under_a_random_nemesis() {
     )
     .await;
     let topic = common::unique_name("nemesis");
-    create_topic(
-        &c.bootstrap(0),
-        &topic,
-        PARTITIONS,
-        &[("segment.bytes", "262144"), ("segment.ms", "4000")],
-    )
-    .await;
+    create_topic(&c.bootstrap(0), &topic, PARTITIONS, SMALL_SEGMENTS).await;
     let history = History::new();
-    let specs: Vec<ProducerSpec> = (0..4)
-        .map(|i| ProducerSpec {
-            id: format!("p{i}{}", if i % 2 == 0 { "i" } else { "n" }),
-            bootstrap: c.bootstrap(i / 2),
-            idempotent: i % 2 == 0,
-            rate: 200,
-            max_inflight: 64,
-        })
-        .collect();
+    let specs = ProducerSpec::mixed(4, |i| c.bootstrap(i / 2), 200, 64);
     let producers = Producers::start(&specs, &topic, PARTITIONS, &history);
     let group = spawn_group_consumer(&c.bootstrap(1), &topic, "nemesis-group", &history);
     tokio::time::sleep(Duration::from_secs(3)).await;
@@ -267,7 +277,7 @@ async fn no_acked_record_is_lost_under_a_random_nemesis() {
     let (report, group_stats) =
         check_run(&c, &bootstraps, &topic, PARTITIONS, &history, group).await;
     let s3 = proxy.stats();
-    let failovers: u32 = [Kind::Kill9, Kind::Pause, Kind::Drain]
+    let failovers: u32 = [Kind::Kill9, Kind::Pause, Kind::Partition, Kind::Drain]
         .iter()
         .map(|k| counts.get(k).copied().unwrap_or(0))
         .sum();

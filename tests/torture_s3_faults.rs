@@ -31,18 +31,6 @@ use std::time::{Duration, Instant};
 
 const PARTITIONS: i32 = 6;
 
-fn specs(c: &Cluster) -> Vec<ProducerSpec> {
-    (0..4)
-        .map(|i| ProducerSpec {
-            id: format!("p{i}{}", if i % 2 == 0 { "i" } else { "n" }),
-            bootstrap: c.bootstrap(i / 2),
-            idempotent: i % 2 == 0,
-            rate: 300,
-            max_inflight: 64,
-        })
-        .collect()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn acked_records_survive_s3_faults_and_a_worker_kill() {
     let started = Instant::now();
@@ -67,7 +55,12 @@ async fn acked_records_survive_s3_faults_and_a_worker_kill() {
     let topic = common::unique_name("torture-s3");
     create_topic(&c.bootstrap(0), &topic, PARTITIONS, &[]).await;
     let history = History::new();
-    let producers = Producers::start(&specs(&c), &topic, PARTITIONS, &history);
+    let producers = Producers::start(
+        &ProducerSpec::mixed(4, |i| c.bootstrap(i / 2), 300, 64),
+        &topic,
+        PARTITIONS,
+        &history,
+    );
     let group = spawn_group_consumer(&c.bootstrap(1), &topic, "torture-group", &history);
     tokio::time::sleep(Duration::from_secs(2)).await;
 

@@ -21,7 +21,10 @@
 # cluster batch for longer, as they would against any broker whose acks
 # take that long.
 # S3=s3s-fs runs every point against one s3s-fs server (installed by
-# loadtest/scripts/peers.sh) instead of moto.
+# loadtest/scripts/peers.sh) instead of moto; with S3_DELAY_MS as well, the
+# workers reach it through s3-count-proxy (built with the loadtest package),
+# which holds every request that long: a remote object store's time to first
+# byte on top of the local server's.
 # Prints one line per point: workers setting rate MB/s-achieved wal/GiB
 # puts/GiB p50 p99 (ms).
 set -euo pipefail
@@ -39,7 +42,13 @@ cluster=loadtest/scripts/cluster.sh
 . loadtest/scripts/bench_lib.sh
 if [ "${S3:-moto}" = s3s-fs ]; then
   start_s3s_fs 23010 "$KS_BENCH_DIR-s3"
-  trap 'kill $S3_PID 2>/dev/null; rm -rf "$KS_BENCH_DIR-s3"' EXIT
+  trap 'kill $S3_PID ${PROXY_PID:-} 2>/dev/null; rm -rf "$KS_BENCH_DIR-s3"' EXIT
+  if [ -n "${S3_DELAY_MS:-}" ]; then
+    "$T/release/s3-count-proxy" 127.0.0.1:23011 127.0.0.1:23010 "$S3_DELAY_MS" >/dev/null 2>&1 &
+    PROXY_PID=$!
+    export KS_S3_ENDPOINT=http://127.0.0.1:23011
+    sleep 0.5
+  fi
 fi
 
 # Sum over the workers' /metrics of: WAL objects written, S3 PUTs.

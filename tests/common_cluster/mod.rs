@@ -8,6 +8,8 @@
 
 #![allow(dead_code)]
 
+pub mod link;
+
 use crate::common::{http_get, https_get, send_signal};
 use crate::common_etcd::Etcd;
 use crate::common_s3::MotoServer;
@@ -265,6 +267,10 @@ pub struct ClusterOptions {
     pub worker_env: Vec<(String, String)>,
     /// Extra env for gateways only.
     pub gateway_env: Vec<(String, String)>,
+    /// Every worker reaches etcd through its own [`link::TcpLink`]
+    /// ([`Cluster::etcd_links`]), which a test can cut to partition that
+    /// worker from etcd alone.
+    pub etcd_links: bool,
     /// Set: every process serves its HTTP endpoint over TLS with a
     /// certificate of this CA (`KAFSCALE_HTTP_TLS_*` in `env`), and is
     /// probed over HTTPS.
@@ -299,6 +305,10 @@ pub struct Cluster {
     pub namespace: String,
     pub bucket: String,
     pub replica_bucket: Option<String>,
+    /// Worker `i`'s link to etcd, when the cluster was started with
+    /// [`ClusterOptions::etcd_links`].
+    pub etcd_links: Vec<link::TcpLink>,
+    link_etcd: bool,
     common_env: Vec<(String, String)>,
     worker_env: Vec<(String, String)>,
     gateway_env: Vec<(String, String)>,
@@ -395,6 +405,8 @@ impl Cluster {
             namespace,
             bucket,
             replica_bucket,
+            etcd_links: Vec::new(),
+            link_etcd: opts.etcd_links,
             common_env,
             worker_env,
             gateway_env: opts.gateway_env.clone(),
@@ -418,6 +430,17 @@ impl Cluster {
         let mut env = self.common_env.clone();
         env.extend(self.worker_env.iter().cloned());
         env.push(("KAFSCALE_WORKER_ID".into(), format!("w{i}")));
+        if self.link_etcd {
+            let etcd = self
+                .etcd
+                .endpoint()
+                .trim_start_matches("http://")
+                .parse()
+                .expect("etcd address");
+            let link = link::TcpLink::start(etcd).await;
+            env.push(("KAFSCALE_ETCD_ENDPOINTS".into(), link.endpoint()));
+            self.etcd_links.push(link);
+        }
         env.push((
             "KAFSCALE_GRPC_ADDR".into(),
             format!("127.0.0.1:{}", free_port()),

@@ -57,6 +57,33 @@ pub struct ProducerSpec {
     pub max_inflight: usize,
 }
 
+impl ProducerSpec {
+    /// `n` producers, idempotent and plain in turn (ids `p0i`, `p1n`, ...),
+    /// producer `i` through `bootstrap(i)`, each at `rate` records/s with up
+    /// to `max_inflight` awaiting their report.
+    pub fn mixed(
+        n: usize,
+        bootstrap: impl Fn(usize) -> String,
+        rate: u32,
+        max_inflight: usize,
+    ) -> Vec<ProducerSpec> {
+        (0..n)
+            .map(|i| ProducerSpec {
+                id: format!("p{i}{}", if i % 2 == 0 { "i" } else { "n" }),
+                bootstrap: bootstrap(i),
+                idempotent: i % 2 == 0,
+                rate,
+                max_inflight,
+            })
+            .collect()
+    }
+}
+
+/// Topic settings that keep compaction busy in a torture run: segments of
+/// 256 KiB, cut at least every 4 s (with `KAFSCALE_COMPACTION_INTERVAL_MS`
+/// at 1 s), so faults hit compaction and garbage collection mid-way.
+pub const SMALL_SEGMENTS: &[(&str, &str)] = &[("segment.bytes", "262144"), ("segment.ms", "4000")];
+
 /// Runs one producer until `stop`, then waits for every outstanding
 /// delivery report (bounded by `message.timeout.ms`). Returns how many
 /// records it enqueued.

@@ -49,9 +49,9 @@ pub struct FlushSettings {
     pub max_interval: Duration,
 }
 
-/// A profile name that is none of `balanced`, `cost`, `latency`.
+/// A profile name that is none of `balanced`, `cost`, `latency`, `local`.
 #[derive(Debug, thiserror::Error)]
-#[error("unknown flush profile {0:?} (balanced, cost or latency)")]
+#[error("unknown flush profile {0:?} (balanced, cost, latency or local)")]
 pub struct UnknownProfile(String);
 
 impl std::str::FromStr for FlushProfile {
