@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The long nemesis run (issue 16): tests/nemesis.rs with enough random faults
-# for at least 100 worker failovers (kill -9, SIGSTOP past the lease, SIGTERM
-# drain), plus gateway kills, etcd outages and S3 fault bursts, under
+# for at least 100 worker failovers (kill -9, SIGSTOP past the lease, cut off
+# from etcd past the lease, SIGTERM drain), plus gateway kills, etcd outages and S3 fault bursts, under
 # continuous acks=all load, then the history checker. The summary line and
 # the checker's report are appended to $REPORT (default
 # ./nemesis-report.txt); docs/reliability.md quotes it.

@@ -10,7 +10,9 @@
 #   tansu-mem  Tansu 0.6.0, memory engine
 #   tansu-s3   Tansu 0.6.0, S3 engine
 # with both S3 systems on the same s3s-fs server, behind s3-count-proxy (which
-# counts S3 requests by operation for every system alike). Rounds are
+# counts S3 requests by operation for every system alike; with S3_DELAY_MS it
+# also holds every request that long, the time to first byte of a remote
+# object store such as S3 in-region, for both systems alike). Rounds are
 # interleaved (each round runs every system once, from a fresh start) and the
 # report gives medians over the rounds, with ratios to the peer (dev and
 # dev-mem to tansu-mem, dist to tansu-s3).
@@ -112,7 +114,7 @@ start_s3() {
   "$PEERS/bin/s3s-fs" --host 127.0.0.1 --port $S3_PORT --access-key k --secret-key s "$OUT/s3" \
     >"$OUT/s3s-fs.log" 2>&1 &
   INFRA_PIDS+=($!); disown
-  "$PROXY" 127.0.0.1:$PROXY_PORT 127.0.0.1:$S3_PORT >"$OUT/proxy.log" 2>&1 &
+  "$PROXY" 127.0.0.1:$PROXY_PORT 127.0.0.1:$S3_PORT ${S3_DELAY_MS:-} >"$OUT/proxy.log" 2>&1 &
   PROXY_PID=$!; disown
   for _ in $(seq 50); do curl -sf "http://127.0.0.1:$PROXY_PORT/__counts" >/dev/null && break; sleep 0.1; done
 }
