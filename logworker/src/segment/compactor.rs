@@ -159,7 +159,7 @@ impl Worker {
         policy: &LogPolicy,
         only_if_due: bool,
     ) -> Result<bool, CompactionError> {
-        let waiting = log.uncompacted_chunks();
+        let mut waiting = log.uncompacted_chunks();
         if waiting.is_empty() {
             return Ok(false);
         }
@@ -167,19 +167,20 @@ impl Worker {
         if only_if_due && !segment_due(waiting.len(), total, log.uncompacted_age(), policy) {
             return Ok(false);
         }
-        let mut take: Vec<&ChunkRef> = Vec::new();
-        let mut bytes = 0u64;
+        // The oldest chunks, at most segment.bytes of them (at least one).
+        let (mut taken, mut bytes) = (0usize, 0u64);
         for c in &waiting {
             let len = u64::from(c.entry.length);
-            if !take.is_empty() && bytes + len > policy.segment_bytes {
+            if taken > 0 && bytes + len > policy.segment_bytes {
                 break;
             }
             bytes += len;
-            take.push(c);
+            taken += 1;
         }
+        waiting.truncate(taken);
         let start = log.compacted_offset();
-        let end = take.last().map_or(start, |c| c.entry.last_offset + 1);
-        let (blocks, in_cache) = self.blocks_of(&take).await?;
+        let end = waiting.last().map_or(start, |c| c.entry.last_offset + 1);
+        let (blocks, in_cache) = self.blocks_of(waiting).await?;
         let (parts, index) =
             format::encode_parts(log.id.topic_id, log.id.partition, start, end, &blocks);
         let key = segment_key(&self.cfg.namespace, log.id, start);
@@ -241,14 +242,11 @@ impl Worker {
     /// block whether all its chunks came from the tail cache.
     async fn blocks_of(
         &self,
-        chunks: &[&ChunkRef],
+        chunks: Vec<ChunkRef>,
     ) -> Result<(Vec<format::BlockInput>, Vec<bool>), CompactionError> {
         let mut blocks: Vec<format::BlockInput> = Vec::new();
         let mut in_cache: Vec<bool> = Vec::new();
-        let mut reads = std::pin::pin!(reader::chunks_in_order(
-            &self.source,
-            chunks.iter().copied().cloned().collect()
-        ));
+        let mut reads = std::pin::pin!(reader::chunks_in_order(&self.source, chunks));
         while let Some(read) = reads.next().await {
             let (c, data) = read?;
             let cached = c.cached.is_some();
