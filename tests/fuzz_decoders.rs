@@ -185,6 +185,19 @@ fn apply(mut v: Vec<u8>, damages: &[Damage]) -> Vec<u8> {
 }
 
 /// A valid record batch of `n` records with `codec`, from the given values.
+/// The CRC32C of a buffer of valid batches as the WAL writer derives it,
+/// from each batch's header and stored CRC.
+fn derived_crc(batches: &[u8]) -> u32 {
+    let infos = batch::validate(batches, usize::MAX).expect("valid batches");
+    let mut crc = kafscale_logworker::crc::Crc32c::default();
+    for b in infos {
+        crc.append(batch::crc_of_validated(
+            &batches[b.position..b.position + b.size],
+        ));
+    }
+    crc.value()
+}
+
 fn record_batch(values: &[Vec<u8>], codec: Compression, producer_id: i64) -> Vec<u8> {
     let records: Vec<Record> = values
         .iter()
@@ -490,14 +503,19 @@ proptest! {
         let inputs: Vec<format::ChunkInput> = chunks
             .iter()
             .enumerate()
-            .map(|(i, (p, vals))| format::ChunkInput {
-                topic_id: uuid::Uuid::from_u128(i as u128 + 1),
-                partition: *p,
-                base_offset: 10 * i as i64,
-                last_offset: 10 * i as i64 + vals.len() as i64 - 1,
-                max_timestamp: 1,
-                batch_count: 1,
-                data: Bytes::from(record_batch(vals, Compression::None, -1)),
+            .map(|(i, (p, vals))| {
+                let data = Bytes::from(record_batch(vals, Compression::None, -1));
+                format::ChunkInput {
+                    topic_id: uuid::Uuid::from_u128(i as u128 + 1),
+                    partition: *p,
+                    base_offset: 10 * i as i64,
+                    last_offset: 10 * i as i64 + vals.len() as i64 - 1,
+                    max_timestamp: 1,
+                    batch_count: 1,
+                    // As the WAL writer does: derived from the batches' own CRCs.
+                    crc: Some(derived_crc(&data)),
+                    data,
+                }
             })
             .collect();
         let (object, entries) = format::encode(&inputs);
@@ -531,6 +549,7 @@ proptest! {
                 max_timestamp: 1,
                 batch_count: 1,
                 data: vec![Bytes::from(record_batch(vals, Compression::None, -1))],
+                crc: None,
             })
             .collect();
         let end = 100 * inputs.len() as i64 + 1;

@@ -6,6 +6,7 @@
 //! does not cover `baseOffset` or `partitionLeaderEpoch`, so patching those two
 //! fields keeps the client's bytes (and checksum) valid.
 
+use crate::crc::Crc32c;
 use bytes::Bytes;
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::records::RecordBatchDecoder;
@@ -140,7 +141,7 @@ pub fn validate(records: &[u8], max_batch_bytes: usize) -> Result<Vec<BatchInfo>
             batch[CRC_OFFSET + 2],
             batch[CRC_OFFSET + 3],
         ]);
-        if crc32c::crc32c(&batch[ATTRIBUTES_OFFSET..]) != stored_crc {
+        if crate::crc::checksum(&batch[ATTRIBUTES_OFFSET..]) != stored_crc {
             return Err(BatchError::Corrupt("CRC32C mismatch".into()));
         }
         let count = be_i32(batch, RECORDS_COUNT_OFFSET);
@@ -256,6 +257,24 @@ pub fn append_patched(out: &mut Vec<u8>, batch: &[u8], base: i64, leader_epoch: 
     out[start..start + 8].copy_from_slice(&base.to_be_bytes());
     out[start + 12..start + 16].copy_from_slice(&leader_epoch.to_be_bytes());
     base + i64::from(be_i32(batch, LAST_OFFSET_DELTA_OFFSET))
+}
+
+/// The CRC32C of a whole batch that [`validate`] accepted (its header
+/// patched or not), from its 21 bytes up to the attributes and the stored
+/// CRC that covers the rest, without reading its records again.
+pub fn crc_of_validated(batch: &[u8]) -> Crc32c {
+    let stored = u32::from_be_bytes([
+        batch[CRC_OFFSET],
+        batch[CRC_OFFSET + 1],
+        batch[CRC_OFFSET + 2],
+        batch[CRC_OFFSET + 3],
+    ]);
+    let mut crc = Crc32c::of(&batch[..ATTRIBUTES_OFFSET]);
+    crc.append(Crc32c::known(
+        stored,
+        (batch.len() - ATTRIBUTES_OFFSET) as u64,
+    ));
+    crc
 }
 
 /// Iterates the batches of a buffer of whole batches (as stored in a chunk).
@@ -391,6 +410,23 @@ pub(crate) mod tests {
         let crc = crc32c::crc32c(&wrong_count[ATTRIBUTES_OFFSET..]);
         wrong_count[17..21].copy_from_slice(&crc.to_be_bytes());
         assert_eq!(validate(&wrong_count, 1 << 20).unwrap_err().code(), 87);
+    }
+
+    #[test]
+    fn a_patched_batch_checksum_comes_from_its_header_and_stored_crc() {
+        let mut out = Vec::new();
+        for (i, c) in [Compression::None, Compression::Zstd]
+            .into_iter()
+            .enumerate()
+        {
+            let b = encode(20 + i, c, 0);
+            let start = out.len();
+            append_patched(&mut out, &b, 1_000 * i as i64, 3);
+            assert_eq!(
+                crc_of_validated(&out[start..]),
+                Crc32c::known(crc32c::crc32c(&out[start..]), (out.len() - start) as u64)
+            );
+        }
     }
 
     #[test]

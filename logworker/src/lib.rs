@@ -7,6 +7,7 @@ pub mod batch;
 pub mod cache;
 pub mod completion;
 pub mod control;
+pub mod crc;
 pub mod failpoint;
 pub mod gc;
 pub mod groups;

@@ -400,6 +400,7 @@ mod tests {
                 max_timestamp: 0,
                 batch_count: 1,
                 data: batches(&[100 + i as usize]),
+                crc: None,
             })
             .collect();
         let (object, entries) = format::encode(&inputs);

@@ -300,6 +300,7 @@ mod tests {
             max_timestamp: 0,
             batch_count: 1,
             data: Bytes::from(vec![7u8; 64]),
+            crc: None,
         };
         for (seq, base) in [(1u64, 0i64), (2, 10)] {
             let (obj, _) = format::encode(&[chunk(base)]);
@@ -368,6 +369,7 @@ mod tests {
                 max_timestamp: 0,
                 batch_count: 1,
                 data: Bytes::from(vec![3u8; 16]),
+                crc: None,
             }])
             .0
         };
@@ -437,6 +439,7 @@ mod tests {
                 max_timestamp: 0,
                 batch_count: 1,
                 data: Bytes::from(vec![1u8; 16]),
+                crc: None,
             }])
             .0
         };

@@ -136,6 +136,7 @@ mod tests {
                 max_timestamp: 0,
                 batch_count: 1,
                 data: Bytes::from(vec![1u8; 32]),
+                crc: None,
             }])
             .0
         };

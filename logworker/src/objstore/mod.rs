@@ -15,6 +15,7 @@ pub mod replica;
 pub mod retry;
 pub mod s3;
 
+use crate::crc::Crc32c;
 use async_trait::async_trait;
 use bytes::Bytes;
 use std::ops::Range;
@@ -94,13 +95,29 @@ pub struct ObjectMeta {
 pub struct Body {
     parts: Vec<Bytes>,
     len: usize,
+    /// The CRC32C of the parts, when the writer derived it.
+    crc32c: Option<u32>,
 }
 
 impl Body {
     /// The object made of `parts`, in order.
     pub fn from_parts(parts: Vec<Bytes>) -> Self {
         let len = parts.iter().map(Bytes::len).sum();
-        Self { parts, len }
+        Self {
+            parts,
+            len,
+            crc32c: None,
+        }
+    }
+
+    /// The object made of `parts`, whose CRC32C is `crc32c` (derived from
+    /// checksums the writer already had, so [`Self::crc32c`] reads no
+    /// bytes). Debug builds check it against the parts.
+    pub fn with_crc32c(parts: Vec<Bytes>, crc32c: u32) -> Self {
+        let mut body = Self::from_parts(parts);
+        debug_assert_eq!(body.crc32c(), crc32c, "derived CRC32C of an object");
+        body.crc32c = Some(crc32c);
+        body
     }
 
     /// Length of the object in bytes.
@@ -151,11 +168,17 @@ impl Body {
         Some(Bytes::from(joined))
     }
 
-    /// CRC32C (Castagnoli) of the object's bytes, computed over the parts.
+    /// CRC32C (Castagnoli) of the object's bytes: as derived by the
+    /// writer, or computed over the parts.
     pub fn crc32c(&self) -> u32 {
-        self.parts
-            .iter()
-            .fold(0, |crc, p| crc32c::crc32c_append(crc, p))
+        if let Some(crc) = self.crc32c {
+            return crc;
+        }
+        let mut crc = Crc32c::default();
+        for p in &self.parts {
+            crc.update(p);
+        }
+        crc.value()
     }
 
     /// True if `bytes` are exactly this object's bytes.

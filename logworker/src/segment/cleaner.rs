@@ -156,6 +156,9 @@ impl BlockWriter {
                 max_timestamp: ts,
                 batch_count: 1,
                 data: vec![b],
+                // Read once by the encoder: cleaning is not on the
+                // produce path.
+                crc: None,
             }),
         }
     }

@@ -23,6 +23,7 @@
 //! is larger than `retention.bytes`: it moves the log start offset with the
 //! same epoch-checked swap first, then deletes the segments below it.
 
+use crate::crc::Crc32c;
 use crate::objstore::{Body, ObjectError};
 use crate::partition::{Cached, ChunkRef, PartitionLog, Uncompacted};
 use crate::reader;
@@ -181,10 +182,10 @@ impl Worker {
         let start = log.compacted_offset();
         let end = waiting.last().map_or(start, |c| c.entry.last_offset + 1);
         let (blocks, in_cache) = self.blocks_of(waiting).await?;
-        let (parts, index) =
+        let (encoded, index) =
             format::encode_parts(log.id.topic_id, log.id.partition, start, end, &blocks);
         let key = segment_key(&self.cfg.namespace, log.id, start);
-        let body = Body::from_parts(parts);
+        let body = Body::with_crc32c(encoded.parts, encoded.crc);
         // The blocks made of cached chunks only stay in the tail cache.
         let mut cached: Vec<Option<Cached>> = blocks
             .into_iter()
@@ -250,11 +251,19 @@ impl Worker {
         while let Some(read) = reads.next().await {
             let (c, data) = read?;
             let cached = c.cached.is_some();
+            // The chunk's bytes are those its entry's CRC covers: written
+            // by this worker, or verified against it when read back.
+            let crc = Crc32c::known(c.entry.crc, u64::from(c.entry.length));
             match blocks.last_mut() {
                 Some(b) if b.len() + data.len() <= BLOCK_BYTES => {
                     if let Some(all) = in_cache.last_mut() {
                         *all &= cached;
                     }
+                    b.crc = b.crc.map(|so_far| {
+                        let mut block = Crc32c::known(so_far, b.len() as u64);
+                        block.append(crc);
+                        block.value()
+                    });
                     b.data.push(data);
                     b.last_offset = c.entry.last_offset;
                     b.max_timestamp = b.max_timestamp.max(c.entry.max_timestamp);
@@ -268,6 +277,7 @@ impl Worker {
                         max_timestamp: c.entry.max_timestamp,
                         batch_count: c.entry.batch_count,
                         data: vec![data],
+                        crc: Some(crc.value()),
                     });
                 }
             }

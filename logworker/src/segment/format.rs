@@ -20,8 +20,10 @@
 //! the footer. A segment whose trailer or footer does not verify is never
 //! served.
 
+use crate::crc::{self, Crc32c};
 use crate::wal::format::{
-    get_entry_fields, get_trailer, put_entry_fields, put_trailer, ChunkEntry, FormatError,
+    get_entry_fields, get_trailer, put_entry_fields, put_trailer, ChunkEntry, EncodedParts,
+    FormatError,
 };
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use uuid::Uuid;
@@ -44,6 +46,9 @@ pub struct BlockInput {
     pub max_timestamp: i64,
     pub batch_count: u32,
     pub data: Vec<Bytes>,
+    /// The CRC32C of the pieces, back to back, when it is known (derived
+    /// from the chunks' own checksums); computed from them when `None`.
+    pub crc: Option<u32>,
 }
 
 impl BlockInput {
@@ -71,7 +76,8 @@ pub struct SegmentIndex {
 
 /// Serializes a segment of `[base_offset, end_offset)` as the object's
 /// parts, in order: the header, each block's pieces as they are (no copy of
-/// the records), and the footer with its trailer. Returns the parts and the
+/// the records), and the footer with its trailer. Returns the parts with
+/// the object's CRC32C (a block whose CRC is known is not read) and the
 /// segment's index.
 pub fn encode_parts(
     topic_id: Uuid,
@@ -79,20 +85,25 @@ pub fn encode_parts(
     base_offset: i64,
     end_offset: i64,
     blocks: &[BlockInput],
-) -> (Vec<Bytes>, SegmentIndex) {
+) -> (EncodedParts, SegmentIndex) {
     let pieces: usize = blocks.iter().map(|b| b.data.len()).sum();
     let mut parts = Vec::with_capacity(pieces + 2);
     parts.push(Bytes::from_static(HEADER_MAGIC));
+    let mut object_crc = Crc32c::of(HEADER_MAGIC);
     let mut position = HEADER_MAGIC.len() as u64;
     let mut entries = Vec::with_capacity(blocks.len());
     for b in blocks {
         let start = position;
-        let mut crc = 0;
+        let mut read = Crc32c::default();
         for piece in &b.data {
-            crc = crc32c::crc32c_append(crc, piece);
+            if b.crc.is_none() {
+                read.update(piece);
+            }
             position += piece.len() as u64;
             parts.push(piece.clone());
         }
+        let crc = b.crc.unwrap_or(read.value());
+        object_crc.append(Crc32c::known(crc, position - start));
         entries.push(ChunkEntry {
             topic_id,
             partition,
@@ -115,6 +126,7 @@ pub fn encode_parts(
         put_entry_fields(&mut footer, e);
     }
     put_trailer(&mut footer, position, TRAILER_MAGIC);
+    object_crc.update(&footer);
     parts.push(footer.freeze());
     let index = SegmentIndex {
         topic_id,
@@ -123,7 +135,8 @@ pub fn encode_parts(
         end_offset,
         blocks: entries,
     };
-    (parts, index)
+    let crc = object_crc.value();
+    (EncodedParts { parts, crc }, index)
 }
 
 /// [`encode_parts`] into one buffer: the object and its index.
@@ -134,8 +147,8 @@ pub fn encode(
     end_offset: i64,
     blocks: &[BlockInput],
 ) -> (Bytes, SegmentIndex) {
-    let (parts, index) = encode_parts(topic_id, partition, base_offset, end_offset, blocks);
-    (Bytes::from(parts.concat()), index)
+    let (encoded, index) = encode_parts(topic_id, partition, base_offset, end_offset, blocks);
+    (Bytes::from(encoded.parts.concat()), index)
 }
 
 /// The footer position and CRC from a segment's trailer (the last
@@ -151,7 +164,7 @@ pub fn decode_footer(
     footer_pos: u64,
     crc: u32,
 ) -> Result<SegmentIndex, FormatError> {
-    if crc32c::crc32c(footer) != crc {
+    if crc::checksum(footer) != crc {
         return Err(FormatError::FooterCrc);
     }
     if footer.len() < HEAD_LEN {
@@ -235,6 +248,7 @@ mod tests {
                 Bytes::from(vec![fill; 100 + base as usize]),
                 Bytes::from(vec![fill ^ 0xff; 7]),
             ],
+            crc: None,
         }
     }
 
@@ -257,7 +271,8 @@ mod tests {
     #[test]
     fn the_parts_of_a_segment_are_the_blocks_pieces_themselves() {
         let blocks = [block(10, 19, 1), block(25, 30, 2)];
-        let (parts, index) = encode_parts(Uuid::from_u128(7), 3, 10, 40, &blocks);
+        let (encoded, index) = encode_parts(Uuid::from_u128(7), 3, 10, 40, &blocks);
+        let parts = encoded.parts;
         // Header, four pieces, footer: the pieces are shared, not copied.
         assert_eq!(parts.len(), 6);
         let pieces = blocks.iter().flat_map(|b| &b.data);
@@ -266,7 +281,25 @@ mod tests {
         }
         let (joined, joined_index) = encode(Uuid::from_u128(7), 3, 10, 40, &blocks);
         assert_eq!(parts.concat(), joined.to_vec());
+        assert_eq!(encoded.crc, crc32c::crc32c(&joined));
         assert_eq!(index, joined_index);
+    }
+
+    #[test]
+    fn a_known_block_checksum_gives_the_same_segment_without_reading_it() {
+        let id = Uuid::from_u128(7);
+        let read = [block(10, 19, 1), block(25, 30, 2)];
+        let known: Vec<BlockInput> = read
+            .iter()
+            .map(|b| BlockInput {
+                crc: Some(crc32c::crc32c(&b.data.concat())),
+                ..b.clone()
+            })
+            .collect();
+        let (a, index_a) = encode_parts(id, 3, 10, 40, &read);
+        let (b, index_b) = encode_parts(id, 3, 10, 40, &known);
+        assert_eq!((a.crc, &index_a), (b.crc, &index_b));
+        assert_eq!(a.parts.concat(), b.parts.concat());
     }
 
     #[test]

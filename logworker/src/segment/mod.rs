@@ -290,6 +290,7 @@ mod tests {
             max_timestamp: 0,
             batch_count: 1,
             data: vec![Bytes::from(vec![1u8; 32])],
+            crc: None,
         }];
         let (obj, _) = format::encode(id().topic_id, id().partition, base, end, &blocks);
         store.put_if_absent(key, obj).await.expect("put segment");

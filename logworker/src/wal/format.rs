@@ -14,6 +14,7 @@
 //! the footer CRC covers the footer. An object whose trailer or footer does not
 //! verify is treated as never written (it cannot have been acknowledged).
 
+use crate::crc::{self, Crc32c};
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use uuid::Uuid;
 
@@ -71,17 +72,33 @@ pub struct ChunkInput {
     pub max_timestamp: i64,
     pub batch_count: u32,
     pub data: Bytes,
+    /// The CRC32C of `data` when the writer already knows it (derived from
+    /// the batches' own checksums); computed from `data` when `None`.
+    pub crc: Option<u32>,
+}
+
+/// A WAL or segment object as the parts it is written in, back to back,
+/// with the CRC32C of all of them.
+#[derive(Debug, Clone)]
+pub struct EncodedParts {
+    pub parts: Vec<Bytes>,
+    pub crc: u32,
 }
 
 /// Serializes chunks into one WAL object, as the parts it is written in,
 /// back to back: the header, each chunk's own bytes (not copied) and the
-/// footer with the trailer. Returns the parts and the chunks' entries.
-pub fn encode_parts(chunks: Vec<ChunkInput>) -> (Vec<Bytes>, Vec<ChunkEntry>) {
+/// footer with the trailer. Returns the parts and the chunks' entries; the
+/// object's CRC32C is derived from the chunks', so a chunk whose CRC is
+/// known is not read at all.
+pub fn encode_parts(chunks: Vec<ChunkInput>) -> (EncodedParts, Vec<ChunkEntry>) {
     let mut parts = Vec::with_capacity(chunks.len() + 2);
     parts.push(Bytes::from_static(HEADER_MAGIC));
+    let mut object_crc = Crc32c::of(HEADER_MAGIC);
     let mut position = HEADER_MAGIC.len() as u64;
     let mut entries = Vec::with_capacity(chunks.len());
     for c in chunks {
+        let crc = c.crc.unwrap_or_else(|| crc::checksum(&c.data));
+        object_crc.append(Crc32c::known(crc, c.data.len() as u64));
         let entry = ChunkEntry {
             topic_id: c.topic_id,
             partition: c.partition,
@@ -91,7 +108,7 @@ pub fn encode_parts(chunks: Vec<ChunkInput>) -> (Vec<Bytes>, Vec<ChunkEntry>) {
             position,
             length: c.data.len() as u32,
             batch_count: c.batch_count,
-            crc: crc32c::crc32c(&c.data),
+            crc,
         };
         position += c.data.len() as u64;
         entries.push(entry);
@@ -105,21 +122,23 @@ pub fn encode_parts(chunks: Vec<ChunkInput>) -> (Vec<Bytes>, Vec<ChunkEntry>) {
         put_entry_fields(&mut footer, e);
     }
     put_trailer(&mut footer, position, TRAILER_MAGIC);
+    object_crc.update(&footer);
     parts.push(footer.freeze());
-    (parts, entries)
+    let crc = object_crc.value();
+    (EncodedParts { parts, crc }, entries)
 }
 
 /// [`encode_parts`] into one buffer: the object and its entries.
 pub fn encode(chunks: &[ChunkInput]) -> (Bytes, Vec<ChunkEntry>) {
-    let (parts, entries) = encode_parts(chunks.to_vec());
-    (Bytes::from(parts.concat()), entries)
+    let (encoded, entries) = encode_parts(chunks.to_vec());
+    (Bytes::from(encoded.parts.concat()), entries)
 }
 
 /// Ends a footer, the object's last part, that starts at `footer_pos` in
 /// the object, with the trailer WAL objects and segments share: footer
 /// position, footer CRC32C, `magic`.
 pub(crate) fn put_trailer(footer: &mut BytesMut, footer_pos: u64, magic: &[u8; 4]) {
-    let footer_crc = crc32c::crc32c(footer);
+    let footer_crc = crc::checksum(footer);
     footer.put_u64(footer_pos);
     footer.put_u32(footer_crc);
     footer.put_slice(magic);
@@ -210,7 +229,7 @@ pub fn decode_footer_bytes(
     footer_pos: u64,
     footer_crc: u32,
 ) -> Result<Vec<ChunkEntry>, FormatError> {
-    if crc32c::crc32c(footer) != footer_crc {
+    if crc::checksum(footer) != footer_crc {
         return Err(FormatError::FooterCrc);
     }
     let mut f = footer;
@@ -278,7 +297,7 @@ pub fn decode_seal(object: &[u8]) -> Option<SealKind> {
 
 /// Verifies a chunk read back from an object against its entry.
 pub fn verify_chunk(entry: &ChunkEntry, data: &[u8]) -> Result<(), FormatError> {
-    if data.len() != entry.length as usize || crc32c::crc32c(data) != entry.crc {
+    if data.len() != entry.length as usize || crc::checksum(data) != entry.crc {
         return Err(FormatError::ChunkCrc);
     }
     Ok(())
@@ -297,6 +316,7 @@ mod tests {
             max_timestamp: 77,
             batch_count: 1,
             data: Bytes::from_static(data),
+            crc: None,
         }
     }
 
@@ -346,12 +366,32 @@ mod tests {
     #[test]
     fn parts_are_the_object_and_chunks_are_not_copied() {
         let inputs = [chunk(0, 10, b"hello"), chunk(3, 0, b"world!")];
-        let (parts, entries) = encode_parts(inputs.to_vec());
+        let (encoded, entries) = encode_parts(inputs.to_vec());
+        let parts = encoded.parts;
         assert_eq!(parts.len(), 4, "header, two chunks, footer");
         assert_eq!(parts[1].as_ptr(), inputs[0].data.as_ptr(), "no copy");
         let (whole, whole_entries) = encode(&inputs);
         assert_eq!(whole, Bytes::from(parts.concat()));
+        assert_eq!(encoded.crc, crc32c::crc32c(&whole));
         assert_eq!(entries, whole_entries);
         assert_eq!(decode_footer(&whole), Ok(entries));
+    }
+
+    #[test]
+    fn a_known_chunk_checksum_is_taken_as_given() {
+        // The writer derives a chunk's CRC from its batches; the encoder
+        // trusts it for the entry and the object's CRC and reads nothing.
+        let mut known = chunk(1, 0, b"abc");
+        known.crc = Some(crc32c::crc32c(b"abc"));
+        let (encoded, entries) = encode_parts(vec![known.clone(), chunk(2, 0, b"defg")]);
+        let whole = encoded.parts.concat();
+        assert_eq!(encoded.crc, crc32c::crc32c(&whole));
+        assert_eq!(entries[0].crc, crc32c::crc32c(b"abc"));
+        // A wrong one is written as given, and reading the chunk finds it.
+        known.crc = Some(7);
+        let (obj, entries) = encode(&[known]);
+        let e = &entries[0];
+        let data = &obj[e.position as usize..][..e.length as usize];
+        assert_eq!(verify_chunk(e, data), Err(FormatError::ChunkCrc));
     }
 }

@@ -30,9 +30,10 @@
 
 use super::format::{self, ChunkInput};
 use super::policy::{FlushPolicy, FlushSettings};
-use crate::batch::{append_patched, BatchInfo};
+use crate::batch::{append_patched, crc_of_validated, BatchInfo};
 use crate::cache::TailCache;
 use crate::completion::{self, wait_durable, Completion, CompletionSender, WalError};
+use crate::crc::Crc32c;
 use crate::metrics::Metrics;
 use crate::objstore::{Body, ObjectError, ObjectStore};
 use crate::partition::{ChunkRef, PartitionId, PartitionLog};
@@ -67,6 +68,8 @@ struct Pending {
     max_timestamp: i64,
     batch_count: u32,
     data: Vec<u8>,
+    /// CRC32C of `data`, derived batch by batch from their validated CRCs.
+    crc: Crc32c,
 }
 
 struct Buffer {
@@ -253,13 +256,16 @@ impl WalWriter {
             max_timestamp: -1,
             batch_count: 0,
             data: Vec::new(),
+            crc: Crc32c::default(),
         });
         let mut offset = base;
         let mut added = 0;
         for b in batches {
             let batch = &records[b.position..b.position + b.size];
+            let at = pending.data.len();
             pending.last_offset =
                 append_patched(&mut pending.data, batch, offset, log.leader_epoch);
+            pending.crc.append(crc_of_validated(&pending.data[at..]));
             pending.max_timestamp = pending.max_timestamp.max(b.max_timestamp);
             pending.batch_count += 1;
             offset += i64::from(b.record_count);
@@ -362,11 +368,12 @@ impl WalWriter {
                 max_timestamp: p.max_timestamp,
                 batch_count: p.batch_count,
                 data: exact(p.data),
+                crc: Some(p.crc.value()),
             });
             logs.push(p.log);
         }
-        let (parts, entries) = format::encode_parts(inputs);
-        let body = Body::from_parts(parts);
+        let (encoded, entries) = format::encode_parts(inputs);
+        let body = Body::with_crc32c(encoded.parts, encoded.crc);
         let key: Arc<str> = Arc::from(super::object_key(
             &self.cfg.namespace,
             &self.cfg.worker_id,
