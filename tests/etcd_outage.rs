@@ -51,23 +51,6 @@ async fn try_create_topic(bootstrap: &str, name: &str) -> (Result<(), String>, D
     (outcome, started.elapsed())
 }
 
-fn assert_all_running(c: &mut Cluster, when: &str) {
-    for (i, w) in c.workers.iter_mut().enumerate() {
-        assert!(
-            w.try_exit().is_none(),
-            "worker {i} exited {when}:\n{}",
-            w.log_tail(40)
-        );
-    }
-    for (i, g) in c.gateways.iter_mut().enumerate() {
-        assert!(
-            g.try_exit().is_none(),
-            "gateway {i} exited {when}:\n{}",
-            g.log_tail(40)
-        );
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn produce_fetch_and_groups_continue_while_etcd_is_down() {
     let mut c = Cluster::start(ClusterOptions {
@@ -113,7 +96,7 @@ async fn produce_fetch_and_groups_continue_while_etcd_is_down() {
         during.0,
         during.1
     );
-    assert_all_running(&mut c, "while etcd was down");
+    c.assert_all_running("while etcd was down");
     assert!(
         during.0 > before.0 + 500,
         "produces stalled while etcd was down: {} acked before, {} after",
@@ -148,7 +131,7 @@ async fn produce_fetch_and_groups_continue_while_etcd_is_down() {
     }
     tokio::time::sleep(Duration::from_secs(3)).await;
     let enqueued = producers.finish().await;
-    assert_all_running(&mut c, "after etcd returned");
+    c.assert_all_running("after etcd returned");
     let (report, group_stats) =
         check_run(&c, &[c.bootstrap(1)], &topic, PARTITIONS, &history, group).await;
     eprintln!("{report}\n{enqueued} enqueued; group {group_stats:?}");
@@ -228,13 +211,7 @@ async fn a_worker_cut_off_from_etcd_alone_is_fenced_and_loses_no_acked_record() 
     c.wait_all_assigned(Duration::from_secs(60)).await;
     tokio::time::sleep(Duration::from_secs(3)).await;
     let enqueued = producers.finish().await;
-    for (i, p) in c.workers.iter_mut().enumerate() {
-        assert!(
-            p.try_exit().is_none(),
-            "worker {i} exited after the partition:\n{}",
-            p.log_tail(40)
-        );
-    }
+    c.assert_all_running("after the partition");
     let (report, group_stats) =
         check_run(&c, &[c.bootstrap(1)], &topic, PARTITIONS, &history, group).await;
     eprintln!(

@@ -13,6 +13,11 @@
 //! acked offset, no offset with two values, no phantom, no duplicate from an
 //! idempotent producer, no committed offset going back. The test also
 //! requires that each kind of PUT fault was really injected.
+//!
+//! A second test cuts one worker off from S3 alone, at the TCP level, for
+//! longer than a WAL write may take: that worker must acknowledge nothing
+//! while its store is unreachable, the others must go on, and once the link
+//! heals it must resume on its own, with nothing lost.
 
 mod common;
 mod common_cluster;
@@ -25,8 +30,9 @@ mod common_torture;
 use common::create_topic;
 use common_cluster::{Cluster, ClusterOptions, S3Proxy, LEASE_TTL_MS};
 use common_faults::{FaultKind, FaultProxy, Op};
-use common_history::History;
-use common_torture::{check_run, spawn_group_consumer, ProducerSpec, Producers};
+use common_history::{Event, History};
+use common_torture::{check_run, spawn_group_consumer, ProducerSpec, Producers, SMALL_SEGMENTS};
+use rdkafka::producer::FutureRecord;
 use std::time::{Duration, Instant};
 
 const PARTITIONS: i32 = 6;
@@ -109,4 +115,130 @@ async fn acked_records_survive_s3_faults_and_a_worker_kill() {
         group_stats.commits_ok > 0 && group_stats.fetches_ok > 0,
         "the group consumer never committed or fetched its offsets: {group_stats:?}"
     );
+}
+
+/// Records acknowledged on any of `partitions`.
+fn acked_on(history: &History, partitions: &[i32]) -> usize {
+    history
+        .events()
+        .iter()
+        .filter(|e| matches!(e, Event::Ack { partition, .. } if partitions.contains(partition)))
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_worker_cut_off_from_s3_alone_acknowledges_nothing_then_resumes_losing_nothing() {
+    // Longer than a WAL write may take (the writer's 30 s deadline, and the
+    // S3 client's 30 s attempt timeout): the cut fails writes, not only
+    // delays them.
+    const CUT: Duration = Duration::from_secs(36);
+    let mut c = Cluster::start(ClusterOptions {
+        workers: 3,
+        gateways: 2,
+        s3_links: true,
+        // Compaction and garbage collection run during the partition too.
+        env: vec![("KAFSCALE_COMPACTION_INTERVAL_MS".into(), "1000".into())],
+        ..Default::default()
+    })
+    .await;
+    let topic = common::unique_name("s3-partition");
+    create_topic(&c.bootstrap(0), &topic, PARTITIONS, SMALL_SEGMENTS).await;
+    let history = History::new();
+    let producers = Producers::start(
+        &ProducerSpec::mixed(2, |i| c.bootstrap(i), 300, 32),
+        &topic,
+        PARTITIONS,
+        &history,
+    );
+    let group = spawn_group_consumer(&c.bootstrap(1), &topic, "s3-partition-group", &history);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+
+    // The worker that owns the most of the topic's partitions.
+    let mut owners = Vec::new();
+    for p in 0..PARTITIONS {
+        owners.push(c.owner(&topic, p).await);
+    }
+    let w = (0..c.workers.len())
+        .max_by_key(|&i| owners.iter().filter(|o| **o == Some(i)).count())
+        .unwrap_or(0);
+    let cut_off: Vec<i32> = (0..PARTITIONS)
+        .filter(|&p| owners[p as usize] == Some(w))
+        .collect();
+    assert!(
+        !cut_off.is_empty(),
+        "no worker owns a partition: {owners:?}"
+    );
+    eprintln!(
+        "[s3-partition] {} acked; cutting worker {w} (partitions {cut_off:?}) off from S3",
+        history.acked()
+    );
+    c.s3_links[w].cut();
+    let cut_at = Instant::now();
+    // What was on its way back when the link was cut may still arrive.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let cut_off_acked = acked_on(&history, &cut_off);
+    // A client that writes only to the other workers' partitions is served
+    // through either gateway meanwhile. (The torture producers write to
+    // every partition: their records for the cut-off worker wait, and with
+    // them, in order, each request they share a connection with.)
+    let healthy = (0..PARTITIONS)
+        .find(|p| !cut_off.contains(p))
+        .expect("a partition of another worker");
+    let probes = history.producer("probe", false);
+    for g in 0..c.gateways.len() {
+        let probe = common::producer(&c.bootstrap(g), &[("message.timeout.ms", "10000")]);
+        let value = format!("probe-{g}");
+        probes.send(Some(healthy), &value);
+        let sent = probe
+            .send(
+                FutureRecord::to(&topic)
+                    .partition(healthy)
+                    .key(&value)
+                    .payload(&value),
+                Duration::from_secs(10),
+            )
+            .await;
+        match sent {
+            Ok(d) => probes.ack(&value, d.partition, d.offset),
+            Err((e, _)) => {
+                panic!("a produce to partition {healthy} through gateway {g} failed while worker {w} was cut off from S3: {e}")
+            }
+        }
+    }
+    tokio::time::sleep(CUT.saturating_sub(cut_at.elapsed())).await;
+    let cut_off_during = acked_on(&history, &cut_off);
+    for p in &cut_off {
+        assert_eq!(
+            c.owner(&topic, *p).await,
+            Some(w),
+            "partition {p} moved although worker {w} still holds its lease"
+        );
+    }
+    assert_eq!(
+        cut_off_during, cut_off_acked,
+        "worker {w} acknowledged records while S3 was unreachable"
+    );
+    c.s3_links[w].heal();
+    eprintln!(
+        "[s3-partition] healed after {:?}; {} acked",
+        cut_at.elapsed(),
+        history.acked()
+    );
+    let resumed_by = Instant::now() + Duration::from_secs(60);
+    while acked_on(&history, &cut_off) < cut_off_during + 100 {
+        assert!(
+            Instant::now() < resumed_by,
+            "worker {w} did not resume acknowledging within 60 s of the heal:\n{}",
+            c.workers[w].log_tail(40)
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    eprintln!("[s3-partition] worker {w} acknowledges again");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let enqueued = producers.finish().await;
+    c.assert_all_running("during or after the partition");
+    let (report, group_stats) =
+        check_run(&c, &[c.bootstrap(1)], &topic, PARTITIONS, &history, group).await;
+    eprintln!("{report}\n{enqueued} enqueued; group {group_stats:?}");
+    report.assert_ok();
 }

@@ -271,6 +271,10 @@ pub struct ClusterOptions {
     /// ([`Cluster::etcd_links`]), which a test can cut to partition that
     /// worker from etcd alone.
     pub etcd_links: bool,
+    /// Every worker reaches S3 through its own [`link::TcpLink`]
+    /// ([`Cluster::s3_links`]), which a test can cut to partition that
+    /// worker from S3 alone.
+    pub s3_links: bool,
     /// Set: every process serves its HTTP endpoint over TLS with a
     /// certificate of this CA (`KAFSCALE_HTTP_TLS_*` in `env`), and is
     /// probed over HTTPS.
@@ -309,6 +313,11 @@ pub struct Cluster {
     /// [`ClusterOptions::etcd_links`].
     pub etcd_links: Vec<link::TcpLink>,
     link_etcd: bool,
+    /// Worker `i`'s link to S3, when the cluster was started with
+    /// [`ClusterOptions::s3_links`].
+    pub s3_links: Vec<link::TcpLink>,
+    /// The S3 server the links lead to.
+    link_s3: Option<std::net::SocketAddr>,
     common_env: Vec<(String, String)>,
     worker_env: Vec<(String, String)>,
     gateway_env: Vec<(String, String)>,
@@ -350,6 +359,7 @@ impl Cluster {
             Some(proxy) => (proxy.0)(&s3.endpoint),
             None => s3cfg.endpoint.clone().unwrap_or_default(),
         };
+        let link_s3 = opts.s3_links.then(|| socket_addr(&worker_s3_endpoint));
         let namespace = format!("it{}", free_port());
         let mut common_env: Vec<(String, String)> = vec![
             ("KAFSCALE_ETCD_ENDPOINTS".into(), etcd.endpoint()),
@@ -407,6 +417,8 @@ impl Cluster {
             replica_bucket,
             etcd_links: Vec::new(),
             link_etcd: opts.etcd_links,
+            s3_links: Vec::new(),
+            link_s3,
             common_env,
             worker_env,
             gateway_env: opts.gateway_env.clone(),
@@ -424,6 +436,25 @@ impl Cluster {
         cluster
     }
 
+    /// Panics, with its log's tail, if a worker or gateway has exited
+    /// (`when` says when, for the message).
+    pub fn assert_all_running(&mut self, when: &str) {
+        for (i, w) in self.workers.iter_mut().enumerate() {
+            assert!(
+                w.try_exit().is_none(),
+                "worker {i} exited {when}:\n{}",
+                w.log_tail(40)
+            );
+        }
+        for (i, g) in self.gateways.iter_mut().enumerate() {
+            assert!(
+                g.try_exit().is_none(),
+                "gateway {i} exited {when}:\n{}",
+                g.log_tail(40)
+            );
+        }
+    }
+
     /// Starts one more worker (`w<N>`) and waits until it is ready.
     pub async fn add_worker(&mut self) -> usize {
         let i = self.workers.len();
@@ -431,15 +462,14 @@ impl Cluster {
         env.extend(self.worker_env.iter().cloned());
         env.push(("KAFSCALE_WORKER_ID".into(), format!("w{i}")));
         if self.link_etcd {
-            let etcd = self
-                .etcd
-                .endpoint()
-                .trim_start_matches("http://")
-                .parse()
-                .expect("etcd address");
-            let link = link::TcpLink::start(etcd).await;
+            let link = link::TcpLink::start(socket_addr(&self.etcd.endpoint())).await;
             env.push(("KAFSCALE_ETCD_ENDPOINTS".into(), link.endpoint()));
             self.etcd_links.push(link);
+        }
+        if let Some(s3) = self.link_s3 {
+            let link = link::TcpLink::start(s3).await;
+            env.push(("KAFSCALE_S3_ENDPOINT".into(), link.endpoint()));
+            self.s3_links.push(link);
         }
         env.push((
             "KAFSCALE_GRPC_ADDR".into(),
@@ -575,4 +605,13 @@ impl Drop for Cluster {
             eprintln!("{}", self.logs(80));
         }
     }
+}
+
+/// The `host:port` of a plain-HTTP loopback endpoint.
+fn socket_addr(endpoint: &str) -> std::net::SocketAddr {
+    endpoint
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .parse()
+        .unwrap_or_else(|e| panic!("{endpoint} is not a loopback address: {e}"))
 }
