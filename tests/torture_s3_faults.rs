@@ -16,8 +16,9 @@
 //!
 //! A second test cuts one worker off from S3 alone, at the TCP level, for
 //! longer than a WAL write may take: that worker must acknowledge nothing
-//! while its store is unreachable, the others must go on, and once the link
-//! heals it must resume on its own, with nothing lost.
+//! while its store is unreachable, the others must go on (also for a client
+//! whose requests carry partitions of both), and once the link heals it
+//! must resume on its own, with nothing lost.
 
 mod common;
 mod common_cluster;
@@ -32,7 +33,10 @@ use common_cluster::{Cluster, ClusterOptions, S3Proxy, LEASE_TTL_MS};
 use common_faults::{FaultKind, FaultProxy, Op};
 use common_history::{Event, History};
 use common_torture::{check_run, spawn_group_consumer, ProducerSpec, Producers, SMALL_SEGMENTS};
-use rdkafka::producer::FutureRecord;
+use futures::stream::{FuturesUnordered, StreamExt as _};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 const PARTITIONS: i32 = 6;
@@ -117,6 +121,70 @@ async fn acked_records_survive_s3_faults_and_a_worker_kill() {
     );
 }
 
+/// A producer writing to every partition in turn, `rate` records/s, with
+/// no cap on the records awaiting their report (unlike the torture
+/// producers): while one owner cannot write, its records wait or fail, and
+/// the producer goes on sending to the others over the same connection.
+fn spawn_steady_producer(
+    bootstrap: String,
+    topic: String,
+    history: &History,
+    rate: u64,
+    stop: Arc<AtomicBool>,
+) -> tokio::task::JoinHandle<()> {
+    let log = history.producer("steady", false);
+    tokio::spawn(async move {
+        // A request that waits longer than 12 s is given up on, and the
+        // connection with it.
+        let producer: FutureProducer = common::producer(
+            &bootstrap,
+            &[
+                ("request.timeout.ms", "12000"),
+                ("message.timeout.ms", "240000"),
+            ],
+        );
+        let mut inflight = FuturesUnordered::new();
+        let mut tick = tokio::time::interval(Duration::from_millis(1000 / rate));
+        let mut n = 0u64;
+        loop {
+            tokio::select! {
+                _ = tick.tick(), if !stop.load(Ordering::SeqCst) => {
+                    let value = format!("steady-{n:09}");
+                    let partition = (n % PARTITIONS as u64) as i32;
+                    n += 1;
+                    log.send(Some(partition), &value);
+                    let record = FutureRecord::to(&topic).partition(partition).key(&value).payload(&value);
+                    match producer.send_result(record) {
+                        Ok(delivery) => inflight.push(async move { (value, delivery.await) }),
+                        Err((e, _)) => log.error(&value, format!("not enqueued: {e}")),
+                    }
+                }
+                Some((value, outcome)) = inflight.next(), if !inflight.is_empty() => match outcome {
+                    Ok(Ok(d)) => log.ack(&value, d.partition, d.offset),
+                    Ok(Err((e, _))) => log.error(&value, e),
+                    Err(_) => log.error(&value, "delivery report dropped"),
+                },
+                else => break,
+            }
+            if stop.load(Ordering::SeqCst) && inflight.is_empty() {
+                break;
+            }
+        }
+    })
+}
+
+/// Records of `producer` acknowledged on none of `partitions`.
+fn acked_by_elsewhere(history: &History, producer: &str, partitions: &[i32]) -> usize {
+    history
+        .events()
+        .iter()
+        .filter(|e| {
+            matches!(e, Event::Ack { producer: p, partition, .. }
+                if p == producer && !partitions.contains(partition))
+        })
+        .count()
+}
+
 /// Records acknowledged on any of `partitions`.
 fn acked_on(history: &History, partitions: &[i32]) -> usize {
     history
@@ -151,6 +219,14 @@ async fn a_worker_cut_off_from_s3_alone_acknowledges_nothing_then_resumes_losing
         &history,
     );
     let group = spawn_group_consumer(&c.bootstrap(1), &topic, "s3-partition-group", &history);
+    let stop_steady = Arc::new(AtomicBool::new(false));
+    let steady = spawn_steady_producer(
+        c.bootstrap(0),
+        topic.clone(),
+        &history,
+        100,
+        stop_steady.clone(),
+    );
     tokio::time::sleep(Duration::from_secs(3)).await;
 
     // The worker that owns the most of the topic's partitions.
@@ -205,8 +281,19 @@ async fn a_worker_cut_off_from_s3_alone_acknowledges_nothing_then_resumes_losing
             }
         }
     }
+    // The steady producer's connection carries the cut-off worker's
+    // partitions too. Once that worker refuses new produces (its oldest WAL
+    // write waited 10 s) and the client gave up on the requests it held
+    // (12 s), the connection flows again for the other partitions.
+    tokio::time::sleep(Duration::from_secs(22).saturating_sub(cut_at.elapsed())).await;
+    let steady_at_22s = acked_by_elsewhere(&history, "steady", &cut_off);
     tokio::time::sleep(CUT.saturating_sub(cut_at.elapsed())).await;
+    let steady_at_heal = acked_by_elsewhere(&history, "steady", &cut_off);
     let cut_off_during = acked_on(&history, &cut_off);
+    assert!(
+        steady_at_heal >= steady_at_22s + 200,
+        "a client writing to every partition stalled on the other workers' too: {steady_at_22s} acked elsewhere 22 s into the cut, {steady_at_heal} at the heal"
+    );
     for p in &cut_off {
         assert_eq!(
             c.owner(&topic, *p).await,
@@ -233,9 +320,13 @@ async fn a_worker_cut_off_from_s3_alone_acknowledges_nothing_then_resumes_losing
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    eprintln!("[s3-partition] worker {w} acknowledges again");
+    eprintln!(
+        "[s3-partition] worker {w} acknowledges again; the steady producer had {steady_at_22s} acked elsewhere 22 s into the cut, {steady_at_heal} at the heal"
+    );
     tokio::time::sleep(Duration::from_secs(3)).await;
     let enqueued = producers.finish().await;
+    stop_steady.store(true, Ordering::SeqCst);
+    steady.await.expect("steady producer");
     c.assert_all_running("during or after the partition");
     let (report, group_stats) =
         check_run(&c, &[c.bootstrap(1)], &topic, PARTITIONS, &history, group).await;

@@ -28,6 +28,11 @@ pub enum WalError {
     ShuttingDown,
     #[error("partition is being handed over to a new owner")]
     NotOwner,
+    /// The store has not finished the oldest WAL write for this long, so
+    /// nothing new is taken until it answers (as a Kafka broker refuses
+    /// produces to a failed log directory).
+    #[error("object store not answering: the oldest WAL write has waited {0:?}")]
+    Stalled(std::time::Duration),
 }
 
 impl WalError {
@@ -42,6 +47,7 @@ impl WalError {
                 ResponseError::NotLeaderOrFollower.code()
             }
             WalError::Storage(e) => e.kafka_code(),
+            WalError::Stalled(_) => ResponseError::KafkaStorageError.code(),
         }
     }
 }
@@ -89,10 +95,12 @@ mod tests {
             key: "k".into(),
             reason: "503".into(),
         });
-        assert_eq!(
-            storage.kafka_code(),
-            ResponseError::KafkaStorageError.code()
-        );
+        for e in [
+            storage,
+            WalError::Stalled(std::time::Duration::from_secs(10)),
+        ] {
+            assert_eq!(e.kafka_code(), ResponseError::KafkaStorageError.code());
+        }
         for e in [WalError::Fenced, WalError::ShuttingDown, WalError::NotOwner] {
             assert_eq!(e.kafka_code(), ResponseError::NotLeaderOrFollower.code());
         }

@@ -130,6 +130,10 @@ impl Worker {
                 flush: cfg.flush,
                 max_inflight: cfg.max_inflight_puts,
                 put_deadline: Duration::from_secs(30),
+                // A third of the deadline: far beyond a healthy PUT (well
+                // under a second), soon enough that clients see a
+                // retriable error before their own 30 s request timeout.
+                stall_limit: Duration::from_secs(10),
             },
             store.clone(),
             cache,
@@ -270,6 +274,7 @@ impl Worker {
     /// Validates and appends every batch (offsets are assigned when this
     /// returns); the returned pending produce resolves once durable.
     pub fn produce_append(&self, req: pb::ProduceRequest) -> PendingProduce {
+        let deadline = durability_deadline(req.timeout_ms);
         let mut results = Vec::with_capacity(req.partitions.len());
         let mut waits = Vec::new();
         for part in req.partitions {
@@ -320,7 +325,10 @@ impl Worker {
                         r.appended = true;
                         waits.push((results.len(), done));
                     }
-                    Err(e) => r.error_code = i32::from(e.kafka_code()),
+                    Err(e) => {
+                        r.error_code = i32::from(e.kafka_code());
+                        r.error_message = e.to_string();
+                    }
                 },
             }
             results.push(r);
@@ -329,6 +337,7 @@ impl Worker {
             acks: req.acks,
             results,
             waits,
+            deadline,
         }
     }
 
@@ -630,11 +639,21 @@ impl Worker {
     }
 }
 
+/// When a produce with the request's `timeout_ms` stops waiting for
+/// durability: `timeout_ms` after it arrived, as a Kafka broker bounds an
+/// acks=all wait; none for a timeout of 0 or less.
+fn durability_deadline(timeout_ms: i32) -> Option<tokio::time::Instant> {
+    let ms = u64::try_from(timeout_ms).ok().filter(|&ms| ms > 0)?;
+    Some(tokio::time::Instant::now() + Duration::from_millis(ms))
+}
+
 /// A produce whose batches have their offsets, awaiting durability.
 pub struct PendingProduce {
     acks: i32,
     results: Vec<pb::ProducePartitionResult>,
     waits: Vec<(usize, Completion)>,
+    /// See [`durability_deadline`].
+    deadline: Option<tokio::time::Instant>,
 }
 
 impl PendingProduce {
@@ -646,15 +665,32 @@ impl PendingProduce {
 
     /// The results, once every appended batch is durable (acks ≠ 0) or at
     /// once (acks = 0). A batch that could not be made durable reports a
-    /// retriable error, never an offset.
+    /// retriable error, never an offset; one that is not durable by the
+    /// request's deadline reports REQUEST_TIMED_OUT (it may still become
+    /// durable: an idempotent producer's retry then waits for the same
+    /// outcome, never appends it twice).
     pub async fn finish(mut self) -> pb::ProduceResponse {
         if self.acks != 0 {
             for (i, done) in self.waits {
-                if let Err(e) = wait_durable(done).await {
-                    self.results[i].error_code = i32::from(e.kafka_code());
-                    self.results[i].error_message = e.to_string();
-                    self.results[i].base_offset = -1;
+                let waited = match self.deadline {
+                    Some(d) => tokio::time::timeout_at(d, wait_durable(done)).await.ok(),
+                    None => Some(wait_durable(done).await),
+                };
+                let r = &mut self.results[i];
+                match waited {
+                    Some(Ok(())) => continue,
+                    Some(Err(e)) => {
+                        r.error_code = i32::from(e.kafka_code());
+                        r.error_message = e.to_string();
+                    }
+                    None => {
+                        r.error_code = i32::from(ResponseError::RequestTimedOut.code());
+                        r.error_message =
+                            "not durable within the request's timeout; it may still become durable"
+                                .into();
+                    }
                 }
+                r.base_offset = -1;
             }
         }
         pb::ProduceResponse {
@@ -673,4 +709,55 @@ fn step_span(step: &'static str, id: &PartitionId, bytes: usize) -> tracing::Spa
         kafka.partition = id.partition,
         kafka.bytes = bytes,
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::completion::{self, WalError};
+
+    fn pending(waits: Vec<Completion>, timeout_ms: i32) -> PendingProduce {
+        PendingProduce {
+            acks: -1,
+            results: waits
+                .iter()
+                .map(|_| pb::ProducePartitionResult {
+                    base_offset: 7,
+                    ..Default::default()
+                })
+                .collect(),
+            waits: waits.into_iter().enumerate().collect(),
+            deadline: durability_deadline(timeout_ms),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_produce_not_durable_by_its_timeout_is_answered_as_timed_out_not_failed() {
+        let (_never, pending_forever) = completion::pending();
+        let (failed_tx, failed) = completion::pending();
+        failed_tx.send_replace(Some(Err(WalError::NotOwner)));
+        let answer = pending(vec![completion::durable(), pending_forever, failed], 50)
+            .finish()
+            .await;
+        let codes: Vec<(i32, i64)> = answer
+            .partitions
+            .iter()
+            .map(|r| (r.error_code, r.base_offset))
+            .collect();
+        assert_eq!(
+            codes,
+            [
+                (0, 7),
+                (i32::from(ResponseError::RequestTimedOut.code()), -1),
+                (i32::from(ResponseError::NotLeaderOrFollower.code()), -1),
+            ]
+        );
+    }
+
+    #[test]
+    fn only_a_positive_timeout_bounds_the_wait() {
+        assert!(durability_deadline(0).is_none());
+        assert!(durability_deadline(-1).is_none());
+        assert!(durability_deadline(30_000).is_some());
+    }
 }

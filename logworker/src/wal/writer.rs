@@ -40,6 +40,7 @@ use crate::partition::{ChunkRef, PartitionId, PartitionLog};
 use bytes::Bytes;
 use indexmap::IndexMap;
 use kafscale_proto::trace_context::{add_links, current_link, TraceLink, TRACE_TARGET};
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -59,6 +60,12 @@ pub struct WalConfig {
     /// How long one flush's PUT (with the store's retries) may take before
     /// the flush fails.
     pub put_deadline: Duration,
+    /// How long the oldest unfinished flush may wait for the store before
+    /// appends are refused ([`WalError::Stalled`]) until it finishes: a
+    /// store that does not answer fails new produces at once instead of
+    /// holding them, and every request that shares a client connection
+    /// with them, for the whole outage.
+    pub stall_limit: Duration,
 }
 
 struct Pending {
@@ -131,6 +138,9 @@ pub struct WalWriter {
     committed: AtomicU64,
     /// The completion of the newest buffer taken for a flush.
     last_taken: Mutex<Option<Completion>>,
+    /// When each flush not finished yet (committed or failed) started,
+    /// oldest first.
+    unfinished: Mutex<VecDeque<Instant>>,
 }
 
 impl WalWriter {
@@ -156,6 +166,7 @@ impl WalWriter {
             finished: AtomicU64::new(0),
             committed: AtomicU64::new(0),
             last_taken: Mutex::new(None),
+            unfinished: Mutex::new(VecDeque::new()),
         })
     }
 
@@ -246,6 +257,11 @@ impl WalWriter {
         }
         if self.closed.load(Ordering::SeqCst) {
             return Err(WalError::ShuttingDown);
+        }
+        if let Some(waited) = self.oldest_flush_waited() {
+            if waited >= self.cfg.stall_limit {
+                return Err(WalError::Stalled(waited));
+            }
         }
         let total: i64 = batches.iter().map(|b| i64::from(b.record_count)).sum();
         let base = log.reserve(total).ok_or(WalError::NotOwner)?;
@@ -355,6 +371,23 @@ impl WalWriter {
         }
     }
 
+    /// How long the oldest flush not finished yet has been waiting for the
+    /// store, if one is in flight.
+    fn oldest_flush_waited(&self) -> Option<Duration> {
+        let unfinished = self.unfinished.lock().unwrap_or_else(|p| p.into_inner());
+        unfinished.front().map(|started| started.elapsed())
+    }
+
+    /// Counts the oldest unfinished flush as finished (flushes finish in
+    /// sequence order).
+    fn flush_finished(&self) {
+        self.finished.fetch_add(1, Ordering::SeqCst);
+        self.unfinished
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .pop_front();
+    }
+
     /// Encodes the buffer as one object and starts its PUT.
     fn start_flush(&self, seq: u64, taken: Buffer) -> InFlight {
         let mut inputs = Vec::with_capacity(taken.chunks.len());
@@ -392,6 +425,11 @@ impl WalWriter {
             wal.linked_produces = taken.links.len(),
         );
         add_links(&span, taken.links);
+        let started = Instant::now();
+        self.unfinished
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push_back(started);
         let put = tokio::spawn(
             put_within(
                 self.store.clone(),
@@ -409,7 +447,7 @@ impl WalWriter {
             logs,
             done: taken.done,
             put,
-            started: Instant::now(),
+            started,
         }
     }
 
@@ -463,7 +501,7 @@ impl WalWriter {
             for (entry, log) in f.entries.iter().zip(&f.logs) {
                 log.skip_failed(entry.last_offset + 1);
             }
-            self.finished.fetch_add(1, Ordering::SeqCst);
+            self.flush_finished();
             f.done.send_replace(Some(Err(err)));
         }
     }
@@ -491,7 +529,7 @@ impl WalWriter {
             }
         }
         self.committed.store(f.seq, Ordering::SeqCst);
-        self.finished.fetch_add(1, Ordering::SeqCst);
+        self.flush_finished();
         f.done.send_replace(Some(Ok(())));
     }
 
@@ -593,6 +631,7 @@ mod tests {
     use crate::objstore::{local::LocalDirStore, ObjectMeta};
     use crate::segment::Published;
     use async_trait::async_trait;
+    use kafka_protocol::error::ResponseError;
     use kafka_protocol::records::Compression;
     use std::ops::Range;
     use uuid::Uuid;
@@ -693,6 +732,15 @@ mod tests {
     /// A writer whose interval is an hour: only a size threshold (or
     /// shutdown) flushes within a test.
     fn writer(store: Arc<dyn ObjectStore>, flush_bytes: usize) -> Arc<WalWriter> {
+        writer_with(store, flush_bytes, Duration::from_secs(3600))
+    }
+
+    /// [`writer`] with its own [`WalConfig::stall_limit`].
+    fn writer_with(
+        store: Arc<dyn ObjectStore>,
+        flush_bytes: usize,
+        stall_limit: Duration,
+    ) -> Arc<WalWriter> {
         let registry = prometheus::Registry::new();
         let cfg = WalConfig {
             namespace: "ns".into(),
@@ -706,6 +754,7 @@ mod tests {
             },
             max_inflight: 4,
             put_deadline: Duration::from_secs(3600),
+            stall_limit,
         };
         let metrics = Metrics::new(&registry).expect("metrics");
         WalWriter::new(cfg, store, Arc::new(TailCache::new(1 << 20)), metrics)
@@ -779,6 +828,44 @@ mod tests {
         assert_eq!(waited.expect("acknowledged"), Ok(()));
         assert_eq!(store.inner.list("ns/wal/").await.expect("list").len(), 1);
         assert_eq!(log.high_watermark(), 3);
+    }
+
+    #[tokio::test]
+    async fn a_store_that_does_not_answer_gets_no_new_appends_until_it_does() {
+        const LIMIT: Duration = Duration::from_millis(200);
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = slot_one_store(dir.path(), SlotOne::Lands);
+        let w = writer_with(store.clone(), 1, LIMIT);
+        let (_stop, shutdown) = watch::channel(false);
+        tokio::spawn(w.clone().run(shutdown));
+        let log = log();
+        let first = append(&w, &log, 3);
+        tokio::time::timeout(PATIENCE, store.held.notified())
+            .await
+            .expect("the flush started its PUT");
+        // The PUT has now waited at least the limit.
+        tokio::time::sleep(LIMIT).await;
+        let records = encode(2, Compression::None, 0);
+        let batches = validate(&records, usize::MAX).expect("valid batch");
+        match w.append(&log, &records, &batches) {
+            Err(e @ WalError::Stalled(waited)) => {
+                assert!(waited >= LIMIT, "{waited:?}");
+                assert_eq!(e.kafka_code(), ResponseError::KafkaStorageError.code());
+            }
+            other => panic!("an append behind a stalled store was taken: {other:?}"),
+        }
+        // The store answers: the first append is durable, and appends are
+        // taken again, from the next offset (the refused one reserved none).
+        store.release.add_permits(1);
+        let waited = tokio::time::timeout(PATIENCE, completion::wait_durable(first)).await;
+        assert_eq!(waited.expect("acknowledged"), Ok(()));
+        let (base, done) = w
+            .append(&log, &records, &batches)
+            .expect("taken once the store answered");
+        assert_eq!(base, 3);
+        let waited = tokio::time::timeout(PATIENCE, completion::wait_durable(done)).await;
+        assert_eq!(waited.expect("acknowledged"), Ok(()));
+        assert_eq!(log.high_watermark(), 5);
     }
 
     #[tokio::test]
