@@ -252,16 +252,18 @@ impl Worker {
             let (c, data) = read?;
             let cached = c.cached.is_some();
             // The chunk's bytes are those its entry's CRC covers: written
-            // by this worker, or verified against it when read back.
-            let crc = Crc32c::known(c.entry.crc, u64::from(c.entry.length));
+            // by this worker, or verified against it when read back. (Bytes
+            // of another length are checksummed by the encoder instead.)
+            let length = u64::from(c.entry.length);
+            let crc = (data.len() as u64 == length).then(|| Crc32c::known(c.entry.crc, length));
             match blocks.last_mut() {
                 Some(b) if b.len() + data.len() <= BLOCK_BYTES => {
                     if let Some(all) = in_cache.last_mut() {
                         *all &= cached;
                     }
-                    b.crc = b.crc.map(|so_far| {
+                    b.crc = b.crc.zip(crc).map(|(so_far, next)| {
                         let mut block = Crc32c::known(so_far, b.len() as u64);
-                        block.append(crc);
+                        block.append(next);
                         block.value()
                     });
                     b.data.push(data);
@@ -277,7 +279,7 @@ impl Worker {
                         max_timestamp: c.entry.max_timestamp,
                         batch_count: c.entry.batch_count,
                         data: vec![data],
-                        crc: Some(crc.value()),
+                        crc: crc.map(Crc32c::value),
                     });
                 }
             }

@@ -178,6 +178,10 @@ impl WalWriter {
         self.policy.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    fn unfinished(&self) -> MutexGuard<'_, VecDeque<Instant>> {
+        self.unfinished.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     /// The epoch of the stream this writer appends to.
     pub fn stream_epoch(&self) -> u64 {
         self.cfg.stream_epoch
@@ -374,18 +378,14 @@ impl WalWriter {
     /// How long the oldest flush not finished yet has been waiting for the
     /// store, if one is in flight.
     fn oldest_flush_waited(&self) -> Option<Duration> {
-        let unfinished = self.unfinished.lock().unwrap_or_else(|p| p.into_inner());
-        unfinished.front().map(|started| started.elapsed())
+        self.unfinished().front().map(|started| started.elapsed())
     }
 
     /// Counts the oldest unfinished flush as finished (flushes finish in
     /// sequence order).
     fn flush_finished(&self) {
         self.finished.fetch_add(1, Ordering::SeqCst);
-        self.unfinished
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .pop_front();
+        self.unfinished().pop_front();
     }
 
     /// Encodes the buffer as one object and starts its PUT.
@@ -426,10 +426,7 @@ impl WalWriter {
         );
         add_links(&span, taken.links);
         let started = Instant::now();
-        self.unfinished
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push_back(started);
+        self.unfinished().push_back(started);
         let put = tokio::spawn(
             put_within(
                 self.store.clone(),
