@@ -191,9 +191,7 @@ fn derived_crc(batches: &[u8]) -> u32 {
     let infos = batch::validate(batches, usize::MAX).expect("valid batches");
     let mut crc = kafscale_logworker::crc::Crc32c::default();
     for b in infos {
-        crc.append(batch::crc_of_validated(
-            &batches[b.position..b.position + b.size],
-        ));
+        batch::extend_crc(&mut crc, &batches[b.position..b.position + b.size]);
     }
     crc.value()
 }

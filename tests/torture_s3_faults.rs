@@ -32,9 +32,10 @@ use common::create_topic;
 use common_cluster::{Cluster, ClusterOptions, S3Proxy, LEASE_TTL_MS};
 use common_faults::{FaultKind, FaultProxy, Op};
 use common_history::{Event, History};
-use common_torture::{check_run, spawn_group_consumer, ProducerSpec, Producers, SMALL_SEGMENTS};
-use futures::stream::{FuturesUnordered, StreamExt as _};
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use common_torture::{
+    check_run, spawn_group_consumer, spawn_producer, ProducerSpec, Producers, SMALL_SEGMENTS,
+};
+use rdkafka::producer::FutureRecord;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -121,76 +122,12 @@ async fn acked_records_survive_s3_faults_and_a_worker_kill() {
     );
 }
 
-/// A producer writing to every partition in turn, `rate` records/s, with
-/// no cap on the records awaiting their report (unlike the torture
-/// producers): while one owner cannot write, its records wait or fail, and
-/// the producer goes on sending to the others over the same connection.
-fn spawn_steady_producer(
-    bootstrap: String,
-    topic: String,
-    history: &History,
-    rate: u64,
-    stop: Arc<AtomicBool>,
-) -> tokio::task::JoinHandle<()> {
-    let log = history.producer("steady", false);
-    tokio::spawn(async move {
-        // A request that waits longer than 12 s is given up on, and the
-        // connection with it.
-        let producer: FutureProducer = common::producer(
-            &bootstrap,
-            &[
-                ("request.timeout.ms", "12000"),
-                ("message.timeout.ms", "240000"),
-            ],
-        );
-        let mut inflight = FuturesUnordered::new();
-        let mut tick = tokio::time::interval(Duration::from_millis(1000 / rate));
-        let mut n = 0u64;
-        loop {
-            tokio::select! {
-                _ = tick.tick(), if !stop.load(Ordering::SeqCst) => {
-                    let value = format!("steady-{n:09}");
-                    let partition = (n % PARTITIONS as u64) as i32;
-                    n += 1;
-                    log.send(Some(partition), &value);
-                    let record = FutureRecord::to(&topic).partition(partition).key(&value).payload(&value);
-                    match producer.send_result(record) {
-                        Ok(delivery) => inflight.push(async move { (value, delivery.await) }),
-                        Err((e, _)) => log.error(&value, format!("not enqueued: {e}")),
-                    }
-                }
-                Some((value, outcome)) = inflight.next(), if !inflight.is_empty() => match outcome {
-                    Ok(Ok(d)) => log.ack(&value, d.partition, d.offset),
-                    Ok(Err((e, _))) => log.error(&value, e),
-                    Err(_) => log.error(&value, "delivery report dropped"),
-                },
-                else => break,
-            }
-            if stop.load(Ordering::SeqCst) && inflight.is_empty() {
-                break;
-            }
-        }
-    })
-}
-
-/// Records of `producer` acknowledged on none of `partitions`.
-fn acked_by_elsewhere(history: &History, producer: &str, partitions: &[i32]) -> usize {
+/// Records acknowledged for which `counted(producer, partition)` holds.
+fn acked_where(history: &History, counted: impl Fn(&str, i32) -> bool) -> usize {
     history
         .events()
         .iter()
-        .filter(|e| {
-            matches!(e, Event::Ack { producer: p, partition, .. }
-                if p == producer && !partitions.contains(partition))
-        })
-        .count()
-}
-
-/// Records acknowledged on any of `partitions`.
-fn acked_on(history: &History, partitions: &[i32]) -> usize {
-    history
-        .events()
-        .iter()
-        .filter(|e| matches!(e, Event::Ack { partition, .. } if partitions.contains(partition)))
+        .filter(|e| matches!(e, Event::Ack { producer, partition, .. } if counted(producer, *partition)))
         .count()
 }
 
@@ -219,12 +156,22 @@ async fn a_worker_cut_off_from_s3_alone_acknowledges_nothing_then_resumes_losing
         &history,
     );
     let group = spawn_group_consumer(&c.bootstrap(1), &topic, "s3-partition-group", &history);
+    // A producer writing to every partition in turn with no cap on the
+    // records awaiting their report (unlike the torture producers): while
+    // one owner cannot write, it goes on sending to the others over the
+    // same connection.
     let stop_steady = Arc::new(AtomicBool::new(false));
-    let steady = spawn_steady_producer(
-        c.bootstrap(0),
+    let steady = spawn_producer(
+        ProducerSpec {
+            id: "steady".into(),
+            bootstrap: c.bootstrap(0),
+            idempotent: false,
+            rate: 100,
+            max_inflight: usize::MAX,
+        },
         topic.clone(),
+        PARTITIONS,
         &history,
-        100,
         stop_steady.clone(),
     );
     tokio::time::sleep(Duration::from_secs(3)).await;
@@ -252,7 +199,7 @@ async fn a_worker_cut_off_from_s3_alone_acknowledges_nothing_then_resumes_losing
     let cut_at = Instant::now();
     // What was on its way back when the link was cut may still arrive.
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let cut_off_acked = acked_on(&history, &cut_off);
+    let cut_off_acked = acked_where(&history, |_, p| cut_off.contains(&p));
     // A client that writes only to the other workers' partitions is served
     // through either gateway meanwhile. (The torture producers write to
     // every partition: their records for the cut-off worker wait, and with
@@ -283,13 +230,13 @@ async fn a_worker_cut_off_from_s3_alone_acknowledges_nothing_then_resumes_losing
     }
     // The steady producer's connection carries the cut-off worker's
     // partitions too. Once that worker refuses new produces (its oldest WAL
-    // write waited 10 s) and the client gave up on the requests it held
-    // (12 s), the connection flows again for the other partitions.
+    // write waited 10 s) and the requests it held timed out (15 s), the
+    // connection flows again for the other partitions.
     tokio::time::sleep(Duration::from_secs(22).saturating_sub(cut_at.elapsed())).await;
-    let steady_at_22s = acked_by_elsewhere(&history, "steady", &cut_off);
+    let steady_at_22s = acked_where(&history, |by, p| by == "steady" && !cut_off.contains(&p));
     tokio::time::sleep(CUT.saturating_sub(cut_at.elapsed())).await;
-    let steady_at_heal = acked_by_elsewhere(&history, "steady", &cut_off);
-    let cut_off_during = acked_on(&history, &cut_off);
+    let steady_at_heal = acked_where(&history, |by, p| by == "steady" && !cut_off.contains(&p));
+    let cut_off_during = acked_where(&history, |_, p| cut_off.contains(&p));
     assert!(
         steady_at_heal >= steady_at_22s + 200,
         "a client writing to every partition stalled on the other workers' too: {steady_at_22s} acked elsewhere 22 s into the cut, {steady_at_heal} at the heal"
@@ -312,7 +259,7 @@ async fn a_worker_cut_off_from_s3_alone_acknowledges_nothing_then_resumes_losing
         history.acked()
     );
     let resumed_by = Instant::now() + Duration::from_secs(60);
-    while acked_on(&history, &cut_off) < cut_off_during + 100 {
+    while acked_where(&history, |_, p| cut_off.contains(&p)) < cut_off_during + 100 {
         assert!(
             Instant::now() < resumed_by,
             "worker {w} did not resume acknowledging within 60 s of the heal:\n{}",

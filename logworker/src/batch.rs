@@ -135,13 +135,7 @@ pub fn validate(records: &[u8], max_batch_bytes: usize) -> Result<Vec<BatchInfo>
                 batch[16]
             )));
         }
-        let stored_crc = u32::from_be_bytes([
-            batch[CRC_OFFSET],
-            batch[CRC_OFFSET + 1],
-            batch[CRC_OFFSET + 2],
-            batch[CRC_OFFSET + 3],
-        ]);
-        if crate::crc::checksum(&batch[ATTRIBUTES_OFFSET..]) != stored_crc {
+        if crate::crc::checksum(&batch[ATTRIBUTES_OFFSET..]) != stored_crc(batch) {
             return Err(BatchError::Corrupt("CRC32C mismatch".into()));
         }
         let count = be_i32(batch, RECORDS_COUNT_OFFSET);
@@ -259,22 +253,25 @@ pub fn append_patched(out: &mut Vec<u8>, batch: &[u8], base: i64, leader_epoch: 
     base + i64::from(be_i32(batch, LAST_OFFSET_DELTA_OFFSET))
 }
 
-/// The CRC32C of a whole batch that [`validate`] accepted (its header
-/// patched or not), from its 21 bytes up to the attributes and the stored
-/// CRC that covers the rest, without reading its records again.
-pub fn crc_of_validated(batch: &[u8]) -> Crc32c {
-    let stored = u32::from_be_bytes([
+/// The CRC a batch header stores (over the batch from its attributes on).
+fn stored_crc(batch: &[u8]) -> u32 {
+    u32::from_be_bytes([
         batch[CRC_OFFSET],
         batch[CRC_OFFSET + 1],
         batch[CRC_OFFSET + 2],
         batch[CRC_OFFSET + 3],
-    ]);
-    let mut crc = Crc32c::of(&batch[..ATTRIBUTES_OFFSET]);
+    ])
+}
+
+/// Extends `crc` over a whole batch that [`validate`] accepted (its header
+/// patched or not): reads its 21 bytes up to the attributes and takes the
+/// stored CRC for the rest, without reading its records again.
+pub fn extend_crc(crc: &mut Crc32c, batch: &[u8]) {
+    crc.update(&batch[..ATTRIBUTES_OFFSET]);
     crc.append(Crc32c::known(
-        stored,
+        stored_crc(batch),
         (batch.len() - ATTRIBUTES_OFFSET) as u64,
     ));
-    crc
 }
 
 /// Iterates the batches of a buffer of whole batches (as stored in a chunk).
@@ -422,8 +419,10 @@ pub(crate) mod tests {
             let b = encode(20 + i, c, 0);
             let start = out.len();
             append_patched(&mut out, &b, 1_000 * i as i64, 3);
+            let mut crc = Crc32c::default();
+            extend_crc(&mut crc, &out[start..]);
             assert_eq!(
-                crc_of_validated(&out[start..]),
+                crc,
                 Crc32c::known(crc32c::crc32c(&out[start..]), (out.len() - start) as u64)
             );
         }

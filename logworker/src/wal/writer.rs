@@ -30,7 +30,7 @@
 
 use super::format::{self, ChunkInput};
 use super::policy::{FlushPolicy, FlushSettings};
-use crate::batch::{append_patched, crc_of_validated, BatchInfo};
+use crate::batch::{append_patched, extend_crc, BatchInfo};
 use crate::cache::TailCache;
 use crate::completion::{self, wait_durable, Completion, CompletionSender, WalError};
 use crate::crc::Crc32c;
@@ -285,7 +285,7 @@ impl WalWriter {
             let at = pending.data.len();
             pending.last_offset =
                 append_patched(&mut pending.data, batch, offset, log.leader_epoch);
-            pending.crc.append(crc_of_validated(&pending.data[at..]));
+            extend_crc(&mut pending.crc, &pending.data[at..]);
             pending.max_timestamp = pending.max_timestamp.max(b.max_timestamp);
             pending.batch_count += 1;
             offset += i64::from(b.record_count);
@@ -712,6 +712,25 @@ mod tests {
         })
     }
 
+    /// A running writer that flushes every append at once, on a store
+    /// that holds the PUT of slot 1 until the test releases it (and lets it
+    /// land); the writer stops when the returned sender is dropped.
+    fn held_slot_one(
+        stall_limit: Duration,
+    ) -> (
+        tempfile::TempDir,
+        Arc<SlotOneStore>,
+        Arc<WalWriter>,
+        watch::Sender<bool>,
+    ) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = slot_one_store(dir.path(), SlotOne::Lands);
+        let w = writer_with(store.clone(), 1, stall_limit);
+        let (stop, shutdown) = watch::channel(false);
+        tokio::spawn(w.clone().run(shutdown));
+        (dir, store, w, stop)
+    }
+
     fn log() -> Arc<PartitionLog> {
         let id = PartitionId {
             topic_id: Uuid::nil(),
@@ -803,11 +822,7 @@ mod tests {
 
     #[tokio::test]
     async fn an_append_is_acknowledged_only_once_its_object_exists() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let store = slot_one_store(dir.path(), SlotOne::Lands);
-        let w = writer(store.clone(), 1);
-        let (_stop, shutdown) = watch::channel(false);
-        tokio::spawn(w.clone().run(shutdown));
+        let (_dir, store, w, _stop) = held_slot_one(Duration::from_secs(3600));
         let log = log();
         let done = append(&w, &log, 3);
         tokio::time::timeout(PATIENCE, store.held.notified())
@@ -830,11 +845,7 @@ mod tests {
     #[tokio::test]
     async fn a_store_that_does_not_answer_gets_no_new_appends_until_it_does() {
         const LIMIT: Duration = Duration::from_millis(200);
-        let dir = tempfile::tempdir().expect("tempdir");
-        let store = slot_one_store(dir.path(), SlotOne::Lands);
-        let w = writer_with(store.clone(), 1, LIMIT);
-        let (_stop, shutdown) = watch::channel(false);
-        tokio::spawn(w.clone().run(shutdown));
+        let (_dir, store, w, _stop) = held_slot_one(LIMIT);
         let log = log();
         let first = append(&w, &log, 3);
         tokio::time::timeout(PATIENCE, store.held.notified())
