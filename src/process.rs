@@ -165,7 +165,7 @@ pub async fn spawn_gateway(
                 auto_create_partitions: kafka.auto_create_partitions,
                 max_frame_bytes: kafka.max_frame_bytes,
                 default_max_message_bytes: max_message_bytes,
-                max_pipelined: 64,
+                max_pipelined: kafscale_gateway::config::MAX_PIPELINED,
                 limits: kafscale_gateway::config::Limits {
                     connection_bytes: kafka.max_connection_bytes,
                     gateway_bytes: kafka.max_gateway_bytes,

@@ -19,6 +19,12 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 /// budget is spent (a fetch answers at least one batch anyway).
 pub const MIN_RESPONSE_BYTES: usize = 64 << 10;
 
+/// The least a request frame is charged, however small: a request in
+/// progress also holds its task and its decoded form. So the budgets bound
+/// memory however many small requests a connection pipelines (a produce
+/// waits for its WAL flush, up to the flush ceiling).
+pub const MIN_FRAME_CHARGE: usize = 4 << 10;
+
 /// One connection's budget and the gateway's.
 #[derive(Clone)]
 pub struct Budgets {
@@ -58,14 +64,16 @@ impl Budgets {
         }
     }
 
-    /// `len` bytes from the connection's budget, then from the gateway's,
-    /// each taken whole (no two connections can hold parts of a budget and
-    /// wait for each other); `None` if `len` is larger than a budget.
+    /// `len` bytes (at least [`MIN_FRAME_CHARGE`], at most the connection's
+    /// budget) from the connection's budget, then from the gateway's, each
+    /// taken whole (no two connections can hold parts of a budget and wait
+    /// for each other); `None` if `len` is larger than the connection's
+    /// budget.
     pub async fn take_frame(&self, len: usize) -> Option<Held> {
-        let n = u32::try_from(len).ok()?;
         if len > self.connection_bytes {
             return None;
         }
+        let n = u32::try_from(len.max(MIN_FRAME_CHARGE).min(self.connection_bytes)).ok()?;
         let c = self.connection.clone().acquire_many_owned(n).await.ok()?;
         let g = self.gateway.clone().acquire_many_owned(n).await.ok()?;
         Some(Held {
@@ -185,6 +193,12 @@ mod tests {
 
     const MIB: usize = 1 << 20;
 
+    /// Asserts that `fut` is still waiting 50 ms later.
+    async fn assert_waits<F: std::future::Future + Unpin>(fut: &mut F, why: &str) {
+        let waited = tokio::time::timeout(Duration::from_millis(50), fut).await;
+        assert!(waited.is_err(), "{why}");
+    }
+
     fn budgets(connection: usize, gateway: usize) -> Budgets {
         Budgets::connection(connection, Budgets::gateway(gateway))
     }
@@ -232,12 +246,11 @@ mod tests {
         assert_eq!(first.bytes, MIN_RESPONSE_BYTES);
         let second = b.take_response(100);
         tokio::pin!(second);
-        assert!(
-            tokio::time::timeout(Duration::from_millis(50), &mut second)
-                .await
-                .is_err(),
-            "a second response beyond the gateway's budget waits"
-        );
+        assert_waits(
+            &mut second,
+            "a second response beyond the gateway's budget waits",
+        )
+        .await;
         drop(first);
         assert_eq!(second.await.bytes, 100);
         // Another connection has its own.
@@ -252,12 +265,11 @@ mod tests {
         let _frame = b.take_frame(30 * MIB).await.expect("fits");
         let second = b.take_response(50 * MIB);
         tokio::pin!(second);
-        assert!(
-            tokio::time::timeout(Duration::from_millis(50), &mut second)
-                .await
-                .is_err(),
-            "the connection's budget is spent: the reservation waits"
-        );
+        assert_waits(
+            &mut second,
+            "the connection's budget is spent: the reservation waits",
+        )
+        .await;
         drop(first);
         assert_eq!(second.await.bytes, 50 * MIB);
     }
@@ -274,5 +286,28 @@ mod tests {
         drop(a);
         assert_eq!(b.connection.available_permits(), 100);
         assert_eq!(b.gateway.available_permits(), 150);
+    }
+
+    #[tokio::test]
+    async fn a_small_frame_is_charged_what_a_request_in_progress_holds() {
+        let b = budgets(MIB, 4 * MIB);
+        let _small = b.take_frame(10).await.expect("fits");
+        assert_eq!(b.connection.available_permits(), MIB - MIN_FRAME_CHARGE);
+        assert_eq!(b.gateway.available_permits(), 4 * MIB - MIN_FRAME_CHARGE);
+        // A connection pipelining tiny requests runs out of budget at
+        // MIB / MIN_FRAME_CHARGE of them, and then stops being read.
+        let mut held = Vec::new();
+        for _ in 1..MIB / MIN_FRAME_CHARGE {
+            held.push(b.take_frame(10).await.expect("fits"));
+        }
+        let next = b.take_frame(10);
+        tokio::pin!(next);
+        assert_waits(
+            &mut next,
+            "the connection's budget is spent: the next frame waits",
+        )
+        .await;
+        held.pop();
+        assert!(next.await.is_some());
     }
 }

@@ -13,7 +13,8 @@ pub struct GatewayConfig {
     pub default_max_message_bytes: usize,
     /// Largest accepted request frame.
     pub max_frame_bytes: usize,
-    /// Requests of one connection processed concurrently (answered in order).
+    /// Requests of one connection processed concurrently (answered in order;
+    /// see [`MAX_PIPELINED`]).
     pub max_pipelined: usize,
     /// Memory and connection bounds (see [`Limits`]).
     pub limits: Limits,
@@ -21,6 +22,16 @@ pub struct GatewayConfig {
     /// with SECURITY_DISABLED, as a Kafka broker without an authorizer does.
     pub authorizer: Option<kafscale_controlplane::acl::AuthorizerConfig>,
 }
+
+/// Requests one connection may have in progress at once. A produce is
+/// answered once its WAL object is durable, up to the flush ceiling later
+/// (200 ms by default, 1 s with the cost profile), and a client pipelines
+/// a request every few milliseconds, so a connection's throughput is at
+/// most this many requests per ack: at 64, librdkafka at linger 5 ms over
+/// 96 keyed partitions was held to 4.7 of 5 MB/s with acks taking 4.5 s.
+/// Memory stays bounded by the byte budgets ([`Limits`]), which charge every
+/// request at least [`crate::budget::MIN_FRAME_CHARGE`].
+pub const MAX_PIPELINED: usize = 1024;
 
 /// Bounds on what clients can make a gateway hold (see [`crate::budget`]).
 /// Request bytes are counted from the moment a frame's length is read until
