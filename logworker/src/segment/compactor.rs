@@ -79,7 +79,7 @@ pub const MAX_CUT_REST: Duration = Duration::from_secs(1);
 /// them due together; cut back to back, their segments took the worker's
 /// CPU and the store's for a second or more, and the produce acks of that
 /// second waited behind them (3 workers at 5 MB/s each: produce p99
-/// 289–380 ms, against 256 rested). Early cuts do not rest: their chunks
+/// 266–380 ms, against 249–262 rested). Early cuts do not rest: their chunks
 /// are about to leave the cache.
 async fn rest_after_cut(took: Duration, shutdown: &watch::Receiver<bool>) {
     let mut shutdown = shutdown.clone();
