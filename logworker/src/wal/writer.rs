@@ -726,9 +726,15 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = slot_one_store(dir.path(), SlotOne::Lands);
         let w = writer_with(store.clone(), 1, stall_limit);
+        let stop = start(&w);
+        (dir, store, w, stop)
+    }
+
+    /// Runs `w` in the background until the returned sender is dropped.
+    fn start(w: &Arc<WalWriter>) -> watch::Sender<bool> {
         let (stop, shutdown) = watch::channel(false);
         tokio::spawn(w.clone().run(shutdown));
-        (dir, store, w, stop)
+        stop
     }
 
     fn log() -> Arc<PartitionLog> {
@@ -789,8 +795,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = Arc::new(LocalDirStore::open(dir.path()).expect("store"));
         let w = writer(store.clone(), flush_bytes);
-        let (stop, shutdown) = watch::channel(false);
-        tokio::spawn(w.clone().run(shutdown));
+        let stop = start(&w);
         (dir, store, w, stop)
     }
 
@@ -972,8 +977,7 @@ mod tests {
             store.inner.put_if_absent(&key, seal).await.expect("seal");
         }
         let w = writer(store.clone(), 1 << 20);
-        let (_stop, shutdown) = watch::channel(false);
-        tokio::spawn(w.clone().run(shutdown));
+        let _stop = start(&w);
         let log = log();
         let a = append(&w, &log, 2);
         let first = tokio::spawn({
